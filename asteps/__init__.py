@@ -1,0 +1,56 @@
+"""asteps: simpleflow's Steps for asyncio.
+
+    runner = Runner(FileStore(".asteps"), "customer-42")
+    outcome = await runner.step("export.csv", export_csv)
+
+Everything users need is importable from here; module layout is private.
+"""
+
+from .bus import EventBus, Signal, Subscription
+from .canvas import Chain, Group, run_activity
+from .decision import Decision, decide
+from .errors import (
+    AstepsError,
+    FlowError,
+    InvalidStepName,
+    MarkDoneError,
+    SignalError,
+    SignalTimeout,
+    StoreError,
+)
+from .names import covers, validate_name, validate_pattern
+from .runner import Runner
+from .step import Marker, Step, StepOutcome
+from .stores import DoneStore, FileStore, MemoryStore, list_done_many, unmark_matching
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AstepsError",
+    "Chain",
+    "Decision",
+    "DoneStore",
+    "EventBus",
+    "FileStore",
+    "FlowError",
+    "Group",
+    "InvalidStepName",
+    "MarkDoneError",
+    "Marker",
+    "MemoryStore",
+    "Runner",
+    "Signal",
+    "SignalError",
+    "SignalTimeout",
+    "Step",
+    "StepOutcome",
+    "StoreError",
+    "Subscription",
+    "covers",
+    "decide",
+    "list_done_many",
+    "run_activity",
+    "unmark_matching",
+    "validate_name",
+    "validate_pattern",
+]

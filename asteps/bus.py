@@ -1,0 +1,208 @@
+"""The event bus: where ``step.<name>`` signals and ``log.step`` markers flow.
+
+Delivery policy (why it works this way): a runner must never wait on a slow
+reader. Each subscription owns a bounded buffer (``buffer`` signals, 1,024 by
+default). With ``overflow="drop_oldest"`` (the default) a full buffer drops
+its oldest signal, counts it in :attr:`Subscription.dropped` and logs a
+warning, so publishing never blocks. With ``overflow="block"`` publishing waits
+for room: use it only for a reader that is always draining, such as the SWF
+bridge, where losing a signal is worse than waiting for it.
+
+Patterns match hierarchically, as for steps: ``step`` receives ``step.a`` and
+``step.a.b``; ``*`` receives everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .errors import SignalError, SignalTimeout
+from .names import covers, validate_pattern
+
+logger = logging.getLogger("asteps.bus")
+
+Overflow = Literal["drop_oldest", "block"]
+MAX_SIGNAL_NAME = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One event on the bus. ``source`` says where it came from when not local
+    (for instance ``swf:<domain>/<workflow_id>/<run_id>``)."""
+
+    name: str
+    payload: Any = None
+    source: str | None = None
+
+
+class Subscription:
+    """An async iterator of the :class:`Signal` objects a pattern covers."""
+
+    def __init__(self, pattern: str, buffer: int, overflow: Overflow) -> None:
+        self.pattern = pattern
+        self.overflow: Overflow = overflow
+        self.dropped = 0
+        send, receive = anyio.create_memory_object_stream[Signal](buffer)
+        self._send: MemoryObjectSendStream[Signal] = send
+        self._receive: MemoryObjectReceiveStream[Signal] = receive
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Signal:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def receive(self, timeout: float | None = None) -> Signal:
+        """The next signal; :class:`SignalTimeout` if none arrives in time."""
+        try:
+            with anyio.fail_after(timeout):
+                return await self._receive.receive()
+        except TimeoutError:
+            raise SignalTimeout(f"no signal matching {self.pattern!r} within {timeout}s") from None
+
+    def receive_nowait_all(self) -> list[Signal]:
+        """Every signal waiting in the buffer, without waiting for more."""
+        signals: list[Signal] = []
+        while True:
+            try:
+                signals.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return signals
+
+    def pending(self) -> int:
+        """How many signals wait in the buffer."""
+        return self._receive.statistics().current_buffer_used
+
+    async def _deliver(self, signal: Signal) -> None:
+        if self.overflow == "block":
+            # The subscriber may leave while we wait for room: nothing to deliver then.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self._send.send(signal)
+            return
+        try:
+            self._send.send_nowait(signal)
+        except anyio.WouldBlock:
+            self._receive.receive_nowait()
+            self._send.send_nowait(signal)
+            self.dropped += 1
+            if _is_power_of_two(self.dropped):
+                logger.warning(
+                    "subscriber to %r is not keeping up: %d signals dropped so far",
+                    self.pattern,
+                    self.dropped,
+                )
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+
+    def _close(self) -> None:
+        self._send.close()
+        self._receive.close()
+
+
+class _Waiter:
+    __slots__ = ("event", "signal")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.signal: Signal | None = None
+
+
+class EventBus:
+    """In-process publish/subscribe of :class:`Signal` objects.
+
+    The bus also remembers the last signal of each name, so a waiter may ask
+    for one that was published before it started waiting (``include_past``),
+    the way an SWF workflow sees a signal already in its history.
+    """
+
+    def __init__(self, *, buffer: int = 1024, overflow: Overflow = "drop_oldest") -> None:
+        if buffer < 1:
+            raise ValueError(f"buffer must be at least 1, got {buffer}")
+        self._buffer = buffer
+        self._overflow: Overflow = overflow
+        self._subscriptions: list[Subscription] = []
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._last: dict[str, Signal] = {}
+
+    async def publish(self, name: str, payload: Any = None, *, source: str | None = None) -> Signal:
+        """Deliver a signal to every subscription and waiter that it concerns."""
+        if not isinstance(name, str) or not name or len(name) > MAX_SIGNAL_NAME:
+            raise SignalError(
+                f"signal name must be a non-empty string of at most {MAX_SIGNAL_NAME} "
+                f"characters, got {name!r}"
+            )
+        signal = Signal(name, payload, source)
+        self._last[name] = signal
+        waiters = self._waiters.pop(name, None)
+        if waiters:
+            for waiter in waiters:
+                waiter.signal = signal
+                waiter.event.set()
+        for subscription in self._subscriptions:
+            if covers(subscription.pattern, name):
+                await subscription._deliver(signal)
+        return signal
+
+    @asynccontextmanager
+    async def subscribe(
+        self, pattern: str, *, buffer: int | None = None, overflow: Overflow | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Receive every signal ``pattern`` covers while the context is open."""
+        validate_pattern(pattern)
+        subscription = Subscription(pattern, buffer or self._buffer, overflow or self._overflow)
+        self._subscriptions.append(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.remove(subscription)
+            subscription._close()
+
+    def listening(self, name: str) -> bool:
+        """True when a subscription or a waiter would receive signal ``name``."""
+        return name in self._waiters or any(covers(s.pattern, name) for s in self._subscriptions)
+
+    def last(self, name: str) -> Signal | None:
+        """The last signal published under exactly ``name``, if any."""
+        return self._last.get(name)
+
+    async def wait(
+        self, name: str, timeout: float | None = None, *, include_past: bool = False
+    ) -> Signal:
+        """Wait for the next signal named exactly ``name``.
+
+        With ``include_past=True`` a signal already published under that name
+        is returned at once. Raises :class:`SignalTimeout` after ``timeout``.
+        """
+        if include_past and (seen := self._last.get(name)) is not None:
+            return seen
+        waiter = _Waiter()
+        self._waiters.setdefault(name, []).append(waiter)
+        try:
+            with anyio.fail_after(timeout):
+                await waiter.event.wait()
+        except TimeoutError:
+            raise SignalTimeout(f"signal {name!r} did not arrive within {timeout}s") from None
+        finally:
+            waiting = self._waiters.get(name)
+            if waiting and waiter in waiting:
+                waiting.remove(waiter)
+                if not waiting:
+                    del self._waiters[name]
+        assert waiter.signal is not None
+        return waiter.signal
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and math.log2(n).is_integer()

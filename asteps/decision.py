@@ -1,0 +1,74 @@
+"""Whether a step runs or is skipped, and why. Pure: no I/O, no state.
+
+The rules, in order (force beats skip):
+
+1. ``force`` or a forced pattern covers the name: run, forced, with the reasons
+   of every covering forced pattern;
+2. a skipped pattern covers it: skip, forced, with the reasons of every
+   covering skipped pattern;
+3. it is done: skip, not forced, ``["Step was already played"]``;
+4. otherwise: run, not forced, no reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .names import covers
+
+ALREADY_PLAYED = "Step was already played"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one step."""
+
+    run: bool
+    forced: bool
+    reasons: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    """The forced or skipped patterns that decided it, for plans and logs."""
+
+    @property
+    def action(self) -> Literal["run", "skip"]:
+        return "run" if self.run else "skip"
+
+
+def decide(
+    name: str,
+    *,
+    force: bool,
+    forced: Mapping[str, Sequence[str]],
+    skipped: Mapping[str, Sequence[str]],
+    done: Collection[str],
+) -> Decision:
+    """Decide one step. ``forced``/``skipped`` map each pattern to its reasons."""
+    if not forced and not skipped:  # the common case: no pattern at all
+        return (_DONE if name in done else _NEW) if not force else _FORCED
+    patterns, reasons = _covering(name, forced)
+    if force or patterns:
+        return Decision(run=True, forced=True, reasons=reasons, patterns=patterns)
+    patterns, reasons = _covering(name, skipped)
+    if patterns:
+        return Decision(run=False, forced=True, reasons=reasons, patterns=patterns)
+    return _DONE if name in done else _NEW
+
+
+# Shared instances for the common decisions: frozen, so safe to share, and
+# one allocation less per step on the hot path.
+_NEW = Decision(run=True, forced=False)
+_DONE = Decision(run=False, forced=False, reasons=(ALREADY_PLAYED,))
+_FORCED = Decision(run=True, forced=True)
+
+
+def _covering(
+    name: str, table: Mapping[str, Sequence[str]]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if not table:
+        return (), ()
+    patterns = tuple(p for p in table if covers(p, name))
+    # dict.fromkeys keeps the first occurrence of each reason, in order.
+    reasons = tuple(dict.fromkeys(r for p in patterns for r in table[p]))
+    return patterns, reasons

@@ -1,0 +1,63 @@
+"""Every exception a caller of asteps may want to catch.
+
+All of them derive from :class:`AstepsError`, so ``except AstepsError`` catches
+anything asteps raises on its own account. Messages name the mistake and say
+what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AstepsError(Exception):
+    """Base class of every error raised by asteps itself."""
+
+
+class InvalidStepName(AstepsError, ValueError):
+    """A step name, a pattern, a workflow id or a prefix is malformed.
+
+    Raised at call time, before any I/O, so nothing has been written.
+    """
+
+
+class StoreError(AstepsError):
+    """The done-marker store could not list, write or remove markers.
+
+    ``prefix`` names the location the store was working on, when known.
+    """
+
+    def __init__(self, message: str, *, prefix: str | None = None) -> None:
+        super().__init__(message)
+        self.prefix = prefix
+
+
+class MarkDoneError(StoreError):
+    """A step's work completed, but its done marker could not be written.
+
+    The step's result is in :attr:`result`, the store's error in ``__cause__``.
+    The step is *not* marked done, so it runs again next time (at-least-once).
+    """
+
+    def __init__(self, step: str, result: Any, *, prefix: str, cause: BaseException) -> None:
+        super().__init__(
+            f"step {step!r} completed but its done marker under {prefix!r} could not be "
+            f"written ({type(cause).__name__}: {cause}); the result is in .result and the "
+            "step will run again next time unless you mark it done yourself",
+            prefix=prefix,
+        )
+        self.step = step
+        self.result = result
+        self.__cause__ = cause
+
+
+class SignalError(AstepsError):
+    """A signal could not be published, sent or received as asked."""
+
+
+class SignalTimeout(SignalError, TimeoutError):
+    """No signal of the awaited name arrived within the timeout."""
+
+
+class FlowError(AstepsError):
+    """A flow given to the CLI cannot be loaded or has the wrong shape."""

@@ -1,0 +1,115 @@
+"""Step names and patterns: what is valid, and which pattern covers which name.
+
+A name is dot-separated segments of letters, digits, ``_`` or ``-``. A pattern
+is ``*`` or a name; pattern ``a`` covers ``a`` and ``a.b.c`` but not ``ab``.
+These rules are shared by steps, forced/skipped patterns and bus subscriptions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import InvalidStepName
+
+WILDCARD = "*"
+MAX_NAME_LENGTH = 200
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_valid_name(name: object) -> bool:
+    """True when ``name`` is a valid step name."""
+    return (
+        isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and _NAME.fullmatch(name) is not None
+    )
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it is a valid step name, else raise :class:`InvalidStepName`."""
+    if is_valid_name(name):
+        return name  # type: ignore[return-value]
+    if name == WILDCARD:
+        raise InvalidStepName(
+            "'*' is a pattern, not a step name: give the step a name such as 'export.csv'"
+        )
+    raise InvalidStepName(_explain(name, "step name"))
+
+
+def validate_pattern(pattern: object) -> str:
+    """Return ``pattern`` if it is ``*`` or a valid name, else raise :class:`InvalidStepName`."""
+    if pattern == WILDCARD or is_valid_name(pattern):
+        return pattern  # type: ignore[return-value]
+    raise InvalidStepName(_explain(pattern, "pattern") + "; a pattern may also be '*'")
+
+
+def validate_patterns(patterns: str | Iterable[str]) -> list[str]:
+    """Accept one pattern or an iterable of patterns; validate them all first."""
+    items = [patterns] if isinstance(patterns, str) else list(patterns)
+    return [validate_pattern(p) for p in items]
+
+
+def covers(pattern: str, name: str) -> bool:
+    """True iff ``pattern`` is ``*``, equals ``name``, or is a dotted ancestor of it."""
+    if pattern in (WILDCARD, name):
+        return True
+    return name.startswith(pattern) and name[len(pattern) : len(pattern) + 1] == "."
+
+
+def validate_workflow_id(workflow_id: object) -> str:
+    """Refuse workflow ids that would escape or corrupt a store's key layout."""
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise InvalidStepName(f"workflow id must be a non-empty string, got {workflow_id!r}")
+    if "/" in workflow_id:
+        raise InvalidStepName(
+            f"workflow id {workflow_id!r} contains '/': it would change the marker layout; "
+            "use another separator such as '-' or ':'"
+        )
+    if _CONTROL.search(workflow_id):
+        raise InvalidStepName(f"workflow id {workflow_id!r} contains a control character")
+    if workflow_id in (".", ".."):
+        raise InvalidStepName(f"workflow id {workflow_id!r} is a path component, not an id")
+    return workflow_id
+
+
+def format_prefix(template: str, workflow_id: str, context: Mapping[str, Any] | None) -> str:
+    """Format a prefix template (simpleflow's ``get_step_path_prefix``).
+
+    The template sees ``workflow_id`` and every key of ``context``.
+    """
+    values = dict(context or {})
+    values["workflow_id"] = workflow_id
+    try:
+        prefix = template.format(**values)
+    except KeyError as exc:
+        raise InvalidStepName(
+            f"prefix template {template!r} uses {{{exc.args[0]}}} but it is not in the "
+            "runner's context: pass context={...} with that key"
+        ) from None
+    except (IndexError, ValueError) as exc:
+        raise InvalidStepName(f"prefix template {template!r} is malformed: {exc}") from None
+    if prefix.startswith("/") or _CONTROL.search(prefix) or ".." in prefix.split("/"):
+        raise InvalidStepName(
+            f"prefix {prefix!r} must be relative, without '..' segments or control characters"
+        )
+    return prefix
+
+
+def _explain(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        return f"{what} must be a string, got {type(value).__name__}"
+    if not value:
+        return f"{what} is empty"
+    if len(value) > MAX_NAME_LENGTH:
+        return (
+            f"{what} {value[:40]!r}... is {len(value)} characters; the limit is {MAX_NAME_LENGTH}"
+        )
+    if "" in value.split("."):
+        return f"{what} {value!r} has an empty segment: remove the stray '.'"
+    bad = sorted({c for c in value if not (c.isascii() and (c.isalnum() or c in "._-"))})
+    return (
+        f"{what} {value!r} contains {''.join(bad)!r}: use dot-separated segments of "
+        "letters, digits, '_' or '-'"
+    )

@@ -1,0 +1,83 @@
+"""How outcomes and signals look in a terminal (rich) and as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from .bus import Signal
+from .step import StepOutcome
+
+_STYLE = {"completed": "green", "skipped": "cyan", "failed": "bold red", "planned": "yellow"}
+
+
+def status_text(outcome: StepOutcome) -> str:
+    if outcome.status == "planned":
+        return "would run" if outcome.decision == "run" else "would skip"
+    return outcome.status
+
+
+def outcome_row(outcome: StepOutcome) -> dict[str, Any]:
+    """One outcome as plain JSON-able data."""
+    row: dict[str, Any] = {
+        "step": outcome.name,
+        "status": outcome.status,
+        "decision": outcome.decision,
+        "forced": outcome.forced,
+        "reasons": outcome.reasons,
+        "patterns": list(outcome.patterns),
+        "duration": round(outcome.duration, 6),
+    }
+    if outcome.error is not None:
+        row["error"] = f"{type(outcome.error).__name__}: {outcome.error}"
+    return row
+
+
+def outcomes_table(outcomes: Iterable[StepOutcome], *, title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("forced")
+    table.add_column("reasons")
+    table.add_column("duration", justify="right")
+    for o in outcomes:
+        why = "; ".join(o.reasons)
+        if o.patterns:
+            why = f"{why} [pattern {', '.join(o.patterns)}]".strip()
+        if o.error is not None:
+            why = f"{type(o.error).__name__}: {o.error}"
+        table.add_row(
+            escape(o.name),
+            f"[{_STYLE[o.status]}]{status_text(o)}[/]",
+            "yes" if o.forced else "",
+            escape(why),
+            f"{o.duration * 1000:.1f} ms" if o.status != "planned" else "",
+        )
+    return table
+
+
+def signals_table(signals: Iterable[Signal]) -> Table:
+    """Signals, with the step payload's fields in columns when it has them."""
+    table = Table(title="signals received", title_justify="left")
+    table.add_column("signal")
+    table.add_column("status")
+    table.add_column("forced")
+    table.add_column("reasons / payload")
+    for s in signals:
+        p = s.payload
+        if isinstance(p, dict) and {"status", "forced", "reasons"} <= p.keys():
+            table.add_row(
+                escape(s.name),
+                p["status"],
+                "yes" if p["forced"] else "",
+                escape("; ".join(p["reasons"])),
+            )
+        else:
+            table.add_row(
+                escape(s.name), "", "", escape(json.dumps(p, sort_keys=True, default=str))
+            )
+    return table

@@ -1,0 +1,97 @@
+"""The event bus: hierarchical subscriptions, bounded buffers, waiting."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from asteps import EventBus, Signal, SignalError, SignalTimeout
+
+
+async def test_subscribers_receive_what_their_pattern_covers() -> None:
+    bus = EventBus()
+    async with bus.subscribe("step") as steps, bus.subscribe("*") as everything:
+        await bus.publish("step.a.b", {"x": 1})
+        await bus.publish("stepper", 2)
+        await bus.publish("log.step")
+        assert await steps.receive(timeout=1) == Signal("step.a.b", {"x": 1})
+        assert steps.pending() == 0
+        assert [s.name for s in (everything.receive_nowait_all())] == [
+            "step.a.b",
+            "stepper",
+            "log.step",
+        ]
+
+
+async def test_a_slow_subscriber_never_blocks_the_publisher_and_drops_are_counted() -> None:
+    bus = EventBus(buffer=3)
+    async with bus.subscribe("s") as sub:
+        for i in range(10):
+            await bus.publish("s", i)
+        assert sub.dropped == 7
+        assert [s.payload for s in sub.receive_nowait_all()] == [7, 8, 9]
+
+
+async def test_a_blocking_subscription_makes_the_publisher_wait_for_room() -> None:
+    bus = EventBus()
+    got: list[int] = []
+    async with bus.subscribe("s", buffer=1, overflow="block") as sub:
+        async with anyio.create_task_group() as tg:
+
+            async def publish_all() -> None:
+                for i in range(5):
+                    await bus.publish("s", i)
+
+            tg.start_soon(publish_all)
+            for _ in range(5):
+                got.append((await sub.receive(timeout=1)).payload)
+    assert got == [0, 1, 2, 3, 4]
+    assert sub.dropped == 0
+
+
+async def test_wait_returns_the_next_signal_of_that_exact_name() -> None:
+    bus = EventBus()
+    async with anyio.create_task_group() as tg:
+        result: list[Signal] = []
+
+        async def waiter() -> None:
+            result.append(await bus.wait("step.a", timeout=1))
+
+        tg.start_soon(waiter)
+        await anyio.sleep(0.01)
+        await bus.publish("step.a.b", "child, not it")
+        await bus.publish("step.a", "it")
+    assert result == [Signal("step.a", "it")]
+
+
+async def test_wait_times_out_with_a_clear_error() -> None:
+    with pytest.raises(SignalTimeout, match="'never'"):
+        await EventBus().wait("never", timeout=0.01)
+
+
+async def test_wait_may_include_a_signal_already_published() -> None:
+    bus = EventBus()
+    await bus.publish("ready", 1)
+    assert (await bus.wait("ready", timeout=1, include_past=True)).payload == 1
+    with pytest.raises(SignalTimeout):
+        await bus.wait("ready", timeout=0.01)
+
+
+async def test_iterating_a_subscription_ends_when_it_closes() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+    async with bus.subscribe("x") as sub:
+        await bus.publish("x.1")
+        await bus.publish("x.2")
+        async for signal in sub:
+            seen.append(signal.name)
+            if len(seen) == 2:
+                break
+    assert seen == ["x.1", "x.2"]
+    assert not bus.listening("x.1")
+
+
+@pytest.mark.parametrize("name", ["", "x" * 257])
+async def test_bad_signal_names_are_refused(name: str) -> None:
+    with pytest.raises(SignalError):
+        await EventBus().publish(name)

@@ -1,0 +1,160 @@
+"""Chain and Group: lazy, ordered, bounded, and honest about failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import anyio
+import pytest
+
+from asteps import Chain, Group, run_activity
+
+
+async def one() -> int:
+    return 1
+
+
+async def add_one(x: int) -> int:
+    return x + 1
+
+
+class Boom(Exception):
+    pass
+
+
+async def boom() -> None:
+    raise Boom("boom")
+
+
+async def test_constructing_runs_nothing() -> None:
+    ran: list[str] = []
+
+    async def mark() -> None:
+        ran.append("x")
+
+    chain = Chain(mark, mark)
+    group = Group(mark)
+    await asyncio.sleep(0)
+    assert ran == []
+    await chain
+    await group
+    assert ran == ["x", "x", "x"]
+
+
+async def test_a_chain_can_be_awaited_again() -> None:
+    chain = Chain(one, one)
+    assert await chain == [1, 1]
+    assert await chain == [1, 1]
+
+
+async def test_every_kind_of_activity_is_accepted() -> None:
+    def sync_double(x: int) -> int:
+        return 2 * x
+
+    coro = one()
+    results = await Chain(
+        one, (add_one, 4), coro, Chain(one), Group(one, one), (sync_double, 3), lambda: 7
+    )
+    assert results == [1, 5, 1, [1], [1, 1], 6, 7]
+
+
+async def test_sync_callables_run_in_a_worker_thread() -> None:
+    loop_thread = threading.get_ident()
+
+    def where() -> int:
+        return threading.get_ident()
+
+    assert await run_activity(where) != loop_thread
+
+
+async def test_send_result_passes_each_result_to_the_next() -> None:
+    assert await Chain(one, add_one, add_one, send_result=True) == [1, 2, 3]
+    assert await Chain(one, (lambda x: x * 10), send_result=True) == [1, 10]
+
+
+async def test_a_chain_stops_at_the_first_failure_and_raises_it() -> None:
+    ran: list[int] = []
+
+    async def after() -> None:
+        ran.append(1)
+
+    with pytest.raises(Boom):
+        await Chain(one, boom, after)
+    assert ran == []
+
+
+async def test_a_chain_without_break_on_failure_runs_all_then_raises_a_group() -> None:
+    ran: list[int] = []
+
+    async def after() -> None:
+        ran.append(1)
+
+    with pytest.raises(ExceptionGroup) as info:
+        await Chain(boom, after, boom, break_on_failure=False)
+    assert ran == [1]
+    assert len(info.value.exceptions) == 2
+
+
+async def test_group_results_are_in_submission_order() -> None:
+    async def slow(x: int, delay: float) -> int:
+        await anyio.sleep(delay)
+        return x
+
+    assert await Group((slow, 1, 0.03), (slow, 2, 0.0), (slow, 3, 0.01)) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5])
+async def test_group_never_runs_more_than_max_parallel(limit: int) -> None:
+    running = peak = 0
+
+    async def member() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.005)
+        running -= 1
+
+    await Group(*[member] * 12, max_parallel=limit)
+    assert peak == limit
+
+
+async def test_group_lets_every_member_finish_then_raises_failures_together() -> None:
+    finished: list[int] = []
+
+    async def ok(i: int) -> None:
+        await anyio.sleep(0.01)
+        finished.append(i)
+
+    with pytest.raises(ExceptionGroup) as info:
+        await Group(boom, (ok, 1), boom, (ok, 2))
+    assert sorted(finished) == [1, 2]
+    assert [type(e) for e in info.value.exceptions] == [Boom, Boom]
+
+
+async def test_cancelling_a_group_cancels_every_member() -> None:
+    cancelled: list[int] = []
+    started = anyio.Event()
+
+    async def forever(i: int) -> None:
+        try:
+            started.set()
+            await anyio.sleep(60)
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(i)
+            raise
+
+    task = asyncio.ensure_future(Group((forever, 1), (forever, 2)))
+    await started.wait()
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(cancelled) == [1, 2]
+
+
+def test_bad_activities_are_refused_at_construction() -> None:
+    with pytest.raises(TypeError, match="not an activity"):
+        Chain(one, 42)
+    with pytest.raises(ValueError, match="max_parallel"):
+        Group(one, max_parallel=0)

@@ -1,0 +1,49 @@
+"""The decision table: force beats skip beats done; reasons come from patterns."""
+
+from __future__ import annotations
+
+import pytest
+
+from asteps import decide
+from asteps.decision import ALREADY_PLAYED
+
+NONE: dict[str, list[str]] = {}
+
+CASES = [
+    # (name, force, forced, skipped, done) -> (run, forced, reasons)
+    ("a", False, NONE, NONE, set(), (True, False, ())),
+    ("a", False, NONE, NONE, {"a"}, (False, False, (ALREADY_PLAYED,))),
+    ("a", True, NONE, NONE, {"a"}, (True, True, ())),
+    ("a.b", False, {"a": ["r1"]}, NONE, {"a.b"}, (True, True, ("r1",))),
+    ("ab", False, {"a": ["r1"]}, NONE, {"ab"}, (False, False, (ALREADY_PLAYED,))),
+    ("a.b", False, {"*": ["all"]}, NONE, set(), (True, True, ("all",))),
+    ("a.b", False, NONE, {"a": ["s"]}, set(), (False, True, ("s",))),
+    ("a.b", False, NONE, {"*": []}, set(), (False, True, ())),
+    # force beats skip, and only the forced reasons are given
+    ("a.b", False, {"a.b": ["f"]}, {"a": ["s"]}, set(), (True, True, ("f",))),
+    ("a.b", True, NONE, {"a": ["s"]}, {"a.b"}, (True, True, ())),
+    # reasons of every covering pattern, distinct, in order
+    (
+        "a.b.c",
+        False,
+        {"a": ["x", "y"], "a.b": ["y", "z"], "q": ["no"]},
+        NONE,
+        set(),
+        (True, True, ("x", "y", "z")),
+    ),
+    # a skipped pattern that does not cover leaves the done rule in charge
+    ("b", False, NONE, {"a": ["s"]}, {"b"}, (False, False, (ALREADY_PLAYED,))),
+    ("b", False, NONE, {"a": ["s"]}, set(), (True, False, ())),
+]
+
+
+@pytest.mark.parametrize(("name", "force", "forced", "skipped", "done", "expected"), CASES)
+def test_decision_table(name, force, forced, skipped, done, expected) -> None:  # type: ignore[no-untyped-def]
+    d = decide(name, force=force, forced=forced, skipped=skipped, done=done)
+    assert (d.run, d.forced, d.reasons) == expected
+
+
+def test_decision_names_the_patterns_that_decided() -> None:
+    d = decide("a.b", force=False, forced={"a": ["r"], "c": ["q"]}, skipped={}, done=())
+    assert d.patterns == ("a",)
+    assert d.action == "run"

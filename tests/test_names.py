@@ -1,0 +1,88 @@
+"""Step names, patterns and the "covers" rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from asteps import InvalidStepName, covers, validate_name, validate_pattern
+from asteps.names import format_prefix, validate_workflow_id
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "export.csv", "a.b.c", "A_1-x.y", "0", "x" * 200, ".".join(["a"] * 100)]
+)
+def test_valid_names_are_accepted(name: str) -> None:
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("", "empty"),
+        ("a..b", "empty segment"),
+        (".a", "empty segment"),
+        ("a.", "empty segment"),
+        ("a b", "' '"),
+        ("a/b", "'/'"),
+        ("é", "'é'"),
+        ("x" * 201, "limit is 200"),
+        ("*", "is a pattern"),
+        (None, "must be a string"),
+        (3, "must be a string"),
+    ],
+)
+def test_invalid_names_are_refused_with_a_hint(name: object, hint: str) -> None:
+    with pytest.raises(InvalidStepName, match=hint):
+        validate_name(name)
+
+
+def test_invalid_step_name_is_a_value_error() -> None:
+    assert issubclass(InvalidStepName, ValueError)
+
+
+def test_star_is_a_valid_pattern_but_not_a_name() -> None:
+    assert validate_pattern("*") == "*"
+    with pytest.raises(InvalidStepName):
+        validate_pattern("a.*")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "expected"),
+    [
+        ("*", "a", True),
+        ("*", "a.b.c", True),
+        ("a", "a", True),
+        ("a", "a.b", True),
+        ("a", "a.b.c", True),
+        ("a.b", "a.b.c", True),
+        ("a", "ab", False),
+        ("a", "ab.c", False),
+        ("a.b", "a", False),
+        ("a.b", "a.bc", False),
+        ("b", "a.b", False),
+    ],
+)
+def test_covers(pattern: str, name: str, expected: bool) -> None:
+    assert covers(pattern, name) is expected
+
+
+@pytest.mark.parametrize("wid", ["a/b", "tab\there", "nul\x00", ".", "..", ""])
+def test_bad_workflow_ids_are_refused(wid: str) -> None:
+    with pytest.raises(InvalidStepName):
+        validate_workflow_id(wid)
+
+
+def test_prefix_templates_see_the_workflow_id_and_context() -> None:
+    assert format_prefix("{workflow_id}/steps/", "wf", None) == "wf/steps/"
+    assert format_prefix("{tenant}/{workflow_id}/", "wf", {"tenant": "acme"}) == "acme/wf/"
+
+
+def test_prefix_template_with_a_missing_key_names_it() -> None:
+    with pytest.raises(InvalidStepName, match=r"\{tenant\}.*context"):
+        format_prefix("{tenant}/{workflow_id}/", "wf", {})
+
+
+@pytest.mark.parametrize("template", ["/abs/{workflow_id}/", "../{workflow_id}/"])
+def test_prefix_must_stay_inside_the_store(template: str) -> None:
+    with pytest.raises(InvalidStepName, match="relative"):
+        format_prefix(template, "wf", None)

@@ -1,0 +1,389 @@
+"""The runner: the semantics of simpleflow's Steps, natively in asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import anyio
+import pytest
+
+from asteps import (
+    Chain,
+    EventBus,
+    InvalidStepName,
+    MarkDoneError,
+    Marker,
+    MemoryStore,
+    Runner,
+    Step,
+)
+from asteps.decision import ALREADY_PLAYED
+
+from .conftest import CountingStore, FailingMarkStore
+
+
+class Boom(Exception):
+    pass
+
+
+def recorder() -> tuple[list[str], Any]:
+    ran: list[str] = []
+
+    def make(name: str, result: Any = None) -> Any:
+        async def activity() -> Any:
+            ran.append(name)
+            return result
+
+        return activity
+
+    return ran, make
+
+
+async def test_a_step_runs_once_then_is_skipped_on_later_runs(store: CountingStore) -> None:
+    ran, make = recorder()
+    first = await Runner(store, "wf").step("export.csv", make("export", 42))
+    second = await Runner(store, "wf").step("export.csv", make("export"))
+
+    assert ran == ["export"]
+    assert (first.status, first.forced, first.reasons, first.result) == ("completed", False, [], 42)
+    assert (second.status, second.forced, second.reasons) == ("skipped", False, [ALREADY_PLAYED])
+
+
+async def test_done_markers_use_simpleflows_key_and_body() -> None:
+    store = MemoryStore()
+    runner = Runner(store, "wf-1", run_id="run-9", version="v2")
+    await runner.step("a.b", lambda: None)
+    assert store.objects == {
+        "wf-1/steps/a.b": {"run_id": "run-9", "workflow_id": "wf-1", "version": "v2"}
+    }
+
+
+async def test_executed_step_records_scheduled_then_completed_markers(store: CountingStore) -> None:
+    runner = Runner(store, "wf")
+    await runner.step("a", lambda: None)
+    await runner.step("a", lambda: None)
+    assert runner.markers == [
+        Marker("log.step", {"step": "a", "status": "scheduled", "forced": False, "reasons": []}),
+        Marker("log.step", {"step": "a", "status": "completed", "forced": False, "reasons": []}),
+        Marker(
+            "log.step",
+            {"step": "a", "status": "skipped", "forced": False, "reasons": [ALREADY_PLAYED]},
+        ),
+    ]
+
+
+async def test_forcing_a_prefix_reruns_its_descendants_with_reasons(store: CountingStore) -> None:
+    ran, make = recorder()
+    for name in ("a", "a.b", "a.b.c", "ab"):
+        await Runner(store, "wf").step(name, make(name))
+    ran.clear()
+
+    runner = Runner(store, "wf")
+    runner.add_forced_steps("a", reason="customer asked")
+    outcomes = [await runner.step(n, make(n)) for n in ("a", "a.b", "a.b.c", "ab")]
+
+    assert ran == ["a", "a.b", "a.b.c"]
+    assert [(o.status, o.forced, o.reasons) for o in outcomes] == [
+        ("completed", True, ["customer asked"]),
+        ("completed", True, ["customer asked"]),
+        ("completed", True, ["customer asked"]),
+        ("skipped", False, [ALREADY_PLAYED]),
+    ]
+
+
+async def test_star_skips_everything_and_force_beats_skip(store: CountingStore) -> None:
+    ran, make = recorder()
+    runner = Runner(store, "wf")
+    runner.add_skipped_steps("*", reason="maintenance")
+    runner.add_forced_steps(["b"], reason="hotfix")
+    a = await runner.step("a", make("a"))
+    b = await runner.step("b.x", make("b.x"))
+    assert ran == ["b.x"]
+    assert (a.status, a.forced, a.reasons) == ("skipped", True, ["maintenance"])
+    assert (b.status, b.forced, b.reasons) == ("completed", True, ["hotfix"])
+    assert runner.get_forced_steps() == ["b"]
+    assert runner.get_skipped_steps() == ["*"]
+
+
+async def test_the_force_argument_runs_a_done_step(store: CountingStore) -> None:
+    ran, make = recorder()
+    await Runner(store, "wf").step("a", make("a"))
+    outcome = await Runner(store, "wf").step("a", make("a"), force=True)
+    assert ran == ["a", "a"]
+    assert (outcome.status, outcome.forced) == ("completed", True)
+
+
+async def test_an_executed_step_forces_its_dependents_with_a_reason(store: CountingStore) -> None:
+    ran, make = recorder()
+    for name in ("a", "report", "report.pdf"):
+        await Runner(store, "wf").step(name, make(name))
+    ran.clear()
+
+    runner = Runner(store, "wf")
+    await runner.step("a", make("a"), force=True, force_steps_if_executed=["report"])
+    pdf = await runner.step("report.pdf", make("report.pdf"))
+    assert ran == ["a", "report.pdf"]
+    assert (pdf.forced, pdf.reasons) == (True, ["Dep of a"])
+
+
+async def test_a_skipped_step_does_not_force_its_dependents(store: CountingStore) -> None:
+    _ran, make = recorder()
+    await Runner(store, "wf").step("a", make("a"))
+    await Runner(store, "wf").step("b", make("b"))
+    runner = Runner(store, "wf")
+    await runner.step("a", make("a"), force_steps_if_executed=["b"])
+    outcome = await runner.step("b", make("b"))
+    assert outcome.status == "skipped"
+    assert runner.get_forced_steps() == []
+
+
+async def test_dependents_are_forced_before_the_steps_activities_start(
+    store: CountingStore,
+) -> None:
+    await Runner(store, "wf").step("b", lambda: None)
+    runner = Runner(store, "wf")
+    seen: list[list[str]] = []
+
+    async def a() -> None:
+        seen.append(runner.get_forced_steps())
+
+    await runner.step("a", a, force_steps_if_executed=["b"])
+    assert seen == [["b"]]
+
+
+async def test_skipped_steps_run_their_alternative_activities(store: CountingStore) -> None:
+    ran, make = recorder()
+    await Runner(store, "wf").step("a", make("a"))
+    outcome = await Runner(store, "wf").step(
+        "a", make("a"), activities_if_step_already_done=make("alt", "cached")
+    )
+    assert ran == ["a", "alt"]
+    assert (outcome.status, outcome.result) == ("skipped", "cached")
+
+
+async def test_a_failed_step_is_not_marked_and_sends_no_signal(
+    store: CountingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def fails() -> None:
+        raise Boom("no route to db")
+
+    runner = Runner(store, "wf")
+    async with runner.bus.subscribe("step") as signals:
+        outcome = await runner.step("a", fails, emit_signal=True)
+        assert signals.receive_nowait_all() == []
+
+    assert outcome.status == "failed"
+    assert isinstance(outcome.error, Boom)
+    assert store.objects == {}
+    assert runner.markers[-1].details == {
+        "step": "a",
+        "status": "failed",
+        "forced": False,
+        "reasons": [],
+        "error": "Boom: no route to db",
+    }
+    assert any(
+        r.levelno >= logging.WARNING and "no route to db" in r.message for r in caplog.records
+    )
+    assert (await Runner(store, "wf").step("a", lambda: "ok")).status == "completed"
+
+
+async def test_a_failure_bubbles_only_when_asked(store: CountingStore) -> None:
+    async def fails() -> None:
+        raise Boom("x")
+
+    runner = Runner(store, "wf")
+    with pytest.raises(Boom):
+        await runner.step("a", fails, bubbles_exception_on_failure=True)
+    assert runner.markers[-1].details["status"] == "failed"
+    with pytest.raises(Boom):
+        await runner.submit(Step("a", fails, bubbles_exception_on_failure=True))
+
+
+async def test_cancellation_propagates_and_never_marks_the_step(store: CountingStore) -> None:
+    started = anyio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await anyio.sleep(60)
+
+    runner = Runner(store, "wf")
+    task = asyncio.ensure_future(runner.step("a", slow))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert store.objects == {}
+    assert "a" not in await runner.steps_done()
+
+
+async def test_a_marker_that_cannot_be_written_raises_with_the_result_in_hand() -> None:
+    runner = Runner(FailingMarkStore(), "wf")
+    with pytest.raises(MarkDoneError) as info:
+        await runner.step("a", lambda: {"rows": 10})
+    assert info.value.result == {"rows": 10}
+    assert isinstance(info.value.__cause__, OSError)
+    assert "'a'" in str(info.value)
+    assert "wf/steps/" in str(info.value)
+    assert runner.markers[-1].details["status"] == "failed"
+    assert "a" not in await runner.steps_done()
+
+
+async def test_step_signals_are_published_for_runs_and_skips(store: CountingStore) -> None:
+    bus = EventBus()
+    async with bus.subscribe("step") as signals:
+        await Runner(store, "wf", run_id="r1", bus=bus).step("a.b", lambda: 1, emit_signal=True)
+        await Runner(store, "wf", run_id="r2", bus=bus).step("a.b", lambda: 1, emit_signal=True)
+        await Runner(store, "wf", run_id="r3", bus=bus).step("quiet", lambda: 1)
+        got = signals.receive_nowait_all()
+    assert [(s.name, s.payload) for s in got] == [
+        (
+            "step.a.b",
+            {
+                "workflow_id": "wf",
+                "run_id": "r1",
+                "step": "a.b",
+                "status": "completed",
+                "forced": False,
+                "reasons": [],
+            },
+        ),
+        (
+            "step.a.b",
+            {
+                "workflow_id": "wf",
+                "run_id": "r2",
+                "step": "a.b",
+                "status": "skipped",
+                "forced": False,
+                "reasons": [ALREADY_PLAYED],
+            },
+        ),
+    ]
+
+
+async def test_every_marker_is_published_as_log_step(store: CountingStore) -> None:
+    runner = Runner(store, "wf")
+    async with runner.bus.subscribe("log.step") as log:
+        await runner.step("a", lambda: None)
+        payloads = [s.payload for s in log.receive_nowait_all()]
+    assert payloads == [m.details for m in runner.markers]
+    assert [p["status"] for p in payloads] == ["scheduled", "completed"]
+
+
+async def test_concurrent_steps_share_one_listing_and_decide_in_order(
+    store: CountingStore,
+) -> None:
+    await Runner(store, "wf").step("b", lambda: None)
+    store.calls.clear()
+    runner = Runner(store, "wf")
+    order: list[str] = []
+
+    async def act(name: str) -> None:
+        order.append(name)
+
+    outcomes = await asyncio.gather(
+        runner.step("a", (act, "a"), force_steps_if_executed=["b"]),
+        runner.step("b", (act, "b")),
+        *(runner.step(f"c{i}", (act, f"c{i}")) for i in range(50)),
+    )
+    assert store.calls["list_done"] == 1
+    assert outcomes[1].status == "completed"
+    assert outcomes[1].reasons == ["Dep of a"]
+    assert store.calls["mark_done"] == 52
+    assert await runner.steps_done() == frozenset({"a", "b", *(f"c{i}" for i in range(50))})
+    assert store.calls["list_done"] == 1
+
+
+async def test_a_failed_listing_is_retried_by_the_next_step() -> None:
+    class Flaky(MemoryStore):
+        attempts = 0
+
+        async def list_done(self, prefix: str) -> set[str]:
+            self.attempts += 1
+            if self.attempts == 1:
+                raise ConnectionError("try again")
+            return await super().list_done(prefix)
+
+    runner = Runner(Flaky(), "wf")
+    with pytest.raises(ConnectionError):
+        await runner.step("a", lambda: None)
+    assert (await runner.step("a", lambda: None)).status == "completed"
+
+
+async def test_the_prefix_template_sees_workflow_id_and_context() -> None:
+    store = MemoryStore()
+    runner = Runner(store, "wf", prefix="{tenant}/{workflow_id}/done/", context={"tenant": "acme"})
+    await runner.step("a", lambda: None)
+    assert list(store.objects) == ["acme/wf/done/a"]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.step("bad name", lambda: None),
+        lambda r: r.step("*", lambda: None),
+        lambda r: r.step("ok", lambda: None, force_steps_if_executed=["bad..dep"]),
+        lambda r: r.submit(Step("a..b", lambda: None)),
+    ],
+)
+async def test_bad_names_fail_before_any_io(store: CountingStore, call: Any) -> None:
+    runner = Runner(store, "wf")
+    with pytest.raises(InvalidStepName):
+        await call(runner)
+    assert sum(store.calls.values()) == 0
+    assert runner.markers == []
+
+
+@pytest.mark.parametrize("call", ["add_forced_steps", "add_skipped_steps"])
+def test_bad_patterns_are_refused(store: CountingStore, call: str) -> None:
+    runner = Runner(store, "wf")
+    with pytest.raises(InvalidStepName):
+        getattr(runner, call)(["ok", "not ok"])
+    assert getattr(runner, call.replace("add", "get"))() == []
+
+
+def test_bad_workflow_ids_are_refused_at_construction(store: CountingStore) -> None:
+    with pytest.raises(InvalidStepName, match="'/'"):
+        Runner(store, "a/b")
+
+
+async def test_steps_accept_chains_and_groups_as_activities(store: CountingStore) -> None:
+    async def n(i: int) -> int:
+        return i
+
+    from asteps import Group
+
+    outcome = await Runner(store, "wf").step("a", Chain((n, 1), Group((n, 2), (n, 3))))
+    assert outcome.result == [1, [2, 3]]
+
+
+async def test_a_dry_run_decides_against_the_real_done_list_and_writes_nothing(
+    store: CountingStore,
+) -> None:
+    await Runner(store, "wf").step("a", lambda: None)
+    store.calls.clear()
+    ran, make = recorder()
+    runner = Runner(store, "wf", dry_run=True)
+    runner.add_forced_steps("b", reason="why not")
+    outcomes = [
+        await runner.step("a", make("a"), emit_signal=True),
+        await runner.step("b", make("b"), force_steps_if_executed=["c"]),
+        await runner.step("c", make("c")),
+    ]
+    assert ran == []
+    assert [(o.status, o.decision, o.reasons) for o in outcomes] == [
+        ("planned", "skip", [ALREADY_PLAYED]),
+        ("planned", "run", ["why not"]),
+        ("planned", "run", ["Dep of b"]),
+    ]
+    assert dict(store.calls) == {"list_done": 1}
+    assert runner.markers == []
+
+
+async def test_a_prefetched_done_list_skips_the_listing(store: CountingStore) -> None:
+    runner = Runner(store, "wf", done={"a"})
+    assert (await runner.step("a", lambda: None)).status == "skipped"
+    assert store.calls["list_done"] == 0
