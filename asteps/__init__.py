@@ -21,7 +21,16 @@ from .errors import (
 from .names import covers, validate_name, validate_pattern
 from .runner import Runner
 from .step import Marker, Step, StepOutcome
-from .stores import DoneStore, FileStore, MemoryStore, list_done_many, unmark_matching
+from .stores import (
+    DoneStore,
+    FileStore,
+    MemoryStore,
+    S3Store,
+    list_done_many,
+    open_store,
+    parse_store_url,
+    unmark_matching,
+)
 
 __version__ = "0.1.0"
 
@@ -39,6 +48,7 @@ __all__ = [
     "Marker",
     "MemoryStore",
     "Runner",
+    "S3Store",
     "Signal",
     "SignalError",
     "SignalTimeout",
@@ -49,6 +59,8 @@ __all__ = [
     "covers",
     "decide",
     "list_done_many",
+    "open_store",
+    "parse_store_url",
     "run_activity",
     "unmark_matching",
     "validate_name",

@@ -38,25 +38,29 @@ def outcome_row(outcome: StepOutcome) -> dict[str, Any]:
 
 
 def outcomes_table(outcomes: Iterable[StepOutcome], *, title: str | None = None) -> Table:
+    """Step, status, forced, reasons (and the deciding patterns, when any), duration."""
+    rows = list(outcomes)
+    with_patterns = any(o.patterns for o in rows)
     table = Table(title=title, title_justify="left")
-    table.add_column("step")
-    table.add_column("status")
-    table.add_column("forced")
-    table.add_column("reasons")
+    for column in ("step", "status", "forced", "reasons"):
+        table.add_column(column)
+    if with_patterns:
+        table.add_column("pattern")
     table.add_column("duration", justify="right")
-    for o in outcomes:
+    for o in rows:
         why = "; ".join(o.reasons)
-        if o.patterns:
-            why = f"{why} [pattern {', '.join(o.patterns)}]".strip()
         if o.error is not None:
             why = f"{type(o.error).__name__}: {o.error}"
-        table.add_row(
+        cells = [
             escape(o.name),
             f"[{_STYLE[o.status]}]{status_text(o)}[/]",
             "yes" if o.forced else "",
             escape(why),
-            f"{o.duration * 1000:.1f} ms" if o.status != "planned" else "",
-        )
+        ]
+        if with_patterns:
+            cells.append(escape(", ".join(o.patterns)))
+        cells.append(f"{o.duration * 1000:.1f} ms" if o.status != "planned" else "")
+        table.add_row(*cells)
     return table
 
 

@@ -1,14 +1,15 @@
-"""Shared fixtures. S3 and SWF fixtures live in conftest_aws (loaded below)."""
+"""Shared fixtures: counting stores, and one real moto server (S3, SWF) per session."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 import pytest
 
-from asteps import MemoryStore
+from asteps import MemoryStore, S3Store
+from asteps.moto_server import FAKE_CREDENTIALS, MotoServer, moto_server
 
 
 class CountingStore(MemoryStore):
@@ -41,3 +42,57 @@ class FailingMarkStore(MemoryStore):
 @pytest.fixture
 def store() -> CountingStore:
     return CountingStore()
+
+
+# -- a real moto server over HTTP, for S3 and SWF ------------------------------
+
+
+class RequestCounter:
+    """Counts the API calls and HTTP sends an aiobotocore client makes, through
+    botocore's own event hooks (nothing of the client is replaced)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.sends = 0
+
+    def attach(self, client: Any) -> RequestCounter:
+        service = client.meta.service_model.service_id.hyphenize()
+        client.meta.events.register(f"before-call.{service}", self._on_call)
+        client.meta.events.register(f"before-send.{service}", self._on_send)
+        return self
+
+    def _on_call(self, event_name: str, **_: Any) -> None:
+        self.calls[event_name.rsplit(".", 1)[-1]] += 1
+
+    def _on_send(self, **_: Any) -> None:
+        self.sends += 1
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.sends = 0
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture
+def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """A moto server with nothing in it, and an environment that points at it."""
+    moto.reset()
+    for key, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto
+
+
+@pytest.fixture
+async def s3(aws: MotoServer) -> AsyncIterator[S3Store]:
+    """An open S3Store on a fresh bucket 'steps'; its client's requests are counted
+    in ``s3.counter`` from the moment the test starts."""
+    async with S3Store("steps", endpoint_url=aws.endpoint_url) as store:
+        await store.client.create_bucket(Bucket="steps")
+        store.counter = RequestCounter().attach(store.client)  # type: ignore[attr-defined]
+        yield store

@@ -1,0 +1,81 @@
+"""Executed steps per second through the runner, against raw aioboto3
+put_object calls per second, at the same concurrency on the same moto server.
+
+Both sides use one aioboto3 S3 client with the same configuration and write
+the same number of objects; rounds alternate and the best of each is kept.
+Goal: runner / raw >= 0.85.
+
+    .venv/bin/python bench/s3_limit.py [--steps 600] [--concurrency 32] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+import anyio
+
+from asteps import Group, Runner, S3Store
+from asteps.moto_server import moto_server
+
+GOAL = 0.85
+
+
+async def raw_puts(store: S3Store, n: int, concurrency: int, tag: str) -> float:
+    body = json.dumps({"run_id": "r", "workflow_id": tag, "version": None}).encode()
+    limit = anyio.Semaphore(concurrency)
+
+    async def put(i: int) -> None:
+        async with limit:
+            await store.client.put_object(
+                Bucket="bench", Key=f"{tag}/steps/s{i}", Body=body, ContentType="application/json"
+            )
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(put, i)
+    return n / (time.perf_counter() - started)
+
+
+async def runner_steps(store: S3Store, n: int, concurrency: int, tag: str) -> float:
+    async def work() -> None:
+        await asyncio.sleep(0)
+
+    runner = Runner(store, tag)
+    started = time.perf_counter()
+    await Group(*((runner.step, f"s{i}", work) for i in range(n)), max_parallel=concurrency)
+    elapsed = time.perf_counter() - started
+    assert len(await runner.steps_done()) == n
+    return n / elapsed
+
+
+async def main(steps: int, concurrency: int, rounds: int) -> None:
+    with moto_server() as server:
+        async with S3Store(
+            "bench", endpoint_url=server.endpoint_url, max_concurrency=concurrency
+        ) as store:
+            await store.client.create_bucket(Bucket="bench")
+            best = {"raw": 0.0, "runner": 0.0}
+            for r in range(rounds):
+                best["raw"] = max(best["raw"], await raw_puts(store, steps, concurrency, f"raw{r}"))
+                best["runner"] = max(
+                    best["runner"], await runner_steps(store, steps, concurrency, f"run{r}")
+                )
+    ratio = best["runner"] / best["raw"]
+    print(f"{steps} writes at concurrency {concurrency}, best of {rounds} rounds (moto over HTTP)")
+    print(f"  raw aioboto3 put_object : {best['raw']:8.1f} /s")
+    print(f"  runner executed steps   : {best['runner']:8.1f} /s")
+    verdict = "ok" if ratio >= GOAL else "UNDER GOAL"
+    print(f"  ratio runner / raw      : {ratio:8.2f}   (goal >= {GOAL}, {verdict})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.steps, args.concurrency, args.rounds))

@@ -1,0 +1,177 @@
+"""S3Store against a real moto server over HTTP, through aioboto3."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import pytest
+from aiobotocore.config import AioConfig
+
+from asteps import MarkDoneError, Runner, S3Store, StoreError
+from asteps.stores.s3 import parse_bucket
+
+PREFIX = "wf/steps/"
+
+
+async def put_markers(store: S3Store, prefix: str, names: list[str]) -> None:
+    async with anyio.create_task_group() as tg:
+        for name in names:
+            tg.start_soon(store.mark_done, prefix, name, {"run_id": "old"})
+
+
+async def test_markers_use_simpleflows_key_and_body(s3: S3Store) -> None:
+    await Runner(s3, "wf", run_id="r1", version="7").step("export.csv", lambda: 1)
+    obj = await s3.client.get_object(Bucket="steps", Key="wf/steps/export.csv")
+    body = json.loads(await obj["Body"].read())
+    assert body == {"run_id": "r1", "workflow_id": "wf", "version": "7"}
+
+
+async def test_a_workflow_run_costs_its_listing_pages_plus_one_put_per_executed_step(
+    s3: S3Store,
+) -> None:
+    old = [f"old.{i:04d}" for i in range(1195)]
+    done = [f"done.{i}" for i in range(5)]
+    await put_markers(s3, PREFIX, old + done)
+    s3.counter.clear()  # type: ignore[attr-defined]
+
+    runner = Runner(s3, "wf")
+    for name in done:
+        assert (await runner.step(name, lambda: None)).status == "skipped"
+    for i in range(3):
+        assert (await runner.step(f"new.{i}", lambda: None)).status == "completed"
+    for name in done:  # a second pass over done steps still costs nothing
+        await runner.step(name, lambda: None)
+
+    pages = math.ceil(len(old + done) / 1000)
+    assert pages == 2
+    assert dict(s3.counter.calls) == {"ListObjectsV2": pages, "PutObject": 3}  # type: ignore[attr-defined]
+    assert s3.counter.sends == pages + 3  # type: ignore[attr-defined]
+
+
+async def test_concurrent_steps_of_one_runner_list_once(s3: S3Store) -> None:
+    runner = Runner(s3, "wf")
+    await anyio.lowlevel.checkpoint()
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(runner.step, f"s{i}", lambda: None)
+    assert dict(s3.counter.calls) == {"ListObjectsV2": 1, "PutObject": 20}  # type: ignore[attr-defined]
+
+
+async def test_a_marker_written_the_simpleflow_way_counts_as_done(
+    s3: S3Store, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simpleflow.step.tasks import MarkStepDoneTask
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", aws.endpoint_url)
+    await anyio.to_thread.run_sync(MarkStepDoneTask("steps", "wf/steps", "crawl.pages").execute)
+    ran: list[str] = []
+    outcome = await Runner(s3, "wf").step("crawl.pages", lambda: ran.append("x"))
+    assert (outcome.status, ran) == ("skipped", [])
+
+
+async def test_a_marker_written_by_asteps_is_listed_by_simpleflow(
+    s3: S3Store, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simpleflow.step.tasks import GetStepsDoneTask
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", aws.endpoint_url)
+    runner = Runner(s3, "wf")
+    for name in ("a", "a.b", "report"):
+        await runner.step(name, lambda: None)
+    listed = await anyio.to_thread.run_sync(GetStepsDoneTask("steps", "wf/steps").execute)
+    assert sorted(listed) == ["a", "a.b", "report"]
+
+
+async def test_list_done_many_lists_every_prefix(s3: S3Store) -> None:
+    for i in range(30):
+        await s3.mark_done(f"w{i}/steps/", f"s{i % 3}", {})
+    got = await s3.list_done_many(
+        [f"w{i}/steps/" for i in range(30)] + ["nobody/steps/"], concurrency=8
+    )
+    assert got["w4/steps/"] == {"s1"}
+    assert got["nobody/steps/"] == frozenset()
+    assert len(got) == 31
+    assert s3.counter.calls["ListObjectsV2"] == 31  # type: ignore[attr-defined]
+
+
+async def test_unmark_by_pattern_is_hierarchical(s3: S3Store) -> None:
+    await put_markers(s3, PREFIX, ["a", "a.b", "a.b.c", "ab", "b"])
+    assert await s3.unmark_matching(PREFIX, "a") == ["a", "a.b", "a.b.c"]
+    assert await s3.list_done(PREFIX) == {"ab", "b"}
+
+
+async def test_unmark_deletes_in_batches_of_a_thousand(s3: S3Store) -> None:
+    names = [f"n.{i:04d}" for i in range(2001)]
+    await put_markers(s3, PREFIX, names)
+    s3.counter.clear()  # type: ignore[attr-defined]
+    await s3.unmark(PREFIX, names)
+    assert s3.counter.calls["DeleteObjects"] == 3  # type: ignore[attr-defined]
+    assert await s3.list_done(PREFIX) == set()
+
+
+async def test_server_side_encryption_applies_to_every_marker(aws: Any) -> None:
+    async with S3Store("steps", endpoint_url=aws.endpoint_url, sse="AES256") as store:
+        await store.client.create_bucket(Bucket="steps")
+        await Runner(store, "wf").step("a", lambda: None)
+        head = await store.client.head_object(Bucket="steps", Key="wf/steps/a")
+    assert head["ServerSideEncryption"] == "AES256"
+
+
+async def test_an_unknown_bucket_names_bucket_and_prefix(aws: Any) -> None:
+    async with S3Store("no-such-bucket", endpoint_url=aws.endpoint_url) as store:
+        with pytest.raises(StoreError, match=r"'no-such-bucket'.*'wf/steps/'.*does not exist"):
+            await Runner(store, "wf").step("a", lambda: None)
+
+
+async def test_an_unreachable_endpoint_says_what_to_check(aws: Any) -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")  # a port, then closed
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()
+    config = AioConfig(retries={"max_attempts": 1}, connect_timeout=1)
+    async with S3Store(
+        "steps", endpoint_url=f"http://127.0.0.1:{port}", client_config=config
+    ) as store:
+        with pytest.raises(StoreError, match="unreachable; check endpoint_url"):
+            await store.list_done(PREFIX)
+
+
+async def test_a_marker_that_cannot_be_written_is_reported_with_the_result(s3: S3Store) -> None:
+    async def work_then_lose_the_bucket() -> str:
+        await s3.client.delete_bucket(Bucket="steps")
+        return "exported 12 rows"
+
+    with pytest.raises(MarkDoneError) as info:
+        await Runner(s3, "wf").step("export", work_then_lose_the_bucket)
+    assert info.value.result == "exported 12 rows"
+    assert isinstance(info.value.__cause__, StoreError)
+    assert "'steps'" in str(info.value.__cause__)
+
+
+async def test_a_store_used_before_it_is_opened_says_so() -> None:
+    with pytest.raises(StoreError, match="async with"):
+        await S3Store("steps").list_done(PREFIX)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("my-bucket", ("my-bucket", None)),
+        (
+            "s3.eu-west-1.amazonaws.com/my-bucket",
+            ("my-bucket", "https://s3.eu-west-1.amazonaws.com"),
+        ),
+        ("http://127.0.0.1:5000/b", ("b", "http://127.0.0.1:5000")),
+    ],
+)
+def test_bucket_accepts_simpleflows_host_slash_bucket_form(given: str, expected: Any) -> None:
+    assert parse_bucket(given) == expected
+
+
+def test_bad_sse_is_refused_before_any_request() -> None:
+    with pytest.raises(StoreError, match="sse must be"):
+        S3Store("b", sse="rot13")
