@@ -14,6 +14,7 @@ from .errors import (
     FlowError,
     InvalidStepName,
     MarkDoneError,
+    SignalDeliveryError,
     SignalError,
     SignalTimeout,
     StoreError,
@@ -31,6 +32,7 @@ from .stores import (
     parse_store_url,
     unmark_matching,
 )
+from .swf import SwfSignalBridge, SwfSignalListener
 
 __version__ = "0.1.0"
 
@@ -50,12 +52,15 @@ __all__ = [
     "Runner",
     "S3Store",
     "Signal",
+    "SignalDeliveryError",
     "SignalError",
     "SignalTimeout",
     "Step",
     "StepOutcome",
     "StoreError",
     "Subscription",
+    "SwfSignalBridge",
+    "SwfSignalListener",
     "covers",
     "decide",
     "list_done_many",

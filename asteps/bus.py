@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +26,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .errors import SignalError, SignalTimeout
-from .names import covers, validate_pattern
+from .names import covers, validate_patterns
 
 logger = logging.getLogger("asteps.bus")
 
@@ -47,8 +47,9 @@ class Signal:
 class Subscription:
     """An async iterator of the :class:`Signal` objects a pattern covers."""
 
-    def __init__(self, pattern: str, buffer: int, overflow: Overflow) -> None:
-        self.pattern = pattern
+    def __init__(self, patterns: tuple[str, ...], buffer: int, overflow: Overflow) -> None:
+        self.patterns = patterns
+        self.pattern = ", ".join(patterns)
         self.overflow: Overflow = overflow
         self.dropped = 0
         send, receive = anyio.create_memory_object_stream[Signal](buffer)
@@ -106,6 +107,9 @@ class Subscription:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
 
+    def matches(self, name: str) -> bool:
+        return any(covers(p, name) for p in self.patterns)
+
     def _close(self) -> None:
         self._send.close()
         self._receive.close()
@@ -151,23 +155,52 @@ class EventBus:
                 waiter.signal = signal
                 waiter.event.set()
         for subscription in self._subscriptions:
-            if covers(subscription.pattern, name):
+            if subscription.matches(name):
                 await subscription._deliver(signal)
         return signal
 
     @asynccontextmanager
     async def subscribe(
-        self, pattern: str, *, buffer: int | None = None, overflow: Overflow | None = None
+        self,
+        pattern: str | Iterable[str],
+        *,
+        buffer: int | None = None,
+        overflow: Overflow | None = None,
     ) -> AsyncIterator[Subscription]:
-        """Receive every signal ``pattern`` covers while the context is open."""
-        validate_pattern(pattern)
-        subscription = Subscription(pattern, buffer or self._buffer, overflow or self._overflow)
-        self._subscriptions.append(subscription)
+        """Receive every signal a pattern covers while the context is open.
+
+        ``pattern`` is one pattern or several (one buffer, publication order).
+        """
+        subscription = self.attach(pattern, buffer=buffer, overflow=overflow)
         try:
             yield subscription
         finally:
-            self._subscriptions.remove(subscription)
+            self.detach(subscription)
             subscription._close()
+
+    def attach(
+        self,
+        pattern: str | Iterable[str],
+        *,
+        buffer: int | None = None,
+        overflow: Overflow | None = None,
+    ) -> Subscription:
+        """Start a subscription without a context manager; :meth:`detach` ends
+        delivery, after which iteration drains the buffer and stops. Prefer
+        :meth:`subscribe`; this is for owners that stop in two stages (the SWF
+        bridge drains what was published before it closed)."""
+        patterns = tuple(validate_patterns(pattern))
+        if not patterns:
+            raise SignalError("subscribe needs at least one pattern")
+        subscription = Subscription(patterns, buffer or self._buffer, overflow or self._overflow)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def detach(self, subscription: Subscription) -> None:
+        """Stop delivering to ``subscription``; what it buffered can still be read."""
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+        subscription._send.close()
 
     def listening(self, name: str) -> bool:
         """True when a subscription or a waiter would receive signal ``name``."""

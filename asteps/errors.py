@@ -7,6 +7,7 @@ what to change.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -53,6 +54,19 @@ class MarkDoneError(StoreError):
 
 class SignalError(AstepsError):
     """A signal could not be published, sent or received as asked."""
+
+
+class SignalDeliveryError(SignalError):
+    """Signals could not be delivered to SWF; :attr:`undelivered` lists each
+    (execution, signal, reason). Raised when an ``SwfSignalBridge`` closes."""
+
+    def __init__(self, undelivered: Sequence[Any]) -> None:
+        shown = "; ".join(
+            f"{u.signal.name} -> {u.execution[0]}: {u.reason}" for u in undelivered[:5]
+        )
+        more = f" (and {len(undelivered) - 5} more)" if len(undelivered) > 5 else ""
+        super().__init__(f"{len(undelivered)} signal(s) not delivered to SWF: {shown}{more}")
+        self.undelivered = list(undelivered)
 
 
 class SignalTimeout(SignalError, TimeoutError):

@@ -96,3 +96,53 @@ async def s3(aws: MotoServer) -> AsyncIterator[S3Store]:
         await store.client.create_bucket(Bucket="steps")
         store.counter = RequestCounter().attach(store.client)  # type: ignore[attr-defined]
         yield store
+
+
+class SwfWorld:
+    """A registered domain and workflow type on moto, with helpers to start and
+    read executions through a plain aioboto3 SWF client."""
+
+    domain = "asteps-test"
+
+    def __init__(self, client: Any, endpoint_url: str) -> None:
+        self.client = client
+        self.endpoint_url = endpoint_url
+
+    async def start(self, workflow_id: str) -> str:
+        response = await self.client.start_workflow_execution(
+            domain=self.domain, workflowId=workflow_id, workflowType={"name": "wt", "version": "1"}
+        )
+        return str(response["runId"])
+
+    async def signals(self, workflow_id: str, run_id: str) -> list[tuple[str, str]]:
+        history = await self.client.get_workflow_execution_history(
+            domain=self.domain, execution={"workflowId": workflow_id, "runId": run_id}
+        )
+        return [
+            (
+                e["workflowExecutionSignaledEventAttributes"]["signalName"],
+                e["workflowExecutionSignaledEventAttributes"].get("input"),
+            )
+            for e in history["events"]
+            if e["eventType"] == "WorkflowExecutionSignaled"
+        ]
+
+
+@pytest.fixture
+async def swf(aws: MotoServer) -> AsyncIterator[SwfWorld]:
+    import aioboto3
+
+    async with aioboto3.Session().client("swf", endpoint_url=aws.endpoint_url) as client:
+        await client.register_domain(
+            name=SwfWorld.domain, workflowExecutionRetentionPeriodInDays="1"
+        )
+        await client.register_workflow_type(
+            domain=SwfWorld.domain,
+            name="wt",
+            version="1",
+            defaultTaskList={"name": "tl"},
+            defaultExecutionStartToCloseTimeout="3600",
+            defaultTaskStartToCloseTimeout="60",
+            defaultChildPolicy="TERMINATE",
+        )
+        yield SwfWorld(client, aws.endpoint_url)

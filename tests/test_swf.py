@@ -1,0 +1,215 @@
+"""The SWF bridge and listener against moto's SWF over real HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from asteps import EventBus, MemoryStore, Runner, SignalError
+from asteps.decision import ALREADY_PLAYED
+from asteps.swf import (
+    SWF_INPUT_LIMIT,
+    SignalDeliveryError,
+    SwfSignalBridge,
+    SwfSignalListener,
+    swf_input,
+)
+
+from .conftest import SwfWorld
+
+
+def bridge(world: SwfWorld, bus: EventBus, executions, **kw) -> SwfSignalBridge:  # type: ignore[no-untyped-def]
+    return SwfSignalBridge(
+        bus, domain=world.domain, executions=executions, endpoint_url=world.endpoint_url, **kw
+    )
+
+
+def listener(world: SwfWorld, bus: EventBus, workflow_id: str, **kw) -> SwfSignalListener:  # type: ignore[no-untyped-def]
+    return SwfSignalListener(
+        bus, domain=world.domain, workflow_id=workflow_id, endpoint_url=world.endpoint_url, **kw
+    )
+
+
+async def test_step_signals_wake_the_swf_execution_for_runs_and_skips(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    store = MemoryStore()
+    bus = EventBus()
+    async with bridge(swf, bus, ("wf", run_id)):
+        first = Runner(store, "wf", run_id=run_id, bus=bus)
+        await first.step("export.csv", lambda: 1, emit_signal=True)
+        await first.step("quiet", lambda: 1)
+        second = Runner(store, "wf", run_id=run_id, bus=bus)
+        await second.step("export.csv", lambda: 1, emit_signal=True)
+
+    signals = await swf.signals("wf", run_id)
+    assert [name for name, _ in signals] == ["step.export.csv", "step.export.csv"]
+    payloads = [json.loads(text) for _, text in signals]
+    assert payloads == [
+        {
+            "workflow_id": "wf",
+            "run_id": run_id,
+            "step": "export.csv",
+            "status": "completed",
+            "forced": False,
+            "reasons": [],
+        },
+        {
+            "workflow_id": "wf",
+            "run_id": run_id,
+            "step": "export.csv",
+            "status": "skipped",
+            "forced": False,
+            "reasons": [ALREADY_PLAYED],
+        },
+    ]
+
+
+async def test_a_signal_without_run_id_goes_to_the_open_run(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    async with bridge(swf, bus, ("wf", None)):
+        await bus.publish("step.a", {"n": 1})
+    assert await swf.signals("wf", run_id) == [("step.a", '{"n": 1}')]
+
+
+async def test_one_step_signal_fans_out_to_several_executions(swf: SwfWorld) -> None:
+    runs = {wid: await swf.start(wid) for wid in ("wf-a", "wf-b", "wf-c")}
+    bus = EventBus()
+    async with bridge(swf, bus, list(runs.items())) as b:
+        await Runner(MemoryStore(), "svc", bus=bus).step("ready", lambda: 1, emit_signal=True)
+    assert b.sent == 3
+    for wid, run_id in runs.items():
+        assert [n for n, _ in await swf.signals(wid, run_id)] == ["step.ready"]
+
+
+async def test_signals_reach_an_execution_in_publication_order(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    async with bridge(swf, bus, ("wf", run_id)):
+        for i in range(25):
+            await bus.publish(f"step.s{i}", i)
+    assert [n for n, _ in await swf.signals("wf", run_id)] == [f"step.s{i}" for i in range(25)]
+
+
+async def test_only_signals_the_patterns_cover_are_sent(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    async with bridge(swf, bus, ("wf", run_id), patterns=("step.export", "custom")):
+        for name in ("step.export.csv", "step.crawl", "custom", "log.step"):
+            await bus.publish(name, None)
+    assert [n for n, _ in await swf.signals("wf", run_id)] == ["step.export.csv", "custom"]
+
+
+async def test_an_oversize_payload_is_refused_and_reported_not_truncated(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    with pytest.raises(SignalDeliveryError, match=f"SWF allows {SWF_INPUT_LIMIT}") as info:
+        async with bridge(swf, bus, ("wf", run_id)):
+            await bus.publish("step.big", "x" * SWF_INPUT_LIMIT)
+            await bus.publish("step.small", "ok")
+    assert [u.signal.name for u in info.value.undelivered] == ["step.big"]
+    assert [n for n, _ in await swf.signals("wf", run_id)] == ["step.small"]
+
+
+def test_swf_limits_are_checked_without_truncating() -> None:
+    assert swf_input("step.a", "x" * (SWF_INPUT_LIMIT - 2)) == json.dumps(
+        "x" * (SWF_INPUT_LIMIT - 2)
+    )
+    with pytest.raises(SignalError, match="SWF allows 256"):
+        swf_input("s" * 257, None)
+    with pytest.raises(SignalError, match="not JSON-serialisable"):
+        swf_input("step.a", object())
+
+
+async def test_an_unknown_execution_or_domain_is_named(swf: SwfWorld) -> None:
+    bus = EventBus()
+    with pytest.raises(SignalError, match=r"'ghost'.*no open run"):
+        async with bridge(swf, bus, ("ghost", None)):
+            pass
+    with pytest.raises(SignalError, match=r"'ghost' \(run r-1\)"):
+        async with bridge(swf, bus, ("ghost", "r-1")):
+            pass
+    with pytest.raises(SignalError, match="domain 'nowhere'"):
+        async with SwfSignalBridge(
+            bus, domain="nowhere", executions=("wf", None), endpoint_url=swf.endpoint_url
+        ):
+            pass
+
+
+async def test_a_signal_that_cannot_be_sent_is_reported_on_exit(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    with pytest.raises(SignalDeliveryError) as info:
+        async with bridge(swf, bus, ("wf", run_id)) as b:
+            await swf.client.terminate_workflow_execution(
+                domain=swf.domain, workflowId="wf", runId=run_id
+            )
+            await bus.publish("step.late", None)
+    assert [(u.execution, u.signal.name) for u in info.value.undelivered] == [
+        (("wf", run_id), "step.late")
+    ]
+    assert b.undelivered == info.value.undelivered
+
+
+async def test_swf_signals_reach_runner_wait_signal(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    runner = Runner(MemoryStore(), "wf", run_id=run_id)
+    async with listener(swf, runner.bus, "wf", poll_interval=0.05):
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="approve", input='{"by": "ops"}'
+        )
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="note", input="plain text"
+        )
+        approved = await runner.wait_signal("approve", timeout=5)
+        note = await runner.wait_signal("note", timeout=5)
+    assert approved.payload == {"by": "ops"}
+    assert approved.source == f"swf:{swf.domain}/wf/{run_id}"
+    assert note.payload == "plain text"
+
+
+async def test_the_listener_never_publishes_a_signal_twice(swf: SwfWorld) -> None:
+    await swf.start("wf")
+    bus = EventBus()
+    async with bus.subscribe("*") as seen, listener(swf, bus, "wf", poll_interval=3600) as li:
+        for i in range(3):
+            await swf.client.signal_workflow_execution(
+                domain=swf.domain, workflowId="wf", signalName=f"s{i}", input=str(i)
+            )
+        await li.poll_once()  # may race the listener's own first poll: harmless
+        assert await li.poll_once() == 0
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="s3", input="3"
+        )
+        assert await li.poll_once() == 1
+        assert li.published == 4
+        assert [(s.name, s.payload) for s in seen.receive_nowait_all()] == [
+            ("s0", 0),
+            ("s1", 1),
+            ("s2", 2),
+            ("s3", 3),
+        ]
+
+
+async def test_bridged_both_ways_a_signal_is_not_echoed(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    runner = Runner(MemoryStore(), "wf", run_id=run_id, bus=bus)
+    async with bus.subscribe("step") as local:
+        async with (
+            bridge(swf, bus, ("wf", run_id)),
+            listener(swf, bus, "wf", poll_interval=3600) as li,
+        ):
+            await runner.step("a", lambda: 1, emit_signal=True)
+            await swf.client.signal_workflow_execution(
+                domain=swf.domain, workflowId="wf", signalName="step.from-swf", input="1"
+            )
+            await li.poll_once()
+            await li.poll_once()
+        names = [s.name for s in local.receive_nowait_all()]
+    # step.a once (from the runner, not again from SWF); step.from-swf once (from SWF)
+    assert names == ["step.a", "step.from-swf"]
+    # and nothing was sent back to the execution it came from (the two senders
+    # are independent, so only the count of each is defined, not their order)
+    assert sorted(n for n, _ in await swf.signals("wf", run_id)) == ["step.a", "step.from-swf"]
