@@ -42,7 +42,8 @@ def outcomes_table(outcomes: Iterable[StepOutcome], *, title: str | None = None)
     rows = list(outcomes)
     with_patterns = any(o.patterns for o in rows)
     table = Table(title=title, title_justify="left")
-    for column in ("step", "status", "forced", "reasons"):
+    table.add_column("step", no_wrap=True)
+    for column in ("status", "forced", "reasons"):
         table.add_column(column)
     if with_patterns:
         table.add_column("pattern")
@@ -61,6 +62,31 @@ def outcomes_table(outcomes: Iterable[StepOutcome], *, title: str | None = None)
             cells.append(escape(", ".join(o.patterns)))
         cells.append(f"{o.duration * 1000:.1f} ms" if o.status != "planned" else "")
         table.add_row(*cells)
+    return table
+
+
+def why(outcome: StepOutcome) -> str:
+    """Why a step runs or is skipped, in words: the pattern and reason, or "already done"."""
+    reasons = "; ".join(outcome.reasons)
+    if outcome.patterns:
+        verb = "forced" if outcome.decision == "run" else "skipped"
+        return f"{verb} by {', '.join(outcome.patterns)}" + (f": {reasons}" if reasons else "")
+    if outcome.forced:
+        return "forced by the flow (force=True)"
+    if outcome.decision == "skip":
+        return "already done"
+    return "not done yet"
+
+
+def plan_table(outcomes: Iterable[StepOutcome], *, title: str | None = None) -> Table:
+    """A dry run: each step, what would happen, and why."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("step", no_wrap=True)
+    table.add_column("would", no_wrap=True)
+    table.add_column("why")
+    for o in outcomes:
+        style = "yellow" if o.decision == "run" else "cyan"
+        table.add_row(escape(o.name), f"[{style}]{status_text(o)}[/]", escape(why(o)))
     return table
 
 

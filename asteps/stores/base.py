@@ -46,9 +46,17 @@ async def list_done_many(
         async with limit:
             results[prefix] = frozenset(await store.list_done(prefix))
 
-    async with anyio.create_task_group() as tg:
-        for prefix in dict.fromkeys(prefixes):
-            tg.start_soon(one, prefix)
+    try:
+        async with anyio.create_task_group() as tg:
+            for prefix in dict.fromkeys(prefixes):
+                tg.start_soon(one, prefix)
+    except ExceptionGroup as group:
+        # One failing listing cancels the rest; the caller wants the store's
+        # error (which names the bucket and prefix), not a task group's wrapper.
+        first = group.exceptions[0]
+        if len(group.exceptions) > 1:
+            first.add_note(f"({len(group.exceptions) - 1} other listing(s) failed too)")
+        raise first from None
     return results
 
 

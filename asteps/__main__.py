@@ -1,0 +1,5 @@
+"""``python -m asteps`` is the ``asteps`` command."""
+
+from .cli import main
+
+main()

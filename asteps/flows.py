@@ -1,0 +1,96 @@
+"""Flows: ``async def flow(runner, **params)``, and how the CLI finds them.
+
+A flow is named ``package.module:function`` or ``path/to/file.py:function``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from .errors import FlowError
+
+Flow: TypeAlias = Callable[..., Awaitable[Any]]
+"""``async def flow(runner: Runner, **params) -> Any``."""
+
+
+def load_flow(spec: str) -> Flow:
+    """Import the flow ``spec`` names and check its shape."""
+    module_part, sep, attr = spec.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise FlowError(
+            f"flow {spec!r} must be 'package.module:function' or 'path/to/file.py:function'"
+        )
+    module = _import(module_part, spec)
+    try:
+        flow = getattr(module, attr)
+    except AttributeError:
+        names = sorted(n for n, v in vars(module).items() if inspect.iscoroutinefunction(v))
+        hint = f"; async functions there: {', '.join(names)}" if names else ""
+        raise FlowError(f"{module_part!r} has no attribute {attr!r}{hint}") from None
+    check_flow(flow, spec)
+    return flow  # type: ignore[no-any-return]
+
+
+def check_flow(flow: object, name: str = "flow") -> None:
+    """A flow is an async function taking the runner first, then keyword params."""
+    if not inspect.iscoroutinefunction(flow):
+        raise FlowError(
+            f"{name} must be an 'async def flow(runner, **params)' function, "
+            f"got {type(flow).__name__}"
+        )
+    params = list(inspect.signature(flow).parameters.values())
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    if not positional:
+        raise FlowError(
+            f"{name} must take the runner as its first argument: flow(runner, **params)"
+        )
+
+
+def parse_params(pairs: Iterable[str]) -> dict[str, str]:
+    """``["key=value", ...]`` to a dict; a pair without ``=`` is refused."""
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise FlowError(f"--param {pair!r} must be key=value with a Python identifier as key")
+        params[key] = value
+    return params
+
+
+def _import(module_part: str, spec: str) -> Any:
+    if module_part.endswith(".py") or "/" in module_part:
+        path = Path(module_part)
+        if not path.is_file():
+            raise FlowError(f"flow file {str(path)!r} does not exist (from {spec!r})")
+        name = f"_asteps_flow_{abs(hash(path.resolve()))}"
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            return loaded
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise FlowError(f"cannot load {str(path)!r} as a Python module")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise FlowError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
+        return module
+    try:
+        return importlib.import_module(module_part)
+    except ModuleNotFoundError as exc:
+        raise FlowError(
+            f"cannot import {module_part!r} ({exc}); check the name, or give a file path "
+            "like flows/export.py:flow"
+        ) from None

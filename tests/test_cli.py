@@ -1,0 +1,377 @@
+"""The `asteps` command, through its entry point, on the FileStore and on S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from click.testing import CliRunner, Result
+
+from asteps.cli import main
+from asteps.moto_server import MotoServer
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW = str(ROOT / "examples" / "export_pipeline.py") + ":flow"
+STEPS = ["fetch.orders", "fetch.customers", "export.csv", "export.parquet", "report.email"]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """Runs the CLI in a temporary directory, with the default store there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ASTEPS_STORE", raising=False)
+    return CliRunner()
+
+
+def invoke(cli: CliRunner, *args: str, input: str | None = None) -> Result:
+    return cli.invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def as_json(result: Result) -> object:
+    return json.loads(result.stdout)
+
+
+# -- run and plan ----------------------------------------------------------------
+
+
+def test_run_executes_then_skips_and_shows_a_table(cli: CliRunner, tmp_path: Path) -> None:
+    first = invoke(cli, "run", FLOW, "--workflow-id", "customer-42")
+    assert first.exit_code == 0, first.output
+    for name in STEPS:
+        assert name in first.stdout
+    assert first.stdout.count("completed") == 5
+    assert (tmp_path / ".asteps" / "customer-42" / "steps" / "export.csv").is_file()
+
+    second = invoke(cli, "run", FLOW, "--workflow-id", "customer-42", "--json")
+    steps = as_json(second)["steps"]  # type: ignore[index]
+    assert [s["status"] for s in steps] == ["skipped"] * 5
+
+
+def test_run_force_reruns_a_subtree_with_the_reason(cli: CliRunner) -> None:
+    invoke(cli, "run", FLOW, "--workflow-id", "c1")
+    result = invoke(
+        cli,
+        "run",
+        FLOW,
+        "--workflow-id",
+        "c1",
+        "--force",
+        "export",
+        "--reason",
+        "new columns",
+        "--json",
+    )
+    rows = {s["step"]: s for s in as_json(result)["steps"]}  # type: ignore[index]
+    assert rows["export.csv"]["status"] == "completed"
+    assert rows["export.csv"]["reasons"] == ["new columns"]
+    assert rows["export.parquet"]["patterns"] == ["export"]
+    assert rows["report.email"]["reasons"] == ["Dep of export.parquet"]
+    assert rows["fetch.orders"]["status"] == "skipped"
+
+
+def test_a_failing_step_makes_run_exit_1(cli: CliRunner) -> None:
+    result = invoke(cli, "run", FLOW, "--workflow-id", "c1", "--param", "fail=export.csv")
+    assert result.exit_code == 1
+    assert "HTTP 503" in result.output
+
+
+@pytest.mark.parametrize(
+    ("flow", "message"),
+    [
+        ("no_colon", "must be 'package.module:function'"),
+        ("missing/file.py:flow", "does not exist"),
+        ("no_such_module_xyz:flow", "cannot import 'no_such_module_xyz'"),
+        (str(ROOT / "examples" / "export_pipeline.py") + ":nope", "no attribute 'nope'"),
+        ("json:dumps", "must be an 'async def flow(runner, **params)'"),
+    ],
+)
+def test_a_bad_flow_is_refused_with_exit_2(cli: CliRunner, flow: str, message: str) -> None:
+    result = invoke(cli, "run", flow, "--workflow-id", "c1")
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not Path(".asteps").exists()
+
+
+def test_bad_patterns_and_params_are_refused_before_anything_is_written(cli: CliRunner) -> None:
+    bad_pattern = invoke(cli, "run", FLOW, "--workflow-id", "c1", "--force", "a..b")
+    assert bad_pattern.exit_code == 2
+    assert "empty segment" in bad_pattern.output
+    bad_param = invoke(cli, "run", FLOW, "--workflow-id", "c1", "--param", "novalue")
+    assert bad_param.exit_code == 2
+    bad_id = invoke(cli, "run", FLOW, "--workflow-id", "a/b")
+    assert bad_id.exit_code == 2
+    bad_store = invoke(cli, "run", FLOW, "--workflow-id", "c1", "--store", "ftp://x")
+    assert bad_store.exit_code == 3
+    assert not Path(".asteps").exists()
+
+
+def test_plan_says_what_would_run_and_why_and_writes_nothing(cli: CliRunner) -> None:
+    invoke(cli, "run", FLOW, "--workflow-id", "c1")
+    before = sorted(p.name for p in Path(".asteps/c1/steps").iterdir())
+    result = invoke(
+        cli,
+        "plan",
+        FLOW,
+        "--workflow-id",
+        "c1",
+        "--force",
+        "export.csv",
+        "--skip",
+        "report",
+        "--reason",
+        "why not",
+    )
+    assert result.exit_code == 0
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "would run" in lines["export.csv"]
+    assert "forced by export.csv: why not" in lines["export.csv"]
+    assert "already done" in lines["fetch.orders"]
+    assert "skipped by report: why not" in lines["report.email"]
+    assert sorted(p.name for p in Path(".asteps/c1/steps").iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "patterns",
+    [[], ["--force", "export.parquet"], ["--force", "*", "--skip", "fetch"], ["--skip", "*"]],
+)
+def test_the_plan_matches_what_a_real_run_then_does(cli: CliRunner, patterns: list[str]) -> None:
+    invoke(cli, "run", FLOW, "--workflow-id", "c1", "--force", "report")  # some history
+    invoke(cli, "steps", "unmark", "--workflow-id", "c1", "export.csv", "--yes")
+    plan = as_json(invoke(cli, "plan", FLOW, "--workflow-id", "c1", *patterns, "--json"))
+    real = as_json(invoke(cli, "run", FLOW, "--workflow-id", "c1", *patterns, "--json"))
+    planned = [(s["step"], s["decision"], s["forced"], s["reasons"]) for s in plan["steps"]]  # type: ignore[index]
+    done = [(s["step"], s["decision"], s["forced"], s["reasons"]) for s in real["steps"]]  # type: ignore[index]
+    assert sorted(planned) == sorted(done)
+
+
+# -- rerun -------------------------------------------------------------------------
+
+
+def write_ids(path: Path, ids: list[str]) -> str:
+    path.write_text("".join(f"{i}\n" for i in ids))
+    return str(path)
+
+
+def test_rerun_runs_every_id_once_and_summarises(cli: CliRunner, tmp_path: Path) -> None:
+    ids = write_ids(tmp_path / "ids.txt", ["c1", "c2", "# comment", "", "c3", "c2"])
+    result = invoke(cli, "rerun", FLOW, "--ids", ids, "--no-progress", "--json")
+    assert result.exit_code == 0, result.output
+    summary = as_json(result)
+    assert summary["workflows"] == {  # type: ignore[index]
+        "finished": 3,
+        "succeeded": 3,
+        "failed": 0,
+        "unfinished": 0,
+    }
+    assert summary["steps"] == {"completed": 15}  # type: ignore[index]
+    assert summary["retry_file"] is None  # type: ignore[index]
+
+
+def test_rerun_writes_failed_ids_for_an_exact_retry(cli: CliRunner, tmp_path: Path) -> None:
+    ids = write_ids(tmp_path / "ids.txt", [f"c{i}" for i in range(6)])
+    invoke(cli, "rerun", FLOW, "--ids", ids, "--no-progress")  # all done once
+    # a forced rerun where three workflows fail
+    flaky = tmp_path / "flaky.py"
+    flaky.write_text(
+        "from examples_flow import flow as base\n"
+        "async def flow(runner, **params):\n"
+        "    fail = 'export.csv' if runner.workflow_id in {'c1', 'c3', 'c4'} else ''\n"
+        "    await base(runner, fail=fail, delay='0')\n"
+    )
+    (tmp_path / "examples_flow.py").write_text(
+        (ROOT / "examples" / "export_pipeline.py").read_text()
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        failed = invoke(
+            cli,
+            "rerun",
+            f"{flaky}:flow",
+            "--ids",
+            ids,
+            "--force",
+            "export",
+            "--no-progress",
+            "--failed-file",
+            "retry.txt",
+            "--json",
+        )
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert failed.exit_code == 1
+    summary = as_json(failed)
+    assert sorted(summary["failed_ids"]) == ["c1", "c3", "c4"]  # type: ignore[index]
+    assert summary["retry_file"] == "retry.txt"  # type: ignore[index]
+    assert sorted(Path("retry.txt").read_text().split()) == ["c1", "c3", "c4"]
+
+    retried = invoke(
+        cli, "rerun", FLOW, "--ids", "retry.txt", "--force", "export", "--no-progress", "--json"
+    )
+    assert retried.exit_code == 0
+    again = as_json(retried)
+    assert again["workflows"]["succeeded"] == 3  # type: ignore[index]
+    # exactly those three reran their exports (and report, their dependent)
+    assert again["steps"] == {"completed": 9, "skipped": 6}  # type: ignore[index]
+
+
+def test_rerun_reads_ids_from_stdin(cli: CliRunner) -> None:
+    result = invoke(cli, "rerun", FLOW, "--ids", "-", "--no-progress", "--json", input="a\nb\n")
+    assert as_json(result)["workflows"]["succeeded"] == 2  # type: ignore[index]
+
+
+def test_rerun_of_ten_thousand_workflows_of_five_steps(cli: CliRunner, tmp_path: Path) -> None:
+    ids = write_ids(tmp_path / "ids.txt", [f"customer-{i:05d}" for i in range(10_000)])
+    started = time.perf_counter()
+    result = invoke(
+        cli,
+        "rerun",
+        FLOW,
+        "--ids",
+        ids,
+        "--store",
+        "memory://",
+        "--param",
+        "delay=0",
+        "--concurrency",
+        "64",
+        "--no-progress",
+        "--json",
+    )
+    elapsed = time.perf_counter() - started
+    summary = as_json(result)
+    assert summary["workflows"]["succeeded"] == 10_000  # type: ignore[index]
+    assert summary["steps"] == {"completed": 50_000}  # type: ignore[index]
+    print(f"10,000 workflows x 5 steps in {elapsed:.1f}s")
+
+
+def test_ctrl_c_cancels_cleanly_and_writes_the_unfinished_ids(tmp_path: Path) -> None:
+    flow = tmp_path / "slow.py"
+    flow.write_text(
+        "import anyio\n"
+        "async def flow(runner, **params):\n"
+        "    async def slow():\n"
+        "        await anyio.sleep(0.4)\n"
+        "    await runner.step('only', slow)\n"
+    )
+    ids = write_ids(tmp_path / "ids.txt", [f"w{i:03d}" for i in range(200)])
+    env = {**os.environ, "ASTEPS_STORE": f"file:{tmp_path / 'store'}"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "asteps",
+            "rerun",
+            f"{flow}:flow",
+            "--ids",
+            ids,
+            "--concurrency",
+            "10",
+            "--failed-file",
+            str(tmp_path / "left.txt"),
+            "--json",
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] is True
+    finished, unfinished = summary["workflows"]["finished"], summary["unfinished_ids"]
+    assert 0 < finished < 200
+    assert finished + len(unfinished) == 200
+    assert sorted(Path(tmp_path / "left.txt").read_text().split()) == sorted(unfinished)
+    marked = {p.parent.parent.name for p in (tmp_path / "store").glob("*/steps/only")}
+    assert len(marked) == finished
+    assert not marked & set(unfinished)  # no marker for a step that did not finish
+
+
+# -- steps list / mark / unmark ---------------------------------------------------
+
+
+def test_steps_mark_list_and_unmark_by_pattern(cli: CliRunner) -> None:
+    mark = invoke(cli, "steps", "mark", "--workflow-id", "c1", "a", "a.b", "a.b.c", "ab", "b")
+    assert mark.exit_code == 0
+    listed = as_json(invoke(cli, "steps", "list", "--workflow-id", "c1", "--json"))
+    assert listed == {"c1": ["a", "a.b", "a.b.c", "ab", "b"]}
+
+    dry = invoke(cli, "steps", "unmark", "--workflow-id", "c1", "a", "--dry-run")
+    assert "a, a.b, a.b.c" in dry.stdout
+    refused = invoke(cli, "steps", "unmark", "--workflow-id", "c1", "a", input="n\n")
+    assert refused.exit_code == 1
+    assert as_json(invoke(cli, "steps", "list", "--workflow-id", "c1", "--json"))["c1"] == [  # type: ignore[index]
+        "a",
+        "a.b",
+        "a.b.c",
+        "ab",
+        "b",
+    ]
+    confirmed = invoke(cli, "steps", "unmark", "--workflow-id", "c1", "a", input="y\n")
+    assert confirmed.exit_code == 0
+    assert "removed 3 marker(s)" in confirmed.stdout
+    assert as_json(invoke(cli, "steps", "list", "--workflow-id", "c1", "--json")) == {
+        "c1": ["ab", "b"]
+    }
+
+
+def test_steps_commands_take_ids_files(cli: CliRunner, tmp_path: Path) -> None:
+    ids = write_ids(tmp_path / "ids.txt", ["w1", "w2", "w3"])
+    invoke(cli, "steps", "mark", "--ids", ids, "report", "report.pdf")
+    removed = as_json(invoke(cli, "steps", "unmark", "--ids", ids, "report", "--yes", "--json"))
+    assert removed == {"removed": {w: ["report", "report.pdf"] for w in ("w1", "w2", "w3")}}
+
+
+def test_steps_need_exactly_one_target(cli: CliRunner) -> None:
+    assert invoke(cli, "steps", "list").exit_code == 2
+    assert invoke(cli, "steps", "mark", "--workflow-id", "w", "bad..name").exit_code == 2
+
+
+# -- the same commands on S3 (moto over HTTP) ---------------------------------------
+
+
+def test_every_command_works_on_s3(cli: CliRunner, aws: MotoServer, tmp_path: Path) -> None:
+    boto3.client("s3", endpoint_url=aws.endpoint_url).create_bucket(Bucket="steps")
+    store = f"s3://steps?endpoint_url={aws.endpoint_url}"
+    assert invoke(cli, "run", FLOW, "--workflow-id", "c1", "--store", store).exit_code == 0
+    plan = as_json(invoke(cli, "plan", FLOW, "--workflow-id", "c1", "--store", store, "--json"))
+    assert {s["decision"] for s in plan["steps"]} == {"skip"}  # type: ignore[index]
+    ids = write_ids(tmp_path / "ids.txt", ["c1", "c2"])
+    rerun = as_json(
+        invoke(cli, "rerun", FLOW, "--ids", ids, "--store", store, "--no-progress", "--json")
+    )
+    assert rerun["steps"] == {"skipped": 5, "completed": 5}  # type: ignore[index]
+    invoke(cli, "steps", "unmark", "--workflow-id", "c2", "export", "--yes", "--store", store)
+    listed = as_json(invoke(cli, "steps", "list", "--ids", ids, "--store", store, "--json"))
+    assert listed == {
+        "c1": sorted(STEPS),
+        "c2": ["fetch.customers", "fetch.orders", "report.email"],
+    }
+    assert not Path(".asteps").exists()
+
+
+def test_an_unknown_bucket_exits_3_with_what_to_check(cli: CliRunner, aws: MotoServer) -> None:
+    result = invoke(
+        cli,
+        "steps",
+        "list",
+        "--workflow-id",
+        "c1",
+        "--store",
+        f"s3://missing?endpoint_url={aws.endpoint_url}",
+    )
+    assert result.exit_code == 3
+    assert "'missing'" in result.output
+    assert "does not exist" in result.output
