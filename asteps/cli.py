@@ -340,25 +340,23 @@ def rerun(
     """
     loaded = _guarded(load_flow, flow)
     parsed = _guarded(parse_params, params)
-    if not (click.get_current_context().obj or {}).get("verbose"):
-        # One WARNING per failed step would bury the progress bar; the summary
-        # lists the failures, and -v brings the log lines back.
-        logging.getLogger("asteps").setLevel(logging.ERROR)
     total = _count_lines(ids_file)
-    summary = _run_async(
-        _rerun,
-        loaded,
-        ids_file,
-        force,
-        skip,
-        reason,
-        parsed,
-        concurrency,
-        store_url,
-        prefix,
-        total,
-        not no_progress,
-    )
+    quiet = not (click.get_current_context().obj or {}).get("verbose")
+    with _quiet_step_failures(quiet):
+        summary = _run_async(
+            _rerun,
+            loaded,
+            ids_file,
+            force,
+            skip,
+            reason,
+            parsed,
+            concurrency,
+            store_url,
+            prefix,
+            total,
+            not no_progress,
+        )
     retry_file = _write_retry_file(summary, failed_file)
     if as_json:
         data = summary.as_dict()
