@@ -223,7 +223,7 @@ class BatchRun:
             error, exception = f"{type(exc).__name__}: {exc}", exc
         steps: Counter[str] = Counter(str(o.status) for o in runner.outcomes)
         failed = [o for o in runner.outcomes if o.status == "failed"]
-        if error is None and failed:
+        if failed:  # the step's name says more than the exception alone
             error = _first_error(failed)
         return WorkflowReport(
             workflow_id,

@@ -246,10 +246,11 @@ class Runner:
         logger.warning(
             "%s: step %s failed: %s: %s", self.workflow_id, name, type(exc).__name__, exc
         )
-        if bubbles:
-            raise exc
         outcome = _outcome(name, "failed", decision, time.perf_counter() - started)
         outcome.error = exc
+        if bubbles:
+            self.outcomes.append(outcome)  # raised, not returned: keep it on record
+            raise exc
         return outcome
 
     async def _record(
@@ -288,8 +289,12 @@ class _Execution:
         try:
             await Chain(self.scheduled, self.run_activities, self.mark_done, self.completed)
         except MarkDoneError as exc:
-            await self.runner._record(self.name, "failed", self.decision, error=exc)
-            logger.error("%s: %s", self.runner.workflow_id, exc)
+            runner = self.runner
+            await runner._record(self.name, "failed", self.decision, error=exc)
+            logger.error("%s: %s", runner.workflow_id, exc)
+            outcome = _outcome(self.name, "failed", self.decision, 0.0, self.result)
+            outcome.error = exc
+            runner.outcomes.append(outcome)
             raise
         except Exception as exc:
             return await self.runner._failed(self.name, self.decision, exc, started, bubbles)

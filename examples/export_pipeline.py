@@ -33,7 +33,12 @@ async def flow(runner: Runner, *, fail: str = "", delay: str = "0.01", **_: Any)
         runner.step("fetch.orders", (work, "fetch.orders")),
         runner.step("fetch.customers", (work, "fetch.customers")),
     )
-    await runner.step("export.csv", (work, "export.csv"), emit_signal=True)
+    # A failed CSV export stops this workflow (the parquet export and the report
+    # would be built on it); without bubbles_exception_on_failure the flow would
+    # go on and the failure would only show in the step's outcome.
+    await runner.step(
+        "export.csv", (work, "export.csv"), emit_signal=True, bubbles_exception_on_failure=True
+    )
     await runner.step(
         "export.parquet",
         (work, "export.parquet"),

@@ -198,6 +198,7 @@ async def test_a_failure_bubbles_only_when_asked(store: CountingStore) -> None:
     with pytest.raises(Boom):
         await runner.step("a", fails, bubbles_exception_on_failure=True)
     assert runner.markers[-1].details["status"] == "failed"
+    assert [(o.name, o.status) for o in runner.outcomes] == [("a", "failed")]
     with pytest.raises(Boom):
         await runner.submit(Step("a", fails, bubbles_exception_on_failure=True))
 
@@ -228,6 +229,8 @@ async def test_a_marker_that_cannot_be_written_raises_with_the_result_in_hand() 
     assert "'a'" in str(info.value)
     assert "wf/steps/" in str(info.value)
     assert runner.markers[-1].details["status"] == "failed"
+    assert runner.outcomes[-1].result == {"rows": 10}
+    assert isinstance(runner.outcomes[-1].error, MarkDoneError)
     assert "a" not in await runner.steps_done()
 
 
