@@ -26,8 +26,6 @@ import anyio.to_thread
 Activity: TypeAlias = Any
 """Anything :func:`run_activity` accepts; see the module docstring."""
 
-_NO_ARG: tuple[()] = ()
-
 
 async def run_activity(activity: Activity, *args: Any) -> Any:
     """Run one activity to completion and return its result.
@@ -100,12 +98,18 @@ class Chain:
         self.break_on_failure = break_on_failure
 
     def __await__(self) -> Generator[Any, None, list[Any]]:
-        return self._run().__await__()
+        return self.run().__await__()
 
-    async def _run(self) -> list[Any]:
+    async def run(self, *args: Any) -> list[Any]:
+        """Run the chain, passing ``args`` to its first activity.
+
+        ``await chain`` is ``await chain.run()``. With arguments, a chain built
+        once serves as a reusable pipeline: with ``send_result=True`` each
+        activity receives what the previous one returned (the runner builds
+        its step phases this way, once per runner).
+        """
         results: list[Any] = []
         failures: list[Exception] | None = None
-        args: tuple[Any, ...] = _NO_ARG
         for activity in self.activities:
             try:
                 # run_activity's fast path, inlined: one coroutine frame less

@@ -18,6 +18,7 @@ from asteps import (
     MemoryStore,
     Runner,
     Step,
+    StepOutcome,
 )
 from asteps.decision import ALREADY_PLAYED
 
@@ -390,3 +391,16 @@ async def test_a_prefetched_done_list_skips_the_listing(store: CountingStore) ->
     runner = Runner(store, "wf", done={"a"})
     assert (await runner.step("a", lambda: None)).status == "skipped"
     assert store.calls["list_done"] == 0
+
+
+async def test_outcomes_are_complete_pydantic_models(store: CountingStore) -> None:
+    runner = Runner(store, "wf")
+    done = await runner.step("a", lambda: {"rows": 3})
+    skipped = await runner.step("a", lambda: None)
+    for outcome in (done, skipped):
+        assert StepOutcome.model_validate(outcome.model_dump()) == outcome
+        assert outcome.model_fields_set == set(StepOutcome.model_fields)
+    skipped.reasons.append("mine")  # each outcome owns its lists
+    assert (await Runner(store, "wf").step("a", lambda: None)).reasons == [ALREADY_PLAYED]
+    copy = done.model_copy(update={"status": "failed"})
+    assert (copy.status, done.status) == ("failed", "completed")
