@@ -26,7 +26,18 @@ class MotoServer:
 
     def reset(self) -> None:
         """Forget every bucket, object, domain and execution."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        self._post("reset", b"")
+
+    def enforce_iam(self, enabled: bool = True) -> None:
+        """Make moto check credentials and IAM policies on every request (or stop)."""
+        self._post("reset-auth", b"0" if enabled else b"inf")
+
+    def _post(self, path: str, data: bytes) -> None:
+        url = f"{self.endpoint_url}/moto-api/{path}"
+        # text/plain: with urllib's default form type, moto would see no body.
+        request = urllib.request.Request(
+            url, data, method="POST", headers={"Content-Type": "text/plain"}
+        )
         with urllib.request.urlopen(request, timeout=10):
             pass
 

@@ -375,3 +375,32 @@ def test_an_unknown_bucket_exits_3_with_what_to_check(cli: CliRunner, aws: MotoS
     assert result.exit_code == 3
     assert "'missing'" in result.output
     assert "does not exist" in result.output
+
+
+# -- demo -------------------------------------------------------------------------
+
+
+def demo_runs(output: str) -> list[str]:
+    return [line for line in output.splitlines() if " run: " in line]
+
+
+def test_demo_shows_three_runs_executed_skipped_then_forced(cli: CliRunner, tmp_path: Path) -> None:
+    result = invoke(cli, "demo", "--root", str(tmp_path / "store"))
+    assert result.exit_code == 0, result.output
+    assert len(demo_runs(result.stdout)) == 3
+    first, second, third = result.stdout.split(" run: ")[1:]
+    assert first.count("completed") >= 5 and "skipped" not in first.split("signals")[0]
+    assert second.split("signals")[0].count("skipped") == 5
+    table = third.split("signals")[0]
+    for name in ("a.extract", "a.transform", "a.load"):
+        row = next(line for line in table.splitlines() if f"│ {name} " in line)
+        assert "completed" in row and "demo: data for a was fixed" in row
+    assert "step.a.load" in third
+    assert (tmp_path / "store" / "demo-workflow" / "steps" / "a.extract").is_file()
+
+
+def test_demo_runs_on_s3_through_moto(cli: CliRunner) -> None:
+    result = invoke(cli, "demo", "--s3")
+    assert result.exit_code == 0, result.output
+    assert "S3Store('asteps-demo'" in result.stdout
+    assert len(demo_runs(result.stdout)) == 3

@@ -175,3 +175,47 @@ def test_bucket_accepts_simpleflows_host_slash_bucket_form(given: str, expected:
 def test_bad_sse_is_refused_before_any_request() -> None:
     with pytest.raises(StoreError, match="sse must be"):
         S3Store("b", sse="rot13")
+
+
+@pytest.fixture
+def read_only_keys(aws: Any) -> Any:
+    """Credentials of an IAM user who may list the bucket but not write to it,
+    with moto enforcing IAM for the duration of the test."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=aws.endpoint_url)
+    iam.create_user(UserName="reader")
+    iam.put_user_policy(
+        UserName="reader",
+        PolicyName="list-only",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "*"}],
+            }
+        ),
+    )
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    aws.enforce_iam()
+    yield key
+    aws.enforce_iam(False)
+
+
+async def test_denied_access_names_bucket_and_prefix_and_keeps_the_result(
+    s3: S3Store, aws: Any, read_only_keys: Any
+) -> None:
+    import aioboto3
+
+    session = aioboto3.Session(
+        aws_access_key_id=read_only_keys["AccessKeyId"],
+        aws_secret_access_key=read_only_keys["SecretAccessKey"],
+        aws_session_token=None,
+    )
+    async with S3Store("steps", endpoint_url=aws.endpoint_url, session=session) as store:
+        with pytest.raises(MarkDoneError) as info:
+            await Runner(store, "wf").step("export", lambda: "12 rows")
+    assert info.value.result == "12 rows"
+    cause = info.value.__cause__
+    assert isinstance(cause, StoreError)
+    assert "bucket 'steps' under prefix 'wf/steps/'" in str(cause)
+    assert "access denied: check the credentials" in str(cause)
