@@ -41,7 +41,7 @@ RUNS: list[tuple[str, Callable[[Runner], None]]] = [
     ("second run: every step is already done", lambda r: None),
     (
         "third run: force 'a' (a.* reruns, and report as a.extract's dependent)",
-        lambda r: r.add_forced_steps("a", reason="demo: data for a was fixed"),
+        lambda r: r.add_forced_steps("a", reason="a was fixed"),
     ),
 ]
 

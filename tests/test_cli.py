@@ -389,12 +389,14 @@ def test_demo_shows_three_runs_executed_skipped_then_forced(cli: CliRunner, tmp_
     assert result.exit_code == 0, result.output
     assert len(demo_runs(result.stdout)) == 3
     first, second, third = result.stdout.split(" run: ")[1:]
-    assert first.count("completed") >= 5 and "skipped" not in first.split("signals")[0]
+    assert first.count("completed") >= 5
+    assert "skipped" not in first.split("signals")[0]
     assert second.split("signals")[0].count("skipped") == 5
     table = third.split("signals")[0]
     for name in ("a.extract", "a.transform", "a.load"):
         row = next(line for line in table.splitlines() if f"│ {name} " in line)
-        assert "completed" in row and "demo: data for a was fixed" in row
+        assert "completed" in row
+        assert "a was fixed" in row
     assert "step.a.load" in third
     assert (tmp_path / "store" / "demo-workflow" / "steps" / "a.extract").is_file()
 
