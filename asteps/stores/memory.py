@@ -7,22 +7,42 @@ from typing import Any
 
 
 class MemoryStore:
-    """Keeps markers in memory as ``{prefix + name: body}``; lost with the process."""
+    """Keeps markers in memory, lost with the process.
+
+    Markers are grouped by the part of the key before its last ``/`` (the
+    "directory", as on disk), so listing one workflow's prefix costs its own
+    markers only, not every marker in the store.
+    """
 
     def __init__(self) -> None:
-        self.objects: dict[str, Mapping[str, Any]] = {}
+        self._dirs: dict[str, dict[str, Mapping[str, Any]]] = {}
+
+    @property
+    def objects(self) -> dict[str, Mapping[str, Any]]:
+        """Every marker as ``{key: body}``, the way S3 would list them."""
+        return {
+            f"{d}/{leaf}" if d else leaf: body
+            for d, leaves in self._dirs.items()
+            for leaf, body in leaves.items()
+        }
 
     async def list_done(self, prefix: str) -> set[str]:
-        cut = len(prefix)
-        return {key[cut:] for key in self.objects if key.startswith(prefix)}
+        directory, _, start = prefix.rpartition("/")
+        leaves = self._dirs.get(directory, {})
+        if not start:
+            return set(leaves)
+        cut = len(start)
+        return {leaf[cut:] for leaf in leaves if leaf.startswith(start)}
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
+        directory, _, leaf = (prefix + name).rpartition("/")
         # Kept as given, not copied: the runner passes one immutable body per run.
-        self.objects[prefix + name] = body
+        self._dirs.setdefault(directory, {})[leaf] = body
 
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
         for name in names:
-            self.objects.pop(prefix + name, None)
+            directory, _, leaf = (prefix + name).rpartition("/")
+            self._dirs.get(directory, {}).pop(leaf, None)
 
     def __repr__(self) -> str:
-        return f"MemoryStore({len(self.objects)} markers)"
+        return f"MemoryStore({sum(map(len, self._dirs.values()))} markers)"
