@@ -148,25 +148,17 @@ def main(verbose: int) -> None:
 # -- run and plan ---------------------------------------------------------------
 
 
+def single_workflow_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """FLOW, --workflow-id, --force/--skip/--reason, --param, --store, --prefix, --json."""
+    for option in (json_option, prefix_option, store_option, param_option, pattern_options):
+        fn = option(fn)
+    fn = click.option("--workflow-id", required=True, help="The workflow.")(fn)
+    return click.argument("flow")(fn)
+
+
 @main.command()
-@click.argument("flow")
-@click.option("--workflow-id", required=True, help="The workflow to run.")
-@pattern_options
-@param_option
-@store_option
-@prefix_option
-@json_option
-def run(
-    flow: str,
-    workflow_id: str,
-    force: tuple[str, ...],
-    skip: tuple[str, ...],
-    reason: str | None,
-    params: tuple[str, ...],
-    store_url: str | None,
-    prefix: str,
-    as_json: bool,
-) -> None:
+@single_workflow_options
+def run(**options: Any) -> None:
     """Run FLOW for one workflow and show its steps.
 
     \b
@@ -175,37 +167,12 @@ def run(
       asteps run examples/export_pipeline.py:flow --workflow-id customer-42 \\
           --force export --reason "new CSV columns"
     """
-    report = _run_async(
-        _one, flow, workflow_id, force, skip, reason, params, store_url, prefix, False
-    )
-    _show_report(report, as_json, title=f"workflow {workflow_id}")
-    if isinstance(report.exception, StoreError):
-        _fail(str(report.exception), EXIT_STORE)
-    if not report.ok:
-        if not as_json:
-            err.print(f"[bold red]failed:[/] {escape(report.error or '')}")
-        sys.exit(EXIT_FAILED)
+    _single(dry_run=False, **options)
 
 
 @main.command()
-@click.argument("flow")
-@click.option("--workflow-id", required=True, help="The workflow to plan.")
-@pattern_options
-@param_option
-@store_option
-@prefix_option
-@json_option
-def plan(
-    flow: str,
-    workflow_id: str,
-    force: tuple[str, ...],
-    skip: tuple[str, ...],
-    reason: str | None,
-    params: tuple[str, ...],
-    store_url: str | None,
-    prefix: str,
-    as_json: bool,
-) -> None:
+@single_workflow_options
+def plan(**options: Any) -> None:
     """Dry run: what would run or be skipped for one workflow, and why.
 
     Decisions are made against the real done list; no activity runs and
@@ -215,14 +182,33 @@ def plan(
     Examples:
       asteps plan examples/export_pipeline.py:flow --workflow-id customer-42 --force export.csv
     """
+    _single(dry_run=True, **options)
+
+
+def _single(
+    *,
+    flow: str,
+    workflow_id: str,
+    force: tuple[str, ...],
+    skip: tuple[str, ...],
+    reason: str | None,
+    params: tuple[str, ...],
+    store_url: str | None,
+    prefix: str,
+    as_json: bool,
+    dry_run: bool,
+) -> None:
     report = _run_async(
-        _one, flow, workflow_id, force, skip, reason, params, store_url, prefix, True
+        _one, flow, workflow_id, force, skip, reason, params, store_url, prefix, dry_run
     )
-    _show_report(report, as_json, title=f"plan for workflow {workflow_id}")
+    title = f"plan for workflow {workflow_id}" if dry_run else f"workflow {workflow_id}"
+    _show_report(report, as_json, title=title)
     if isinstance(report.exception, StoreError):
         _fail(str(report.exception), EXIT_STORE)
     if not report.ok:
-        err.print(f"[bold red]the flow failed in a dry run:[/] {escape(report.error or '')}")
+        if not as_json:
+            what = "the flow failed in a dry run" if dry_run else "failed"
+            err.print(f"[bold red]{what}:[/] {escape(report.error or '')}", soft_wrap=True)
         sys.exit(EXIT_FAILED)
 
 
