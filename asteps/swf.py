@@ -94,14 +94,63 @@ def execution_source(domain: str, workflow_id: str, run_id: str | None) -> str:
     return f"swf:{domain}/{workflow_id}/{run_id or ''}"
 
 
-# What each bus's bridges sent, so its listeners can tell an echo from a signal.
-_sent: weakref.WeakKeyDictionary[EventBus, Counter[tuple[str, str, str, str]]] = (
-    weakref.WeakKeyDictionary()
-)
+def _comes_from(signal: Signal, domain: str, workflow_id: str) -> bool:
+    return signal.source is not None and signal.source.startswith(f"swf:{domain}/{workflow_id}/")
 
 
-def _sent_by_bridges(bus: EventBus) -> Counter[tuple[str, str, str, str]]:
-    return _sent.setdefault(bus, Counter())
+_SentKey = tuple[str, str, str, str]  # domain, workflow id, signal name, input
+
+
+class _EchoGuard:
+    """Per bus: the signals bridges sent to executions that a listener on the
+    same bus watches, so that listener can tell them from new signals.
+
+    Only watched executions are remembered, and each entry is forgotten when
+    the listener sees it (or stops watching), so nothing grows without bound.
+    """
+
+    def __init__(self) -> None:
+        self.watched: Counter[tuple[str, str]] = Counter()
+        self.sent: Counter[_SentKey] = Counter()
+
+    def watch(self, domain: str, workflow_id: str) -> None:
+        self.watched[domain, workflow_id] += 1
+
+    def unwatch(self, domain: str, workflow_id: str) -> None:
+        self.watched[domain, workflow_id] -= 1
+        if self.watched[domain, workflow_id] <= 0:
+            del self.watched[domain, workflow_id]
+            for key in [k for k in self.sent if k[:2] == (domain, workflow_id)]:
+                del self.sent[key]
+
+    def sending(self, key: _SentKey) -> bool:
+        """Remember a signal about to be sent, if a listener watches its target."""
+        if key[:2] not in self.watched:
+            return False
+        self.sent[key] += 1
+        return True
+
+    def not_sent(self, key: _SentKey) -> None:
+        self._forget(key)
+
+    def is_echo(self, key: _SentKey) -> bool:
+        """True (once per send) when a bridge on this bus sent this signal."""
+        if self.sent.get(key, 0) <= 0:
+            return False
+        self._forget(key)
+        return True
+
+    def _forget(self, key: _SentKey) -> None:
+        self.sent[key] -= 1
+        if self.sent[key] <= 0:
+            del self.sent[key]
+
+
+_guards: weakref.WeakKeyDictionary[EventBus, _EchoGuard] = weakref.WeakKeyDictionary()
+
+
+def _echo_guard(bus: EventBus) -> _EchoGuard:
+    return _guards.setdefault(bus, _EchoGuard())
 
 
 def _normalise_executions(executions: Execution | Iterable[Execution]) -> list[Execution]:
@@ -302,7 +351,7 @@ class SwfSignalBridge:
                         self._give_up(execution, signal, str(exc))
                     continue
                 for execution in self.executions:
-                    if signal.source == execution_source(self.domain, *execution):
+                    if _comes_from(signal, self.domain, execution[0]):
                         continue  # never send a signal back where it came from
                     await self._queues[execution].send((signal, text))
         finally:
@@ -328,8 +377,9 @@ class SwfSignalBridge:
         """Send one signal; the reason it failed, or None."""
         workflow_id, run_id = execution
         key = (self.domain, workflow_id, signal.name, text)
-        sent = _sent_by_bridges(self.bus)
-        sent[key] += 1  # before sending: the listener may see it before we return
+        guard = _echo_guard(self.bus)
+        # Before sending: the listener may see it in the history before we return.
+        remembered = guard.sending(key)
         kwargs: dict[str, Any] = {
             "domain": self.domain,
             "workflowId": workflow_id,
@@ -341,7 +391,8 @@ class SwfSignalBridge:
         try:
             await self._client.signal_workflow_execution(**kwargs)
         except (ClientError, BotoCoreError) as exc:
-            sent[key] -= 1
+            if remembered:
+                guard.not_sent(key)
             return _explain(exc)
         self.sent += 1
         return None
@@ -428,6 +479,7 @@ class SwfSignalListener:
             await stack.aclose()
             raise
         self._stack = stack
+        _echo_guard(self.bus).watch(self.domain, self.workflow_id)
         self._task_group.start_soon(self._poll_forever)
         return self
 
@@ -441,6 +493,7 @@ class SwfSignalListener:
         assert self._stack is not None
         self._task_group.cancel_scope.cancel()
         await self._stack.aclose()
+        _echo_guard(self.bus).unwatch(self.domain, self.workflow_id)
 
     @property
     def source(self) -> str:
@@ -455,7 +508,7 @@ class SwfSignalListener:
     async def _poll(self) -> int:
         events = await self._new_events()
         published = 0
-        sent = _sent_by_bridges(self.bus)
+        guard = _echo_guard(self.bus)
         for event in events:
             self.last_event_id = max(self.last_event_id, int(event["eventId"]))
             if event.get("eventType") != "WorkflowExecutionSignaled":
@@ -464,9 +517,8 @@ class SwfSignalListener:
             name = attrs.get("signalName", "")
             raw = attrs.get("input")
             key = (self.domain, self.workflow_id, name, raw)
-            if raw is not None and sent.get(key, 0) > 0:
-                sent[key] -= 1  # our own bridge sent it: not a new signal
-                continue
+            if raw is not None and guard.is_echo(key):
+                continue  # a bridge on this bus sent it: not a new signal
             await self.bus.publish(name, _decode(raw), source=self.source)
             published += 1
         self.published += published

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import pytest
 
 from asteps import EventBus, MemoryStore, Runner, SignalError
@@ -192,16 +193,23 @@ async def test_the_listener_never_publishes_a_signal_twice(swf: SwfWorld) -> Non
         ]
 
 
-async def test_bridged_both_ways_a_signal_is_not_echoed(swf: SwfWorld) -> None:
+@pytest.mark.parametrize("bridge_run_id", ["given", None])
+async def test_bridged_both_ways_a_signal_is_not_echoed(
+    swf: SwfWorld, bridge_run_id: str | None
+) -> None:
     run_id = await swf.start("wf")
     bus = EventBus()
     runner = Runner(MemoryStore(), "wf", run_id=run_id, bus=bus)
+    target = ("wf", run_id if bridge_run_id else None)
     async with bus.subscribe("step") as local:
         async with (
-            bridge(swf, bus, ("wf", run_id)),
+            bridge(swf, bus, target) as b,
             listener(swf, bus, "wf", poll_interval=3600) as li,
         ):
             await runner.step("a", lambda: 1, emit_signal=True)
+            with anyio.fail_after(5):  # the bridge sends in the background
+                while b.sent < 1:  # noqa: ASYNC110 (a test polling the bridge's counter)
+                    await anyio.sleep(0.01)
             await swf.client.signal_workflow_execution(
                 domain=swf.domain, workflowId="wf", signalName="step.from-swf", input="1"
             )
@@ -213,3 +221,15 @@ async def test_bridged_both_ways_a_signal_is_not_echoed(swf: SwfWorld) -> None:
     # and nothing was sent back to the execution it came from (the two senders
     # are independent, so only the count of each is defined, not their order)
     assert sorted(n for n, _ in await swf.signals("wf", run_id)) == ["step.a", "step.from-swf"]
+
+
+async def test_a_bridge_without_a_listener_remembers_nothing(swf: SwfWorld) -> None:
+    from asteps.swf import _echo_guard
+
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    async with bridge(swf, bus, ("wf", run_id)):
+        for i in range(10):
+            await bus.publish(f"step.s{i}", i)
+    assert len(await swf.signals("wf", run_id)) == 10
+    assert not _echo_guard(bus).sent
