@@ -1,8 +1,9 @@
-"""Runner: decides each step, builds its phases as a Chain, and runs them.
+"""Runner: decides each step, then runs its phases as a Chain.
 
 The phases of a step are those of simpleflow's reference document:
 
 - run:  marker ``scheduled`` -> activities -> mark done -> marker ``completed``
+  (``EXECUTED_STEP_PHASES``, one Chain for every step);
 - skip: ``activities_if_step_already_done`` -> marker ``skipped``
 - then, with ``emit_signal``, the signal ``step.<name>``.
 
@@ -69,14 +70,6 @@ class Runner:
         """Every step's outcome, in the order the steps finished."""
         self._markers: list[Marker] = []
         self._marker_log: list[_MarkerRecord] = []
-        # The phases of an executed step, built once per runner (see _execute).
-        self._phases = Chain(
-            self._scheduled,
-            self._run_activities,
-            self._mark_done,
-            self._completed,
-            send_result=True,
-        )
         self._forced: dict[str, list[str]] = {}
         self._skipped: dict[str, list[str]] = {}
         self._done: set[str] | None = set(done) if done is not None else None
@@ -191,7 +184,7 @@ class Runner:
             outcome = _outcome(name, "planned", decision, 0.0)
         elif decision.run:
             outcome = await self._execute(
-                _Execution(name, decision, activities), bubbles_exception_on_failure
+                _Execution(self, name, decision, activities), bubbles_exception_on_failure
             )
         elif activities_if_step_already_done is None and not self._log_listened():
             # The common skip: nothing to run, nothing to await.
@@ -241,7 +234,7 @@ class Runner:
     async def _execute(self, ex: _Execution, bubbles: bool) -> StepOutcome:
         started = time.perf_counter()
         try:
-            await self._phases.run(ex)
+            await EXECUTED_STEP_PHASES.run(ex)
         except MarkDoneError as exc:
             await self._record(ex.name, "failed", ex.decision, error=exc)
             logger.error("%s: %s", self.workflow_id, exc)
@@ -253,36 +246,6 @@ class Runner:
             return await self._failed(ex.name, ex.decision, exc, started, bubbles)
         duration = time.perf_counter() - started
         return _outcome(ex.name, "completed", ex.decision, duration, ex.result)
-
-    # The phases of an executed step, in the reference document's order. Each
-    # takes the step's _Execution and hands it on (Chain(send_result=True)).
-
-    async def _scheduled(self, ex: _Execution) -> _Execution:
-        await self._record(ex.name, "scheduled", ex.decision)
-        return ex
-
-    async def _run_activities(self, ex: _Execution) -> _Execution:
-        activities = ex.activities
-        code = getattr(activities, "__code__", None)
-        if code is not None and code.co_flags & CO_COROUTINE:  # fast path, one frame less
-            ex.result = await activities()
-        else:
-            ex.result = await run_activity(activities)
-        return ex
-
-    async def _mark_done(self, ex: _Execution) -> _Execution:
-        try:
-            await self.store.mark_done(self.prefix, ex.name, self._body)
-        except Exception as exc:
-            raise MarkDoneError(ex.name, ex.result, prefix=self.prefix, cause=exc) from exc
-        if self._done is not None:
-            self._done.add(ex.name)
-            self._done_view = None
-        return ex
-
-    async def _completed(self, ex: _Execution) -> _Execution:
-        await self._record(ex.name, "completed", ex.decision)
-        return ex
 
     async def _skip(
         self, name: str, alternative: Activity, decision: Decision, bubbles: bool
@@ -355,13 +318,56 @@ def _details(record: _MarkerRecord) -> dict[str, Any]:
 class _Execution:
     """The state of one executed step as it goes through the phases."""
 
-    __slots__ = ("activities", "decision", "name", "result")
+    __slots__ = ("activities", "decision", "name", "result", "runner")
 
-    def __init__(self, name: str, decision: Decision, activities: Activity) -> None:
+    def __init__(self, runner: Runner, name: str, decision: Decision, activities: Activity) -> None:
+        self.runner = runner
         self.name = name
         self.decision = decision
         self.activities = activities
         self.result: Any = None
+
+
+# The phases of an executed step, in the reference document's order, as one
+# Chain for the whole process: each phase takes the step's _Execution and
+# hands it on (send_result=True). Module-level functions rather than bound
+# methods, so that a runner holds no reference cycle through its phases.
+
+
+async def _scheduled(ex: _Execution) -> _Execution:
+    await ex.runner._record(ex.name, "scheduled", ex.decision)
+    return ex
+
+
+async def _run_activities(ex: _Execution) -> _Execution:
+    activities = ex.activities
+    code = getattr(activities, "__code__", None)
+    if code is not None and code.co_flags & CO_COROUTINE:  # fast path, one frame less
+        ex.result = await activities()
+    else:
+        ex.result = await run_activity(activities)
+    return ex
+
+
+async def _mark_done(ex: _Execution) -> _Execution:
+    runner = ex.runner
+    try:
+        await runner.store.mark_done(runner.prefix, ex.name, runner._body)
+    except Exception as exc:
+        raise MarkDoneError(ex.name, ex.result, prefix=runner.prefix, cause=exc) from exc
+    if runner._done is not None:
+        runner._done.add(ex.name)
+        runner._done_view = None
+    return ex
+
+
+async def _completed(ex: _Execution) -> _Execution:
+    await ex.runner._record(ex.name, "completed", ex.decision)
+    return ex
+
+
+EXECUTED_STEP_PHASES = Chain(_scheduled, _run_activities, _mark_done, _completed, send_result=True)
+"""marker ``scheduled`` -> the activities -> mark done -> marker ``completed``."""
 
 
 def _outcome(
