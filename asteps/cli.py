@@ -702,7 +702,8 @@ def _store_label(store_url: str | None) -> str:
     help="Use the S3 store against an in-process moto server (needs moto[server]).",
 )
 @click.option("--workflow-id", default="demo-workflow", show_default=True)
-def demo(root: Path | None, use_s3: bool, workflow_id: str) -> None:
+@json_option
+def demo(root: Path | None, use_s3: bool, workflow_id: str, as_json: bool) -> None:
     """Run a small flow three times: executed, skipped, then 'a' forced.
 
     \b
@@ -710,28 +711,43 @@ def demo(root: Path | None, use_s3: bool, workflow_id: str) -> None:
       asteps demo
       asteps demo --root ./.asteps-demo
       asteps demo --s3
+      asteps demo --json
     """
+    runs: list[dict[str, Any]] = []
 
     def show(title: str, outcomes: list[StepOutcome], signals: list[Signal]) -> None:
+        if as_json:
+            runs.append(
+                {
+                    "run": title,
+                    "steps": [outcome_row(o) for o in outcomes],
+                    "signals": [{"name": s.name, "payload": s.payload} for s in signals],
+                }
+            )
+            return
         out.print(outcomes_table(outcomes, title=title))
         out.print(signals_table(signals))
         out.print()
 
     if use_s3:
-        _run_async(_demo_s3, workflow_id, show)
-        return
-    with tempfile.TemporaryDirectory(prefix="asteps-demo-") as tmp:
-        store = FileStore(root or tmp)
-        out.print(f"store: {store!r}\n")
-        _run_async(run_demo, store, workflow_id, show)
+        _run_async(_demo_s3, workflow_id, show, as_json)
+    else:
+        with tempfile.TemporaryDirectory(prefix="asteps-demo-") as tmp:
+            store = FileStore(root or tmp)
+            if not as_json:
+                out.print(f"store: {store!r}\n")
+            _run_async(run_demo, store, workflow_id, show)
+    if as_json:
+        _emit_json(runs)
 
 
-async def _demo_s3(workflow_id: str, show: Show) -> None:
+async def _demo_s3(workflow_id: str, show: Show, quiet: bool) -> None:
     from .moto_server import moto_server
     from .stores.s3 import S3Store
 
     with moto_server() as server:
         async with S3Store("asteps-demo", endpoint_url=server.endpoint_url) as store:
             await store.client.create_bucket(Bucket="asteps-demo")
-            out.print(f"store: {store!r} (in-process moto server)\n")
+            if not quiet:
+                out.print(f"store: {store!r} (in-process moto server)\n")
             await run_demo(store, workflow_id, show)

@@ -354,10 +354,11 @@ def test_every_command_works_on_s3(cli: CliRunner, aws: MotoServer, tmp_path: Pa
     )
     assert rerun["steps"] == {"skipped": 5, "completed": 5}  # type: ignore[index]
     invoke(cli, "steps", "unmark", "--workflow-id", "c2", "export", "--yes", "--store", store)
+    invoke(cli, "steps", "mark", "--workflow-id", "c2", "audit.done", "--store", store)
     listed = as_json(invoke(cli, "steps", "list", "--ids", ids, "--store", store, "--json"))
     assert listed == {
         "c1": sorted(STEPS),
-        "c2": ["fetch.customers", "fetch.orders", "report.email"],
+        "c2": ["audit.done", "fetch.customers", "fetch.orders", "report.email"],
     }
     assert not Path(".asteps").exists()
 
@@ -399,6 +400,15 @@ def test_demo_shows_three_runs_executed_skipped_then_forced(cli: CliRunner, tmp_
         assert "a was fixed" in row
     assert "step.a.load" in third
     assert (tmp_path / "store" / "demo-workflow" / "steps" / "a.extract").is_file()
+
+
+def test_demo_speaks_json(cli: CliRunner) -> None:
+    runs = as_json(invoke(cli, "demo", "--json"))
+    statuses = [[s["status"] for s in run["steps"]] for run in runs]  # type: ignore[union-attr]
+    assert statuses[0] == ["completed"] * 5
+    assert statuses[1] == ["skipped"] * 5
+    assert statuses[2] == ["skipped", "completed", "completed", "completed", "completed"]
+    assert runs[2]["signals"][1]["payload"]["reasons"] == ["a was fixed"]  # type: ignore[index]
 
 
 def test_demo_runs_on_s3_through_moto(cli: CliRunner) -> None:
