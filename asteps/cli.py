@@ -38,7 +38,7 @@ from .bus import Signal
 from .demo import run_demo
 from .errors import AstepsError, FlowError, InvalidStepName, StoreError
 from .flows import load_flow, parse_params
-from .names import format_prefix, validate_name, validate_workflow_id
+from .names import format_prefix, validate_name, validate_patterns, validate_workflow_id
 from .runner import DEFAULT_PREFIX
 from .step import StepOutcome
 from .stores.base import DoneStore, list_done_many, matching
@@ -198,9 +198,26 @@ def _single(
     as_json: bool,
     dry_run: bool,
 ) -> None:
-    report = _run_async(
-        _one, flow, workflow_id, force, skip, reason, params, store_url, prefix, dry_run
-    )
+    loaded = _guarded(load_flow, flow)
+    _guarded(validate_workflow_id, workflow_id)
+    parsed = _guarded(parse_params, params)
+    _guarded(validate_patterns, [*force, *skip])  # refused before the store is opened
+
+    async def one() -> WorkflowReport:
+        async with open_store(store_url) as store:
+            batch = BatchRun(
+                loaded,
+                store,
+                force=force,
+                skip=skip,
+                reason=reason,
+                params=parsed,
+                prefix=prefix,
+                dry_run=dry_run,
+            )
+            return await batch.run_one(workflow_id)
+
+    report = _run_async(one)
     title = f"plan for workflow {workflow_id}" if dry_run else f"workflow {workflow_id}"
     _show_report(report, as_json, title=title)
     if isinstance(report.exception, StoreError):
@@ -210,34 +227,6 @@ def _single(
             what = "the flow failed in a dry run" if dry_run else "failed"
             err.print(f"[bold red]{what}:[/] {escape(report.error or '')}", soft_wrap=True)
         sys.exit(EXIT_FAILED)
-
-
-async def _one(
-    flow_spec: str,
-    workflow_id: str,
-    force: tuple[str, ...],
-    skip: tuple[str, ...],
-    reason: str | None,
-    params: tuple[str, ...],
-    store_url: str | None,
-    prefix: str,
-    dry_run: bool,
-) -> WorkflowReport:
-    flow = load_flow(flow_spec)
-    validate_workflow_id(workflow_id)
-    parsed = parse_params(params)
-    async with open_store(store_url) as store:
-        batch = BatchRun(
-            flow,
-            store,
-            force=force,
-            skip=skip,
-            reason=reason,
-            params=parsed,
-            prefix=prefix,
-            dry_run=dry_run,
-        )
-        return await batch.run_one(workflow_id)
 
 
 def _show_report(report: WorkflowReport, as_json: bool, *, title: str) -> None:
@@ -326,23 +315,31 @@ def rerun(
     """
     loaded = _guarded(load_flow, flow)
     parsed = _guarded(parse_params, params)
+    _guarded(validate_patterns, [*force, *skip])
     total = _count_lines(ids_file)
-    quiet = not (click.get_current_context().obj or {}).get("verbose")
-    with _quiet_step_failures(quiet):
-        summary = _run_async(
-            _rerun,
-            loaded,
-            ids_file,
-            force,
-            skip,
-            reason,
-            parsed,
-            concurrency,
-            store_url,
-            prefix,
-            total,
-            not no_progress,
-        )
+
+    async def batch() -> BatchSummary:
+        stop = anyio.Event()
+        with _progress(total, not no_progress) as on_workflow:
+            async with open_store(store_url) as store, anyio.create_task_group() as tg:
+                run = BatchRun(
+                    loaded,
+                    store,
+                    force=force,
+                    skip=skip,
+                    reason=reason,
+                    params=parsed,
+                    concurrency=concurrency,
+                    prefix=prefix,
+                    on_workflow=on_workflow,
+                )
+                tg.start_soon(_stop_on_interrupt, stop)
+                summary = await run.run(read_ids(ids_file), stop=stop)
+                tg.cancel_scope.cancel()
+        return summary
+
+    with _quiet_step_failures(not (click.get_current_context().obj or {}).get("verbose")):
+        summary = _run_async(batch)
     retry_file = _write_retry_file(summary, failed_file)
     if as_json:
         data = summary.as_dict()
@@ -388,39 +385,6 @@ def _count_lines(stream: IO[str]) -> int | None:
         return count
     except (OSError, ValueError):
         return None
-
-
-async def _rerun(
-    flow: Any,
-    ids_file: IO[str],
-    force: tuple[str, ...],
-    skip: tuple[str, ...],
-    reason: str | None,
-    params: dict[str, str],
-    concurrency: int,
-    store_url: str | None,
-    prefix: str,
-    total: int | None,
-    show_progress: bool,
-) -> BatchSummary:
-    stop = anyio.Event()
-    with _progress(total, show_progress) as on_workflow:
-        async with open_store(store_url) as store, anyio.create_task_group() as tg:
-            batch = BatchRun(
-                flow,
-                store,
-                force=force,
-                skip=skip,
-                reason=reason,
-                params=params,
-                concurrency=concurrency,
-                prefix=prefix,
-                on_workflow=on_workflow,
-            )
-            tg.start_soon(_stop_on_interrupt, stop)
-            summary = await batch.run(read_ids(ids_file), stop=stop)
-            tg.cancel_scope.cancel()
-    return summary
 
 
 async def _stop_on_interrupt(stop: anyio.Event) -> None:
