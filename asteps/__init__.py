@@ -6,6 +6,9 @@
 Everything users need is importable from here; module layout is private.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .bus import EventBus, Signal, Subscription
 from .canvas import Chain, Group, run_activity
 from .decision import Decision, decide
@@ -26,15 +29,32 @@ from .stores import (
     DoneStore,
     FileStore,
     MemoryStore,
-    S3Store,
     list_done_many,
     open_store,
     parse_store_url,
     unmark_matching,
 )
-from .swf import SwfSignalBridge, SwfSignalListener
+
+if TYPE_CHECKING:
+    from .stores.s3 import S3Store
+    from .swf import SwfSignalBridge, SwfSignalListener
 
 __version__ = "0.1.0"
+
+# The AWS parts import aioboto3, two thirds of asteps' import time: they load
+# on first use, so a service on the file store never pays for them.
+_LAZY = {
+    "S3Store": ".stores.s3",
+    "SwfSignalBridge": ".swf",
+    "SwfSignalListener": ".swf",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asteps' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
 
 __all__ = [
     "AstepsError",

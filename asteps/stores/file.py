@@ -19,8 +19,9 @@ _TMP = ".tmp-"  # never a valid step name, so never listed
 
 
 class FileStore:
-    """Markers as files under ``root``. Writes are atomic and fsynced: a marker
-    file exists only once its content is on disk."""
+    """Markers as files under ``root``. Writes are atomic and durable: the
+    content is fsynced before the rename, and the directory after it, so a
+    marker exists only once it is complete and stays after a crash."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -69,6 +70,7 @@ class FileStore:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+            _fsync_directory(directory)
         except OSError as exc:
             raise StoreError(
                 f"cannot write marker {target}: {exc.strerror}; check the store root is "
@@ -92,3 +94,14 @@ class FileStore:
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` survive a crash (POSIX; a no-op elsewhere)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
