@@ -56,6 +56,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'asteps' has no attribute {name!r}")
     return getattr(importlib.import_module(module, __name__), name)
 
+
 __all__ = [
     "AstepsError",
     "Chain",

@@ -221,7 +221,9 @@ class BatchRun:
             await self.flow(runner, **self.params)
         except Exception as exc:
             error, exception = f"{type(exc).__name__}: {exc}", exc
-        steps: Counter[str] = Counter(str(o.status) for o in runner.outcomes)
+        steps: Counter[str] = Counter(
+            f"would {o.decision}" if o.status == "planned" else o.status for o in runner.outcomes
+        )
         failed = [o for o in runner.outcomes if o.status == "failed"]
         if failed:  # the step's name says more than the exception alone
             error = _first_error(failed)

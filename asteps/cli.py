@@ -285,6 +285,11 @@ def _plan_row(outcome: StepOutcome) -> dict[str, Any]:
     help="Where to write the ids to retry (default: asteps-failed-<time>.txt).",
 )
 @click.option("--no-progress", is_flag=True, help="No live progress bar on stderr.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Plan every workflow: count what would run or be skipped; run and write nothing.",
+)
 @json_option
 def rerun(
     flow: str,
@@ -298,6 +303,7 @@ def rerun(
     prefix: str,
     failed_file: Path | None,
     no_progress: bool,
+    dry_run: bool,
     as_json: bool,
 ) -> None:
     """Run FLOW for every workflow id in --ids, at most --concurrency at once.
@@ -312,6 +318,7 @@ def rerun(
       asteps rerun examples/export_pipeline.py:flow --ids customers.txt --force export
       cat ids.txt | asteps rerun flows.py:flow --ids - --skip crawl --concurrency 64
       asteps rerun flows.py:flow --ids asteps-failed-20261126-101500.txt
+      asteps rerun flows.py:flow --ids customers.txt --force export --dry-run
     """
     loaded = _guarded(load_flow, flow)
     parsed = _guarded(parse_params, params)
@@ -331,6 +338,7 @@ def rerun(
                     params=parsed,
                     concurrency=concurrency,
                     prefix=prefix,
+                    dry_run=dry_run,
                     on_workflow=on_workflow,
                 )
                 tg.start_soon(_stop_on_interrupt, stop)
@@ -451,7 +459,8 @@ def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:
     table.add_row("workflows failed", f"[red]{len(summary.failed_ids)}[/]")
     if summary.interrupted:
         table.add_row("workflows unfinished", f"[yellow]{len(summary.unfinished_ids)}[/]")
-    for status in ("completed", "skipped", "failed"):
+    planned = [k for k in ("would run", "would skip") if k in summary.steps]
+    for status in planned or ["completed", "skipped", "failed"]:
         table.add_row(f"steps {status}", str(summary.steps[status]))
     rate = summary.finished / summary.elapsed if summary.elapsed else 0.0
     table.add_row("elapsed", f"{summary.elapsed:.1f} s ({rate:,.0f} workflows/s)")

@@ -221,6 +221,27 @@ def test_rerun_writes_failed_ids_for_an_exact_retry(cli: CliRunner, tmp_path: Pa
     assert again["steps"] == {"completed": 9, "skipped": 6}  # type: ignore[index]
 
 
+def test_rerun_dry_run_counts_what_would_happen_and_writes_nothing(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    ids = write_ids(tmp_path / "ids.txt", ["c1", "c2", "c3"])
+    invoke(cli, "run", FLOW, "--workflow-id", "c1")
+    result = invoke(
+        cli,
+        "rerun",
+        FLOW,
+        "--ids",
+        ids,
+        "--force",
+        "export",
+        "--dry-run",
+        "--no-progress",
+        "--json",
+    )
+    assert as_json(result)["steps"] == {"would run": 13, "would skip": 2}  # type: ignore[index]
+    assert sorted(p.name for p in Path(".asteps").iterdir()) == ["c1"]
+
+
 def test_rerun_reads_ids_from_stdin(cli: CliRunner) -> None:
     result = invoke(cli, "rerun", FLOW, "--ids", "-", "--no-progress", "--json", input="a\nb\n")
     assert as_json(result)["workflows"]["succeeded"] == 2  # type: ignore[index]
