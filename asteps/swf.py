@@ -283,6 +283,7 @@ class SwfSignalBridge:
         self._queues: dict[Execution, MemoryObjectSendStream[tuple[Signal, str]]] = {}
         self._pending: dict[Execution, MemoryObjectReceiveStream[tuple[Signal, str]]] = {}
         self._in_flight: dict[Execution, Signal] = {}
+        self._dispatching: tuple[Signal, list[Execution]] | None = None
         self._finished = anyio.Event()
         self._senders_left = len(self.executions)
 
@@ -350,13 +351,18 @@ class SwfSignalBridge:
                     for execution in self.executions:
                         self._give_up(execution, signal, str(exc))
                     continue
-                for execution in self.executions:
-                    if _comes_from(signal, self.domain, execution[0]):
-                        continue  # never send a signal back where it came from
+                targets = self._targets(signal)
+                for i, execution in enumerate(targets):
+                    self._dispatching = (signal, targets[i:])  # for the exit report
                     await self._queues[execution].send((signal, text))
+                self._dispatching = None
         finally:
             for queue in self._queues.values():
                 queue.close()
+
+    def _targets(self, signal: Signal) -> list[Execution]:
+        # Never send a signal back to the execution it came from.
+        return [e for e in self.executions if not _comes_from(signal, self.domain, e[0])]
 
     async def _sender(
         self, execution: Execution, receive: MemoryObjectReceiveStream[tuple[Signal, str]]
@@ -410,8 +416,15 @@ class SwfSignalBridge:
     def _collect_leftovers(self, timed_out: bool) -> None:
         reason = f"still pending when the bridge closed ({self.drain_timeout}s drain timeout)"
         for execution, signal in list(self._in_flight.items()):
-            self._give_up(execution, signal, reason)
+            self._give_up(
+                execution, signal, f"{reason}; it was being sent and may have reached SWF"
+            )
         self._in_flight.clear()
+        if self._dispatching is not None:
+            signal, targets = self._dispatching
+            for execution in targets:
+                self._give_up(execution, signal, reason)
+            self._dispatching = None
         for execution, receive in self._pending.items():
             while True:
                 try:
@@ -422,7 +435,7 @@ class SwfSignalBridge:
             receive.close()
         if self._subscription is not None:
             for signal in self._subscription.receive_nowait_all():
-                for execution in self.executions:
+                for execution in self._targets(signal):
                     self._give_up(execution, signal, reason)
         if timed_out:
             logger.error("SWF bridge closed before draining: %d undelivered", len(self.undelivered))

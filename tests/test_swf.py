@@ -233,3 +233,29 @@ async def test_a_bridge_without_a_listener_remembers_nothing(swf: SwfWorld) -> N
             await bus.publish(f"step.s{i}", i)
     assert len(await swf.signals("wf", run_id)) == 10
     assert not _echo_guard(bus).sent
+
+
+async def test_what_the_drain_timeout_cuts_off_is_reported_signal_by_signal(
+    swf: SwfWorld,
+) -> None:
+    runs = [("wf-a", await swf.start("wf-a")), ("wf-b", await swf.start("wf-b"))]
+    bus = EventBus()
+    with pytest.raises(SignalDeliveryError) as info:
+        async with bridge(swf, bus, runs, drain_timeout=0.05) as b:
+            for i in range(300):
+                await bus.publish(f"step.s{i}", i)
+    undelivered = info.value.undelivered
+    assert undelivered
+    assert all("drain timeout" in u.reason for u in undelivered)
+    # every (execution, signal) pair was either sent or reported, none twice
+    reported = [(u.execution[0], u.signal.name) for u in undelivered]
+    assert len(reported) == len(set(reported))
+    history = {wid: [n for n, _ in await swf.signals(wid, run)] for wid, run in runs}
+    for wid, _ in runs:
+        sent = set(history[wid])
+        missing = {f"step.s{i}" for i in range(300)} - sent
+        assert missing <= {name for w, name in reported if w == wid}
+    # a send cut off in flight may still have reached SWF: it is reported, and says so
+    in_flight = [u for u in undelivered if "may have reached SWF" in u.reason]
+    assert b.sent <= sum(len(h) for h in history.values()) <= b.sent + len(in_flight)
+    assert len(in_flight) <= len(runs)
