@@ -41,10 +41,16 @@ class Step(BaseModel):
             kwargs["force_steps_if_executed"] = validate_patterns(deps)
         super().__init__(name=name, activities=activities, **kwargs)
 
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        # Reached by model_validate(), which bypasses __init__.
+        return validate_name(value)
+
     @field_validator("force_steps_if_executed", mode="before")
     @classmethod
-    def _none_is_empty(cls, value: Any) -> Any:
-        return [] if value is None else value
+    def _none_is_empty_and_patterns_valid(cls, value: Any) -> Any:
+        return [] if value is None else validate_patterns(value)
 
 
 class StepOutcome(BaseModel):

@@ -404,3 +404,15 @@ async def test_outcomes_are_complete_pydantic_models(store: CountingStore) -> No
     assert (await Runner(store, "wf").step("a", lambda: None)).reasons == [ALREADY_PLAYED]
     copy = done.model_copy(update={"status": "failed"})
     assert (copy.status, done.status) == ("failed", "completed")
+
+
+def test_a_step_model_validates_its_names_however_it_is_built() -> None:
+    from pydantic import ValidationError
+
+    assert Step("a.b", lambda: None, force_steps_if_executed=None).force_steps_if_executed == []
+    with pytest.raises(InvalidStepName):
+        Step(name="a b", activities=lambda: None)
+    with pytest.raises(ValidationError, match="empty segment"):
+        Step.model_validate({"name": "a..b", "activities": None})
+    with pytest.raises(ValidationError, match="pattern"):
+        Step.model_validate({"name": "a", "activities": None, "force_steps_if_executed": ["x y"]})
