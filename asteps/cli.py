@@ -35,6 +35,7 @@ from rich.table import Table
 
 from .batch import BatchRun, BatchSummary, WorkflowReport, read_ids
 from .bus import Signal
+from .concurrency import for_each
 from .demo import run_demo
 from .errors import AstepsError, FlowError, InvalidStepName, StoreError
 from .flows import load_flow, parse_params
@@ -48,6 +49,7 @@ from .tables import outcome_row, outcomes_table, plan_table, signals_table, why
 
 EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED = 1, 2, 3, 130
 MANUAL_RUN_ID = "asteps-cli"
+BULK_CONCURRENCY = 32  # store requests in flight for steps list/mark/unmark
 
 out = Console()
 err = Console(stderr=True)
@@ -505,7 +507,7 @@ def _targets(workflow_id: str | None, ids_file: IO[str] | None) -> list[str]:
 
 async def _done_sets(store: DoneStore, ids: list[str], prefix: str) -> dict[str, set[str]]:
     prefixes = {format_prefix(prefix, wid, None): wid for wid in ids}
-    listed = await list_done_many(store, prefixes)
+    listed = await list_done_many(store, prefixes, concurrency=BULK_CONCURRENCY)
     return {prefixes[p]: set(names) for p, names in listed.items()}
 
 
@@ -579,11 +581,14 @@ def steps_mark(
 
 
 async def _mark(ids: list[str], names: tuple[str, ...], store_url: str | None, prefix: str) -> None:
-    async with open_store(store_url) as store, anyio.create_task_group() as tg:
-        for wid in ids:
-            body = {"run_id": MANUAL_RUN_ID, "workflow_id": wid, "version": None}
-            for name in names:
-                tg.start_soon(store.mark_done, format_prefix(prefix, wid, None), name, body)
+    async def mark(pair: tuple[str, str]) -> None:
+        wid, name = pair
+        body = {"run_id": MANUAL_RUN_ID, "workflow_id": wid, "version": None}
+        await store.mark_done(format_prefix(prefix, wid, None), name, body)
+
+    async with open_store(store_url) as store:
+        pairs = ((wid, name) for wid in ids for name in names)
+        await for_each(pairs, mark, concurrency=BULK_CONCURRENCY)
 
 
 @steps.command("unmark")
@@ -649,9 +654,12 @@ async def _find_matching(
 
 
 async def _unmark(removable: dict[str, list[str]], store_url: str | None, prefix: str) -> None:
-    async with open_store(store_url) as store, anyio.create_task_group() as tg:
-        for wid, names in removable.items():
-            tg.start_soon(store.unmark, format_prefix(prefix, wid, None), names)
+    async def unmark(item: tuple[str, list[str]]) -> None:
+        wid, names = item
+        await store.unmark(format_prefix(prefix, wid, None), names)
+
+    async with open_store(store_url) as store:
+        await for_each(removable.items(), unmark, concurrency=BULK_CONCURRENCY)
 
 
 def _store_label(store_url: str | None) -> str:

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-import anyio
-
+from ..concurrency import for_each
 from ..names import covers, validate_patterns
 
 
@@ -36,27 +35,16 @@ class DoneStore(Protocol):
 async def list_done_many(
     store: DoneStore, prefixes: Iterable[str], *, concurrency: int = 32
 ) -> dict[str, frozenset[str]]:
-    """List several prefixes concurrently, at most ``concurrency`` at once."""
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    results: dict[str, frozenset[str]] = {}
-    limit = anyio.Semaphore(concurrency)
+    """List several prefixes concurrently, at most ``concurrency`` at once.
+
+    The result is in the order of ``prefixes`` (each listed once).
+    """
+    results = dict.fromkeys(prefixes, frozenset[str]())
 
     async def one(prefix: str) -> None:
-        async with limit:
-            results[prefix] = frozenset(await store.list_done(prefix))
+        results[prefix] = frozenset(await store.list_done(prefix))
 
-    try:
-        async with anyio.create_task_group() as tg:
-            for prefix in dict.fromkeys(prefixes):
-                tg.start_soon(one, prefix)
-    except ExceptionGroup as group:
-        # One failing listing cancels the rest; the caller wants the store's
-        # error (which names the bucket and prefix), not a task group's wrapper.
-        first = group.exceptions[0]
-        if len(group.exceptions) > 1:
-            first.add_note(f"({len(group.exceptions) - 1} other listing(s) failed too)")
-        raise first from None
+    await for_each(list(results), one, concurrency=concurrency)
     return results
 
 
