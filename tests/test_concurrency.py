@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from asteps.concurrency import for_each
@@ -38,7 +39,7 @@ async def test_items_are_read_lazily() -> None:
     async def work(i: int) -> None:
         if i == 10:
             assert len(read) <= 10 + 3  # not the whole iterator up front
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     await for_each(items(), work, concurrency=3)
     assert len(read) == 1000
