@@ -5,7 +5,7 @@
 measurement is the best of several rounds, alternating, so that the machine's
 noise hits both sides alike. Goals: executed <= 3x, skipped <= 1.5x.
 
-    .venv/bin/python bench/overhead.py [--steps 10000] [--rounds 7]
+    .venv/bin/python bench/overhead.py [--steps 10000] [--rounds 7] [--aws]
 """
 
 from __future__ import annotations
@@ -80,12 +80,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--aws",
+        action="store_true",
+        help="import aioboto3 first, as a service using S3Store would: a larger heap "
+        "makes each full garbage collection dearer",
+    )
     args = parser.parse_args()
+    if args.aws:
+        import aioboto3  # noqa: F401
     best, in_gc = asyncio.run(measure(args.steps, args.rounds))
     base = best["bare"]
     per_step = {k: v * 1e6 / args.steps for k, v in best.items()}
     gc_step = {k: v * 1e6 / args.steps for k, v in in_gc.items()}
-    print(f"{args.steps} concurrent steps, best of {args.rounds} rounds (of which GC)")
+    heap = "with aioboto3 imported" if args.aws else "asteps alone"
+    print(f"{args.steps} concurrent steps, best of {args.rounds} rounds ({heap}; of which GC)")
     print(f"  bare asyncio task : {per_step['bare']:6.2f} us/step ({gc_step['bare']:5.2f})")
     for key in ("executed", "skipped"):
         ratio = best[key] / base
