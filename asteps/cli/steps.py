@@ -1,0 +1,224 @@
+"""``asteps steps list|mark|unmark``: inspect and edit done markers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ..batch import read_ids
+from ..concurrency import for_each
+from ..names import format_prefix, validate_name, validate_workflow_id
+from ..stores.base import DoneStore, list_done_many, matching
+from ..stores.urls import default_store_url, open_store
+from .app import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    emit_json,
+    err,
+    fail,
+    guarded,
+    json_option,
+    main,
+    out,
+    prefix_option,
+    run_async,
+    store_option,
+)
+
+MANUAL_RUN_ID = "asteps-cli"
+BULK_CONCURRENCY = 32  # store requests in flight for steps list/mark/unmark
+
+
+@main.group()
+def steps() -> None:
+    """Inspect and edit the done markers of workflows."""
+
+
+def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--ids",
+        "ids_file",
+        type=click.File("r"),
+        default=None,
+        help="File of workflow ids ('-' for stdin).",
+    )(fn)
+    fn = click.option("--workflow-id", default=None, help="One workflow.")(fn)
+    return fn
+
+
+def _targets(workflow_id: str | None, ids_file: IO[str] | None) -> list[str]:
+    if workflow_id is not None and ids_file is None:
+        ids = [workflow_id]
+    elif ids_file is not None and workflow_id is None:
+        ids = list(dict.fromkeys(read_ids(ids_file)))
+    else:
+        fail("give exactly one of --workflow-id or --ids", EXIT_USAGE)
+    for wid in ids:
+        guarded(validate_workflow_id, wid)
+    return ids
+
+
+async def _done_sets(store: DoneStore, ids: list[str], prefix: str) -> dict[str, set[str]]:
+    prefixes = {format_prefix(prefix, wid, None): wid for wid in ids}
+    listed = await list_done_many(store, prefixes, concurrency=BULK_CONCURRENCY)
+    return {prefixes[p]: set(names) for p, names in listed.items()}
+
+
+@steps.command("list")
+@target_options
+@store_option
+@prefix_option
+@json_option
+def steps_list(
+    workflow_id: str | None,
+    ids_file: IO[str] | None,
+    store_url: str | None,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    """List the done steps of workflows.
+
+    \b
+    Examples:
+      asteps steps list --workflow-id customer-42
+      asteps steps list --ids customers.txt --json
+    """
+    ids = _targets(workflow_id, ids_file)
+    done = run_async(_list_steps, ids, store_url, prefix)
+    if as_json:
+        emit_json({wid: sorted(names) for wid, names in done.items()})
+        return
+    table = Table(title=f"done steps ({_store_label(store_url)})", title_justify="left")
+    table.add_column("workflow")
+    table.add_column("done", justify="right")
+    table.add_column("steps")
+    for wid in ids:
+        names = sorted(done[wid])
+        table.add_row(escape(wid), str(len(names)), escape(", ".join(names)))
+    out.print(table)
+
+
+async def _list_steps(ids: list[str], store_url: str | None, prefix: str) -> dict[str, set[str]]:
+    async with open_store(store_url) as store:
+        return await _done_sets(store, ids, prefix)
+
+
+@steps.command("mark")
+@target_options
+@click.argument("names", nargs=-1, required=True)
+@store_option
+@prefix_option
+@json_option
+def steps_mark(
+    workflow_id: str | None,
+    ids_file: IO[str] | None,
+    names: tuple[str, ...],
+    store_url: str | None,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    """Mark steps NAME... done, so that later runs skip them.
+
+    \b
+    Examples:
+      asteps steps mark --workflow-id customer-42 crawl crawl.pages
+    """
+    ids = _targets(workflow_id, ids_file)
+    for name in names:
+        guarded(validate_name, name)
+    run_async(_mark, ids, names, store_url, prefix)
+    if as_json:
+        emit_json({"marked": {wid: list(names) for wid in ids}})
+    else:
+        out.print(f"marked {len(names)} step(s) done in {len(ids)} workflow(s)")
+
+
+async def _mark(ids: list[str], names: tuple[str, ...], store_url: str | None, prefix: str) -> None:
+    async def mark(pair: tuple[str, str]) -> None:
+        wid, name = pair
+        body = {"run_id": MANUAL_RUN_ID, "workflow_id": wid, "version": None}
+        await store.mark_done(format_prefix(prefix, wid, None), name, body)
+
+    async with open_store(store_url) as store:
+        pairs = ((wid, name) for wid in ids for name in names)
+        await for_each(pairs, mark, concurrency=BULK_CONCURRENCY)
+
+
+@steps.command("unmark")
+@target_options
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@store_option
+@prefix_option
+@json_option
+def steps_unmark(
+    workflow_id: str | None,
+    ids_file: IO[str] | None,
+    patterns: tuple[str, ...],
+    yes: bool,
+    dry_run: bool,
+    store_url: str | None,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    """Remove done markers by PATTERN... (hierarchical: 'a' removes a, a.b, a.b.c; not ab).
+
+    Shows what it will remove and asks for confirmation unless --yes.
+
+    \b
+    Examples:
+      asteps steps unmark --workflow-id customer-42 report --dry-run
+      asteps steps unmark --ids customers.txt export --yes
+    """
+    ids = _targets(workflow_id, ids_file)
+    found = run_async(_find_matching, ids, patterns, store_url, prefix)
+    removable = {wid: names for wid, names in found.items() if names}
+    count = sum(len(n) for n in removable.values())
+    if not as_json:
+        table = Table(title=f"markers matching {', '.join(patterns)}", title_justify="left")
+        table.add_column("workflow")
+        table.add_column("steps to remove")
+        for wid, names in removable.items():
+            table.add_row(escape(wid), escape(", ".join(names)))
+        out.print(table if removable else "nothing matches")
+    if dry_run or not removable:
+        if as_json:
+            emit_json({"removed": {}, "would_remove": removable})
+        return
+    if not yes and not click.confirm(
+        f"remove {count} marker(s) from {len(removable)} workflow(s)?", err=True
+    ):
+        err.print("nothing removed")
+        sys.exit(EXIT_FAILED)
+    run_async(_unmark, removable, store_url, prefix)
+    if as_json:
+        emit_json({"removed": removable})
+    else:
+        out.print(f"removed {count} marker(s)")
+
+
+async def _find_matching(
+    ids: list[str], patterns: tuple[str, ...], store_url: str | None, prefix: str
+) -> dict[str, list[str]]:
+    async with open_store(store_url) as store:
+        done = await _done_sets(store, ids, prefix)
+    return {wid: matching(done[wid], patterns) for wid in ids}
+
+
+async def _unmark(removable: dict[str, list[str]], store_url: str | None, prefix: str) -> None:
+    async def unmark(item: tuple[str, list[str]]) -> None:
+        wid, names = item
+        await store.unmark(format_prefix(prefix, wid, None), names)
+
+    async with open_store(store_url) as store:
+        await for_each(removable.items(), unmark, concurrency=BULK_CONCURRENCY)
+
+
+def _store_label(store_url: str | None) -> str:
+    return store_url or default_store_url()
