@@ -445,3 +445,31 @@ def test_demo_runs_on_s3_through_moto(cli: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     assert "S3Store('asteps-demo'" in result.stdout
     assert len(demo_runs(result.stdout)) == 3
+
+
+def test_ctrl_c_during_run_exits_130_without_marking_the_step(tmp_path: Path) -> None:
+    flow = tmp_path / "slow.py"
+    flow.write_text(
+        "import anyio, pathlib\n"
+        "async def flow(runner, **params):\n"
+        "    await runner.step('quick', lambda: None)\n"
+        "    pathlib.Path('started').touch()\n"
+        "    await runner.step('slow', anyio.sleep_forever)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "asteps", "run", f"{flow}:flow", "--workflow-id", "w"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted" in stderr
+    assert sorted(p.name for p in (tmp_path / ".asteps" / "w" / "steps").iterdir()) == ["quick"]

@@ -53,6 +53,9 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         fail(str(exc), EXIT_STORE)
     except AstepsError as exc:
         fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        # asyncio cancelled the run: no step that was cut short is marked done.
+        fail("interrupted; steps cut short were not marked done", EXIT_INTERRUPTED)
 
 
 def emit_json(data: Any) -> None:
