@@ -64,10 +64,6 @@ class BatchSummary:
     def finished(self) -> int:
         return self.succeeded + len(self.failed_ids)
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed_ids and not self.unfinished_ids
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "workflows": {

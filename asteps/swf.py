@@ -43,6 +43,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .aws import client_config as aws_config
 from .bus import EventBus, Signal, Subscription
 from .errors import SignalDeliveryError, SignalError
 
@@ -51,7 +52,6 @@ logger = logging.getLogger("asteps.swf")
 SWF_INPUT_LIMIT = 32_768
 """SignalWorkflowExecution's ``input`` is at most 32,768 characters."""
 SWF_SIGNAL_NAME_LIMIT = 256
-DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 5}
 
 Execution = tuple[str, str | None]
 """``(workflow_id, run_id)``; a ``None`` run id means the open run."""
@@ -180,8 +180,7 @@ class _SwfClient:
         region_name: str | None,
         client_config: AioConfig | None,
     ) -> None:
-        config = AioConfig(retries=DEFAULT_RETRIES)
-        self._config = config.merge(client_config) if client_config else config
+        self._config = aws_config(client_config)
         self._session = session or aioboto3.Session()
         self._endpoint_url = endpoint_url
         self._region_name = region_name

@@ -259,3 +259,17 @@ async def test_what_the_drain_timeout_cuts_off_is_reported_signal_by_signal(
     in_flight = [u for u in undelivered if "may have reached SWF" in u.reason]
     assert b.sent <= sum(len(h) for h in history.values()) <= b.sent + len(in_flight)
     assert len(in_flight) <= len(runs)
+
+
+async def test_send_delivers_now_or_raises_at_once(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    async with bridge(swf, EventBus(), ("wf", run_id)) as b:
+        await b.send("deploy.done", {"version": "1.2"})
+        with pytest.raises(SignalError, match="SWF allows"):
+            await b.send("step.big", "x" * SWF_INPUT_LIMIT)
+        await swf.client.terminate_workflow_execution(
+            domain=swf.domain, workflowId="wf", runId=run_id
+        )
+        with pytest.raises(SignalDeliveryError, match=r"deploy\.again -> wf"):
+            await b.send("deploy.again", None)
+    assert await swf.signals("wf", run_id) == [("deploy.done", '{"version": "1.2"}')]

@@ -24,13 +24,12 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
+from ..aws import client_config as aws_config
 from ..errors import StoreError
 from .base import list_done_many, unmark_matching
 
 DELETE_BATCH = 1000
 """DeleteObjects takes at most 1,000 keys a request."""
-
-DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 5}
 
 
 def parse_bucket(bucket: str) -> tuple[str, str | None]:
@@ -87,8 +86,7 @@ class S3Store:
         if sse_kms_key_id:
             self._put_extra["SSEKMSKeyId"] = sse_kms_key_id
         self.max_concurrency = max_concurrency
-        config = AioConfig(retries=DEFAULT_RETRIES, max_pool_connections=max_concurrency)
-        self._config = config.merge(client_config) if client_config else config
+        self._config = aws_config(client_config, max_pool_connections=max_concurrency)
         self._session = session or aioboto3.Session()
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
