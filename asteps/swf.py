@@ -472,6 +472,8 @@ class SwfSignalListener:
         self.poll_interval = poll_interval
         self.published = 0
         self.last_event_id = 0
+        self.closed = False
+        """True once the history shows the execution closed: polling stops then."""
         self._polling = anyio.Lock()
         self._client_factory = _SwfClient(session, endpoint_url, region_name, client_config)
         self._stack: AsyncExitStack | None = None
@@ -523,6 +525,8 @@ class SwfSignalListener:
         guard = _echo_guard(self.bus)
         for event in events:
             self.last_event_id = max(self.last_event_id, int(event["eventId"]))
+            if event.get("eventType") in _CLOSING_EVENTS:
+                self.closed = True
             if event.get("eventType") != "WorkflowExecutionSignaled":
                 continue
             attrs = event.get("workflowExecutionSignaledEventAttributes", {})
@@ -562,12 +566,26 @@ class SwfSignalListener:
             kwargs["nextPageToken"] = token
 
     async def _poll_forever(self) -> None:
-        while True:
+        while not self.closed:
             try:
                 await self.poll_once()
             except (SignalError, BotoCoreError) as exc:
                 logger.warning("SWF listener on %s: %s", self.workflow_id, exc)
             await anyio.sleep(self.poll_interval)
+        logger.info("SWF execution %s closed: its listener stops polling", self.workflow_id)
+
+
+# An execution's history ends with one of these; no signal can follow them.
+_CLOSING_EVENTS = frozenset(
+    {
+        "WorkflowExecutionCompleted",
+        "WorkflowExecutionFailed",
+        "WorkflowExecutionTimedOut",
+        "WorkflowExecutionCanceled",
+        "WorkflowExecutionTerminated",
+        "WorkflowExecutionContinuedAsNew",
+    }
+)
 
 
 def _decode(raw: str | None) -> Any:

@@ -17,7 +17,7 @@ from asteps.swf import (
     swf_input,
 )
 
-from .conftest import SwfWorld
+from .conftest import RequestCounter, SwfWorld
 
 
 def bridge(world: SwfWorld, bus: EventBus, executions, **kw) -> SwfSignalBridge:  # type: ignore[no-untyped-def]
@@ -273,3 +273,22 @@ async def test_send_delivers_now_or_raises_at_once(swf: SwfWorld) -> None:
         with pytest.raises(SignalDeliveryError, match=r"deploy\.again -> wf"):
             await b.send("deploy.again", None)
     assert await swf.signals("wf", run_id) == [("deploy.done", '{"version": "1.2"}')]
+
+
+async def test_the_listener_stops_polling_a_closed_execution(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    async with listener(swf, bus, "wf", poll_interval=0.02) as li:
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="last", input="1"
+        )
+        await swf.client.terminate_workflow_execution(
+            domain=swf.domain, workflowId="wf", runId=run_id
+        )
+        with anyio.fail_after(5):
+            await bus.wait("last", include_past=True)
+            while not li.closed:  # noqa: ASYNC110 (a test polling the listener's flag)
+                await anyio.sleep(0.02)
+        counter = RequestCounter().attach(li._client)
+        await anyio.sleep(0.2)  # ten poll intervals
+        assert counter.calls["GetWorkflowExecutionHistory"] == 0
