@@ -6,7 +6,7 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 
-DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 5}
+DEFAULT_RETRIES = {"mode": "standard", "total_max_attempts": 5}
 """botocore's standard retry mode: throttling, 5xx and connection errors are
 retried with backoff, up to 5 attempts in all."""
 

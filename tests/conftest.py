@@ -146,3 +146,81 @@ async def swf(aws: MotoServer) -> AsyncIterator[SwfWorld]:
             defaultChildPolicy="TERMINATE",
         )
         yield SwfWorld(client, aws.endpoint_url)
+
+
+class FlakyProxy:
+    """A real HTTP proxy on a loopback port in front of moto that answers the
+    next N requests of a given method with 503 SlowDown, as S3 does under load,
+    and forwards everything else unchanged."""
+
+    def __init__(self, target: str) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.failures_left = 0
+        self.fail_method = "PUT"
+        self.failed = 0
+        target_url = urlsplit(target)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 answers "Expect: 100-continue", which botocore sends with
+            # every PutObject body; with HTTP/1.0 the client would wait for it.
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == proxy.fail_method and proxy.failures_left > 0:
+                    proxy.failures_left -= 1
+                    proxy.failed += 1
+                    payload = (
+                        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
+                        b"<Message>Please reduce your request rate.</Message></Error>"
+                    )
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                upstream = http.client.HTTPConnection(target_url.hostname, target_url.port)
+                skip = ("host", "expect")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def fail_next(self, count: int, method: str = "PUT") -> None:
+        self.failures_left, self.fail_method = count, method
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def flaky(aws: MotoServer) -> Iterator[FlakyProxy]:
+    proxy = FlakyProxy(aws.endpoint_url)
+    yield proxy
+    proxy.close()

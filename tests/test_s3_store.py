@@ -219,3 +219,39 @@ async def test_denied_access_names_bucket_and_prefix_and_keeps_the_result(
     assert isinstance(cause, StoreError)
     assert "bucket 'steps' under prefix 'wf/steps/'" in str(cause)
     assert "access denied: check the credentials" in str(cause)
+
+
+async def test_a_throttled_marker_write_is_retried_and_the_step_completes(flaky: Any) -> None:
+    from .conftest import RequestCounter
+
+    async with S3Store("steps", endpoint_url=flaky.endpoint_url) as store:
+        await store.client.create_bucket(Bucket="steps")
+        counter = RequestCounter().attach(store.client)
+        flaky.fail_next(2)  # two 503 SlowDown answers, then S3 recovers
+        outcome = await Runner(store, "wf").step("export", lambda: "done")
+        assert outcome.status == "completed"
+        assert await store.list_done(PREFIX) == {"export"}
+    assert flaky.failed == 2
+    assert counter.calls["PutObject"] == 1  # one API call...
+    assert counter.sends == 1 + 3 + 1  # ...sent three times, plus two listings
+
+
+async def test_retries_are_the_callers_to_tune_and_then_the_result_is_kept(flaky: Any) -> None:
+    config = AioConfig(retries={"mode": "standard", "total_max_attempts": 2})
+    async with S3Store("steps", endpoint_url=flaky.endpoint_url, client_config=config) as store:
+        await store.client.create_bucket(Bucket="steps")
+        flaky.fail_next(10)
+        with pytest.raises(MarkDoneError) as info:
+            await Runner(store, "wf").step("export", lambda: "12 rows")
+    assert flaky.failed == 2  # total_max_attempts=2: the caller's setting won
+    assert info.value.result == "12 rows"
+    assert "SlowDown" in str(info.value.__cause__)
+
+
+async def test_by_default_a_write_is_tried_five_times_in_all(flaky: Any) -> None:
+    async with S3Store("steps", endpoint_url=flaky.endpoint_url) as store:
+        await store.client.create_bucket(Bucket="steps")
+        flaky.fail_next(100)
+        with pytest.raises(MarkDoneError):
+            await Runner(store, "wf").step("export", lambda: None)
+    assert flaky.failed == 5
