@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import pytest
@@ -292,3 +293,16 @@ async def test_the_listener_stops_polling_a_closed_execution(swf: SwfWorld) -> N
         counter = RequestCounter().attach(li._client)
         await anyio.sleep(0.2)  # ten poll intervals
         assert counter.calls["GetWorkflowExecutionHistory"] == 0
+
+
+async def test_a_throttled_signal_is_retried_and_delivered(swf: SwfWorld, flaky: Any) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    async with SwfSignalBridge(
+        bus, domain=swf.domain, executions=("wf", run_id), endpoint_url=flaky.endpoint_url
+    ) as b:
+        flaky.fail_next(2, method="POST")  # SWF is JSON over POST
+        await bus.publish("step.a", 1)
+    assert flaky.failed == 2
+    assert b.sent == 1
+    assert await swf.signals("wf", run_id) == [("step.a", "1")]
