@@ -356,6 +356,10 @@ class SwfSignalBridge:
                     await self._queues[execution].send((signal, text))
                 self._dispatching = None
         finally:
+            # However this ends, no publisher may block on a bridge that stopped
+            # reading (the subscription blocks when full); what it still holds
+            # is reported on exit.
+            self.bus.detach(subscription)
             for queue in self._queues.values():
                 queue.close()
 
