@@ -30,7 +30,7 @@ import json
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -285,6 +285,7 @@ class SwfSignalBridge:
         self._dispatching: tuple[Signal, list[Execution]] | None = None
         self._finished = anyio.Event()
         self._senders_left = len(self.executions)
+        self._worker_scopes: list[anyio.CancelScope] = []
 
     async def __aenter__(self) -> SwfSignalBridge:
         stack = AsyncExitStack()
@@ -304,9 +305,17 @@ class SwfSignalBridge:
             send, receive = anyio.create_memory_object_stream[tuple[Signal, str]](self._buffer)
             self._queues[execution] = send
             self._pending[execution] = receive
-            self._task_group.start_soon(self._sender, execution, receive)
-        self._task_group.start_soon(self._dispatch, self._subscription)
+            self._task_group.start_soon(self._shielded, self._sender, execution, receive)
+        self._task_group.start_soon(self._shielded, self._dispatch, self._subscription)
         return self
+
+    async def _shielded(self, work: Callable[..., Awaitable[None]], *args: Any) -> None:
+        # The bridge's workers are shielded from the host's cancellation, so
+        # that what was published before it is still delivered (within the
+        # drain timeout, which cancels them explicitly).
+        with anyio.CancelScope(shield=True) as scope:
+            self._worker_scopes.append(scope)
+            await work(*args)
 
     async def __aexit__(
         self,
@@ -317,15 +326,21 @@ class SwfSignalBridge:
         assert self._subscription is not None
         assert self._task_group is not None
         self.bus.detach(self._subscription)  # no new signals; what is buffered drains
-        with anyio.move_on_after(self.drain_timeout) as drained:
+        # Shielded: even when the host is being cancelled, the drain gets its
+        # bounded time; the cancellation is delivered again right after.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.drain_timeout) as drained:
             await self._finished.wait()
         if drained.cancelled_caught:
-            self._task_group.cancel_scope.cancel()
-        await self._task_group.__aexit__(None, None, None)
-        self._collect_leftovers(drained.cancelled_caught)
-        self._subscription._close()
-        if self._stack is not None:
-            await self._stack.aclose()
+            for scope in self._worker_scopes:
+                scope.cancel()
+        try:
+            await self._task_group.__aexit__(None, None, None)
+            self._collect_leftovers(drained.cancelled_caught)
+        finally:
+            self._subscription._close()
+            if self._stack is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._stack.aclose()
         if self.undelivered and exc_type is None:
             raise SignalDeliveryError(self.undelivered)
 

@@ -306,3 +306,22 @@ async def test_a_throttled_signal_is_retried_and_delivered(swf: SwfWorld, flaky:
     assert flaky.failed == 2
     assert b.sent == 1
     assert await swf.signals("wf", run_id) == [("step.a", "1")]
+
+
+async def test_a_cancelled_host_still_drains_what_it_published(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    published = anyio.Event()
+
+    async def host() -> None:
+        async with bridge(swf, bus, ("wf", run_id)):
+            for i in range(5):
+                await bus.publish(f"step.s{i}", i)
+            published.set()
+            await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(host)
+        await published.wait()
+        tg.cancel_scope.cancel()
+    assert [n for n, _ in await swf.signals("wf", run_id)] == [f"step.s{i}" for i in range(5)]
