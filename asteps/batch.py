@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .errors import InvalidStepName
+from .errors import InvalidStepName, StoreError
 from .flows import Flow
 from .names import format_prefix, validate_patterns, validate_workflow_id
 from .runner import DEFAULT_PREFIX, Runner
@@ -59,6 +59,8 @@ class BatchSummary:
     errors: dict[str, str] = field(default_factory=dict)
     elapsed: float = 0.0
     interrupted: bool = False
+    aborted: str | None = None
+    """Why the batch stopped early on its own (the store failed), if it did."""
 
     @property
     def finished(self) -> int:
@@ -75,6 +77,7 @@ class BatchSummary:
             "steps": dict(self.steps),
             "elapsed": round(self.elapsed, 3),
             "interrupted": self.interrupted,
+            "aborted": self.aborted,
             "failed_ids": self.failed_ids,
             "unfinished_ids": self.unfinished_ids,
             "errors": self.errors,
@@ -143,12 +146,12 @@ class BatchRun:
                 outer.start_soon(watch)
             with work:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._list_ahead, source, send, pending, summary)
+                    tg.start_soon(self._list_ahead, source, send, pending, summary, work)
                     for _ in range(self.concurrency):
                         tg.start_soon(self._work, receive.clone(), pending, summary)
                     receive.close()
             outer.cancel_scope.cancel()
-        if summary.interrupted:
+        if summary.interrupted or summary.aborted:
             rest = (w for w in source if w not in pending)
             summary.unfinished_ids = list(dict.fromkeys([*pending, *rest]))
         summary.elapsed = time.perf_counter() - started
@@ -160,6 +163,7 @@ class BatchRun:
         send: MemoryObjectSendStream[tuple[str, frozenset[str]]],
         pending: dict[str, None],
         summary: BatchSummary,
+        work: anyio.CancelScope,
     ) -> None:
         seen: set[str] = set()
         async with send:
@@ -180,7 +184,14 @@ class BatchRun:
                         break
                 if not chunk:
                     return
-                done = await list_done_many(self.store, chunk, concurrency=self.concurrency)
+                try:
+                    done = await list_done_many(self.store, chunk, concurrency=self.concurrency)
+                except StoreError as exc:
+                    # The store is gone (after its retries): stop the batch, but
+                    # keep what it did and the ids left, so it can be resumed.
+                    summary.aborted = str(exc)
+                    work.cancel()
+                    return
                 for prefix, wid in chunk.items():
                     await send.send((wid, done[prefix]))
 

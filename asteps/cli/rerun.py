@@ -31,8 +31,10 @@ from ..stores.urls import open_store
 from .app import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_STORE,
     emit_json,
     err,
+    fail,
     guarded,
     json_option,
     main,
@@ -142,6 +144,8 @@ def rerun(
         emit_json(data)
     else:
         out.print(_summary_table(summary, retry_file))
+    if summary.aborted:
+        fail(f"the batch stopped: {summary.aborted}", EXIT_STORE)
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     if summary.failed_ids:
@@ -224,20 +228,22 @@ def _write_retry_file(summary: BatchSummary, path: Path | None) -> Path | None:
     if not ids:
         return None
     if path is None:
-        kind = "unfinished" if summary.interrupted else "failed"
+        kind = "unfinished" if summary.interrupted or summary.aborted else "failed"
         path = Path(f"asteps-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
     path.write_text("".join(f"{wid}\n" for wid in ids), encoding="utf-8")
     return path
 
 
 def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:
-    title = "rerun interrupted" if summary.interrupted else "rerun summary"
+    title = "rerun summary"
+    if summary.interrupted or summary.aborted:
+        title = "rerun stopped: store failed" if summary.aborted else "rerun interrupted"
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value")
     table.add_row("workflows succeeded", str(summary.succeeded))
     table.add_row("workflows failed", f"[red]{len(summary.failed_ids)}[/]")
-    if summary.interrupted:
+    if summary.interrupted or summary.aborted:
         table.add_row("workflows unfinished", f"[yellow]{len(summary.unfinished_ids)}[/]")
     planned = [k for k in ("would run", "would skip") if k in summary.steps]
     for status in planned or ["completed", "skipped", "failed"]:
