@@ -38,3 +38,11 @@ def test_the_readme_quickstart_is_the_example_file() -> None:
     snippet = readme.split("## In twenty lines\n\n```python\n")[1].split("```")[0]
     assert snippet in (ROOT / "examples" / "quickstart.py").read_text()
     assert len([line for line in snippet.splitlines() if line.strip()]) <= 20
+
+
+def test_the_s3_service_example_lists_once_per_workflow_and_writes_once_per_step() -> None:
+    out = run("examples/s3_service.py").splitlines()
+    assert out == [
+        "first pass: 20 workflows, S3 calls {'ListObjectsV2': 20, 'PutObject': 60}",
+        "second pass: 20 workflows, S3 calls {'ListObjectsV2': 20}",
+    ]
