@@ -64,9 +64,11 @@ class BatchSummary:
 
     @property
     def finished(self) -> int:
+        """Workflows that ran to the end, successfully or not."""
         return self.succeeded + len(self.failed_ids)
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary as JSON-able data (the CLI's ``--json``)."""
         return {
             "workflows": {
                 "finished": self.finished,

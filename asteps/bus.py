@@ -108,6 +108,7 @@ class Subscription:
             pass
 
     def matches(self, name: str) -> bool:
+        """True when one of the subscription's patterns covers ``name``."""
         return any(covers(p, name) for p in self.patterns)
 
     def _close(self) -> None:

@@ -33,6 +33,7 @@ class Decision:
 
     @property
     def action(self) -> Literal["run", "skip"]:
+        """``"run"`` or ``"skip"``."""
         return "run" if self.run else "skip"
 
 

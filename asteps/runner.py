@@ -102,9 +102,11 @@ class Runner:
         _add(self._skipped, validate_patterns(steps), reason)
 
     def get_forced_steps(self) -> list[str]:
+        """The forced patterns, in the order they were added."""
         return list(self._forced)
 
     def get_skipped_steps(self) -> list[str]:
+        """The skipped patterns, in the order they were added."""
         return list(self._skipped)
 
     # -- the done list ---------------------------------------------------------

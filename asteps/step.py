@@ -73,6 +73,7 @@ class StepOutcome(BaseModel):
 
     @property
     def ok(self) -> bool:
+        """True unless the step failed."""
         return self.status != "failed"
 
 

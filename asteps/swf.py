@@ -530,6 +530,7 @@ class SwfSignalListener:
 
     @property
     def source(self) -> str:
+        """The ``Signal.source`` of the signals this listener publishes."""
         return execution_source(self.domain, self.workflow_id, self.run_id)
 
     async def poll_once(self) -> int:

@@ -16,6 +16,7 @@ _STYLE = {"completed": "green", "skipped": "cyan", "failed": "bold red", "planne
 
 
 def status_text(outcome: StepOutcome) -> str:
+    """The status as shown: ``would run``/``would skip`` for planned steps."""
     if outcome.status == "planned":
         return "would run" if outcome.decision == "run" else "would skip"
     return outcome.status

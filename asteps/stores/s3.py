@@ -120,6 +120,7 @@ class S3Store:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the client; the store can be opened again afterwards."""
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
             await stack.aclose()

@@ -36,6 +36,7 @@ class StoreURL:
 
 
 def default_store_url() -> str:
+    """``$ASTEPS_STORE``, else ``file:.asteps``."""
     return os.environ.get(ENV_VAR) or DEFAULT_URL
 
 
