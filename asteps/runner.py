@@ -22,6 +22,7 @@ from inspect import CO_COROUTINE
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from .bus import EventBus, Signal
 from .canvas import Activity, Chain, run_activity
@@ -76,6 +77,7 @@ class Runner:
         self._done_view: frozenset[str] | None = None
         self._listing: anyio.Event | None = None
         self._listing_error: BaseException | None = None
+        self._waking = 0  # callers woken by the listing that have not decided yet
         self._body = {"run_id": self.run_id, "workflow_id": workflow_id, "version": version}
 
     def __repr__(self) -> str:
@@ -122,7 +124,11 @@ class Runner:
 
     async def _list_once(self) -> None:
         if self._listing is not None:  # another caller is listing: wait for it
-            await self._listing.wait()
+            self._waking += 1
+            try:
+                await self._listing.wait()
+            finally:
+                self._waking -= 1  # on resuming: this caller decides next
             if self._done is None:
                 raise self._listing_error or RuntimeError("listing failed")
             return
@@ -165,6 +171,10 @@ class Runner:
         deps = validate_patterns(force_steps_if_executed) if force_steps_if_executed else None
         if self._done is None:
             await self._list_once()
+        while self._waking:
+            # Steps submitted earlier are still waking up from the shared
+            # listing (they are scheduled already): let them decide first.
+            await anyio.lowlevel.checkpoint()
         # From here to the first await, nothing else runs: decisions are made
         # in submission order and a step's dependents are forced before any
         # step decided after it.

@@ -416,3 +416,27 @@ def test_a_step_model_validates_its_names_however_it_is_built() -> None:
         Step.model_validate({"name": "a..b", "activities": None})
     with pytest.raises(ValidationError, match="pattern"):
         Step.model_validate({"name": "a", "activities": None, "force_steps_if_executed": ["x y"]})
+
+
+async def test_a_step_submitted_while_others_wait_for_the_listing_decides_after_them() -> None:
+    class SlowListing(MemoryStore):
+        async def list_done(self, prefix: str) -> set[str]:
+            await anyio.sleep(0.01)
+            return await super().list_done(prefix)
+
+    store = SlowListing()
+    await store.mark_done("wf/steps/", "c", {})
+    runner = Runner(store, "wf")
+
+    async def a_then_c() -> None:
+        # Submitted after "b" (which is waiting for the listing "a" started).
+        outcome = await runner.step("c", lambda: None)
+        seen.append((outcome.name, outcome.status, outcome.reasons))
+
+    seen: list[tuple[str, str, list[str]]] = []
+    await asyncio.gather(
+        runner.step("a", a_then_c),
+        runner.step("b", lambda: None, force_steps_if_executed=["c"]),
+    )
+    # "b" was submitted before "c", so its dependents are forced before "c" is decided.
+    assert seen == [("c", "completed", ["Dep of b"])]
