@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from ..demo import run_demo
 from ..step import StepOutcome
 from ..stores.file import FileStore
 from ..tables import outcome_row, outcomes_table, signals_table
-from .app import emit_json, json_option, main, out, run_async
+from .app import EXIT_USAGE, emit_json, fail, json_option, main, out, run_async
 
 Show = Callable[[str, list[StepOutcome], list[Signal]], None]
 
@@ -61,6 +62,12 @@ def demo(root: Path | None, use_s3: bool, workflow_id: str, as_json: bool) -> No
         out.print()
 
     if use_s3:
+        if importlib.util.find_spec("moto") is None:
+            fail(
+                "asteps demo --s3 needs moto: .venv/bin/pip install 'moto[server]' "
+                "(make test installs it too)",
+                EXIT_USAGE,
+            )
         run_async(_demo_s3, workflow_id, show, as_json)
     else:
         with tempfile.TemporaryDirectory(prefix="asteps-demo-") as tmp:
