@@ -525,8 +525,10 @@ class SwfSignalListener:
         assert self._task_group is not None
         assert self._stack is not None
         self._task_group.cancel_scope.cancel()
-        await self._stack.aclose()
-        _echo_guard(self.bus).unwatch(self.domain, self.workflow_id)
+        try:
+            await self._stack.aclose()
+        finally:
+            _echo_guard(self.bus).unwatch(self.domain, self.workflow_id)
 
     @property
     def source(self) -> str:
