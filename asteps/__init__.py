@@ -9,9 +9,12 @@ Everything users need is importable from here; module layout is private.
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .bus import EventBus, Signal, Subscription
-from .canvas import Chain, Group, run_activity
-from .decision import Decision, decide
+from ._bus import EventBus, Signal, Subscription
+from ._canvas import Chain, Group, run_activity
+from ._decision import Decision, decide
+from ._names import covers, validate_name, validate_pattern
+from ._runner import Runner
+from ._step import Marker, Step, StepOutcome
 from .errors import (
     AstepsError,
     FlowError,
@@ -22,9 +25,6 @@ from .errors import (
     SignalTimeout,
     StoreError,
 )
-from .names import covers, validate_name, validate_pattern
-from .runner import Runner
-from .step import Marker, Step, StepOutcome
 from .stores import (
     DoneStore,
     FileStore,

@@ -43,8 +43,8 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws import client_config as aws_config
-from .bus import EventBus, Signal, Subscription
+from ._aws import client_config as aws_config
+from ._bus import EventBus, Signal, Subscription
 from .errors import SignalDeliveryError, SignalError
 
 logger = logging.getLogger("asteps.swf")

@@ -18,7 +18,7 @@ import time
 import anyio
 
 from asteps import Group, Runner, S3Store
-from asteps.moto_server import moto_server
+from asteps.testing import moto_server
 
 GOAL = 0.85
 
@@ -55,7 +55,10 @@ async def runner_steps(store: S3Store, n: int, concurrency: int, tag: str) -> fl
 async def main(steps: int, concurrency: int, rounds: int) -> None:
     with moto_server() as server:
         async with S3Store(
-            "bench", endpoint_url=server.endpoint_url, max_concurrency=concurrency
+            "bench",
+            endpoint_url=server.endpoint_url,
+            session=server.session(),
+            max_concurrency=concurrency,
         ) as store:
             await store.client.create_bucket(Bucket="bench")
             best = {"raw": 0.0, "runner": 0.0}

@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 
 from asteps import Runner, S3Store
-from asteps.moto_server import moto_server
+from asteps.testing import FAKE_CREDENTIALS, moto_server
 
 CASES = [(5, 5), (50, 50), (200, 200), (100, 1500)]  # (executed, skipped)
 SIMPLEFLOW_MAX = 400  # simpleflow lists per step: larger cases take minutes
@@ -82,8 +82,14 @@ def simpleflow_requests(
 
 
 async def main() -> None:
+    # simpleflow's boto3 reads credentials from the environment: this process
+    # is a benchmark that talks to moto only, so it sets moto's fake ones.
+    for key, value in FAKE_CREDENTIALS.items():
+        os.environ.setdefault(key, value)
     with moto_server() as server:
-        async with S3Store("steps", endpoint_url=server.endpoint_url) as store:
+        async with S3Store(
+            "steps", endpoint_url=server.endpoint_url, session=server.session()
+        ) as store:
             await store.client.create_bucket(Bucket="steps")
             print("S3 requests for one workflow run (executed + skipped steps)")
             print(

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from asteps import Group, Runner, S3Store
-from asteps.moto_server import moto_server
+from asteps.testing import MotoServer, moto_server
 
 CUSTOMERS = [f"customer-{i}" for i in range(1, 21)]
 
@@ -50,8 +50,8 @@ async def serve_all(store: S3Store) -> Counter[str]:
     return calls
 
 
-async def main(endpoint_url: str) -> None:
-    async with S3Store("exports", endpoint_url=endpoint_url) as store:
+async def main(moto: MotoServer) -> None:
+    async with S3Store("exports", endpoint_url=moto.endpoint_url, session=moto.session()) as store:
         await store.client.create_bucket(Bucket="exports")
         for label in ("first pass", "second pass"):
             calls = await serve_all(store)
@@ -60,4 +60,4 @@ async def main(endpoint_url: str) -> None:
 
 if __name__ == "__main__":
     with moto_server() as server:
-        asyncio.run(main(server.endpoint_url))
+        asyncio.run(main(server))

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import asyncio
 
-import aioboto3
-
 from asteps import FileStore, Runner
-from asteps.moto_server import moto_server
 from asteps.swf import SwfSignalBridge, SwfSignalListener
+from asteps.testing import MotoServer, moto_server
 
 DOMAIN = "exports"
 
 
-async def setup_swf(endpoint_url: str) -> str:
+async def setup_swf(moto: MotoServer) -> str:
     """What the simpleflow side already has: a domain, a type, a running execution."""
-    async with aioboto3.Session().client("swf", endpoint_url=endpoint_url) as swf:
+    async with moto.session().client("swf", endpoint_url=moto.endpoint_url) as swf:
         await swf.register_domain(name=DOMAIN, workflowExecutionRetentionPeriodInDays="1")
         await swf.register_workflow_type(
             domain=DOMAIN,
@@ -43,17 +41,17 @@ async def setup_swf(endpoint_url: str) -> str:
         return str(started["runId"])
 
 
-async def simpleflow_side_approves(endpoint_url: str) -> None:
+async def simpleflow_side_approves(moto: MotoServer) -> None:
     """Stands in for the SWF workflow: it signals 'approve' once it saw our step."""
     await asyncio.sleep(0.3)
-    async with aioboto3.Session().client("swf", endpoint_url=endpoint_url) as swf:
+    async with moto.session().client("swf", endpoint_url=moto.endpoint_url) as swf:
         await swf.signal_workflow_execution(
             domain=DOMAIN, workflowId="customer-42", signalName="approve", input='{"by": "ops"}'
         )
 
 
-async def service(endpoint_url: str, store_root: str) -> None:
-    run_id = await setup_swf(endpoint_url)
+async def service(moto: MotoServer, store_root: str) -> None:
+    run_id = await setup_swf(moto)
     runner = Runner(FileStore(store_root), "customer-42", run_id=run_id)
 
     async def export_csv() -> int:
@@ -64,7 +62,8 @@ async def service(endpoint_url: str, store_root: str) -> None:
             runner.bus,
             domain=DOMAIN,
             executions=("customer-42", run_id),
-            endpoint_url=endpoint_url,
+            endpoint_url=moto.endpoint_url,
+            session=moto.session(),
         ),
         SwfSignalListener(
             runner.bus,
@@ -72,17 +71,18 @@ async def service(endpoint_url: str, store_root: str) -> None:
             workflow_id="customer-42",
             run_id=run_id,
             poll_interval=0.1,
-            endpoint_url=endpoint_url,
+            endpoint_url=moto.endpoint_url,
+            session=moto.session(),
         ),
         asyncio.TaskGroup() as tg,
     ):
-        tg.create_task(simpleflow_side_approves(endpoint_url))
+        tg.create_task(simpleflow_side_approves(moto))
         outcome = await runner.step("export.csv", export_csv, emit_signal=True)
         print(f"step export.csv: {outcome.status} ({outcome.result} rows); signal sent to SWF")
         approval = await runner.wait_signal("approve", timeout=10)
         print(f"SWF signal received on the bus: {approval.name} {approval.payload}")
 
-    async with aioboto3.Session().client("swf", endpoint_url=endpoint_url) as swf:
+    async with moto.session().client("swf", endpoint_url=moto.endpoint_url) as swf:
         history = await swf.get_workflow_execution_history(
             domain=DOMAIN, execution={"workflowId": "customer-42", "runId": run_id}
         )
@@ -97,7 +97,7 @@ def main() -> None:
     import tempfile
 
     with moto_server() as server, tempfile.TemporaryDirectory() as root:
-        asyncio.run(service(server.endpoint_url, root))
+        asyncio.run(service(server, root))
 
 
 if __name__ == "__main__":

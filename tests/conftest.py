@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from asteps import MemoryStore, S3Store
-from asteps.moto_server import FAKE_CREDENTIALS, MotoServer, moto_server
+from asteps.testing import FAKE_CREDENTIALS, MotoServer, moto_server
 
 
 class CountingStore(MemoryStore):

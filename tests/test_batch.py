@@ -9,7 +9,7 @@ import pytest
 from aiobotocore.config import AioConfig
 
 from asteps import MemoryStore, Runner, S3Store
-from asteps.batch import BatchRun, BatchSummary, WorkflowReport, read_ids
+from asteps._batch import BatchRun, BatchSummary, WorkflowReport, read_ids
 
 from .conftest import FlakyProxy
 

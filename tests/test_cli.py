@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from asteps.cli import main
-from asteps.moto_server import MotoServer
+from asteps.testing import MotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = str(ROOT / "examples" / "export_pipeline.py") + ":flow"

@@ -8,7 +8,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from asteps.concurrency import for_each
+from asteps._concurrency import for_each
 
 
 async def test_every_item_is_processed_once_with_at_most_n_at_once() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asteps import decide
-from asteps.decision import ALREADY_PLAYED
+from asteps._decision import ALREADY_PLAYED
 
 NONE: dict[str, list[str]] = {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asteps import InvalidStepName, covers, validate_name, validate_pattern
-from asteps.names import format_prefix, validate_workflow_id
+from asteps._names import format_prefix, validate_workflow_id
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from asteps import (
     Step,
     StepOutcome,
 )
-from asteps.decision import ALREADY_PLAYED
+from asteps._decision import ALREADY_PLAYED
 
 from .conftest import CountingStore, FailingMarkStore
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from asteps import FileStore, MemoryStore, S3Store, StoreError, open_store, parse_store_url
-from asteps.moto_server import MotoServer
 from asteps.stores.urls import DEFAULT_URL, default_store_url
+from asteps.testing import MotoServer
 
 
 @pytest.mark.parametrize(

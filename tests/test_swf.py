@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from asteps import EventBus, MemoryStore, Runner, SignalError
-from asteps.decision import ALREADY_PLAYED
+from asteps._decision import ALREADY_PLAYED
 from asteps.swf import (
     SWF_INPUT_LIMIT,
     SignalDeliveryError,

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from .._runner import DEFAULT_PREFIX
 from ..errors import AstepsError, FlowError, InvalidStepName, StoreError
-from ..runner import DEFAULT_PREFIX
 
 EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED = 1, 2, 3, 130
 

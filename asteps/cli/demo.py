@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from ..bus import Signal
-from ..demo import run_demo
-from ..step import StepOutcome
+from .._bus import Signal
+from .._demo import run_demo
+from .._step import StepOutcome
 from ..stores.file import FileStore
-from ..tables import outcome_row, outcomes_table, signals_table
+from ._output import outcome_row, outcomes_table, signals_table
 from .app import EXIT_USAGE, emit_json, fail, json_option, main, out, run_async
 
 Show = Callable[[str, list[StepOutcome], list[Signal]], None]
@@ -80,11 +80,13 @@ def demo(root: Path | None, use_s3: bool, workflow_id: str, as_json: bool) -> No
 
 
 async def _demo_s3(workflow_id: str, show: Show, quiet: bool) -> None:
-    from ..moto_server import moto_server
     from ..stores.s3 import S3Store
+    from ..testing import moto_server
 
     with moto_server() as server:
-        async with S3Store("asteps-demo", endpoint_url=server.endpoint_url) as store:
+        async with S3Store(
+            "asteps-demo", endpoint_url=server.endpoint_url, session=server.session()
+        ) as store:
             await store.client.create_bucket(Bucket="asteps-demo")
             if not quiet:
                 out.print(f"store: {store!r} (in-process moto server)\n")

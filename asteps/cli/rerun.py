@@ -24,9 +24,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..batch import BatchRun, BatchSummary, WorkflowReport, read_ids
-from ..flows import load_flow, parse_params
-from ..names import validate_patterns
+from .._batch import BatchRun, BatchSummary, WorkflowReport, read_ids
+from .._flows import load_flow, parse_params
+from .._names import validate_patterns
 from ..stores.urls import open_store
 from .app import (
     EXIT_FAILED,

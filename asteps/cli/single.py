@@ -9,13 +9,13 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from ..batch import BatchRun, WorkflowReport
+from .._batch import BatchRun, WorkflowReport
+from .._flows import load_flow, parse_params
+from .._names import validate_patterns, validate_workflow_id
+from .._step import StepOutcome
 from ..errors import StoreError
-from ..flows import load_flow, parse_params
-from ..names import validate_patterns, validate_workflow_id
-from ..step import StepOutcome
 from ..stores.urls import open_store
-from ..tables import outcome_row, outcomes_table, plan_table, why
+from ._output import outcome_row, outcomes_table, plan_table, why
 from .app import (
     EXIT_FAILED,
     EXIT_STORE,

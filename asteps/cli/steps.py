@@ -10,9 +10,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..batch import read_ids
-from ..concurrency import for_each
-from ..names import format_prefix, validate_name, validate_workflow_id
+from .._batch import read_ids
+from .._concurrency import for_each
+from .._names import format_prefix, validate_name, validate_workflow_id
 from ..stores.base import DoneStore, list_done_many, matching
 from ..stores.urls import default_store_url, open_store
 from .app import (

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from ..concurrency import for_each
-from ..names import covers, validate_patterns
+from .._concurrency import for_each
+from .._names import covers, validate_patterns
 
 
 @runtime_checkable

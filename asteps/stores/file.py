@@ -12,8 +12,8 @@ from typing import Any
 
 import anyio.to_thread
 
+from .._names import is_valid_name
 from ..errors import StoreError
-from ..names import is_valid_name
 
 _TMP = ".tmp-"  # never a valid step name, so never listed
 

@@ -24,7 +24,7 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from ..aws import client_config as aws_config
+from .._aws import client_config as aws_config
 from ..errors import StoreError
 from .base import list_done_many, unmark_matching
 

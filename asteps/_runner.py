@@ -24,12 +24,12 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from .bus import EventBus, Signal
-from .canvas import Activity, Chain, run_activity
-from .decision import Decision, decide
+from ._bus import EventBus, Signal
+from ._canvas import Activity, Chain, run_activity
+from ._decision import Decision, decide
+from ._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
+from ._step import Marker, Status, Step, StepOutcome
 from .errors import MarkDoneError
-from .names import format_prefix, validate_name, validate_patterns, validate_workflow_id
-from .step import Marker, Status, Step, StepOutcome
 from .stores.base import DoneStore
 
 logger = logging.getLogger("asteps")

@@ -25,8 +25,8 @@ from typing import Any, Literal
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._names import covers, validate_patterns
 from .errors import SignalError, SignalTimeout
-from .names import covers, validate_patterns
 
 logger = logging.getLogger("asteps.bus")
 

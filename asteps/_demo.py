@@ -12,9 +12,9 @@ from typing import Any
 
 import anyio
 
-from .bus import EventBus, Signal
-from .runner import Runner
-from .step import StepOutcome
+from ._bus import EventBus, Signal
+from ._runner import Runner
+from ._step import StepOutcome
 from .stores.base import DoneStore
 
 

@@ -5,10 +5,13 @@ examples and the benchmarks. Needs the ``moto[server]`` package."""
 from __future__ import annotations
 
 import logging
-import os
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aioboto3
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -16,6 +19,9 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+"""The credentials moto accepts, as environment variables (for tests that
+set them with ``monkeypatch.setenv``; the harness itself never touches
+``os.environ``)."""
 
 
 class MotoServer:
@@ -23,6 +29,18 @@ class MotoServer:
 
     def __init__(self, endpoint_url: str) -> None:
         self.endpoint_url = endpoint_url
+
+    def session(self) -> aioboto3.Session:
+        """An aioboto3 session with moto's fake credentials, so that no real
+        account is ever used; pass it to ``S3Store``, the SWF bridge or listener."""
+        import aioboto3
+
+        return aioboto3.Session(
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
+            region_name=FAKE_CREDENTIALS["AWS_DEFAULT_REGION"],
+        )
 
     def reset(self) -> None:
         """Forget every bucket, object, domain and execution."""
@@ -43,11 +61,11 @@ class MotoServer:
 
 
 @contextmanager
-def moto_server(*, set_credentials: bool = True) -> Iterator[MotoServer]:
+def moto_server() -> Iterator[MotoServer]:
     """Start moto on a free loopback port for the duration of the block.
 
-    With ``set_credentials`` the process environment gets fake AWS
-    credentials (only where none are set), so no real account is ever used.
+    Clients reach it with ``endpoint_url=server.endpoint_url`` and
+    ``session=server.session()``.
     """
     try:
         from moto.server import ThreadedMotoServer
@@ -55,9 +73,6 @@ def moto_server(*, set_credentials: bool = True) -> Iterator[MotoServer]:
         raise RuntimeError(
             "moto is not installed: pip install 'moto[server]' (or the 'test' extra)"
         ) from exc
-    if set_credentials:
-        for key, value in FAKE_CREDENTIALS.items():
-            os.environ.setdefault(key, value)
     # werkzeug logs every request at INFO; a demo or benchmark drowns in it.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

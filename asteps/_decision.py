@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .names import covers
+from ._names import covers
 
 ALREADY_PLAYED = "Step was already played"
 

@@ -27,11 +27,11 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._flows import Flow
+from ._names import format_prefix, validate_patterns, validate_workflow_id
+from ._runner import DEFAULT_PREFIX, Runner
+from ._step import StepOutcome
 from .errors import InvalidStepName, StoreError
-from .flows import Flow
-from .names import format_prefix, validate_patterns, validate_workflow_id
-from .runner import DEFAULT_PREFIX, Runner
-from .step import StepOutcome
 from .stores.base import DoneStore, list_done_many
 
 

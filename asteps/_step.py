@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .canvas import Activity
-from .names import validate_name, validate_patterns
+from ._canvas import Activity
+from ._names import validate_name, validate_patterns
 
 Status = Literal["completed", "skipped", "failed", "planned"]
 """``planned`` appears only in dry runs, where nothing is executed."""

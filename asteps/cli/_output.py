@@ -9,8 +9,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from .bus import Signal
-from .step import StepOutcome
+from .._bus import Signal
+from .._step import StepOutcome
 
 _STYLE = {"completed": "green", "skipped": "cyan", "failed": "bold red", "planned": "yellow"}
 
