@@ -31,7 +31,7 @@ from ._flows import Flow
 from ._names import format_prefix, validate_patterns, validate_workflow_id
 from ._runner import DEFAULT_PREFIX, Runner
 from ._step import StepOutcome
-from .errors import InvalidStepName, StoreError
+from .errors import InvalidStepName, StoreError, describe
 from .stores.base import DoneStore, list_done_many
 
 
@@ -229,10 +229,8 @@ class BatchRun:
         try:
             await self.flow(runner, **self.params)
         except Exception as exc:
-            error, exception = f"{type(exc).__name__}: {exc}", exc
-        steps: Counter[str] = Counter(
-            f"would {o.decision}" if o.status == "planned" else o.status for o in runner.outcomes
-        )
+            error, exception = describe(exc), exc
+        steps: Counter[str] = Counter(o.shown_status for o in runner.outcomes)
         failed = [o for o in runner.outcomes if o.status == "failed"]
         if failed:  # the step's name says more than the exception alone
             error = _first_error(failed)
@@ -259,5 +257,5 @@ class BatchRun:
 
 def _first_error(failed: list[StepOutcome]) -> str:
     first = failed[0]
-    detail = f"{type(first.error).__name__}: {first.error}" if first.error else "failed"
+    detail = describe(first.error) if first.error else "failed"
     return f"step {first.name} failed: {detail}"

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
 T = TypeVar("T")
+
+
+def first_exception(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first leaf exception of a (possibly nested) exception group."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 async def for_each(
@@ -32,9 +40,7 @@ async def for_each(
             for _ in range(concurrency):
                 tg.start_soon(worker)
     except ExceptionGroup as group:
-        first = group.exceptions[0]
-        while isinstance(first, ExceptionGroup):
-            first = first.exceptions[0]
+        first = first_exception(group)
         if len(group.exceptions) > 1:
             first.add_note(f"({len(group.exceptions) - 1} other task(s) failed too)")
         raise first from None

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from .errors import FlowError
+from .errors import FlowError, describe
 
 Flow: TypeAlias = Callable[..., Awaitable[Any]]
 """``async def flow(runner: Runner, **params) -> Any``."""
@@ -85,7 +85,7 @@ def _import(module_part: str, spec: str) -> Any:
             module_spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[name]
-            raise FlowError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
+            raise FlowError(f"importing {str(path)!r} failed: {describe(exc)}") from exc
         return module
     try:
         return importlib.import_module(module_part)

@@ -29,7 +29,7 @@ from ._canvas import Activity, Chain, run_activity
 from ._decision import Decision, decide
 from ._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
 from ._step import Marker, Status, Step, StepOutcome
-from .errors import MarkDoneError
+from .errors import MarkDoneError, describe
 from .stores.base import DoneStore
 
 logger = logging.getLogger("asteps")
@@ -276,9 +276,7 @@ class Runner:
         self, name: str, decision: Decision, exc: Exception, started: float, bubbles: bool
     ) -> StepOutcome:
         await self._record(name, "failed", decision, error=exc)
-        logger.warning(
-            "%s: step %s failed: %s: %s", self.workflow_id, name, type(exc).__name__, exc
-        )
+        logger.warning("%s: step %s failed: %s", self.workflow_id, name, describe(exc))
         outcome = _outcome(name, "failed", decision, time.perf_counter() - started)
         outcome.error = exc
         if bubbles:
@@ -293,7 +291,7 @@ class Runner:
     ) -> _MarkerRecord:
         # A flat tuple of strings and bools: the garbage collector stops
         # tracking it, which matters with thousands of steps in flight.
-        text = None if error is None else f"{type(error).__name__}: {error}"
+        text = None if error is None else describe(error)
         record = (name, status, decision.forced, decision.reasons, text)
         self._marker_log.append(record)
         return record

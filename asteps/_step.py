@@ -72,6 +72,11 @@ class StepOutcome(BaseModel):
     """Seconds spent in the step's phases."""
 
     @property
+    def shown_status(self) -> str:
+        """The status in words: ``would run``/``would skip`` for a planned step."""
+        return f"would {self.decision}" if self.status == "planned" else self.status
+
+    @property
     def ok(self) -> bool:
         """True unless the step failed."""
         return self.status != "failed"

@@ -11,6 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def describe(exc: BaseException) -> str:
+    """An exception in one line, as asteps shows it: ``ValueError: bad input``."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 class AstepsError(Exception):
     """Base class of every error raised by asteps itself."""
 
@@ -43,7 +48,7 @@ class MarkDoneError(StoreError):
     def __init__(self, step: str, result: Any, *, prefix: str, cause: BaseException) -> None:
         super().__init__(
             f"step {step!r} completed but its done marker under {prefix!r} could not be "
-            f"written ({type(cause).__name__}: {cause}); the result is in .result and the "
+            f"written ({describe(cause)}); the result is in .result and the "
             "step will run again next time unless you mark it done yourself",
             prefix=prefix,
         )

@@ -45,7 +45,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ._aws import client_config as aws_config
 from ._bus import EventBus, Signal, Subscription
-from .errors import SignalDeliveryError, SignalError
+from .errors import SignalDeliveryError, SignalError, describe
 
 logger = logging.getLogger("asteps.swf")
 
@@ -236,7 +236,7 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'error')}: {error.get('Message', exc)}"
-    return f"{type(exc).__name__}: {exc}"
+    return describe(exc)
 
 
 class SwfSignalBridge:

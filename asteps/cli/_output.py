@@ -11,15 +11,9 @@ from rich.table import Table
 
 from .._bus import Signal
 from .._step import StepOutcome
+from ..errors import describe
 
 _STYLE = {"completed": "green", "skipped": "cyan", "failed": "bold red", "planned": "yellow"}
-
-
-def status_text(outcome: StepOutcome) -> str:
-    """The status as shown: ``would run``/``would skip`` for planned steps."""
-    if outcome.status == "planned":
-        return "would run" if outcome.decision == "run" else "would skip"
-    return outcome.status
 
 
 def outcome_row(outcome: StepOutcome) -> dict[str, Any]:
@@ -34,7 +28,7 @@ def outcome_row(outcome: StepOutcome) -> dict[str, Any]:
         "duration": round(outcome.duration, 6),
     }
     if outcome.error is not None:
-        row["error"] = f"{type(outcome.error).__name__}: {outcome.error}"
+        row["error"] = describe(outcome.error)
     return row
 
 
@@ -52,10 +46,10 @@ def outcomes_table(outcomes: Iterable[StepOutcome], *, title: str | None = None)
     for o in rows:
         why = "; ".join(o.reasons)
         if o.error is not None:
-            why = f"{type(o.error).__name__}: {o.error}"
+            why = describe(o.error)
         cells = [
             escape(o.name),
-            f"[{_STYLE[o.status]}]{status_text(o)}[/]",
+            f"[{_STYLE[o.status]}]{o.shown_status}[/]",
             "yes" if o.forced else "",
             escape(why),
         ]
@@ -87,7 +81,7 @@ def plan_table(outcomes: Iterable[StepOutcome], *, title: str | None = None) -> 
     table.add_column("why")
     for o in outcomes:
         style = "yellow" if o.decision == "run" else "cyan"
-        table.add_row(escape(o.name), f"[{style}]{status_text(o)}[/]", escape(why(o)))
+        table.add_row(escape(o.name), f"[{style}]{o.shown_status}[/]", escape(why(o)))
     return table
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from .._concurrency import first_exception
 from .._runner import DEFAULT_PREFIX
 from ..errors import AstepsError, FlowError, InvalidStepName, StoreError
 
@@ -43,10 +44,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         try:
             return anyio.run(fn, *args)
         except ExceptionGroup as group:  # from a task group: report its first error
-            first = group.exceptions[0]
-            while isinstance(first, ExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
+            raise first_exception(group) from None
     except (FlowError, InvalidStepName) as exc:
         fail(str(exc), EXIT_USAGE)
     except StoreError as exc:
