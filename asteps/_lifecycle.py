@@ -1,0 +1,50 @@
+"""One lifecycle for every resource asteps opens (stores, SWF bridge and listener).
+
+The rule, as httpx's clients have it: a resource is *unopened*, then *opened*
+by ``async with`` (or ``__aenter__``), then *closed* by leaving the block or
+``aclose()``. Opening it twice, or again after it closed, is refused with a
+sentence that says what to do instead; closing is idempotent.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .errors import AstepsError
+
+
+class State(enum.Enum):
+    UNOPENED = "unopened"
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+class Lifecycle:
+    """The state of one resource; ``what`` names it in messages (``"this S3Store"``)."""
+
+    __slots__ = ("state", "what")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.state = State.UNOPENED
+
+    def opening(self) -> None:
+        """Call first thing in ``__aenter__``: refuses a second open."""
+        if self.state is State.OPENED:
+            raise AstepsError(f"{self.what} is already open: share it instead of opening it again")
+        if self.state is State.CLOSED:
+            raise AstepsError(f"{self.what} is closed and cannot be reopened: create a new one")
+        self.state = State.OPENED
+
+    def closing(self) -> bool:
+        """Call first thing in ``aclose()``: True if there is something to close."""
+        was_open = self.state is State.OPENED
+        self.state = State.CLOSED
+        return was_open
+
+    def check_open(self) -> None:
+        """Refuse to use a resource that is not open."""
+        if self.state is State.UNOPENED:
+            raise AstepsError(f"{self.what} is not open: use 'async with' before using it")
+        if self.state is State.CLOSED:
+            raise AstepsError(f"{self.what} is closed: create a new one")
