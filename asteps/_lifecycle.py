@@ -20,20 +20,22 @@ class State(enum.Enum):
 
 
 class Lifecycle:
-    """The state of one resource; ``what`` names it in messages (``"this S3Store"``)."""
+    """The state of one resource; ``what`` names it in messages (``"this S3Store"``),
+    ``error`` is the exception class raised (a ``StoreError`` for a store)."""
 
-    __slots__ = ("state", "what")
+    __slots__ = ("error", "state", "what")
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, error: type[AstepsError] = AstepsError) -> None:
         self.what = what
+        self.error = error
         self.state = State.UNOPENED
 
     def opening(self) -> None:
         """Call first thing in ``__aenter__``: refuses a second open."""
         if self.state is State.OPENED:
-            raise AstepsError(f"{self.what} is already open: share it instead of opening it again")
+            raise self.error(f"{self.what} is already open: share it instead of opening it again")
         if self.state is State.CLOSED:
-            raise AstepsError(f"{self.what} is closed and cannot be reopened: create a new one")
+            raise self.error(f"{self.what} is closed and cannot be reopened: create a new one")
         self.state = State.OPENED
 
     def closing(self) -> bool:
@@ -45,6 +47,6 @@ class Lifecycle:
     def check_open(self) -> None:
         """Refuse to use a resource that is not open."""
         if self.state is State.UNOPENED:
-            raise AstepsError(f"{self.what} is not open: use 'async with' before using it")
+            raise self.error(f"{self.what} is not open: use 'async with' before using it")
         if self.state is State.CLOSED:
-            raise AstepsError(f"{self.what} is closed: create a new one")
+            raise self.error(f"{self.what} is closed: create a new one")
