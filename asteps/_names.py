@@ -8,6 +8,7 @@ These rules are shared by steps, forced/skipped patterns and bus subscriptions.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,6 +16,15 @@ from .errors import InvalidStepName
 
 WILDCARD = "*"
 MAX_NAME_LENGTH = 200
+MAX_WORKFLOW_ID_BYTES = 255
+"""One file name on common file systems; SWF's workflowId allows 256 characters."""
+_REFUSED_CATEGORIES = {
+    "Cc": "a control character",
+    "Cf": "an invisible format character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Cs": "a lone surrogate (an undecodable byte)",
+}
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -59,7 +69,10 @@ def covers(pattern: str, name: str) -> bool:
 
 
 def validate_workflow_id(workflow_id: object) -> str:
-    """Refuse workflow ids that would escape or corrupt a store's key layout."""
+    """Refuse workflow ids that would escape or corrupt a store's key layout, or
+    that a terminal, a file system or S3 would show or store differently: ``/``,
+    ``.``/``..``, Unicode categories Cc, Cf, Zl, Zp and lone surrogates, and more
+    than 255 bytes of UTF-8."""
     if not isinstance(workflow_id, str) or not workflow_id:
         raise InvalidStepName(f"workflow id must be a non-empty string, got {workflow_id!r}")
     if "/" in workflow_id:
@@ -67,8 +80,19 @@ def validate_workflow_id(workflow_id: object) -> str:
             f"workflow id {workflow_id!r} contains '/': it would change the marker layout; "
             "use another separator such as '-' or ':'"
         )
-    if _CONTROL.search(workflow_id):
-        raise InvalidStepName(f"workflow id {workflow_id!r} contains a control character")
+    for char in workflow_id:
+        what = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+        if what is not None:
+            raise InvalidStepName(
+                f"workflow id {workflow_id!r} contains {what}, U+{ord(char):04X}: "
+                "ids must be printable text"
+            )
+    size = len(workflow_id.encode("utf-8"))
+    if size > MAX_WORKFLOW_ID_BYTES:
+        raise InvalidStepName(
+            f"workflow id {workflow_id[:40]!r}... is {size} bytes of UTF-8; the limit is "
+            f"{MAX_WORKFLOW_ID_BYTES} (one file name on common file systems)"
+        )
     if workflow_id in (".", ".."):
         raise InvalidStepName(f"workflow id {workflow_id!r} is a path component, not an id")
     return workflow_id

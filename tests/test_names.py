@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from asteps import InvalidStepName, covers, validate_name, validate_pattern
@@ -70,6 +72,39 @@ def test_covers(pattern: str, name: str, expected: bool) -> None:
 def test_bad_workflow_ids_are_refused(wid: str) -> None:
     with pytest.raises(InvalidStepName):
         validate_workflow_id(wid)
+
+
+@pytest.mark.parametrize(
+    ("wid", "hint"),
+    [
+        ("next\u0085line", "U+0085"),  # Cc, C1 control
+        ("csi\u009b31m", "U+009B"),  # Cc, C1 control (a terminal escape)
+        ("line\u2028sep", "U+2028"),  # Zl
+        ("para\u2029sep", "U+2029"),  # Zp
+        ("zero\u200bwidth", "U+200B"),  # Cf
+        ("rtl\u202eoverride", "U+202E"),  # Cf
+        ("lone\udcffsurrogate", "U+DCFF"),  # Cs: what argv gives for an undecodable byte
+    ],
+)
+def test_workflow_ids_with_invisible_or_unencodable_characters_are_refused(
+    wid: str, hint: str
+) -> None:
+    with pytest.raises(InvalidStepName, match=re.escape(hint)):
+        validate_workflow_id(wid)
+
+
+def test_workflow_ids_are_at_most_255_utf8_bytes() -> None:
+    assert validate_workflow_id("x" * 255) == "x" * 255
+    assert validate_workflow_id("é" * 127) == "é" * 127  # 254 bytes
+    with pytest.raises(InvalidStepName, match=r"256 bytes.*255"):
+        validate_workflow_id("x" * 256)
+    with pytest.raises(InvalidStepName, match="256 bytes"):
+        validate_workflow_id("é" * 128)
+
+
+@pytest.mark.parametrize("wid", ["customer-42", "client:éà", "日本語-id", "a b", "x" * 255])
+def test_ordinary_unicode_workflow_ids_are_accepted(wid: str) -> None:
+    assert validate_workflow_id(wid) == wid
 
 
 def test_prefix_templates_see_the_workflow_id_and_context() -> None:
