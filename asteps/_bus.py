@@ -49,7 +49,8 @@ class Subscription:
 
     def __init__(self, patterns: tuple[str, ...], buffer: int, overflow: Overflow) -> None:
         self.patterns = patterns
-        self.pattern = ", ".join(patterns)
+        self.label = ", ".join(patterns)
+        """The patterns as one string, for messages."""
         self.overflow: Overflow = overflow
         self.dropped = 0
         send, receive = anyio.create_memory_object_stream[Signal](buffer)
@@ -71,7 +72,7 @@ class Subscription:
             with anyio.fail_after(timeout):
                 return await self._receive.receive()
         except TimeoutError:
-            raise SignalTimeout(f"no signal matching {self.pattern!r} within {timeout}s") from None
+            raise SignalTimeout(f"no signal matching {self.label!r} within {timeout}s") from None
 
     def receive_nowait_all(self) -> list[Signal]:
         """Every signal waiting in the buffer, without waiting for more."""
@@ -101,7 +102,7 @@ class Subscription:
             if _is_power_of_two(self.dropped):
                 logger.warning(
                     "subscriber to %r is not keeping up: %d signals dropped so far",
-                    self.pattern,
+                    self.label,
                     self.dropped,
                 )
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -155,7 +156,9 @@ class EventBus:
             for waiter in waiters:
                 waiter.signal = signal
                 waiter.event.set()
-        for subscription in self._subscriptions:
+        # A snapshot: a subscription may leave while a blocking delivery waits,
+        # and the ones after it must still receive this signal.
+        for subscription in tuple(self._subscriptions):
             if subscription.matches(name):
                 await subscription._deliver(signal)
         return signal
@@ -205,11 +208,7 @@ class EventBus:
 
     def listening(self, name: str) -> bool:
         """True when a subscription or a waiter would receive signal ``name``."""
-        return name in self._waiters or any(covers(s.pattern, name) for s in self._subscriptions)
-
-    def last(self, name: str) -> Signal | None:
-        """The last signal published under exactly ``name``, if any."""
-        return self._last.get(name)
+        return name in self._waiters or any(s.matches(name) for s in self._subscriptions)
 
     async def wait(
         self, name: str, timeout: float | None = None, *, include_past: bool = False

@@ -95,3 +95,47 @@ async def test_iterating_a_subscription_ends_when_it_closes() -> None:
 async def test_bad_signal_names_are_refused(name: str) -> None:
     with pytest.raises(SignalError):
         await EventBus().publish(name)
+
+
+@pytest.mark.parametrize(
+    ("patterns", "expected"),
+    [
+        (["log.step", "other"], ["log.step"]),
+        (["step", "log.step"], ["step.a", "log.step"]),
+        (["other", "step"], ["step.a"]),
+    ],
+)
+async def test_a_subscription_with_several_patterns_is_listening_for_each(
+    patterns: list[str], expected: list[str]
+) -> None:
+    bus = EventBus()
+    async with bus.subscribe(patterns) as sub:
+        assert bus.listening("log.step") is ("log.step" in expected)
+        assert bus.listening("step.a") is ("step.a" in expected)
+        await bus.publish("step.a")
+        await bus.publish("log.step")
+        assert [s.name for s in sub.receive_nowait_all()] == expected
+
+
+async def test_markers_reach_a_subscription_whose_first_pattern_is_not_log_step() -> None:
+    from asteps import MemoryStore, Runner
+
+    runner = Runner(MemoryStore(), "wf")
+    async with runner.bus.subscribe(["other", "log.step"]) as sub:
+        await runner.step("a", lambda: None)
+        statuses = [s.payload["status"] for s in sub.receive_nowait_all()]
+    assert statuses == ["scheduled", "completed"]
+
+
+async def test_a_subscriber_leaving_during_a_blocked_delivery_costs_the_others_nothing() -> None:
+    bus = EventBus()
+    a = bus.attach("x", buffer=1, overflow="block")
+    b = bus.attach("x")
+    c = bus.attach("x")
+    await bus.publish("x.1")  # fills a's buffer: the next delivery to a blocks
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bus.publish, "x.2")
+        await anyio.wait_all_tasks_blocked()
+        bus.detach(a)  # a leaves while x.2 waits for room in it
+    assert [s.name for s in b.receive_nowait_all()] == ["x.1", "x.2"]
+    assert [s.name for s in c.receive_nowait_all()] == ["x.1", "x.2"]
