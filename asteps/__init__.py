@@ -14,7 +14,7 @@ from ._canvas import Chain, Group, run_activity
 from ._decision import Decision, decide
 from ._names import covers, validate_name, validate_pattern
 from ._runner import Runner
-from ._step import Marker, Step, StepOutcome
+from ._step import Activity, Marker, Step, StepOptions, StepOutcome
 from .errors import (
     AstepsError,
     FlowError,
@@ -58,6 +58,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Activity",
     "AstepsError",
     "Chain",
     "Decision",
@@ -77,6 +78,7 @@ __all__ = [
     "SignalError",
     "SignalTimeout",
     "Step",
+    "StepOptions",
     "StepOutcome",
     "StoreError",
     "Subscription",

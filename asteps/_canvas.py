@@ -1,6 +1,6 @@
 """Chain and Group: lazy awaitables that compose activities.
 
-An *activity* is any of:
+An *activity* (:data:`asteps.Activity`) is any of:
 
 - an async callable, called with no argument (or with the previous result in a
   ``Chain(send_result=True)``);
@@ -11,6 +11,14 @@ An *activity* is any of:
 
 Constructing a Chain or Group runs nothing; awaiting it runs it, and it may be
 awaited again (each await runs the activities anew, except bare coroutines).
+
+Coroutines that will never run are closed (why: Python warns "coroutine ... was
+never awaited" for each, and a suite run with warnings as errors fails). When
+asteps decides not to await a coroutine it received (a skipped step, a dry run,
+a chain broken by a failure, a cancelled member), :func:`close_unawaited`
+closes it, wherever it sits: directly, among a tuple's arguments, inside a
+nested Chain or Group. Other awaitables (futures, tasks) belong to whoever
+made them and are left alone.
 """
 
 from __future__ import annotations
@@ -18,13 +26,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Generator
 from functools import partial
-from typing import Any, TypeAlias
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
-Activity: TypeAlias = Any
-"""Anything :func:`run_activity` accepts; see the module docstring."""
+from ._step import Activity
 
 
 async def run_activity(activity: Activity, *args: Any) -> Any:
@@ -33,15 +40,10 @@ async def run_activity(activity: Activity, *args: Any) -> Any:
     ``args`` are appended to a tuple activity's own arguments, or passed to a
     callable; they are ignored by awaitables and containers, which take none.
     """
-    # Fast path for plain async functions and bound methods, the common case:
-    # inspect.iscoroutinefunction costs more than a skipped step's decision.
-    code = getattr(activity, "__code__", None)
-    if code is not None and code.co_flags & inspect.CO_COROUTINE:
+    if inspect.iscoroutinefunction(activity):
         return await activity(*args)
     if isinstance(activity, Chain | Group):
         return await activity
-    if inspect.iscoroutinefunction(activity):
-        return await activity(*args)
     if isinstance(activity, tuple):
         if not activity or not callable(activity[0]):
             raise TypeError(f"a tuple activity must be (callable, *args); got {activity!r}")
@@ -64,6 +66,22 @@ async def run_activity(activity: Activity, *args: Any) -> Any:
     )
 
 
+def close_unawaited(*activities: Activity | None) -> None:
+    """Close every coroutine object in ``activities`` that will never be awaited.
+
+    Looks inside ``(callable, *args)`` tuples and nested Chains and Groups;
+    leaves every other awaitable (futures, tasks) to its owner. Closing a
+    coroutine that already ran is harmless.
+    """
+    for activity in activities:
+        if inspect.iscoroutine(activity):
+            activity.close()
+        elif isinstance(activity, tuple):
+            close_unawaited(*activity)
+        elif isinstance(activity, Chain | Group):
+            close_unawaited(*activity.activities)
+
+
 def _has_async_call(obj: object) -> bool:
     call = getattr(type(obj), "__call__", None)  # noqa: B004
     return call is not None and inspect.iscoroutinefunction(call)
@@ -82,8 +100,9 @@ def _check(activities: tuple[Activity, ...], kind: str) -> tuple[Activity, ...]:
 class Chain:
     """Run activities one after the other; ``await`` returns their results.
 
-    Stops at the first failure and raises it. With ``send_result=True`` each
-    callable after the first receives the previous result as its last argument.
+    Stops at the first failure and raises it (the members left are not run,
+    and their coroutines are closed). With ``send_result=True`` each callable
+    after the first receives the previous result as its last argument.
     ``break_on_failure=False`` runs every member and then raises the failures
     together as an :class:`ExceptionGroup`.
     """
@@ -105,28 +124,28 @@ class Chain:
 
         ``await chain`` is ``await chain.run()``. With arguments, a chain built
         once serves as a reusable pipeline: with ``send_result=True`` each
-        activity receives what the previous one returned (the runner builds
-        its step phases this way, once per runner).
+        activity receives what the previous one returned (the runner runs the
+        phases of a step this way).
         """
         results: list[Any] = []
-        failures: list[Exception] | None = None
-        for activity in self.activities:
-            try:
-                # run_activity's fast path, inlined: one coroutine frame less
-                # per phase matters when thousands of steps are in flight.
-                code = getattr(activity, "__code__", None)
-                if code is not None and code.co_flags & inspect.CO_COROUTINE:
-                    result = await activity(*args)
-                else:
+        failures: list[Exception] = []
+        started = 0
+        try:
+            for activity in self.activities:
+                started += 1
+                try:
                     result = await run_activity(activity, *args)
-            except Exception as exc:
-                if self.break_on_failure:
-                    raise
-                failures = [*(failures or ()), exc]
-                result = None
-            results.append(result)
-            if self.send_result:
-                args = (result,)
+                except Exception as exc:
+                    if self.break_on_failure:
+                        raise
+                    failures.append(exc)
+                    result = None
+                results.append(result)
+                if self.send_result:
+                    args = (result,)
+        finally:
+            # Broken by a failure or a cancellation: the rest will never run.
+            close_unawaited(*self.activities[started:])
         if failures:
             raise ExceptionGroup(f"{len(failures)} activities of the chain failed", failures)
         return results
@@ -140,7 +159,8 @@ class Group:
 
     At most ``max_parallel`` run at once (no bound when ``None``). Every member
     runs to the end even when another fails; failures are then raised together
-    as an :class:`ExceptionGroup`. Cancelling the await cancels every member.
+    as an :class:`ExceptionGroup`. Cancelling the await cancels every member
+    (and closes the coroutines of those that had not started).
     """
 
     __slots__ = ("activities", "max_parallel")
@@ -158,21 +178,29 @@ class Group:
         n = len(self.activities)
         results: list[Any] = [None] * n
         failures: list[tuple[int, Exception]] = []
+        started = [False] * n
         limit = anyio.Semaphore(self.max_parallel) if self.max_parallel else None
 
-        async def member(i: int, activity: Activity) -> None:
+        async def run(i: int, activity: Activity) -> None:
+            started[i] = True
             try:
-                if limit is None:
-                    results[i] = await run_activity(activity)
-                else:
-                    async with limit:
-                        results[i] = await run_activity(activity)
+                results[i] = await run_activity(activity)
             except Exception as exc:
                 failures.append((i, exc))
 
-        async with anyio.create_task_group() as tg:
-            for i, activity in enumerate(self.activities):
-                tg.start_soon(member, i, activity)
+        async def member(i: int, activity: Activity) -> None:
+            if limit is None:
+                await run(i, activity)
+            else:
+                async with limit:
+                    await run(i, activity)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for i, activity in enumerate(self.activities):
+                    tg.start_soon(member, i, activity)
+        finally:
+            close_unawaited(*(a for i, a in enumerate(self.activities) if not started[i]))
         if failures:
             failures.sort(key=lambda f: f[0])
             raise ExceptionGroup(

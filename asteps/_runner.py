@@ -3,13 +3,21 @@
 The phases of a step are those of simpleflow's reference document:
 
 - run:  marker ``scheduled`` -> activities -> mark done -> marker ``completed``
-  (``EXECUTED_STEP_PHASES``, one Chain for every step);
-- skip: ``activities_if_step_already_done`` -> marker ``skipped``
+  (:data:`EXECUTED_STEP_PHASES`, one Chain for every step);
+- skip: ``activities_if_step_already_done`` -> marker ``skipped``;
 - then, with ``emit_signal``, the signal ``step.<name>``.
 
-The done list is fetched from the store once per runner, by the first step
-that needs it (concurrent steps wait for that one listing), then kept current
-with the runner's own marks.
+Why it works this way:
+
+- Decisions follow submission order. Each step takes the runner's lock (anyio's
+  Lock is FIFO and hands ownership to the next waiter), lists the store if
+  nothing is listed yet, decides, and lets go before running anything. So the
+  store is listed once per runner, a step's dependents are forced before any
+  step decided after it, and a step that is cancelled or fails while listing
+  only gives the lock to the next one, which lists again.
+- Cancellation never marks a step done: the mark-done phase checks for a
+  cancellation first, which covers a sync activity whose thread finished after
+  its step was cancelled.
 """
 
 from __future__ import annotations
@@ -17,18 +25,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from inspect import CO_COROUTINE
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, Unpack
 
 import anyio
 import anyio.lowlevel
 
 from ._bus import EventBus, Signal
-from ._canvas import Activity, Chain, run_activity
+from ._canvas import Chain, close_unawaited, run_activity
 from ._decision import Decision, decide
 from ._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
-from ._step import Marker, Status, Step, StepOutcome
+from ._step import Activity, Marker, Status, Step, StepOptions, StepOutcome
 from .errors import MarkDoneError, describe
 from .stores.base import DoneStore
 
@@ -69,29 +76,16 @@ class Runner:
         self.dry_run = dry_run
         self.outcomes: list[StepOutcome] = []
         """Every step's outcome, in the order the steps finished."""
-        self._markers: list[Marker] = []
-        self._marker_log: list[_MarkerRecord] = []
+        self.markers: list[Marker] = []
+        """The ``log.step`` markers recorded so far, in order."""
         self._forced: dict[str, list[str]] = {}
         self._skipped: dict[str, list[str]] = {}
         self._done: set[str] | None = set(done) if done is not None else None
-        self._done_view: frozenset[str] | None = None
-        self._listing: anyio.Event | None = None
-        self._listing_error: BaseException | None = None
-        self._waking = 0  # callers woken by the listing that have not decided yet
+        self._deciding = anyio.Lock(fast_acquire=True)
         self._body = {"run_id": self.run_id, "workflow_id": workflow_id, "version": version}
 
     def __repr__(self) -> str:
         return f"Runner({self.store!r}, {self.workflow_id!r}, prefix={self.prefix!r})"
-
-    @property
-    def markers(self) -> list[Marker]:
-        """The ``log.step`` markers recorded so far, in order."""
-        # Built on access: a Marker per phase on the hot path would cost an
-        # allocation that nothing reads in most runs.
-        built = self._markers
-        for record in self._marker_log[len(built) :]:
-            built.append(Marker("log.step", _details(record)))
-        return built
 
     # -- forced and skipped patterns ------------------------------------------
 
@@ -115,123 +109,68 @@ class Runner:
 
     async def steps_done(self) -> frozenset[str]:
         """The steps done for this workflow, listed from the store once."""
-        if self._done is None:
-            await self._list_once()
-        assert self._done is not None
-        if self._done_view is None:
-            self._done_view = frozenset(self._done)
-        return self._done_view
+        async with self._deciding:
+            return frozenset(await self._listed())
 
-    async def _list_once(self) -> None:
-        if self._listing is not None:  # another caller is listing: wait for it
-            self._waking += 1
-            try:
-                await self._listing.wait()
-            finally:
-                self._waking -= 1  # on resuming: this caller decides next
-            if self._done is None:
-                raise self._listing_error or RuntimeError("listing failed")
-            return
-        self._listing = event = anyio.Event()
-        try:
-            self._done = set(await self.store.list_done(self.prefix))
-            logger.debug(
-                "%s: %d steps done under %r", self.workflow_id, len(self._done), self.prefix
-            )
-        except BaseException as exc:
-            self._listing_error = exc
-            raise
-        finally:
-            event.set()
-            if self._done is None:  # failed: the next caller lists again
-                self._listing = None
+    async def _listed(self) -> set[str]:
+        """The done set; lists the store the first time. Call with the lock held."""
+        if self._done is None:
+            done = set(await self.store.list_done(self.prefix))
+            logger.debug("%s: %d steps done under %r", self.workflow_id, len(done), self.prefix)
+            self._done = done
+        return self._done
 
     # -- submitting steps ------------------------------------------------------
 
     async def step(
-        self,
-        name: str,
-        activities: Activity,
-        *,
-        force: bool = False,
-        activities_if_step_already_done: Activity = None,
-        emit_signal: bool = False,
-        force_steps_if_executed: Iterable[str] | None = None,
-        bubbles_exception_on_failure: bool = False,
+        self, name: str, activities: Activity, **options: Unpack[StepOptions]
     ) -> StepOutcome:
         """Run ``activities`` as step ``name`` unless it is done (or skipped).
 
         Returns the :class:`StepOutcome`. A failure of the activities gives an
         outcome with status ``failed`` (raised instead when
         ``bubbles_exception_on_failure``); a marker that cannot be written
-        raises :class:`MarkDoneError` carrying the step's result.
+        raises :class:`MarkDoneError` carrying the step's result. A coroutine
+        given as ``activities`` (or as the alternative) that will not run is
+        closed.
         """
-        if name not in _valid_names:
-            _remember_valid(validate_name(name))
-        deps = validate_patterns(force_steps_if_executed) if force_steps_if_executed else None
-        if self._done is None:
-            await self._list_once()
-        while self._waking:
-            # Steps submitted earlier are still waking up from the shared
-            # listing (they are scheduled already): let them decide first.
-            await anyio.lowlevel.checkpoint()
-        # From here to the first await, nothing else runs: decisions are made
-        # in submission order and a step's dependents are forced before any
-        # step decided after it.
-        decision = decide(
-            name, force=force, forced=self._forced, skipped=self._skipped, done=self._done or ()
-        )
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "%s: step %s: %s%s %s",
-                self.workflow_id,
-                name,
-                decision.action,
-                " (forced)" if decision.forced else "",
-                list(decision.reasons),
-            )
-        if decision.run and deps:
-            self.add_forced_steps(deps, reason=f"Dep of {name}")
+        alternative = options.get("activities_if_step_already_done")
+        try:
+            validate_name(name)
+            deps = options.get("force_steps_if_executed")
+            patterns = validate_patterns(deps) if deps else None
+            decision = await self._decide(name, options.get("force", False), patterns)
+        except BaseException:
+            close_unawaited(activities, alternative)  # it will never run
+            raise
+        bubbles = options.get("bubbles_exception_on_failure", False)
         if self.dry_run:
-            outcome = _outcome(name, "planned", decision, 0.0)
+            close_unawaited(activities, alternative)
+            outcome = _outcome(name, "planned", decision)
         elif decision.run:
-            outcome = await self._execute(
-                _Execution(self, name, decision, activities), bubbles_exception_on_failure
+            close_unawaited(alternative)
+            execution = _Execution(
+                name,
+                decision,
+                activities,
+                self.store,
+                self.prefix,
+                self._body,
+                self._done,
+                self._record,
             )
-        elif activities_if_step_already_done is None and not self._log_listened():
-            # The common skip: nothing to run, nothing to await.
-            self._log(name, "skipped", decision)
-            outcome = _outcome(name, "skipped", decision, 0.0)
+            outcome = await self._execute(execution, bubbles)
         else:
-            outcome = await self._skip(
-                name, activities_if_step_already_done, decision, bubbles_exception_on_failure
-            )
-        if emit_signal and outcome.status in ("completed", "skipped"):
-            await self.bus.publish(
-                f"step.{name}",
-                {
-                    "workflow_id": self.workflow_id,
-                    "run_id": self.run_id,
-                    "step": name,
-                    "status": outcome.status,
-                    "forced": decision.forced,
-                    "reasons": list(decision.reasons),
-                },
-            )
+            close_unawaited(activities)
+            outcome = await self._skip(name, alternative, decision, bubbles)
+        if options.get("emit_signal", False) and outcome.status in ("completed", "skipped"):
+            await self.bus.publish(f"step.{name}", self._signal_payload(outcome))
         self.outcomes.append(outcome)
         return outcome
 
     async def submit(self, step: Step) -> StepOutcome:
         """Run a :class:`Step` built beforehand."""
-        return await self.step(
-            step.name,
-            step.activities,
-            force=step.force,
-            activities_if_step_already_done=step.activities_if_step_already_done,
-            emit_signal=step.emit_signal,
-            force_steps_if_executed=step.force_steps_if_executed,
-            bubbles_exception_on_failure=step.bubbles_exception_on_failure,
-        )
+        return await self.step(step.name, step.activities, **step.options())
 
     async def wait_signal(self, name: str, timeout: float | None = None) -> Signal:
         """Wait for signal ``name`` on the runner's bus.
@@ -240,6 +179,34 @@ class Runner:
         SWF workflow's history does. Raises :class:`SignalTimeout` on timeout.
         """
         return await self.bus.wait(name, timeout, include_past=True)
+
+    async def _decide(self, name: str, force: bool, deps: list[str] | None) -> Decision:
+        async with self._deciding:
+            done = await self._listed()
+            decision = decide(
+                name, force=force, forced=self._forced, skipped=self._skipped, done=done
+            )
+            if decision.run and deps:
+                self.add_forced_steps(deps, reason=f"Dep of {name}")
+        logger.debug(
+            "%s: step %s: %s%s %s",
+            self.workflow_id,
+            name,
+            decision.action,
+            " (forced)" if decision.forced else "",
+            list(decision.reasons),
+        )
+        return decision
+
+    def _signal_payload(self, outcome: StepOutcome) -> dict[str, Any]:
+        return {
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "step": outcome.name,
+            "status": outcome.status,
+            "forced": outcome.forced,
+            "reasons": list(outcome.reasons),
+        }
 
     # -- executing and skipping ---------------------------------------------------
 
@@ -250,17 +217,18 @@ class Runner:
         except MarkDoneError as exc:
             await self._record(ex.name, "failed", ex.decision, error=exc)
             logger.error("%s: %s", self.workflow_id, exc)
-            outcome = _outcome(ex.name, "failed", ex.decision, 0.0, ex.result)
-            outcome.error = exc
+            outcome = _outcome(ex.name, "failed", ex.decision, started, ex.result, exc)
             self.outcomes.append(outcome)  # raised, not returned: keep it on record
             raise
         except Exception as exc:
             return await self._failed(ex.name, ex.decision, exc, started, bubbles)
-        duration = time.perf_counter() - started
-        return _outcome(ex.name, "completed", ex.decision, duration, ex.result)
+        finally:
+            if not ex.ran:  # the phases stopped before the activities
+                close_unawaited(ex.activities)
+        return _outcome(ex.name, "completed", ex.decision, started, ex.result)
 
     async def _skip(
-        self, name: str, alternative: Activity, decision: Decision, bubbles: bool
+        self, name: str, alternative: Activity | None, decision: Decision, bubbles: bool
     ) -> StepOutcome:
         started = time.perf_counter()
         result: Any = None
@@ -270,15 +238,14 @@ class Runner:
             await self._record(name, "skipped", decision)
         except Exception as exc:
             return await self._failed(name, decision, exc, started, bubbles)
-        return _outcome(name, "skipped", decision, time.perf_counter() - started, result)
+        return _outcome(name, "skipped", decision, started, result)
 
     async def _failed(
         self, name: str, decision: Decision, exc: Exception, started: float, bubbles: bool
     ) -> StepOutcome:
         await self._record(name, "failed", decision, error=exc)
         logger.warning("%s: step %s failed: %s", self.workflow_id, name, describe(exc))
-        outcome = _outcome(name, "failed", decision, time.perf_counter() - started)
-        outcome.error = exc
+        outcome = _outcome(name, "failed", decision, started, error=exc)
         if bubbles:
             self.outcomes.append(outcome)  # raised, not returned: keep it on record
             raise exc
@@ -286,93 +253,103 @@ class Runner:
 
     # -- markers -------------------------------------------------------------------
 
-    def _log(
-        self, name: str, status: str, decision: Decision, error: BaseException | None = None
-    ) -> _MarkerRecord:
-        # A flat tuple of strings and bools: the garbage collector stops
-        # tracking it, which matters with thousands of steps in flight.
-        text = None if error is None else describe(error)
-        record = (name, status, decision.forced, decision.reasons, text)
-        self._marker_log.append(record)
-        return record
-
-    def _log_listened(self) -> bool:
-        return self.bus.listening("log.step")
-
     async def _record(
-        self, name: str, status: str, decision: Decision, error: BaseException | None = None
+        self, name: str, status: str, decision: Decision, error: Exception | None = None
     ) -> None:
-        record = self._log(name, status, decision, error)
-        # Markers go on the bus only when someone listens: nobody can observe
-        # the difference, and it spares building a payload per phase.
-        if self._log_listened():
-            await self.bus.publish("log.step", _details(record))
+        """Record a ``log.step`` marker, and publish it on the bus when someone listens."""
+        details: dict[str, Any] = {
+            "step": name,
+            "status": status,
+            "forced": decision.forced,
+            "reasons": list(decision.reasons),
+        }
+        if error is not None:
+            details["error"] = describe(error)
+        self.markers.append(Marker("log.step", details))
+        # Nobody can observe a signal that no one listens to; building the
+        # signal for each phase would be work for nothing.
+        if self.bus.listening("log.step"):
+            await self.bus.publish("log.step", details)
 
 
-_MarkerRecord = tuple[str, str, bool, tuple[str, ...], str | None]
-
-
-def _details(record: _MarkerRecord) -> dict[str, Any]:
-    name, status, forced, reasons, error = record
-    details: dict[str, Any] = {
-        "step": name,
-        "status": status,
-        "forced": forced,
-        "reasons": list(reasons),
-    }
-    if error is not None:
-        details["error"] = error
-    return details
+class _Record(Protocol):
+    async def __call__(
+        self, name: str, status: str, decision: Decision, error: Exception | None = None
+    ) -> None: ...
 
 
 class _Execution:
-    """The state of one executed step as it goes through the phases."""
+    """One executed step as it goes through the phases: what they need to know
+    of the runner (its store, prefix, marker body, done set and marker log),
+    and what they find out (whether the activities ran, their result)."""
 
-    __slots__ = ("activities", "decision", "name", "result", "runner")
+    __slots__ = (
+        "activities",
+        "body",
+        "decision",
+        "done",
+        "name",
+        "prefix",
+        "ran",
+        "record",
+        "result",
+        "store",
+    )
 
-    def __init__(self, runner: Runner, name: str, decision: Decision, activities: Activity) -> None:
-        self.runner = runner
+    def __init__(
+        self,
+        name: str,
+        decision: Decision,
+        activities: Activity,
+        store: DoneStore,
+        prefix: str,
+        body: Mapping[str, Any],
+        done: set[str] | None,
+        record: _Record,
+    ) -> None:
         self.name = name
         self.decision = decision
         self.activities = activities
+        self.store = store
+        self.prefix = prefix
+        self.body = body
+        self.done = done
+        self.record = record
+        self.ran = False
         self.result: Any = None
 
 
 # The phases of an executed step, in the reference document's order, as one
 # Chain for the whole process: each phase takes the step's _Execution and
-# hands it on (send_result=True). Module-level functions rather than bound
-# methods, so that a runner holds no reference cycle through its phases.
+# hands it on (send_result=True).
 
 
 async def _scheduled(ex: _Execution) -> _Execution:
-    await ex.runner._record(ex.name, "scheduled", ex.decision)
+    await ex.record(ex.name, "scheduled", ex.decision)
     return ex
 
 
 async def _run_activities(ex: _Execution) -> _Execution:
-    activities = ex.activities
-    code = getattr(activities, "__code__", None)
-    if code is not None and code.co_flags & CO_COROUTINE:  # fast path, one frame less
-        ex.result = await activities()
-    else:
-        ex.result = await run_activity(activities)
+    ex.ran = True
+    ex.result = await run_activity(ex.activities)
     return ex
 
 
 async def _mark_done(ex: _Execution) -> _Execution:
-    runner = ex.runner
+    # A step cancelled while its activities ran (a sync activity's thread
+    # cannot be interrupted, and finishes first) must not be marked done.
+    await anyio.lowlevel.checkpoint_if_cancelled()
     try:
-        await runner.store.mark_done(runner.prefix, ex.name, runner._body)
+        await ex.store.mark_done(ex.prefix, ex.name, ex.body)
     except Exception as exc:
-        raise MarkDoneError(ex.name, ex.result, prefix=runner.prefix, cause=exc) from exc
-    if runner._done is not None:
-        runner._done.add(ex.name)
-        runner._done_view = None
+        raise MarkDoneError(ex.name, ex.result, prefix=ex.prefix, cause=exc) from exc
+    if ex.done is not None:
+        ex.done.add(ex.name)
     return ex
 
 
 async def _completed(ex: _Execution) -> _Execution:
-    await ex.runner._record(ex.name, "completed", ex.decision)
+    await ex.record(ex.name, "completed", ex.decision)
     return ex
 
 
@@ -381,82 +358,24 @@ EXECUTED_STEP_PHASES = Chain(_scheduled, _run_activities, _mark_done, _completed
 
 
 def _outcome(
-    name: str, status: Status, decision: Decision, duration: float, result: Any = None
+    name: str,
+    status: Status,
+    decision: Decision,
+    started: float | None = None,
+    result: Any = None,
+    error: Exception | None = None,
 ) -> StepOutcome:
-    return _new_outcome(
-        {
-            "name": name,
-            "status": status,
-            "forced": decision.forced,
-            "reasons": list(decision.reasons),
-            "result": result,
-            "error": None,
-            "decision": decision.action,
-            "patterns": decision.patterns,
-            "duration": duration,
-        }
+    return StepOutcome(
+        name=name,
+        status=status,
+        forced=decision.forced,
+        reasons=list(decision.reasons),
+        result=result,
+        error=error,
+        decision=decision.action,
+        patterns=decision.patterns,
+        duration=0.0 if started is None else time.perf_counter() - started,
     )
-
-
-def _fast_outcomes() -> Callable[[dict[str, Any]], StepOutcome]:
-    """A StepOutcome constructor for values the runner built and typed itself.
-
-    It does what ``model_construct`` does, without its per-field loop, and
-    shares one fields-set (every field is always set, so pydantic's
-    ``fields_set.add`` on assignment never changes it): half the time of
-    validation, and one tracked object less per step. It is checked once
-    against the validating constructor; if pydantic's internals ever differ,
-    validation is used instead.
-    """
-    fields_set = set(StepOutcome.model_fields)
-    setattr_ = object.__setattr__
-
-    def fast(values: dict[str, Any]) -> StepOutcome:
-        outcome = StepOutcome.__new__(StepOutcome)
-        setattr_(outcome, "__dict__", values)
-        setattr_(outcome, "__pydantic_fields_set__", fields_set)
-        setattr_(outcome, "__pydantic_extra__", None)
-        setattr_(outcome, "__pydantic_private__", None)
-        return outcome
-
-    def validated(values: dict[str, Any]) -> StepOutcome:
-        return StepOutcome(**values)
-
-    sample = {
-        "name": "a",
-        "status": "failed",
-        "forced": True,
-        "reasons": ["r"],
-        "result": {"x": 1},
-        "error": None,
-        "decision": "run",
-        "patterns": ("a",),
-        "duration": 0.5,
-    }
-    try:
-        probe = fast(dict(sample))
-        probe.error = ValueError("x")
-        reference = validated(dict(sample))
-        reference.error = probe.error
-        same = probe == reference and probe.model_dump() == reference.model_dump()
-    except Exception:
-        same = False
-    return fast if same and fields_set == set(StepOutcome.model_fields) else validated
-
-
-_new_outcome = _fast_outcomes()
-
-
-# Names already validated, so that the hot path checks a set, not a regex.
-# Bounded: cleared when full, which only costs re-validation.
-_valid_names: set[str] = set()
-_VALID_CACHE_SIZE = 65_536
-
-
-def _remember_valid(name: str) -> None:
-    if len(_valid_names) >= _VALID_CACHE_SIZE:
-        _valid_names.clear()
-    _valid_names.add(name)
 
 
 def _add(table: dict[str, list[str]], patterns: list[str], reason: str | None) -> None:

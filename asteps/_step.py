@@ -1,18 +1,41 @@
-"""The step vocabulary: Step (what to run), StepOutcome (what happened) and
-Marker (the ``log.step`` record of each phase)."""
+"""The step vocabulary: Step (what to run), StepOptions (how), StepOutcome
+(what happened), Marker (the ``log.step`` record of each phase) and the
+Activity type."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._canvas import Activity
 from ._names import validate_name, validate_patterns
+
+Activity: TypeAlias = Callable[..., Any] | tuple[Any, ...] | Awaitable[Any]
+"""What a step runs: an async or sync callable, a ``(callable, *args)`` tuple,
+a coroutine or other awaitable, or a :class:`~asteps.Chain` / :class:`~asteps.Group`
+(which are awaitables). See :func:`asteps.run_activity`."""
 
 Status = Literal["completed", "skipped", "failed", "planned"]
 """``planned`` appears only in dry runs, where nothing is executed."""
+
+
+class StepOptions(TypedDict, total=False):
+    """The options of a step, shared by :class:`Step`, :meth:`Runner.step
+    <asteps.Runner.step>` and (through Step) :meth:`Runner.submit
+    <asteps.Runner.submit>`: written once, here."""
+
+    force: bool
+    """Run even if done (a forced run)."""
+    activities_if_step_already_done: Activity | None
+    """What to run instead when the step is skipped."""
+    emit_signal: bool
+    """Publish ``step.<name>`` on the bus after the step completed or was skipped."""
+    force_steps_if_executed: Iterable[str] | None
+    """Patterns of the dependent steps to force when this step runs."""
+    bubbles_exception_on_failure: bool
+    """Raise the activities' exception instead of returning a failed outcome."""
 
 
 class Step(BaseModel):
@@ -25,21 +48,21 @@ class Step(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
     name: str
-    activities: Activity
+    activities: Any
     force: bool = False
-    activities_if_step_already_done: Activity = None
+    activities_if_step_already_done: Any = None
     emit_signal: bool = False
     force_steps_if_executed: list[str] = Field(default_factory=list)
     bubbles_exception_on_failure: bool = False
 
-    def __init__(self, name: str, activities: Activity, **kwargs: Any) -> None:
+    def __init__(self, name: str, activities: Activity, **options: Unpack[StepOptions]) -> None:
         # Validate here rather than in a field validator: pydantic would wrap
         # InvalidStepName in a ValidationError, and callers catch the former.
         validate_name(name)
-        deps = kwargs.get("force_steps_if_executed")
+        deps = options.get("force_steps_if_executed")
         if deps is not None:
-            kwargs["force_steps_if_executed"] = validate_patterns(deps)
-        super().__init__(name=name, activities=activities, **kwargs)
+            options["force_steps_if_executed"] = validate_patterns(deps)
+        super().__init__(name=name, activities=activities, **options)
 
     @field_validator("name")
     @classmethod
@@ -52,9 +75,19 @@ class Step(BaseModel):
     def _none_is_empty_and_patterns_valid(cls, value: Any) -> Any:
         return [] if value is None else validate_patterns(value)
 
+    def options(self) -> StepOptions:
+        """The step's options, as :meth:`Runner.step <asteps.Runner.step>` takes them."""
+        return StepOptions(
+            force=self.force,
+            activities_if_step_already_done=self.activities_if_step_already_done,
+            emit_signal=self.emit_signal,
+            force_steps_if_executed=self.force_steps_if_executed,
+            bubbles_exception_on_failure=self.bubbles_exception_on_failure,
+        )
+
 
 class StepOutcome(BaseModel):
-    """What happened to one submitted step."""
+    """What happened to one submitted step. Built once, by the runner."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -63,7 +96,8 @@ class StepOutcome(BaseModel):
     forced: bool
     reasons: list[str]
     result: Any = None
-    error: BaseException | None = None
+    error: Exception | None = None
+    """The activities' exception for a failed step (or the :class:`MarkDoneError`)."""
     decision: Literal["run", "skip"] = "run"
     """What the decision was; a failed step was decided ``run``."""
     patterns: tuple[str, ...] = ()
@@ -84,11 +118,7 @@ class StepOutcome(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Marker:
-    """One ``log.step`` record, as simpleflow writes SWF markers.
-
-    A plain dataclass rather than a model: the runner writes two per executed
-    step, on the hot path.
-    """
+    """One ``log.step`` record, as simpleflow writes SWF markers."""
 
     name: str
     details: dict[str, Any]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from typing import Any
 
 import anyio
@@ -18,6 +20,7 @@ from asteps import (
     MemoryStore,
     Runner,
     Step,
+    StepOptions,
     StepOutcome,
 )
 from asteps._decision import ALREADY_PLAYED
@@ -440,3 +443,76 @@ async def test_a_step_submitted_while_others_wait_for_the_listing_decides_after_
     )
     # "b" was submitted before "c", so its dependents are forced before "c" is decided.
     assert seen == [("c", "completed", ["Dep of b"])]
+
+
+class SlowListingStore(MemoryStore):
+    """A MemoryStore whose listing takes a while, as a remote store's does."""
+
+    async def list_done(self, prefix: str) -> set[str]:
+        await anyio.sleep(0.05)
+        return await super().list_done(prefix)
+
+
+async def test_cancelling_one_step_during_the_listing_leaves_the_others_running() -> None:
+    runner = Runner(SlowListingStore(), "wf")
+    ran: list[str] = []
+
+    async def work(name: str) -> None:
+        ran.append(name)
+
+    async def optional() -> None:
+        with anyio.move_on_after(0.001):  # cut off during the first listing
+            await runner.step("optional", (work, "optional"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(optional)
+        await anyio.wait_all_tasks_blocked()
+        main = await runner.step("main", (work, "main"))
+
+    assert main.status == "completed"
+    assert ran == ["main"]
+    assert [o.name for o in runner.outcomes] == ["main"]
+
+
+async def test_cancelling_one_step_on_s3_leaves_the_others_running(s3: Any) -> None:
+    runner = Runner(s3, "wf")
+
+    async def optional() -> None:
+        with anyio.move_on_after(0.0005):
+            await runner.step("optional", lambda: None)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(optional)
+        tg.start_soon(runner.step, "main", lambda: None)
+    assert [o.name for o in runner.outcomes if o.status == "completed"][-1:] == ["main"]
+    assert "main" in await s3.list_done("wf/steps/")
+
+
+async def test_a_sync_activity_whose_step_was_cancelled_is_not_marked_done() -> None:
+    store = MemoryStore()
+    runner = Runner(store, "wf", done=())
+    finished = threading.Event()
+
+    def slow_sync() -> str:
+        time.sleep(0.2)  # a thread cannot be interrupted: it finishes anyway
+        finished.set()
+        return "late"
+
+    with anyio.move_on_after(0.05) as scope:
+        await runner.step("sync", slow_sync)
+    assert scope.cancelled_caught
+    assert finished.is_set()
+    assert await store.list_done("wf/steps/") == set()
+    assert [m.details["status"] for m in runner.markers] == ["scheduled"]
+
+
+def test_a_steps_options_are_declared_once_for_step_runner_step_and_submit() -> None:
+    assert set(StepOptions.__annotations__) == set(Step.model_fields) - {"name", "activities"}
+    step = Step("a", lambda: None, emit_signal=True, force_steps_if_executed=["b"])
+    assert step.options() == {
+        "force": False,
+        "activities_if_step_already_done": None,
+        "emit_signal": True,
+        "force_steps_if_executed": ["b"],
+        "bubbles_exception_on_failure": False,
+    }
