@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from asteps import FileStore, Runner
-from asteps.swf import SwfSignalBridge, SwfSignalListener
+from asteps.swf import EchoGuard, SwfSignalBridge, SwfSignalListener
 from asteps.testing import MotoServer, moto_server
 
 DOMAIN = "exports"
@@ -57,11 +57,15 @@ async def service(moto: MotoServer, store_root: str) -> None:
     async def export_csv() -> int:
         return 1200
 
+    # One execution bridged both ways: a shared guard keeps the listener from
+    # publishing again the signals the bridge sent.
+    guard = EchoGuard()
     async with (
         SwfSignalBridge(
             runner.bus,
             domain=DOMAIN,
             executions=("customer-42", run_id),
+            echo_guard=guard,
             endpoint_url=moto.endpoint_url,
             session=moto.session(),
         ),
@@ -71,6 +75,7 @@ async def service(moto: MotoServer, store_root: str) -> None:
             workflow_id="customer-42",
             run_id=run_id,
             poll_interval=0.1,
+            echo_guard=guard,
             endpoint_url=moto.endpoint_url,
             session=moto.session(),
         ),

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aioboto3
 import anyio
 import pytest
 
 from asteps import EventBus, MemoryStore, Runner, SignalError
+from asteps._bus import MAX_SIGNAL_NAME
 from asteps._decision import ALREADY_PLAYED
 from asteps.swf import (
     SWF_INPUT_LIMIT,
+    EchoGuard,
     SignalDeliveryError,
     SwfSignalBridge,
     SwfSignalListener,
@@ -118,8 +121,8 @@ def test_swf_limits_are_checked_without_truncating() -> None:
     assert swf_input("step.a", "x" * (SWF_INPUT_LIMIT - 2)) == json.dumps(
         "x" * (SWF_INPUT_LIMIT - 2)
     )
-    with pytest.raises(SignalError, match="SWF allows 256"):
-        swf_input("s" * 257, None)
+    with pytest.raises(SignalError, match=f"SWF allows {MAX_SIGNAL_NAME}"):
+        swf_input("s" * (MAX_SIGNAL_NAME + 1), None)
     with pytest.raises(SignalError, match="not JSON-serialisable"):
         swf_input("step.a", object())
 
@@ -202,10 +205,11 @@ async def test_bridged_both_ways_a_signal_is_not_echoed(
     bus = EventBus()
     runner = Runner(MemoryStore(), "wf", run_id=run_id, bus=bus)
     target = ("wf", run_id if bridge_run_id else None)
+    guard = EchoGuard()
     async with bus.subscribe("step") as local:
         async with (
-            bridge(swf, bus, target) as b,
-            listener(swf, bus, "wf", poll_interval=3600) as li,
+            bridge(swf, bus, target, echo_guard=guard) as b,
+            listener(swf, bus, "wf", poll_interval=3600, echo_guard=guard) as li,
         ):
             await runner.step("a", lambda: 1, emit_signal=True)
             with anyio.fail_after(5):  # the bridge sends in the background
@@ -225,15 +229,14 @@ async def test_bridged_both_ways_a_signal_is_not_echoed(
 
 
 async def test_a_bridge_without_a_listener_remembers_nothing(swf: SwfWorld) -> None:
-    from asteps.swf import _echo_guard
-
     run_id = await swf.start("wf")
     bus = EventBus()
-    async with bridge(swf, bus, ("wf", run_id)):
+    guard = EchoGuard()
+    async with bridge(swf, bus, ("wf", run_id), echo_guard=guard):
         for i in range(10):
             await bus.publish(f"step.s{i}", i)
     assert len(await swf.signals("wf", run_id)) == 10
-    assert not _echo_guard(bus).sent
+    assert guard.remembered == 0
 
 
 async def test_what_the_drain_timeout_cuts_off_is_reported_signal_by_signal(
@@ -290,7 +293,7 @@ async def test_the_listener_stops_polling_a_closed_execution(swf: SwfWorld) -> N
             await bus.wait("last", include_past=True)
             while not li.closed:  # noqa: ASYNC110 (a test polling the listener's flag)
                 await anyio.sleep(0.02)
-        counter = RequestCounter().attach(li._client)
+        counter = RequestCounter().attach(li.client)
         await anyio.sleep(0.2)  # ten poll intervals
         assert counter.calls["GetWorkflowExecutionHistory"] == 0
 
@@ -325,3 +328,148 @@ async def test_a_cancelled_host_still_drains_what_it_published(swf: SwfWorld) ->
         await published.wait()
         tg.cancel_scope.cancel()
     assert [n for n, _ in await swf.signals("wf", run_id)] == [f"step.s{i}" for i in range(5)]
+
+
+async def test_without_a_shared_guard_the_listener_publishes_what_the_bridge_sent(
+    swf: SwfWorld,
+) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    async with bus.subscribe("step") as local:
+        async with (
+            bridge(swf, bus, ("wf", run_id)) as b,
+            listener(swf, bus, "wf", poll_interval=3600) as li,
+        ):
+            await bus.publish("step.a", 1)
+            with anyio.fail_after(5):  # the bridge sends in the background
+                while b.sent < 1:  # noqa: ASYNC110 (a test polling the bridge's counter)
+                    await anyio.sleep(0.01)
+            await li.poll_once()
+        signals = local.receive_nowait_all()
+    assert [(s.name, s.source) for s in signals] == [("step.a", None), ("step.a", li.source)]
+
+
+# -- one lifecycle: opened once, closed once, cleanup shielded ------------------
+
+
+class _RecordedClient:
+    """The context manager aioboto3's ``session.client()`` returns, wrapped to
+    record that it was entered and that its own exit ran to the end."""
+
+    def __init__(self, inner: Any, session: RecordingSession) -> None:
+        self._inner = inner
+        self._session = session
+
+    async def __aenter__(self) -> Any:
+        client = await self._inner.__aenter__()
+        self._session.log.append("opened")
+        if self._session.on_open is not None:
+            self._session.on_open()
+        return client
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        self._session.log.append(f"closing with {exc_info[0] and exc_info[0].__name__}")
+        suppress = await self._inner.__aexit__(*exc_info)
+        self._session.log.append("closed")  # not reached if the close was cut short
+        return suppress
+
+
+class RecordingSession(aioboto3.Session):  # type: ignore[misc]
+    """A real aioboto3 session whose clients say when they open and close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+        self.on_open: Any = None
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        return _RecordedClient(super().client(*args, **kwargs), self)
+
+
+def open_either(kind: str, swf: SwfWorld, run_id: str, **kw: Any) -> Any:
+    if kind == "bridge":
+        return bridge(swf, EventBus(), ("wf", run_id), **kw)
+    return listener(swf, EventBus(), "wf", **kw)
+
+
+KINDS = pytest.mark.parametrize("kind", ["bridge", "listener"])
+
+
+@KINDS
+async def test_cancelled_while_opening_it_closes_its_client(swf: SwfWorld, kind: str) -> None:
+    run_id = await swf.start("wf")
+    session = RecordingSession()
+    with anyio.CancelScope() as scope:
+        # cancelled as soon as the client is open: the domain check is cut off
+        session.on_open = scope.cancel
+        async with open_either(kind, swf, run_id, session=session):
+            pytest.fail("opened although cancelled")
+    assert scope.cancelled_caught
+    assert session.log == ["opened", "closing with CancelledError", "closed"]
+
+
+@KINDS
+async def test_a_cancelled_host_closes_its_client(swf: SwfWorld, kind: str) -> None:
+    run_id = await swf.start("wf")
+    session = RecordingSession()
+    with anyio.CancelScope() as scope:
+        async with open_either(kind, swf, run_id, session=session):
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert session.log == ["opened", "closing with CancelledError", "closed"]
+
+
+@KINDS
+async def test_the_blocks_exception_reaches_the_client_and_goes_on_as_itself(
+    swf: SwfWorld, kind: str
+) -> None:
+    run_id = await swf.start("wf")
+    session = RecordingSession()
+    with pytest.raises(LookupError, match="from the block"):
+        async with open_either(kind, swf, run_id, session=session):
+            raise LookupError("from the block")
+    assert session.log == ["opened", "closing with LookupError", "closed"]
+
+
+@KINDS
+async def test_it_opens_once_and_cannot_be_reopened(swf: SwfWorld, kind: str) -> None:
+    run_id = await swf.start("wf")
+    resource = open_either(kind, swf, run_id)
+    name = type(resource).__name__
+    async with resource:
+        with pytest.raises(SignalError, match=f"this {name} is already open"):
+            await resource.__aenter__()
+    await resource.aclose()  # closing again does nothing
+    with pytest.raises(SignalError, match=f"this {name} is closed and cannot be reopened"):
+        await resource.__aenter__()
+
+
+async def test_a_bridge_that_failed_to_open_is_closed(swf: SwfWorld) -> None:
+    failed = bridge(swf, EventBus(), ("ghost", None))
+    with pytest.raises(SignalError, match="no open run"):
+        await failed.__aenter__()
+    with pytest.raises(SignalError, match="closed and cannot be reopened"):
+        await failed.__aenter__()
+
+
+async def test_sending_or_polling_needs_an_open_resource(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    with pytest.raises(SignalError, match="SwfSignalBridge is not open"):
+        await bridge(swf, EventBus(), ("wf", run_id)).send("step.a")
+    with pytest.raises(SignalError, match="SwfSignalListener is not open"):
+        await listener(swf, EventBus(), "wf").poll_once()
+
+
+async def test_undelivered_signals_are_raised_once_however_often_it_closes(
+    swf: SwfWorld,
+) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    b = bridge(swf, bus, ("wf", run_id))
+    await b.__aenter__()
+    await swf.client.terminate_workflow_execution(domain=swf.domain, workflowId="wf", runId=run_id)
+    await bus.publish("step.late", None)
+    with pytest.raises(SignalDeliveryError, match=r"step\.late"):
+        await b.aclose()
+    await b.aclose()
+    assert [u.signal.name for u in b.undelivered] == ["step.late"]

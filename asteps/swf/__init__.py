@@ -1,0 +1,55 @@
+"""The SWF bridge: bus signals out to SWF executions, SWF signals in to the bus.
+
+- :class:`SwfSignalBridge` sends each bus signal its patterns cover (by
+  default ``step.*``) to one or several SWF workflow executions with
+  SignalWorkflowExecution, so a simpleflow workflow waiting on
+  ``step.<name>`` wakes up when an asteps service completes or skips it.
+- :class:`SwfSignalListener` polls an execution's history and publishes each
+  ``WorkflowExecutionSignaled`` event on the bus, so ``runner.wait_signal``
+  sees SWF-side signals.
+- :class:`EchoGuard`, shared by a bridge and a listener on one execution,
+  keeps the listener from publishing again what the bridge sent.
+
+The modules, by role: ``_client`` (the SWF client: opening, checks, errors),
+``_signals`` (a signal's SWF input and source), ``_echo`` (the echo guard),
+``bridge`` and ``listener``. Import from here (or from ``asteps``).
+
+Why it works this way:
+
+- Order: one sender per execution sends that execution's signals one at a
+  time, in publication order. The bridge reads the bus with a blocking
+  subscription, so it never drops a signal; a publisher waits instead.
+- Nothing is dropped silently: a signal that cannot be delivered (refused
+  because too large, unknown execution, still failing after botocore's
+  retries, or still pending when the drain time on exit runs out) is logged at
+  ERROR as it happens, kept in :attr:`SwfSignalBridge.undelivered`, and raised
+  as :class:`SignalDeliveryError` when the bridge closes.
+- No echo, when asked: with one :class:`EchoGuard` passed to both, the
+  listener recognises the signals the bridge sent (same domain, workflow id,
+  name and input) and does not publish them again. Whatever the guard, the
+  bridge never sends a signal back to the execution it came from.
+- One lifecycle: each is opened once with ``async with``; opening it again,
+  or after it closed, raises :class:`SignalError`; closing twice does nothing.
+  Closing is shielded from cancellation and hands the block's exception to
+  the task group and the client, so a cancelled host leaks no client.
+"""
+
+from ..errors import SignalDeliveryError, SignalError
+from ._client import Execution
+from ._echo import EchoGuard
+from ._signals import SWF_INPUT_LIMIT, execution_source, swf_input
+from .bridge import SwfSignalBridge, Undelivered
+from .listener import SwfSignalListener
+
+__all__ = [
+    "SWF_INPUT_LIMIT",
+    "EchoGuard",
+    "Execution",
+    "SignalDeliveryError",
+    "SignalError",
+    "SwfSignalBridge",
+    "SwfSignalListener",
+    "Undelivered",
+    "execution_source",
+    "swf_input",
+]

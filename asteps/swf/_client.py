@@ -1,0 +1,92 @@
+"""The SWF client the bridge and the listener each hold: opening it, checking
+the domain and executions it will talk to, reading its errors."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aioboto3
+from aiobotocore.config import AioConfig
+from botocore.exceptions import ClientError
+
+from .._aws import client_config, open_client
+from ..errors import SignalError, describe
+
+Execution = tuple[str, str | None]
+"""``(workflow_id, run_id)``; a ``None`` run id means the open run."""
+
+
+class SwfClientOptions:
+    """How to reach SWF: what the bridge and the listener take as keyword arguments."""
+
+    def __init__(
+        self,
+        session: aioboto3.Session | None,
+        endpoint_url: str | None,
+        region_name: str | None,
+        config: AioConfig | None,
+    ) -> None:
+        self.session = session
+        self.endpoint_url = endpoint_url
+        self.region_name = region_name
+        self.config = client_config(config)
+
+    async def open(self, stack: AsyncExitStack) -> Any:
+        """An aioboto3 SWF client, closed with ``stack``."""
+        return await open_client(
+            stack,
+            "swf",
+            session=self.session,
+            endpoint_url=self.endpoint_url,
+            region_name=self.region_name,
+            config=self.config,
+        )
+
+
+async def check_domain(client: Any, domain: str) -> None:
+    """Raise :class:`SignalError` naming ``domain`` unless SWF knows it."""
+    try:
+        await client.describe_domain(name=domain)
+    except ClientError as exc:
+        raise SignalError(
+            f"SWF domain {domain!r}: {explain(exc)}; check the domain name and region"
+        ) from exc
+
+
+async def resolve_run(client: Any, domain: str, workflow_id: str, run_id: str | None) -> str:
+    """The run id of an execution: the given one (checked), or the open run's.
+
+    Raises :class:`SignalError` naming the execution when SWF does not know it.
+    """
+    try:
+        if run_id is not None:
+            await client.describe_workflow_execution(
+                domain=domain, execution={"workflowId": workflow_id, "runId": run_id}
+            )
+            return run_id
+        page = await client.list_open_workflow_executions(
+            domain=domain,
+            startTimeFilter={"oldestDate": 0},
+            executionFilter={"workflowId": workflow_id},
+        )
+    except ClientError as exc:
+        raise SignalError(
+            f"SWF execution {workflow_id!r} (run {run_id or 'open'}) in domain {domain!r}: "
+            f"{explain(exc)}; check the workflow id and run id"
+        ) from exc
+    infos = page.get("executionInfos", [])
+    if not infos:
+        raise SignalError(
+            f"SWF execution {workflow_id!r} has no open run in domain {domain!r}: start it, "
+            "or give the run id of a closed one"
+        )
+    return str(max(infos, key=lambda i: i["startTimestamp"])["execution"]["runId"])
+
+
+def explain(exc: BaseException) -> str:
+    """An SWF error as ``Code: message``; any other error as its type and message."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'error')}: {error.get('Message', exc)}"
+    return describe(exc)

@@ -1,0 +1,81 @@
+"""How the bridge and the listener hold what they open (client, subscription,
+task group) and close it: in reverse order, shielded from cancellation, each
+part told the exception that ended the block."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+
+
+class ShieldedExitStack:
+    """An ``AsyncExitStack`` whose exit cannot be cancelled.
+
+    The shield is a cancel scope entered first and made a shield when closing
+    starts. It cannot be a scope around the exit instead: anyio requires a
+    task group's scope to be exited from where it was entered, not from
+    inside a newer scope; inside one entered before it is fine. So a
+    cancelled host, or a host cancelled while opening, leaks no client.
+    """
+
+    def __init__(self) -> None:
+        self._stack = AsyncExitStack()
+        self._shield = anyio.CancelScope()
+
+    def open(self) -> AsyncExitStack:
+        """Call first in ``__aenter__``, and close in the same task."""
+        self._stack.enter_context(self._shield)
+        return self._stack
+
+    async def close(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Exit everything, giving each part the block's exception (or none).
+
+        That exception is left to the caller to propagate; any other error
+        from cleanup is raised.
+        """
+        self._shield.shield = True
+        try:
+            await self._stack.__aexit__(exc_type, exc, tb)
+        except BaseException as raised:
+            if raised is not exc:
+                raise
+
+
+@asynccontextmanager
+async def task_group() -> AsyncIterator[TaskGroup]:
+    """anyio's task group, given the block's exception on exit like any task
+    group, except that this exception then comes out as itself: anyio wraps
+    it in an exception group, which would hide it from the caller's
+    ``except`` clauses. Errors of the tasks themselves still come out as a
+    group."""
+    thrown: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as group:
+            try:
+                yield group
+            except BaseException as exc:
+                thrown = exc
+                raise
+    except BaseExceptionGroup as errors:
+        if thrown is None or not _is_only(errors, thrown):
+            raise
+    if thrown is not None:
+        raise thrown  # outside the handler, so it is not chained to the group
+
+
+def _is_only(errors: BaseException, exc: BaseException) -> bool:
+    """True when ``errors`` is ``exc`` wrapped in groups of one."""
+    while errors is not exc:
+        if not isinstance(errors, BaseExceptionGroup) or len(errors.exceptions) != 1:
+            return False
+        errors = errors.exceptions[0]
+    return True

@@ -1,0 +1,345 @@
+"""Bus signals out to SWF executions: :class:`SwfSignalBridge`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aioboto3
+import anyio
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .._bus import EventBus, Signal, Subscription
+from .._lifecycle import Lifecycle
+from ..errors import SignalDeliveryError, SignalError
+from ._client import (
+    Execution,
+    SwfClientOptions,
+    check_domain,
+    explain,
+    resolve_run,
+)
+from ._echo import EchoGuard
+from ._resources import ShieldedExitStack, task_group
+from ._signals import comes_from, swf_input
+
+logger = logging.getLogger("asteps.swf")
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """A signal that did not reach an execution, and why."""
+
+    execution: Execution
+    signal: Signal
+    reason: str
+
+
+class _Sender:
+    """One execution's queue: its signals are sent one at a time, in the order
+    they were queued, by :meth:`run`."""
+
+    def __init__(
+        self,
+        execution: Execution,
+        buffer: int,
+        deliver: Callable[[Execution, Signal, str], Awaitable[None]],
+    ) -> None:
+        self.execution = execution
+        self.in_flight: Signal | None = None
+        """The signal being sent, if a send is under way."""
+        self._deliver = deliver
+        self._queue, self._pending = anyio.create_memory_object_stream[tuple[Signal, str]](buffer)
+
+    async def put(self, signal: Signal, text: str) -> None:
+        """Queue a signal (``text`` is its SWF input); waits while the queue is full."""
+        await self._queue.send((signal, text))
+
+    def no_more(self) -> None:
+        """Nothing more will be queued: :meth:`run` returns once the queue is empty."""
+        self._queue.close()
+
+    async def run(self) -> None:
+        async for signal, text in self._pending:
+            self.in_flight = signal
+            await self._deliver(self.execution, signal, text)
+            self.in_flight = None
+
+    def leftovers(self) -> list[tuple[Signal, bool]]:
+        """What was not sent, oldest first, and whether each was cut off during
+        its send (so may have reached SWF). Empties and closes the queue."""
+        left = [(self.in_flight, True)] if self.in_flight is not None else []
+        self.in_flight = None
+        while True:
+            try:
+                signal, _ = self._pending.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            left.append((signal, False))
+        self._queue.close()
+        self._pending.close()
+        return left
+
+
+class SwfSignalBridge:
+    """Send bus signals to SWF executions while the context is open.
+
+    ``executions`` is one ``(workflow_id, run_id | None)`` pair or several
+    (each signal goes to all of them); a ``None`` run id means whichever run
+    is open when a signal is sent. ``patterns`` select the bus signals to send
+    (``("step",)``: every ``step.<name>``). On exit, what is pending is sent
+    within ``drain_timeout`` seconds; anything undelivered is raised as
+    :class:`SignalDeliveryError` (or only logged and kept in
+    :attr:`undelivered` when the block is already raising).
+
+    With an ``echo_guard`` shared with an :class:`SwfSignalListener` on the
+    same execution, that listener does not publish again what this bridge
+    sent. Opened once (``async with``); it cannot be reopened after it closed.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        domain: str,
+        executions: Execution | Iterable[Execution],
+        patterns: Iterable[str] = ("step",),
+        echo_guard: EchoGuard | None = None,
+        session: aioboto3.Session | None = None,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        client_config: AioConfig | None = None,
+        drain_timeout: float = 10.0,
+        buffer: int = 1024,
+    ) -> None:
+        if not domain:
+            raise SignalError("domain is empty: give the SWF domain of the executions")
+        self.bus = bus
+        self.domain = domain
+        self.executions = _normalise_executions(executions)
+        self.patterns = tuple(patterns)
+        self.echo_guard = echo_guard
+        self.drain_timeout = drain_timeout
+        self.sent = 0
+        self.undelivered: list[Undelivered] = []
+        self._lifecycle = Lifecycle("this SwfSignalBridge", SignalError)
+        self._options = SwfClientOptions(session, endpoint_url, region_name, client_config)
+        self._buffer = buffer
+        self._resources = ShieldedExitStack()
+        self._client: Any = None
+        self._subscription: Subscription | None = None
+        self._senders: list[_Sender] = []
+        self._dispatching: tuple[Signal, list[Execution]] | None = None
+        """A signal being handed to the senders, and the executions still to get it."""
+        # The workers run shielded from the host's cancellation, so that what
+        # was published before it is still delivered; the drain timeout on
+        # exit cancels this scope instead.
+        self._workers = anyio.CancelScope(shield=True)
+        self._workers_done = anyio.Event()
+        self._drain_timed_out = False
+
+    async def __aenter__(self) -> SwfSignalBridge:
+        self._lifecycle.opening()
+        stack = self._resources.open()
+        try:
+            self._client = await self._options.open(stack)
+            await check_domain(self._client, self.domain)
+            for workflow_id, run_id in self.executions:
+                # A check only: the run found is not kept, since with a None
+                # run id SWF signals the run open at the time of each send
+                # (a restarted workflow's new run, say).
+                await resolve_run(self._client, self.domain, workflow_id, run_id)
+            self._subscription = self.bus.attach(
+                self.patterns, buffer=self._buffer, overflow="block"
+            )
+            stack.callback(self._close_subscription, self._subscription)
+            self._senders = [_Sender(e, self._buffer, self._deliver) for e in self.executions]
+            # Runs once the workers stopped, before the client closes.
+            stack.callback(self._report_leftovers)
+            tasks = await stack.enter_async_context(task_group())
+            tasks.start_soon(self._work, self._subscription)
+        except BaseException as exc:
+            self._lifecycle.closing()
+            await self._resources.close(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if await self._close(exc_type, exc, tb) and self.undelivered and exc_type is None:
+            raise SignalDeliveryError(self.undelivered)
+
+    async def aclose(self) -> None:
+        """Drain and close, as leaving the ``async with`` block does (raising
+        :class:`SignalDeliveryError` if something was not delivered); calling
+        it again does nothing."""
+        await self.__aexit__(None, None, None)
+
+    async def _close(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """Drain, stop and close; False when it was not open."""
+        if not self._lifecycle.closing():
+            return False
+        assert self._subscription is not None
+        self.bus.detach(self._subscription)  # no new signals; what is buffered drains
+        # Shielded: even when the host is being cancelled, the drain gets its
+        # bounded time; the cancellation is delivered again right after.
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self.drain_timeout) as drain:
+                await self._workers_done.wait()
+            if drain.cancelled_caught:
+                self._drain_timed_out = True
+                self._workers.cancel()
+        await self._resources.close(exc_type, exc, tb)
+        return True
+
+    @property
+    def client(self) -> Any:
+        """The aioboto3 SWF client (for event hooks and advanced use)."""
+        self._lifecycle.check_open()
+        return self._client
+
+    async def send(self, name: str, payload: Any = None) -> None:
+        """Send one signal to every execution now, raising on any failure."""
+        self._lifecycle.check_open()
+        text = swf_input(name, payload)
+        signal = Signal(name, payload)
+        failures: list[Undelivered] = []
+        for execution in self.executions:
+            reason = await self._signal(execution, signal, text)
+            if reason is not None:
+                failures.append(Undelivered(execution, signal, reason))
+        if failures:
+            raise SignalDeliveryError(failures)
+
+    async def _work(self, subscription: Subscription) -> None:
+        try:
+            with self._workers:
+                async with anyio.create_task_group() as workers:
+                    for sender in self._senders:
+                        workers.start_soon(sender.run)
+                    workers.start_soon(self._dispatch, subscription)
+        finally:
+            self._workers_done.set()
+
+    async def _dispatch(self, subscription: Subscription) -> None:
+        try:
+            async for signal in subscription:
+                try:
+                    text = swf_input(signal.name, signal.payload)
+                except SignalError as exc:
+                    for execution in self.executions:
+                        self._give_up(execution, signal, str(exc))
+                    continue
+                targets = [s for s in self._senders if self._is_target(s.execution, signal)]
+                for i, sender in enumerate(targets):
+                    self._dispatching = (signal, [s.execution for s in targets[i:]])
+                    await sender.put(signal, text)
+                self._dispatching = None
+        finally:
+            # However this ends, no publisher may block on a bridge that stopped
+            # reading (the subscription blocks when full); what it still holds
+            # is reported on exit.
+            self.bus.detach(subscription)
+            for sender in self._senders:
+                sender.no_more()
+
+    def _is_target(self, execution: Execution, signal: Signal) -> bool:
+        # Never send a signal back to the execution it came from.
+        return not comes_from(signal, self.domain, execution[0])
+
+    async def _deliver(self, execution: Execution, signal: Signal, text: str) -> None:
+        reason = await self._signal(execution, signal, text)
+        if reason is not None:
+            self._give_up(execution, signal, reason)
+
+    async def _signal(self, execution: Execution, signal: Signal, text: str) -> str | None:
+        """Send one signal; the reason it failed, or None."""
+        workflow_id, run_id = execution
+        key = (self.domain, workflow_id, signal.name, text)
+        # Before sending: the listener may see it in the history before we return.
+        remembered = self.echo_guard is not None and self.echo_guard.sending(key)
+        kwargs: dict[str, Any] = {
+            "domain": self.domain,
+            "workflowId": workflow_id,
+            "signalName": signal.name,
+            "input": text,
+        }
+        if run_id:
+            kwargs["runId"] = run_id
+        try:
+            await self._client.signal_workflow_execution(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            if remembered and self.echo_guard is not None:
+                self.echo_guard.not_sent(key)
+            return explain(exc)
+        self.sent += 1
+        return None
+
+    def _give_up(self, execution: Execution, signal: Signal, reason: str) -> None:
+        logger.error(
+            "signal %s not delivered to SWF execution %s in domain %s: %s",
+            signal.name,
+            execution[0],
+            self.domain,
+            reason,
+        )
+        self.undelivered.append(Undelivered(execution, signal, reason))
+
+    def _report_leftovers(self) -> None:
+        reason = f"still pending when the bridge closed ({self.drain_timeout}s drain timeout)"
+        for sender in self._senders:
+            for signal, cut_off in sender.leftovers():
+                if cut_off:
+                    self._give_up(
+                        sender.execution,
+                        signal,
+                        f"{reason}; it was being sent and may have reached SWF",
+                    )
+                else:
+                    self._give_up(sender.execution, signal, reason)
+        if self._dispatching is not None:
+            signal, targets = self._dispatching
+            for execution in targets:
+                self._give_up(execution, signal, reason)
+            self._dispatching = None
+        if self._subscription is not None:
+            for signal in self._subscription.receive_nowait_all():
+                for execution in self.executions:
+                    if self._is_target(execution, signal):
+                        self._give_up(execution, signal, reason)
+        if self._drain_timed_out:
+            logger.error("SWF bridge closed before draining: %d undelivered", len(self.undelivered))
+
+    def _close_subscription(self, subscription: Subscription) -> None:
+        self.bus.detach(subscription)
+        subscription._close()
+
+
+def _normalise_executions(executions: Execution | Iterable[Execution]) -> list[Execution]:
+    if (
+        isinstance(executions, tuple)
+        and len(executions) == 2
+        and isinstance(executions[0], str)
+        and (executions[1] is None or isinstance(executions[1], str))
+    ):
+        return [executions]
+    found = [tuple(e) for e in executions]
+    if not found:
+        raise SignalError("executions is empty: give (workflow_id, run_id) pairs to signal")
+    for e in found:
+        if len(e) != 2 or not isinstance(e[0], str) or not e[0]:
+            raise SignalError(f"execution {e!r} is not a (workflow_id, run_id or None) pair")
+    return list(dict.fromkeys(found))

@@ -1,0 +1,204 @@
+"""SWF signals in to the bus: :class:`SwfSignalListener`."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any
+
+import aioboto3
+import anyio
+from aiobotocore.config import AioConfig
+from anyio.abc import TaskGroup
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .._bus import EventBus
+from .._lifecycle import Lifecycle
+from ..errors import SignalError
+from ._client import SwfClientOptions, check_domain, explain, resolve_run
+from ._echo import EchoGuard
+from ._resources import ShieldedExitStack, task_group
+from ._signals import decode_input, execution_source
+
+logger = logging.getLogger("asteps.swf")
+
+# An execution's history ends with one of these; no signal can follow them.
+_CLOSING_EVENTS = frozenset(
+    {
+        "WorkflowExecutionCompleted",
+        "WorkflowExecutionFailed",
+        "WorkflowExecutionTimedOut",
+        "WorkflowExecutionCanceled",
+        "WorkflowExecutionTerminated",
+        "WorkflowExecutionContinuedAsNew",
+    }
+)
+
+
+class SwfSignalListener:
+    """Publish the signals an SWF execution receives on the bus.
+
+    Polls GetWorkflowExecutionHistory every ``poll_interval`` seconds (newest
+    events first, stopping at the last event already seen, so a long history
+    is read once). Each ``WorkflowExecutionSignaled`` event is published under
+    its signal name, its input decoded from JSON when it is JSON, with
+    ``source`` set to the execution. No signal is published twice.
+
+    With an ``echo_guard`` shared with an :class:`SwfSignalBridge`, the
+    signals that bridge sent are not published again; without one, every
+    signal in the history is.
+
+    Opened once (``async with``); it cannot be reopened after it closed.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        domain: str,
+        workflow_id: str,
+        run_id: str | None = None,
+        poll_interval: float = 1.0,
+        echo_guard: EchoGuard | None = None,
+        session: aioboto3.Session | None = None,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        client_config: AioConfig | None = None,
+    ) -> None:
+        if poll_interval <= 0:
+            raise SignalError(f"poll_interval must be positive, got {poll_interval}")
+        self.bus = bus
+        self.domain = domain
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.poll_interval = poll_interval
+        self.echo_guard = echo_guard
+        self.published = 0
+        self.last_event_id = 0
+        self.closed = False
+        """True once the history shows the execution closed: polling stops then."""
+        self._lifecycle = Lifecycle("this SwfSignalListener", SignalError)
+        self._options = SwfClientOptions(session, endpoint_url, region_name, client_config)
+        self._polling = anyio.Lock()
+        self._resources = ShieldedExitStack()
+        self._client: Any = None
+        self._task_group: TaskGroup | None = None
+
+    async def __aenter__(self) -> SwfSignalListener:
+        self._lifecycle.opening()
+        stack = self._resources.open()
+        try:
+            self._client = await self._options.open(stack)
+            await check_domain(self._client, self.domain)
+            self.run_id = await resolve_run(
+                self._client, self.domain, self.workflow_id, self.run_id
+            )
+            if self.echo_guard is not None:
+                self.echo_guard.watch(self.domain, self.workflow_id)
+                stack.callback(self.echo_guard.unwatch, self.domain, self.workflow_id)
+            self._task_group = await stack.enter_async_context(task_group())
+            self._task_group.start_soon(self._poll_forever)
+        except BaseException as exc:
+            self._lifecycle.closing()
+            await self._resources.close(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Stop polling and close the client; calling it again does nothing."""
+        await self._close(None, None, None)
+
+    async def _close(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._lifecycle.closing():
+            return
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()  # the poll loop has no end of its own
+        await self._resources.close(exc_type, exc, tb)
+
+    @property
+    def client(self) -> Any:
+        """The aioboto3 SWF client (for event hooks and advanced use)."""
+        self._lifecycle.check_open()
+        return self._client
+
+    @property
+    def source(self) -> str:
+        """The ``Signal.source`` of the signals this listener publishes."""
+        return execution_source(self.domain, self.workflow_id, self.run_id)
+
+    async def poll_once(self) -> int:
+        """Read the events new since the last poll; publish its signals. Returns
+        how many signals were published."""
+        self._lifecycle.check_open()
+        async with self._polling:  # the poll loop and explicit calls never overlap
+            return await self._poll()
+
+    async def _poll(self) -> int:
+        published = 0
+        for event in await self._new_events():
+            self.last_event_id = max(self.last_event_id, int(event["eventId"]))
+            if event.get("eventType") in _CLOSING_EVENTS:
+                self.closed = True
+            if event.get("eventType") != "WorkflowExecutionSignaled":
+                continue
+            attrs = event.get("workflowExecutionSignaledEventAttributes", {})
+            name = attrs.get("signalName", "")
+            raw = attrs.get("input")
+            if raw is not None and self._is_echo(name, raw):
+                continue  # the bridge sharing our guard sent it: not a new signal
+            await self.bus.publish(name, decode_input(raw), source=self.source)
+            published += 1
+        self.published += published
+        return published
+
+    def _is_echo(self, name: str, raw: str) -> bool:
+        if self.echo_guard is None:
+            return False
+        return self.echo_guard.is_echo((self.domain, self.workflow_id, name, raw))
+
+    async def _new_events(self) -> list[dict[str, Any]]:
+        newest_first: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "domain": self.domain,
+            "execution": {"workflowId": self.workflow_id, "runId": self.run_id},
+            "reverseOrder": True,
+        }
+        while True:
+            try:
+                page = await self._client.get_workflow_execution_history(**kwargs)
+            except ClientError as exc:
+                raise SignalError(
+                    f"cannot read the history of SWF execution {self.workflow_id!r} in domain "
+                    f"{self.domain!r}: {explain(exc)}"
+                ) from exc
+            for event in page.get("events", []):
+                if int(event["eventId"]) <= self.last_event_id:
+                    return newest_first[::-1]
+                newest_first.append(event)
+            token = page.get("nextPageToken")
+            if not token:
+                return newest_first[::-1]
+            kwargs["nextPageToken"] = token
+
+    async def _poll_forever(self) -> None:
+        while not self.closed:
+            try:
+                async with self._polling:
+                    await self._poll()
+            except (SignalError, BotoCoreError) as exc:
+                logger.warning("SWF listener on %s: %s", self.workflow_id, exc)
+            await anyio.sleep(self.poll_interval)
+        logger.info("SWF execution %s closed: its listener stops polling", self.workflow_id)
