@@ -110,23 +110,16 @@ class SwfSignalListener:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._close(exc_type, exc, tb)
-
-    async def aclose(self) -> None:
-        """Stop polling and close the client; calling it again does nothing."""
-        await self._close(None, None, None)
-
-    async def _close(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
         if not self._lifecycle.closing():
             return
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()  # the poll loop has no end of its own
         await self._resources.close(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Stop polling and close the client, as leaving the ``async with``
+        block does; calling it again does nothing."""
+        await self.__aexit__(None, None, None)
 
     @property
     def client(self) -> Any:
