@@ -1,6 +1,7 @@
 """Store URLs, parsed in one place for the CLI, the demo and services.
 
-- ``s3://bucket[/key-root]?endpoint_url=...&region=...&sse=AES256|aws:kms&kms_key_id=...``
+- ``s3://bucket[/key/root]?endpoint_url=...&region=...&sse=AES256|aws:kms&kms_key_id=...&max_concurrency=...``
+  (a key root puts every marker at ``key/root/<prefix><name>``)
 - ``file:///absolute/path`` or ``file:relative/path``
 - ``memory://``
 
@@ -17,6 +18,13 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import StoreError
+from ._s3_args import (
+    check_endpoint_url,
+    check_key_root,
+    check_max_concurrency,
+    check_region,
+    check_sse,
+)
 from .base import DoneStore
 from .file import FileStore
 from .memory import MemoryStore
@@ -28,11 +36,13 @@ _S3_OPTIONS = {"endpoint_url", "region", "sse", "kms_key_id", "max_concurrency"}
 
 @dataclass(frozen=True)
 class StoreURL:
-    """A parsed store URL."""
+    """A parsed store URL: ``location`` is the bucket or the path; ``key_root``
+    (S3 only) is ``""`` or ends with ``/``."""
 
     scheme: str
     location: str
     options: dict[str, str] = field(default_factory=dict)
+    key_root: str = ""
 
 
 def default_store_url() -> str:
@@ -56,37 +66,67 @@ def parse_store_url(url: str) -> StoreURL:
     if scheme == "s3":
         if not parts.netloc:
             raise StoreError(f"store URL {url!r} has no bucket: use s3://my-bucket")
-        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        query = parse_qs(parts.query, keep_blank_values=True)
+        options = {k: v[-1] for k, v in query.items()}
         unknown = set(options) - _S3_OPTIONS
         if unknown:
             raise StoreError(
                 f"store URL {url!r} has unknown option(s) {sorted(unknown)}; "
                 f"known: {sorted(_S3_OPTIONS)}"
             )
-        return StoreURL("s3", parts.netloc, options)
+        try:
+            key_root = check_key_root(unquote(parts.path))
+            _check_s3_options(options)
+        except StoreError as exc:
+            raise StoreError(f"store URL {url!r}: {exc}") from None
+        return StoreURL("s3", parts.netloc, options, key_root)
     raise StoreError(
         f"store URL {url!r} is not understood: use s3://bucket, file:path or memory://"
     )
 
 
+def _check_s3_options(options: dict[str, str]) -> None:
+    if "endpoint_url" in options:
+        check_endpoint_url(options["endpoint_url"], "option endpoint_url")
+    if "region" in options:
+        check_region(options["region"], "option region")
+    if "max_concurrency" in options:
+        value = options["max_concurrency"]
+        try:
+            number = int(value)
+        except ValueError:
+            raise StoreError(f"option max_concurrency {value!r} is not a whole number") from None
+        check_max_concurrency(number, "option max_concurrency")
+    check_sse(
+        options.get("sse"),
+        options.get("kms_key_id"),
+        sse_arg="option sse",
+        kms_arg="option kms_key_id",
+    )
+
+
 @asynccontextmanager
 async def open_store(url: str | None = None) -> AsyncIterator[DoneStore]:
-    """Open the store a URL names (``ASTEPS_STORE`` or ``file:.asteps`` by default)."""
-    parsed = parse_store_url(url or default_store_url())
-    if parsed.scheme == "memory":
-        yield MemoryStore()
-    elif parsed.scheme == "file":
-        yield FileStore(parsed.location)
-    else:
-        from .s3 import S3Store
+    """Open the store a URL names (``ASTEPS_STORE`` or ``file:.asteps`` by default),
+    and close it on leaving the block."""
+    async with _store_for(parse_store_url(url or default_store_url())) as store:
+        yield store
 
-        o = parsed.options
-        async with S3Store(
-            parsed.location,
-            endpoint_url=o.get("endpoint_url"),
-            region_name=o.get("region"),
-            sse=o.get("sse"),
-            sse_kms_key_id=o.get("kms_key_id"),
-            max_concurrency=int(o.get("max_concurrency", 64)),
-        ) as store:
-            yield store
+
+def _store_for(parsed: StoreURL) -> DoneStore:
+    if parsed.scheme == "memory":
+        return MemoryStore()
+    if parsed.scheme == "file":
+        return FileStore(parsed.location)
+    from .s3 import S3Store  # imports aioboto3: only when an S3 store is asked for
+
+    o = parsed.options
+    return S3Store(
+        parsed.location,
+        key_root=parsed.key_root,
+        endpoint_url=o.get("endpoint_url"),
+        region_name=o.get("region"),
+        sse=o.get("sse"),
+        sse_kms_key_id=o.get("kms_key_id"),
+        max_concurrency=int(o.get("max_concurrency", 64)),
+    )

@@ -1,0 +1,90 @@
+"""What an S3Store accepts, checked without importing aioboto3.
+
+``S3Store(...)`` and store URLs (``s3://bucket/key-root?region=...``) check the
+same things here, before any I/O. Each check raises a ``StoreError`` that names
+the argument as the caller spelled it (``region`` in a URL, ``region_name`` in
+Python) and says what a valid value looks like.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from ..errors import StoreError
+
+SSE_MODES = ("AES256", "aws:kms")
+
+# botocore's own rule for region names (botocore.utils.validate_region_name).
+_REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")
+
+
+def parse_bucket(bucket: str) -> tuple[str, str | None]:
+    """Split simpleflow's ``"<host>/<bucket>"`` form into (bucket, endpoint_url).
+
+    ``"my-bucket"`` -> ("my-bucket", None);
+    ``"s3.eu-west-1.amazonaws.com/my-bucket"`` -> ("my-bucket", "https://s3.eu-west-1.amazonaws.com");
+    ``"http://127.0.0.1:5000/my-bucket"`` keeps its scheme.
+    """
+    if not bucket or bucket.endswith("/"):
+        raise StoreError(f"S3 bucket {bucket!r} is empty: give a bucket name or '<host>/<bucket>'")
+    if "/" not in bucket:
+        return bucket, None
+    host, _, name = bucket.rpartition("/")
+    if not host.startswith(("http://", "https://")):
+        host = f"https://{host}"
+    return name, host
+
+
+def check_endpoint_url(value: str, argument: str) -> str:
+    """``value`` if it is an ``http://`` or ``https://`` URL with a host."""
+    if not _is_http_url(value):
+        raise StoreError(
+            f"{argument} {value!r} is not an endpoint URL: use http://host:port or https://host"
+        )
+    return value
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError when the port is not a number)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def check_region(value: str, argument: str) -> str:
+    """``value`` if it is shaped like an AWS region name."""
+    if not _REGION.match(value):
+        raise StoreError(f"{argument} {value!r} is not a region name such as eu-west-1")
+    return value
+
+
+def check_max_concurrency(value: int, argument: str) -> int:
+    """``value`` if it is at least 1."""
+    if value < 1:
+        raise StoreError(f"{argument} must be at least 1, got {value}")
+    return value
+
+
+def check_sse(sse: str | None, kms_key_id: str | None, *, sse_arg: str, kms_arg: str) -> None:
+    """Server-side encryption: none, ``AES256``, or ``aws:kms`` with an optional key id."""
+    if sse is not None and sse not in SSE_MODES:
+        raise StoreError(f"{sse_arg} must be 'AES256' or 'aws:kms', got {sse!r}")
+    if kms_key_id is not None and sse != "aws:kms":
+        raise StoreError(f"{kms_arg} needs {sse_arg}='aws:kms'")
+
+
+def check_key_root(value: str) -> str:
+    """A key root as stored: ``""``, or its segments joined by ``/`` with one ``/``
+    at the end (``"/some/root"`` -> ``"some/root/"``). Empty, ``.`` and ``..``
+    segments are refused: S3 would keep them literally, a file tree would not."""
+    root = value.strip("/")
+    if not root:
+        return ""
+    if any(segment in ("", ".", "..") for segment in root.split("/")):
+        raise StoreError(
+            f"key root {value!r} has an empty, '.' or '..' segment: use a path like 'some/root'"
+        )
+    return root + "/"
