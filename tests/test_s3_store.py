@@ -13,7 +13,8 @@ import pytest
 from aiobotocore.config import AioConfig
 
 from asteps import MarkDoneError, Runner, S3Store, StoreError
-from asteps.stores.s3 import parse_bucket
+from asteps.stores import list_done_many, unmark_matching
+from asteps.stores._s3_args import parse_bucket
 
 PREFIX = "wf/steps/"
 
@@ -90,8 +91,8 @@ async def test_a_marker_written_by_asteps_is_listed_by_simpleflow(
 async def test_list_done_many_lists_every_prefix(s3: S3Store) -> None:
     for i in range(30):
         await s3.mark_done(f"w{i}/steps/", f"s{i % 3}", {})
-    got = await s3.list_done_many(
-        [f"w{i}/steps/" for i in range(30)] + ["nobody/steps/"], concurrency=8
+    got = await list_done_many(
+        s3, [f"w{i}/steps/" for i in range(30)] + ["nobody/steps/"], concurrency=8
     )
     assert got["w4/steps/"] == {"s1"}
     assert got["nobody/steps/"] == frozenset()
@@ -101,7 +102,7 @@ async def test_list_done_many_lists_every_prefix(s3: S3Store) -> None:
 
 async def test_unmark_by_pattern_is_hierarchical(s3: S3Store) -> None:
     await put_markers(s3, PREFIX, ["a", "a.b", "a.b.c", "ab", "b"])
-    assert await s3.unmark_matching(PREFIX, "a") == ["a", "a.b", "a.b.c"]
+    assert await unmark_matching(s3, PREFIX, "a") == ["a", "a.b", "a.b.c"]
     assert await s3.list_done(PREFIX) == {"ab", "b"}
 
 
@@ -172,9 +173,76 @@ def test_bucket_accepts_simpleflows_host_slash_bucket_form(given: str, expected:
     assert parse_bucket(given) == expected
 
 
-def test_bad_sse_is_refused_before_any_request() -> None:
-    with pytest.raises(StoreError, match="sse must be"):
-        S3Store("b", sse="rot13")
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"sse": "rot13"}, "sse must be"),
+        ({"sse_kms_key_id": "k"}, "sse_kms_key_id needs sse='aws:kms'"),
+        ({"endpoint_url": "notaurl"}, "endpoint_url 'notaurl' is not an endpoint URL"),
+        ({"endpoint_url": "http://host:port"}, "endpoint_url .* is not an endpoint URL"),
+        ({"region_name": "bad region"}, "region_name 'bad region' is not a region name"),
+        ({"max_concurrency": 0}, "max_concurrency must be at least 1"),
+        ({"key_root": "a/../b"}, "key root 'a/../b' has an empty, '.' or '..' segment"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_request(
+    arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(StoreError, match=message):
+        S3Store("b", **arguments)
+
+
+async def test_a_bad_region_in_the_environment_is_a_store_error_and_closes_the_store(
+    aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "bad region")
+    store = S3Store("steps", endpoint_url=aws.endpoint_url)
+    with pytest.raises(StoreError, match="cannot open an S3 client for bucket 'steps'"):
+        await store.__aenter__()
+    with pytest.raises(StoreError, match="is closed"):
+        await store.list_done(PREFIX)
+
+
+async def test_aclose_in_a_cancelled_scope_runs_to_its_end(aws: Any) -> None:
+    store = S3Store("steps", endpoint_url=aws.endpoint_url)
+    await store.__aenter__()
+    await store.client.create_bucket(Bucket="steps")  # the HTTP session is open now
+    closed_to_the_end = False
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await store.aclose()  # shielded: the cancellation does not cut it short...
+        closed_to_the_end = True
+        await anyio.lowlevel.checkpoint()  # ...and is delivered at the next checkpoint
+    assert closed_to_the_end
+    assert scope.cancelled_caught
+
+
+async def test_max_concurrency_bounds_every_kind_of_request(aws: Any) -> None:
+    """Counted at the API call, before the connection pool (sized alike) can
+    make anyone wait: only the store's own limit can hold calls back there."""
+    in_flight = peak = calls = 0
+
+    def started(**_: Any) -> None:
+        nonlocal in_flight, peak, calls
+        in_flight += 1
+        calls += 1
+        peak = max(peak, in_flight)
+
+    def finished(**_: Any) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+
+    async with S3Store("steps", endpoint_url=aws.endpoint_url, max_concurrency=2) as store:
+        await store.client.create_bucket(Bucket="steps")
+        store.client.meta.events.register("before-call.s3", started)
+        store.client.meta.events.register("after-call.s3", finished)
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(store.mark_done, f"w{i}/steps/", "a", {})
+                tg.start_soon(store.list_done, f"w{i}/steps/")
+                tg.start_soon(store.unmark, f"w{i}/steps/", ["old"])
+    assert calls == 30
+    assert peak <= 2
 
 
 @pytest.fixture

@@ -9,18 +9,25 @@ reads the body to decide.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
 from .._concurrency import for_each
+from .._lifecycle import Lifecycle, State
 from .._names import covers, validate_patterns
+from ..errors import StoreError
 
 
 @runtime_checkable
 class DoneStore(Protocol):
-    """Where done markers are kept. Implementations: MemoryStore, FileStore, S3Store."""
+    """Where done markers are kept. Implementations: MemoryStore, FileStore, S3Store.
+
+    Every store is an async context manager with ``aclose()``, so any store can
+    be used the same way: ``async with store: ...``.
+    """
 
     async def list_done(self, prefix: str) -> set[str]:
-        """The names of the steps done under ``prefix`` (the prefix stripped)."""
+        """The valid step names directly under ``prefix`` (the prefix stripped)."""
         ...
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
@@ -30,6 +37,57 @@ class DoneStore(Protocol):
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
         """Remove the markers of exactly these names; absent ones are ignored."""
         ...
+
+    async def __aenter__(self) -> Self:
+        """Open the store (acquire what it holds); returns the store."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store: ``await self.aclose()``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the store holds. Idempotent."""
+        ...
+
+
+class HoldsNothing:
+    """The lifecycle of a store that holds no resource (MemoryStore, FileStore).
+
+    Such a store needs no opening: it can be used as soon as it is built. It
+    still follows the rule every asteps resource follows, so that code tested
+    on a local store behaves the same on S3: ``async with`` opens it once (a
+    second open, or one after closing, raises ``StoreError``), ``aclose()`` is
+    idempotent, and a closed store refuses every call.
+    """
+
+    def __init__(self) -> None:
+        self._lifecycle = Lifecycle(f"this {type(self).__name__}", StoreError)
+
+    async def __aenter__(self) -> Self:
+        self._lifecycle.opening()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the store: nothing to release, but later calls are refused."""
+        self._lifecycle.closing()
+
+    def _check_not_closed(self) -> None:
+        if self._lifecycle.state is State.CLOSED:
+            self._lifecycle.check_open()  # raises: "... is closed: create a new one"
 
 
 async def list_done_many(

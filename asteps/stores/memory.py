@@ -5,16 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .._names import is_valid_name
+from .base import HoldsNothing
 
-class MemoryStore:
+
+class MemoryStore(HoldsNothing):
     """Keeps markers in memory, lost with the process.
 
     Markers are grouped by the part of the key before its last ``/`` (the
     "directory", as on disk), so listing one workflow's prefix costs its own
     markers only, not every marker in the store.
+
+    It needs no opening; ``async with`` and ``aclose()`` follow the rule of
+    every store (see ``HoldsNothing``): once closed, it refuses every call.
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._dirs: dict[str, dict[str, Mapping[str, Any]]] = {}
 
     @property
@@ -27,19 +34,23 @@ class MemoryStore:
         }
 
     async def list_done(self, prefix: str) -> set[str]:
+        self._check_not_closed()
         directory, _, start = prefix.rpartition("/")
-        leaves = self._dirs.get(directory, {})
-        if not start:
-            return set(leaves)
         cut = len(start)
-        return {leaf[cut:] for leaf in leaves if leaf.startswith(start)}
+        return {
+            leaf[cut:]
+            for leaf in self._dirs.get(directory, {})
+            if leaf.startswith(start) and is_valid_name(leaf[cut:])
+        }
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
+        self._check_not_closed()
         directory, _, leaf = (prefix + name).rpartition("/")
         # Kept as given, not copied: the runner passes one immutable body per run.
         self._dirs.setdefault(directory, {})[leaf] = body
 
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
+        self._check_not_closed()
         for name in names:
             directory, _, leaf = (prefix + name).rpartition("/")
             self._dirs.get(directory, {}).pop(leaf, None)

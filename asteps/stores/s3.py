@@ -25,44 +25,46 @@ from botocore.exceptions import (
 )
 
 from .._aws import client_config as aws_config
-from ..errors import StoreError
-from .base import list_done_many, unmark_matching
+from .._aws import open_client
+from .._lifecycle import Lifecycle
+from .._names import is_valid_name
+from ..errors import StoreError, describe
+from ._s3_args import (
+    check_endpoint_url,
+    check_key_root,
+    check_max_concurrency,
+    check_region,
+    check_sse,
+    parse_bucket,
+)
 
 DELETE_BATCH = 1000
 """DeleteObjects takes at most 1,000 keys a request."""
-
-
-def parse_bucket(bucket: str) -> tuple[str, str | None]:
-    """Split simpleflow's ``"<host>/<bucket>"`` form into (bucket, endpoint_url).
-
-    ``"my-bucket"`` -> ("my-bucket", None);
-    ``"s3.eu-west-1.amazonaws.com/my-bucket"`` -> ("my-bucket", "https://s3.eu-west-1.amazonaws.com");
-    ``"http://127.0.0.1:5000/my-bucket"`` keeps its scheme.
-    """
-    if not bucket or bucket.endswith("/"):
-        raise StoreError(f"S3 bucket {bucket!r} is empty: give a bucket name or '<host>/<bucket>'")
-    if "/" not in bucket:
-        return bucket, None
-    host, _, name = bucket.rpartition("/")
-    if not host.startswith(("http://", "https://")):
-        host = f"https://{host}"
-    return name, host
 
 
 class S3Store:
     """Done markers in one S3 bucket. Use as an async context manager: it owns
     one aioboto3 client, shared by every runner that uses the store.
 
-    ``sse`` is ``"AES256"`` or ``"aws:kms"`` (with ``sse_kms_key_id``), applied
-    to every marker write. ``client_config`` (an ``AioConfig``) is merged over
-    the defaults: standard retry mode, 5 attempts, ``max_concurrency``
-    connections. Credentials and region come from the usual AWS environment.
+    ``key_root`` (``"some/root"``) is put before every key, so markers live at
+    ``some/root/<prefix><name>``; listings strip it again. ``sse`` is
+    ``"AES256"`` or ``"aws:kms"`` (with ``sse_kms_key_id``), applied to every
+    marker write. ``client_config`` (an ``AioConfig``) is merged over the
+    defaults: standard retry mode, 5 attempts, ``max_concurrency`` connections.
+    At most ``max_concurrency`` requests (listings, writes, deletes) are in
+    flight at once. Credentials and region come from the usual AWS environment.
+
+    Lifecycle: unopened, then opened by ``async with`` (or ``__aenter__``),
+    then closed by leaving the block or ``aclose()``. Opening it twice, or again
+    once closed, raises ``StoreError``; ``aclose()`` may be called any number
+    of times.
     """
 
     def __init__(
         self,
         bucket: str,
         *,
+        key_root: str = "",
         session: aioboto3.Session | None = None,
         endpoint_url: str | None = None,
         region_name: str | None = None,
@@ -72,42 +74,55 @@ class S3Store:
         max_concurrency: int = 64,
     ) -> None:
         self.bucket, host = parse_bucket(bucket)
+        self.key_root = check_key_root(key_root)
+        if endpoint_url is not None:
+            check_endpoint_url(endpoint_url, "endpoint_url")
         self.endpoint_url = endpoint_url or host
-        self.region_name = region_name
-        if sse not in (None, "AES256", "aws:kms"):
-            raise StoreError(f"sse must be None, 'AES256' or 'aws:kms', got {sse!r}")
-        if sse_kms_key_id and sse != "aws:kms":
-            raise StoreError("sse_kms_key_id needs sse='aws:kms'")
-        if max_concurrency < 1:
-            raise StoreError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        self.region_name = None if region_name is None else check_region(region_name, "region_name")
+        check_sse(sse, sse_kms_key_id, sse_arg="sse", kms_arg="sse_kms_key_id")
+        self.max_concurrency = check_max_concurrency(max_concurrency, "max_concurrency")
         self._put_extra: dict[str, str] = {}
         if sse:
             self._put_extra["ServerSideEncryption"] = sse
         if sse_kms_key_id:
             self._put_extra["SSEKMSKeyId"] = sse_kms_key_id
-        self.max_concurrency = max_concurrency
         self._config = aws_config(client_config, max_pool_connections=max_concurrency)
-        self._session = session or aioboto3.Session()
+        self._session = session
+        self._lifecycle = Lifecycle("this S3Store", StoreError)
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._limit = anyio.Semaphore(max_concurrency)
 
     def __repr__(self) -> str:
+        root = f", key_root={self.key_root!r}" if self.key_root else ""
         where = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
-        return f"S3Store({self.bucket!r}{where})"
+        return f"S3Store({self.bucket!r}{root}{where})"
 
     async def __aenter__(self) -> S3Store:
-        if self._stack is not None:
-            raise StoreError("this S3Store is already open; share it instead of reopening")
+        self._lifecycle.opening()
         stack = AsyncExitStack()
-        self._client = await stack.enter_async_context(
-            self._session.client(
+        try:
+            self._client = await open_client(
+                stack,
                 "s3",
+                session=self._session,
                 endpoint_url=self.endpoint_url,
                 region_name=self.region_name,
                 config=self._config,
             )
-        )
+        except BaseException as exc:
+            # Cancelled or failed midway: whatever was opened is closed, and the
+            # closing itself must not be cut short by the same cancellation.
+            self._lifecycle.closing()
+            self._client = None
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+            if isinstance(exc, BotoCoreError):  # a bad profile or region in the environment
+                raise StoreError(
+                    f"cannot open an S3 client for bucket {self.bucket!r}: {describe(exc)}; "
+                    "check AWS_PROFILE, AWS_REGION and the AWS config files"
+                ) from exc
+            raise
         self._stack = stack
         return self
 
@@ -120,93 +135,84 @@ class S3Store:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client; the store can be opened again afterwards."""
+        """Close the client. Idempotent; a closed store cannot be reopened."""
+        if not self._lifecycle.closing():
+            return
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
-            await stack.aclose()
+            with anyio.CancelScope(shield=True):  # a cancelled caller still closes the client
+                await stack.aclose()
 
     @property
     def client(self) -> Any:
         """The aioboto3 S3 client (for event hooks and advanced use)."""
-        if self._client is None:
-            raise StoreError(
-                "S3Store is not open: use 'async with S3Store(...) as store:' before running steps"
-            )
+        self._lifecycle.check_open()
         return self._client
 
     # -- the DoneStore protocol -----------------------------------------------
 
     async def list_done(self, prefix: str) -> set[str]:
+        """The valid step names directly under ``prefix`` (``Delimiter="/"``: deeper
+        keys are not listed), as the file store lists a directory."""
         client = self.client
         names: set[str] = set()
-        cut = len(prefix)
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-        async with self._limit:
-            while True:
-                page = await self._call(client.list_objects_v2, prefix, "list", **kwargs)
-                names.update(obj["Key"][cut:] for obj in page.get("Contents", ()))
-                token = page.get("NextContinuationToken")
-                if not page.get("IsTruncated") or not token:
-                    return names
-                kwargs["ContinuationToken"] = token
+        key_prefix = self.key_root + prefix
+        cut = len(key_prefix)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": key_prefix, "Delimiter": "/"}
+        while True:
+            page = await self._call(client.list_objects_v2, prefix, "list", **kwargs)
+            for obj in page.get("Contents", ()):
+                name = obj["Key"][cut:]
+                if is_valid_name(name):
+                    names.add(name)
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return names
+            kwargs["ContinuationToken"] = token
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
-        client = self.client
-        async with self._limit:
-            await self._call(
-                client.put_object,
-                prefix,
-                "write a marker to",
-                Bucket=self.bucket,
-                Key=prefix + name,
-                Body=json.dumps(dict(body)).encode(),
-                ContentType="application/json",
-                **self._put_extra,
-            )
+        await self._call(
+            self.client.put_object,
+            prefix,
+            "write a marker to",
+            Bucket=self.bucket,
+            Key=self.key_root + prefix + name,
+            Body=json.dumps(dict(body)).encode(),
+            ContentType="application/json",
+            **self._put_extra,
+        )
 
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
         client = self.client
-        keys = [prefix + n for n in dict.fromkeys(names)]
+        keys = [self.key_root + prefix + n for n in dict.fromkeys(names)]
         for start in range(0, len(keys), DELETE_BATCH):
             batch = keys[start : start + DELETE_BATCH]
-            async with self._limit:
-                response = await self._call(
-                    client.delete_objects,
-                    prefix,
-                    "remove markers from",
-                    Bucket=self.bucket,
-                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-                )
+            response = await self._call(
+                client.delete_objects,
+                prefix,
+                "remove markers from",
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
             errors = response.get("Errors") or []
             if errors:
                 first = errors[0]
                 raise StoreError(
                     f"S3 refused to delete {len(errors)} marker(s) in bucket {self.bucket!r} "
-                    f"under {prefix!r}, first {first.get('Key')!r}: {first.get('Code')} "
-                    f"{first.get('Message')}; check s3:DeleteObject is allowed",
+                    f"under {self.key_root + prefix!r}, first {first.get('Key')!r}: "
+                    f"{first.get('Code')} {first.get('Message')}; check s3:DeleteObject "
+                    "is allowed",
                     prefix=prefix,
                 )
 
-    # -- batch helpers ---------------------------------------------------------
-
-    async def list_done_many(
-        self, prefixes: Iterable[str], *, concurrency: int | None = None
-    ) -> dict[str, frozenset[str]]:
-        """Every prefix's done set, listed concurrently (``max_concurrency`` at most)."""
-        return await list_done_many(self, prefixes, concurrency=concurrency or self.max_concurrency)
-
-    async def unmark_matching(
-        self, prefix: str, patterns: str | Iterable[str], *, dry_run: bool = False
-    ) -> list[str]:
-        """Remove every marker a pattern covers (``a`` removes ``a.b``, not ``ab``)."""
-        return await unmark_matching(self, prefix, patterns, dry_run=dry_run)
-
-    # -- errors ----------------------------------------------------------------
+    # -- every request goes through here ------------------------------------------
 
     async def _call(self, method: Any, prefix: str, doing: str, **kwargs: Any) -> Any:
-        where = f"bucket {self.bucket!r} under prefix {prefix!r}"
+        """One request, within the ``max_concurrency`` limit, its errors as StoreError."""
+        where = f"bucket {self.bucket!r} under prefix {self.key_root + prefix!r}"
         try:
-            return await method(**kwargs)
+            async with self._limit:
+                return await method(**kwargs)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
