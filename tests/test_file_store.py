@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from asteps import FileStore, Runner, StoreError, unmark_matching
 from asteps.stores import list_done_many
+from asteps.stores.file import STALE_TMP_AGE, TMP_PREFIX
 
 
 async def test_markers_are_files_at_the_s3_key_path(tmp_path: Path) -> None:
@@ -75,3 +79,70 @@ async def test_a_root_that_is_a_file_gives_a_store_error(tmp_path: Path) -> None
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot write marker"):
         await FileStore(blocker).mark_done("wf/steps/", "a", {})
+
+
+# -- durability, permissions and leftovers ---------------------------------------
+
+
+async def test_stale_temporary_files_are_removed_by_a_listing_fresh_ones_kept(
+    tmp_path: Path,
+) -> None:
+    steps = tmp_path / "wf" / "steps"
+    steps.mkdir(parents=True)
+    stale, fresh = steps / f"{TMP_PREFIX}crashed", steps / f"{TMP_PREFIX}being-written"
+    stale.write_text("half")
+    fresh.write_text("half")
+    an_hour_and_more_ago = time.time() - STALE_TMP_AGE - 60
+    os.utime(stale, (an_hour_and_more_ago, an_hour_and_more_ago))
+
+    assert await FileStore(tmp_path).list_done("wf/steps/") == set()
+    assert sorted(p.name for p in steps.iterdir()) == [fresh.name]
+
+
+async def test_a_leftover_that_cannot_be_removed_does_not_stop_the_listing(
+    tmp_path: Path,
+) -> None:
+    steps = tmp_path / "wf" / "steps"
+    steps.mkdir(parents=True)
+    (steps / "a").write_text("{}")
+    stuck = steps / f"{TMP_PREFIX}stuck"
+    stuck.mkdir()  # unlink() refuses a directory, even for root
+    os.utime(stuck, (0, 0))
+    assert await FileStore(tmp_path).list_done("wf/steps/") == {"a"}
+    assert stuck.is_dir()
+
+
+async def test_every_directory_created_for_a_marker_is_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new directory's entry lives in its parent: each parent is fsynced. The
+    real os.fsync runs; the spy only records which directories it was given."""
+    synced: set[tuple[int, int]] = set()
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.add((st.st_dev, st.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    root = tmp_path / "store"
+    await FileStore(root).mark_done("wf/steps/", "a", {})
+
+    def identity(path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_dev, st.st_ino
+
+    for directory in (tmp_path, root, root / "wf", root / "wf" / "steps"):
+        assert identity(directory) in synced, directory
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=oct)
+async def test_markers_get_the_mode_of_any_new_file(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        await FileStore(tmp_path).mark_done("wf/steps/", "a", {})
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "wf" / "steps" / "a").stat().st_mode)
+    assert oct(mode) == oct(0o666 & ~umask)

@@ -3,9 +3,11 @@ the same layout as S3 keys, so a tree can be synced to a bucket and back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import secrets
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,16 +16,41 @@ import anyio.to_thread
 
 from .._names import is_valid_name
 from ..errors import StoreError
+from .base import HoldsNothing
 
-_TMP = ".tmp-"  # never a valid step name, so never listed
+TMP_PREFIX = ".tmp-"
+"""Temporary files start with this: never a valid step name, so never listed."""
+
+STALE_TMP_AGE = 3600.0
+"""Seconds after which a temporary file is a crashed writer's leftover. No write
+takes this long, so a file this old is never one still being written."""
+
+# O_EXCL: a fresh file, never someone else's. Mode 0666: the kernel takes the
+# umask off, as for any ordinary file (mkstemp's 0600 would hide markers from
+# the other readers of a shared store).
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_FILE_MODE = 0o666
 
 
-class FileStore:
-    """Markers as files under ``root``. Writes are atomic and durable: the
-    content is fsynced before the rename, and the directory after it, so a
-    marker exists only once it is complete and stays after a crash."""
+class FileStore(HoldsNothing):
+    """Markers as files under ``root``.
+
+    Writes are atomic and durable: the content is written to a temporary file
+    and fsynced, renamed into place, and the directory fsynced; every directory
+    created on the way is made durable too (its parent is fsynced). A marker
+    exists only once it is complete, and stays after a crash or a power cut
+    once ``mark_done`` returned. Marker files get the mode of any new file
+    (0666 less the umask).
+
+    A listing also removes the temporary files that crashed writers left in
+    that directory, once they are older than ``STALE_TMP_AGE`` (an hour).
+
+    It needs no opening; ``async with`` and ``aclose()`` follow the rule of
+    every store (see ``HoldsNothing``): once closed, it refuses every call.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__()
         self.root = Path(root)
 
     def _split(self, prefix: str) -> tuple[Path, str]:
@@ -31,12 +58,23 @@ class FileStore:
         return self.root / directory, start
 
     async def list_done(self, prefix: str) -> set[str]:
+        self._check_not_closed()
         return await anyio.to_thread.run_sync(self._list, prefix)
 
     def _list(self, prefix: str) -> set[str]:
         directory, start = self._split(prefix)
+        cut = len(start)
+        names: set[str] = set()
         try:
-            entries = os.listdir(directory)
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    name = entry.name[cut:]
+                    if entry.name.startswith(TMP_PREFIX):
+                        # The listing reads the directory anyway: the cleanup costs
+                        # nothing until a leftover is there.
+                        _remove_if_stale(entry)
+                    elif entry.name.startswith(start) and is_valid_name(name) and entry.is_file():
+                        names.add(name)
         except FileNotFoundError:
             return set()
         except OSError as exc:
@@ -45,22 +83,19 @@ class FileStore:
                 "and is readable",
                 prefix=prefix,
             ) from exc
-        cut = len(start)
-        return {
-            e[cut:]
-            for e in entries
-            if e.startswith(start) and is_valid_name(e[cut:]) and (directory / e).is_file()
-        }
+        return names
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
+        self._check_not_closed()
         await anyio.to_thread.run_sync(self._write, prefix, name, json.dumps(dict(body)))
 
     def _write(self, prefix: str, name: str, content: str) -> None:
         directory, start = self._split(prefix)
         target = directory / (start + name)
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=directory)
+            _make_directories(directory)
+            tmp = directory / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+            fd = os.open(tmp, _CREATE, _FILE_MODE)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(content)
@@ -68,7 +103,7 @@ class FileStore:
                     os.fsync(f.fileno())
                 os.replace(tmp, target)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
                 raise
             _fsync_directory(directory)
         except OSError as exc:
@@ -79,6 +114,7 @@ class FileStore:
             ) from exc
 
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
+        self._check_not_closed()
         await anyio.to_thread.run_sync(self._remove, prefix, list(names))
 
     def _remove(self, prefix: str, names: list[str]) -> None:
@@ -96,8 +132,20 @@ class FileStore:
         return f"FileStore({str(self.root)!r})"
 
 
+def _make_directories(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each durably: a directory's
+    entry lives in its parent, so the parent is fsynced after each creation."""
+    missing: list[Path] = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)  # another writer may have just created it
+        _fsync_directory(new.parent)
+
+
 def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` survive a crash (POSIX; a no-op elsewhere)."""
+    """Make a change of entries in ``directory`` survive a crash (POSIX; a no-op elsewhere)."""
     if not hasattr(os, "O_DIRECTORY"):
         return
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -105,3 +153,11 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _remove_if_stale(entry: os.DirEntry[str]) -> None:
+    """Remove a crashed writer's temporary file once it is older than STALE_TMP_AGE."""
+    # Already gone (another lister) or a read-only store: it is never listed anyway.
+    with contextlib.suppress(OSError):
+        if time.time() - entry.stat().st_mtime > STALE_TMP_AGE:
+            os.unlink(entry.path)
