@@ -3,7 +3,12 @@
 A store knows three things: list the step names done under a prefix, mark one
 done, and remove some. The key of a marker is ``prefix + name`` and its body
 is simpleflow's JSON ``{"run_id", "workflow_id", "version"}``; nothing ever
-reads the body to decide.
+reads the body to decide. Every store is also an async context manager with
+``aclose()``, and lists alike: only valid names directly under the prefix.
+
+The helpers here (``list_done_many``, ``matching``, ``unmark_matching``) serve
+every store through those three methods; no store needs a faster path of its
+own, since each listing or removal is already one request per page or batch.
 """
 
 from __future__ import annotations

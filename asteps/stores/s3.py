@@ -114,7 +114,6 @@ class S3Store:
             # Cancelled or failed midway: whatever was opened is closed, and the
             # closing itself must not be cut short by the same cancellation.
             self._lifecycle.closing()
-            self._client = None
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
             if isinstance(exc, BotoCoreError):  # a bad profile or region in the environment
