@@ -1,0 +1,69 @@
+"""SwfSignalListener against moto's SWF over real HTTP."""
+
+from __future__ import annotations
+
+import anyio
+
+from asteps import EventBus, MemoryStore, Runner
+
+from .conftest import RequestCounter, SwfWorld
+from .test_swf import listener
+
+
+async def test_swf_signals_reach_runner_wait_signal(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    runner = Runner(MemoryStore(), "wf", run_id=run_id)
+    async with listener(swf, runner.bus, "wf", poll_interval=0.05):
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="approve", input='{"by": "ops"}'
+        )
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="note", input="plain text"
+        )
+        approved = await runner.wait_signal("approve", timeout=5)
+        note = await runner.wait_signal("note", timeout=5)
+    assert approved.payload == {"by": "ops"}
+    assert approved.source == f"swf:{swf.domain}/wf/{run_id}"
+    assert note.payload == "plain text"
+
+
+async def test_the_listener_never_publishes_a_signal_twice(swf: SwfWorld) -> None:
+    await swf.start("wf")
+    bus = EventBus()
+    async with bus.subscribe("*") as seen, listener(swf, bus, "wf", poll_interval=3600) as li:
+        for i in range(3):
+            await swf.client.signal_workflow_execution(
+                domain=swf.domain, workflowId="wf", signalName=f"s{i}", input=str(i)
+            )
+        await li.poll_once()  # may race the listener's own first poll: harmless
+        assert await li.poll_once() == 0
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="s3", input="3"
+        )
+        assert await li.poll_once() == 1
+        assert li.published == 4
+        assert [(s.name, s.payload) for s in seen.receive_nowait_all()] == [
+            ("s0", 0),
+            ("s1", 1),
+            ("s2", 2),
+            ("s3", 3),
+        ]
+
+
+async def test_the_listener_stops_polling_a_closed_execution(swf: SwfWorld) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    async with listener(swf, bus, "wf", poll_interval=0.02) as li:
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="last", input="1"
+        )
+        await swf.client.terminate_workflow_execution(
+            domain=swf.domain, workflowId="wf", runId=run_id
+        )
+        with anyio.fail_after(5):
+            await bus.wait("last", include_past=True)
+            while not li.closed:  # noqa: ASYNC110 (a test polling the listener's flag)
+                await anyio.sleep(0.02)
+        counter = RequestCounter().attach(li.client)
+        await anyio.sleep(0.2)  # ten poll intervals
+        assert counter.calls["GetWorkflowExecutionHistory"] == 0
