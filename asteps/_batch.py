@@ -6,25 +6,38 @@ The pipeline (why it looks like this):
                    -> bounded channel -> N workers, each running one workflow
 
 Ids are read lazily, so 100,000 ids never make 100,000 tasks: there are N
-workers and one lister, and at most a couple of chunks of ids in memory. The
-lister fetches the done sets of the next ``concurrency`` workflows at once
-(``list_done_many``) while the workers run the previous ones, and hands each
-runner its done set, so no workflow waits on its own listing.
+workers and one lister, and a couple of chunks of ids waiting at most. The
+lister fetches the done sets of the ids already there (up to ``concurrency``
+at once, ``list_done_many``) while the workers run the previous ones, and
+hands each runner its done set, so no workflow waits on its own listing, and
+an id that arrives alone through a slow pipe starts at once.
+
+Memory per id: every distinct id read is kept in a set (to run duplicates
+once), about 100 bytes per id (a million ids take about 100 MB), plus the
+ids and errors of failed workflows for the summary.
 
 Stopping (Ctrl-C in the CLI) stops reading ids, cancels the workflows in
 flight (cancellation never marks a step done) and reports every id that did
-not finish: in flight, listed but not started, and not yet read.
+not finish: in flight, listed but not started, and not yet read. A store that
+fails (a listing after its retries, or a marker that cannot be written) stops
+the batch the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._flows import Flow
@@ -33,6 +46,11 @@ from ._runner import DEFAULT_PREFIX, Runner
 from ._step import StepOutcome
 from .errors import InvalidStepName, StoreError, describe
 from .stores.base import DoneStore, list_done_many
+
+MAX_LINE_BYTES = 4096
+"""A longer line of an ids file is a bad id (a workflow id has 255 bytes at most)."""
+
+_CHUNK_BYTES = 65536
 
 
 @dataclass
@@ -46,6 +64,16 @@ class WorkflowReport:
     duration: float = 0.0
     outcomes: list[StepOutcome] = field(default_factory=list)
     exception: Exception | None = None
+
+    @property
+    def store_error(self) -> StoreError | None:
+        """The store failure that failed this workflow (a marker not written), if any."""
+        if isinstance(self.exception, StoreError):
+            return self.exception
+        for outcome in self.outcomes:  # the flow may have caught it and gone on
+            if isinstance(outcome.error, StoreError):
+                return outcome.error
+        return None
 
 
 @dataclass
@@ -86,12 +114,214 @@ class BatchSummary:
         }
 
 
-def read_ids(lines: Iterable[str]) -> Iterator[str]:
-    """Workflow ids from lines: stripped, blank lines and ``#`` comments skipped."""
-    for line in lines:
-        wid = line.strip()
+# -- reading ids ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BadId:
+    """A line of an ids file that cannot be a workflow id: not UTF-8, or too long.
+
+    ``text`` is the line as read, undecodable bytes kept as surrogate escapes, so
+    that writing it back with ``errors="surrogateescape"`` gives the same bytes.
+    """
+
+    text: str
+    reason: str
+
+
+def read_ids(chunks: Iterable[bytes]) -> Iterator[str | BadId]:
+    """Workflow ids from bytes (a binary file, or :func:`stream_chunks`), one a line.
+
+    Lines are stripped of ASCII whitespace; blank lines and ``#`` comments are
+    skipped. A line that is not UTF-8, or longer than ``MAX_LINE_BYTES``, is a
+    :class:`BadId` whose reason names its line number: one bad line spoils
+    nothing else.
+    """
+    for number, line in enumerate(_lines(chunks), start=1):
+        if len(line) > MAX_LINE_BYTES:
+            shown = line[:40].decode("utf-8", "surrogateescape") + "..."
+            yield BadId(shown, f"line {number} is longer than {MAX_LINE_BYTES} bytes")
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            shown = line.strip().decode("utf-8", "surrogateescape")
+            yield BadId(shown, f"line {number} is not UTF-8 ({exc.reason} at byte {exc.start})")
+            continue
+        wid = text.strip(" \t\r\n\v\f")
         if wid and not wid.startswith("#"):
             yield wid
+
+
+def stream_chunks(stream: IO[bytes], *, offset: int | None = None) -> Iterator[bytes]:
+    """The bytes of ``stream`` from its position (or from ``offset``, without
+    moving the position), read from its descriptor when it has one."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: an in-memory stream
+        yield from iter(lambda: stream.read(_CHUNK_BYTES), b"")
+        return
+    if offset is not None:
+        while chunk := os.pread(fd, _CHUNK_BYTES, offset):
+            offset += len(chunk)
+            yield chunk
+        return
+    # os.read on the descriptor, not the buffered stream: a thread blocked in
+    # it holds no lock that interpreter shutdown would wait for (stdin's).
+    yield from iter(lambda: os.read(fd, _CHUNK_BYTES), b"")
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines without their newline; a line over MAX_LINE_BYTES is cut to one byte
+    more, so that memory stays bounded whatever the input."""
+    pending = b""
+    skipping = False  # in the rest of a line already given, cut
+    for chunk in chunks:
+        *complete, pending = (pending + chunk).split(b"\n")
+        for line in complete:
+            if skipping:
+                skipping = False
+                continue
+            yield line[: MAX_LINE_BYTES + 1]
+        if len(pending) > MAX_LINE_BYTES:
+            if not skipping:
+                yield pending[: MAX_LINE_BYTES + 1]
+                skipping = True
+            pending = b""
+    if pending and not skipping:
+        yield pending
+
+
+class IdReader:
+    """Ids read from a stream by a thread, so the event loop never waits on a pipe.
+
+    The thread reads ahead at most ``buffer`` ids. ``get`` waits for the next
+    one, ``get_nowait`` takes one already there, and ``rest`` gives every id not
+    taken: to the end of a regular file, or those already read from a pipe that
+    may never close (ids still in the pipe are not read). The thread is a daemon:
+    a pipe held open never keeps the process alive.
+    """
+
+    def __init__(self, stream: IO[bytes], *, buffer: int = 1024) -> None:
+        self._stream = stream
+        self._buffer = buffer
+        self._finite = _is_finite(stream)
+        self._items: deque[str | BadId] = deque()
+        self._lock = threading.Condition()
+        self._ended = False
+        self._error: Exception | None = None
+        self._stopped = False  # what the thread reads from now on is dropped
+        self._draining = False  # read to the end, without waiting for room
+        self._arrived: anyio.Event | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+
+    def start(self) -> None:
+        """Start reading (from inside the event loop)."""
+        self._token = anyio.lowlevel.current_token()
+        threading.Thread(target=self._pump, name="asteps ids reader", daemon=True).start()
+
+    async def get(self) -> str | BadId | None:
+        """The next id, waiting for it; None at the end."""
+        while True:
+            with self._lock:
+                if self._items or self._ended:
+                    return self._take()
+                self._arrived = anyio.Event()
+            await self._arrived.wait()
+
+    def get_nowait(self) -> str | BadId | None:
+        """The next id if one is there; raises ``anyio.WouldBlock`` if none is yet."""
+        with self._lock:
+            if self._items or self._ended:
+                return self._take()
+        raise anyio.WouldBlock
+
+    async def rest(self) -> list[str | BadId]:
+        """Stop reading and return the ids not taken (see the class docstring)."""
+        with self._lock:
+            if not self._finite:
+                self._stopped = True
+                self._lock.notify_all()
+                read = list(self._items)
+                self._items.clear()
+                return read
+            self._draining = True
+            self._lock.notify_all()
+        to_the_end: list[str | BadId] = []
+        while (item := await self.get()) is not None:
+            to_the_end.append(item)
+        return to_the_end
+
+    def _take(self) -> str | BadId | None:
+        if self._items:
+            self._lock.notify_all()  # room for the thread
+            return self._items.popleft()
+        if self._error is not None:
+            raise self._error
+        return None
+
+    def _pump(self) -> None:
+        try:
+            for item in read_ids(stream_chunks(self._stream)):
+                with self._lock:
+                    if self._stopped:
+                        return
+                    self._items.append(item)
+                self._wake()
+                with self._lock:
+                    while len(self._items) >= self._buffer and not (
+                        self._stopped or self._draining
+                    ):
+                        self._lock.wait()
+        except Exception as exc:  # an I/O error: the reader of ids sees it
+            self._error = exc
+        finally:
+            with self._lock:
+                self._ended = True
+            self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(anyio.RunFinishedError):  # nobody is waiting any more
+            anyio.from_thread.run_sync(self._notify, token=self._token)
+
+    def _notify(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
+
+
+def _is_finite(stream: IO[bytes]) -> bool:
+    """A regular file (or one in memory) ends; a pipe, a FIFO or a terminal may not."""
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError):
+        return True
+
+
+class _IterableIds:
+    """Ids from an iterable, as an :class:`IdReader` gives them."""
+
+    def __init__(self, ids: Iterable[str | BadId]) -> None:
+        self._ids = iter(ids)
+
+    async def get(self) -> str | BadId | None:
+        return next(self._ids, None)
+
+    def get_nowait(self) -> str | BadId | None:
+        return next(self._ids, None)
+
+    async def rest(self) -> list[str | BadId]:
+        return list(self._ids)
+
+
+@dataclass
+class _Books:
+    """What a running batch knows about its ids."""
+
+    summary: BatchSummary
+    seen: set[str] = field(default_factory=set)
+    """Every id read (to run duplicates once)."""
+    pending: dict[str, None] = field(default_factory=dict)
+    """Read, valid, not finished; in reading order."""
 
 
 class BatchRun:
@@ -127,12 +357,16 @@ class BatchRun:
         self.on_workflow = on_workflow
         format_prefix(prefix, "check", context)  # a bad template fails before any I/O
 
-    async def run(self, ids: Iterable[str], stop: anyio.Event | None = None) -> BatchSummary:
-        """Run every id (duplicates once). Setting ``stop`` interrupts cleanly."""
-        summary = BatchSummary()
+    async def run(
+        self, ids: Iterable[str | BadId] | IdReader, stop: anyio.Event | None = None
+    ) -> BatchSummary:
+        """Run every id (duplicates once). Setting ``stop`` interrupts cleanly.
+
+        A :class:`BadId` fails as one workflow, with its reason, and the others run.
+        """
+        source = ids if isinstance(ids, IdReader) else _IterableIds(ids)
+        books = _Books(BatchSummary())
         started = time.perf_counter()
-        source = iter(ids)
-        pending: dict[str, None] = {}  # read, not finished; in reading order
         send, receive = anyio.create_memory_object_stream[tuple[str, frozenset[str]]](
             self.concurrency * 2
         )
@@ -142,72 +376,101 @@ class BatchRun:
 
                 async def watch() -> None:
                     await stop.wait()
-                    summary.interrupted = True
+                    books.summary.interrupted = True
                     work.cancel()
 
                 outer.start_soon(watch)
             with work:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._list_ahead, source, send, pending, summary, work)
+                    tg.start_soon(self._list_ahead, source, send, books, work)
                     for _ in range(self.concurrency):
-                        tg.start_soon(self._work, receive.clone(), pending, summary)
+                        tg.start_soon(self._work, receive.clone(), books, work)
                     receive.close()
             outer.cancel_scope.cancel()
+        summary = books.summary
         if summary.interrupted or summary.aborted:
-            rest = (w for w in source if w not in pending)
-            summary.unfinished_ids = list(dict.fromkeys([*pending, *rest]))
+            with anyio.CancelScope(shield=True):  # the ids left are the point of stopping
+                summary.unfinished_ids = [*books.pending, *_new_ids(await source.rest(), books)]
         summary.elapsed = time.perf_counter() - started
         return summary
 
     async def _list_ahead(
         self,
-        source: Iterator[str],
+        source: IdReader | _IterableIds,
         send: MemoryObjectSendStream[tuple[str, frozenset[str]]],
-        pending: dict[str, None],
-        summary: BatchSummary,
+        books: _Books,
         work: anyio.CancelScope,
     ) -> None:
-        seen: set[str] = set()
         async with send:
-            while True:
-                chunk: dict[str, str] = {}  # prefix -> workflow id
-                for wid in source:
-                    if wid in seen:
-                        continue
-                    seen.add(wid)
-                    try:
-                        validate_workflow_id(wid)
-                        chunk[format_prefix(self.prefix, wid, self.context)] = wid
-                    except InvalidStepName as exc:
-                        self._record(WorkflowReport(wid, ok=False, error=str(exc)), summary)
-                        continue
-                    pending[wid] = None
-                    if len(chunk) == self.concurrency:
-                        break
+            while (chunk := await self._next_chunk(source, books)) is not None:
                 if not chunk:
-                    return
+                    continue
                 try:
                     done = await list_done_many(self.store, chunk, concurrency=self.concurrency)
                 except StoreError as exc:
                     # The store is gone (after its retries): stop the batch, but
                     # keep what it did and the ids left, so it can be resumed.
-                    summary.aborted = str(exc)
-                    work.cancel()
+                    self._abort(exc, books.summary, work)
                     return
                 for prefix, wid in chunk.items():
                     await send.send((wid, done[prefix]))
 
+    async def _next_chunk(
+        self, source: IdReader | _IterableIds, books: _Books
+    ) -> dict[str, str] | None:
+        """The next valid ids, prefix -> id: the first one waited for, then those
+        already there, up to ``concurrency``. None once the ids are over."""
+        chunk: dict[str, str] = {}
+        item = await source.get()
+        while item is not None:
+            self._take(item, chunk, books)
+            if len(chunk) == self.concurrency:
+                break
+            try:
+                item = source.get_nowait()
+            except anyio.WouldBlock:
+                break
+        else:
+            if not chunk:
+                return None
+        return chunk
+
+    def _take(self, item: str | BadId, chunk: dict[str, str], books: _Books) -> None:
+        """Add a new, valid id to the chunk; a bad or invalid one fails at once."""
+        wid = item.text if isinstance(item, BadId) else item
+        if wid in books.seen:
+            return
+        books.seen.add(wid)
+        if isinstance(item, BadId):
+            self._record(WorkflowReport(wid, ok=False, error=item.reason), books.summary)
+            return
+        try:
+            validate_workflow_id(wid)
+            chunk[format_prefix(self.prefix, wid, self.context)] = wid
+        except InvalidStepName as exc:
+            self._record(WorkflowReport(wid, ok=False, error=str(exc)), books.summary)
+            return
+        books.pending[wid] = None
+
     async def _work(
         self,
         receive: MemoryObjectReceiveStream[tuple[str, frozenset[str]]],
-        pending: dict[str, None],
-        summary: BatchSummary,
+        books: _Books,
+        work: anyio.CancelScope,
     ) -> None:
         async with receive:
             async for wid, done in receive:
                 report = await self.run_one(wid, done)
-                del pending[wid]
-                self._record(report, summary)
+                del books.pending[wid]
+                self._record(report, books.summary)
+                if (failure := report.store_error) is not None:
+                    self._abort(failure, books.summary, work)
+                    return
+
+    def _abort(self, exc: StoreError, summary: BatchSummary, work: anyio.CancelScope) -> None:
+        if summary.aborted is None:
+            summary.aborted = str(exc)
+        work.cancel()
 
     async def run_one(self, workflow_id: str, done: frozenset[str] | None = None) -> WorkflowReport:
         """Run the flow for one workflow; its failure is reported, not raised."""
@@ -253,6 +516,15 @@ class BatchRun:
         summary.steps.update(report.steps)
         if self.on_workflow is not None:
             self.on_workflow(report, summary)
+
+
+def _new_ids(items: Iterable[str | BadId], books: _Books) -> Iterator[str]:
+    """The ids among ``items`` not read before, each once."""
+    for item in items:
+        wid = item.text if isinstance(item, BadId) else item
+        if wid not in books.seen:
+            books.seen.add(wid)
+            yield wid
 
 
 def _first_error(failed: list[StepOutcome]) -> str:

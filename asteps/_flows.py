@@ -9,7 +9,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -65,6 +65,32 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
             raise FlowError(f"--param {pair!r} must be key=value with a Python identifier as key")
         params[key] = value
     return params
+
+
+def check_params(flow: Flow, params: Mapping[str, str]) -> None:
+    """Refuse parameters the flow cannot take, before any workflow runs.
+
+    A key naming the runner's argument, a key the flow has no parameter for
+    (and no ``**params``), or a required keyword missing: each a
+    :class:`FlowError` that names it.
+    """
+    signature = inspect.signature(flow)
+    runner_arg = next(iter(signature.parameters))
+    if runner_arg in params:
+        raise FlowError(
+            f"--param {runner_arg}=... collides with the flow's runner argument "
+            f"{runner_arg!r}: choose another name"
+        )
+    try:
+        signature.bind(None, **params)
+    except TypeError as exc:
+        accepted = [
+            n
+            for n, p in list(signature.parameters.items())[1:]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        takes = f"; it takes {', '.join(accepted)}" if accepted else "; it takes none"
+        raise FlowError(f"the flow's parameters do not fit: {exc}{takes}") from None
 
 
 def _import(module_part: str, spec: str) -> Any:

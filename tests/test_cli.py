@@ -7,8 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -473,3 +476,258 @@ def test_ctrl_c_during_run_exits_130_without_marking_the_step(tmp_path: Path) ->
     assert process.returncode == 130
     assert "interrupted" in stderr
     assert sorted(p.name for p in (tmp_path / ".asteps" / "w" / "steps").iterdir()) == ["quick"]
+
+
+# -- ids from a slow pipe, signals during the drain, the retry file ------------------
+
+QUICK_OR_STUCK = (
+    "import anyio, pathlib\n"
+    "async def flow(runner, **params):\n"
+    "    async def work():\n"
+    "        if runner.workflow_id.startswith('stuck'):\n"
+    "            pathlib.Path('stuck-started').touch()\n"
+    "            await anyio.sleep_forever()\n"
+    "    await runner.step('only', work)\n"
+)
+
+
+def wait_for(path: Path, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within 60 s"
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def kill_later() -> Iterator[Callable[[subprocess.Popen[str]], subprocess.Popen[str]]]:
+    """Kills the processes given to it after 60 s, so that a test that fails never hangs."""
+    timers: list[threading.Timer] = []
+
+    def watch(process: subprocess.Popen[str]) -> subprocess.Popen[str]:
+        timers.append(threading.Timer(60, process.kill))
+        timers[-1].start()
+        return process
+
+    yield watch
+    for timer in timers:
+        timer.cancel()
+        timer.function()  # type: ignore[call-arg]  (a process still running is killed)
+
+
+def rerun_process(
+    tmp_path: Path, flow: str, *args: str, stdin: int | None = None
+) -> subprocess.Popen[str]:
+    (tmp_path / "flow.py").write_text(flow)
+    return subprocess.Popen(
+        [sys.executable, "-m", "asteps", "rerun", f"{tmp_path / 'flow.py'}:flow", *args],
+        cwd=tmp_path,
+        env={**os.environ, "ASTEPS_STORE": f"file:{tmp_path / 'store'}"},
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_ids_from_a_slow_pipe_run_as_they_arrive_and_ctrl_c_works_meanwhile(
+    tmp_path: Path, kill_later: Callable[[Any], Any]
+) -> None:
+    process = kill_later(
+        rerun_process(
+            tmp_path,
+            QUICK_OR_STUCK,
+            "--ids",
+            "-",
+            "--concurrency",
+            "4",
+            "--failed-file",
+            "left.txt",
+            "--json",
+            "--no-progress",
+            stdin=subprocess.PIPE,
+        )
+    )
+    assert process.stdin is not None
+    process.stdin.write("w1\n")
+    process.stdin.flush()
+    wait_for(tmp_path / "store" / "w1" / "steps" / "only", process)  # before the pipe closes
+    process.stdin.write("stuck\n")
+    process.stdin.flush()
+    wait_for(tmp_path / "stuck-started", process)
+    process.send_signal(signal.SIGINT)  # the pipe is still open
+    returncode = process.wait(timeout=60)
+    stdout, stderr = process.communicate()
+    assert returncode == 130, stderr
+    summary = json.loads(stdout)
+    assert summary["workflows"]["finished"] == 1
+    assert (tmp_path / "left.txt").read_text() == "stuck\n"
+
+
+STUCK_IN_A_THREAD = (
+    "import pathlib, time\n"
+    "def work():\n"
+    "    pathlib.Path('stuck-started').touch()\n"
+    "    while not pathlib.Path('release').exists():\n"
+    "        time.sleep(0.01)\n"
+    "async def flow(runner, **params):\n"
+    "    await runner.step('only', work)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "code"),
+    [
+        (signal.SIGINT, signal.SIGINT, 130),
+        (signal.SIGINT, signal.SIGTERM, 130),
+        (signal.SIGTERM, signal.SIGINT, 143),
+    ],
+)
+def test_a_second_signal_during_the_drain_keeps_the_summary_and_the_retry_file(
+    tmp_path: Path,
+    first: signal.Signals,
+    second: signal.Signals,
+    code: int,
+    kill_later: Callable[[Any], Any],
+) -> None:
+    ids = write_ids(tmp_path / "ids.txt", [f"w{i}" for i in range(10)])
+    process = kill_later(
+        rerun_process(
+            tmp_path,
+            STUCK_IN_A_THREAD,
+            "--ids",
+            ids,
+            "--concurrency",
+            "2",
+            "--failed-file",
+            "left.txt",
+            "--json",
+            "--no-progress",
+        )
+    )
+    wait_for(tmp_path / "stuck-started", process)
+    process.send_signal(first)
+    assert process.stderr is not None
+    seen = ""
+    while "interrupted" not in seen:  # the first signal was taken
+        line = process.stderr.readline()
+        assert line, f"stderr closed: {seen}"
+        seen += line
+    process.send_signal(second)  # the sync step still holds its thread
+    while "stopping, writing the retry file" not in seen:
+        line = process.stderr.readline()
+        assert line, f"stderr closed before the second signal was acknowledged: {seen}"
+        seen += line
+    (tmp_path / "release").touch()
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, seen + stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] is True
+    left = (tmp_path / "left.txt").read_text().split()
+    assert sorted(left) == sorted(summary["unfinished_ids"])
+    assert summary["workflows"]["finished"] + len(left) == 10
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigterm_stops_run_like_ctrl_c(tmp_path: Path, signum: signal.Signals, code: int) -> None:
+    flow = tmp_path / "slow.py"
+    flow.write_text(
+        "import anyio, pathlib\n"
+        "async def flow(runner, **params):\n"
+        "    await runner.step('quick', lambda: None)\n"
+        "    pathlib.Path('started').touch()\n"
+        "    await runner.step('slow', anyio.sleep_forever)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "asteps", "run", f"{flow}:flow", "--workflow-id", "w"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(tmp_path / "started", process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert "interrupted" in stderr
+    assert sorted(p.name for p in (tmp_path / ".asteps" / "w" / "steps").iterdir()) == ["quick"]
+
+
+def test_an_unwritable_retry_file_location_is_refused_before_the_batch(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    ids = write_ids(tmp_path / "ids.txt", ["c1"])
+    for location, message in [
+        ("/nonexistent/dir/retry.txt", "'/nonexistent/dir' is not a directory"),
+        (str(tmp_path), "is a directory"),
+    ]:
+        result = invoke(cli, "rerun", FLOW, "--ids", ids, "--failed-file", location)
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr
+        assert not Path(".asteps").exists()
+
+
+def test_a_retry_file_that_cannot_be_written_at_the_end_goes_to_stderr(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    flow = tmp_path / "vanish.py"
+    flow.write_text(
+        "import shutil\n"
+        "async def flow(runner, **params):\n"
+        "    shutil.rmtree('out', ignore_errors=True)\n"
+        "    raise RuntimeError('always fails')\n"
+    )
+    ids = write_ids(tmp_path / "ids.txt", ["c1", "c2"])
+    result = invoke(
+        cli,
+        "rerun",
+        f"{flow}:flow",
+        "--ids",
+        ids,
+        "--failed-file",
+        "out/retry.txt",
+        "--no-progress",
+    )
+    assert result.exit_code == 1
+    assert "workflows failed" in result.stdout  # the summary
+    assert "could not write the retry file out/retry.txt" in result.stderr
+    assert sorted(result.stderr.split()[-2:]) == ["c1", "c2"]
+
+
+def test_input_is_shown_with_control_characters_escaped(cli: CliRunner, tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"esc\x1b[31mred\nnul\x00x\nrtl\xe2\x80\xaex\n")
+    rerun = invoke(cli, "rerun", FLOW, "--ids", str(ids), "--no-progress")
+    assert rerun.exit_code == 1
+    assert "esc\\x1b[31mred" in rerun.stdout
+    assert "nul\\x00x" in rerun.stdout
+    assert "rtl\\u202ex" in rerun.stdout
+    flow = tmp_path / "loud.py"
+    flow.write_text(
+        "async def flow(runner, **params):\n"
+        "    async def work():\n"
+        "        raise RuntimeError('boom\\x1b[2J')\n"
+        "    await runner.step('only', work)\n"
+    )
+    run = invoke(cli, "-v", "run", f"{flow}:flow", "--workflow-id", "w")
+    assert run.exit_code == 1
+    assert "boom\\x1b[2J" in run.stdout
+    for output in (rerun.output, run.output):
+        assert not any(c in output for c in "\x1b\x00\u202e")
+
+
+def test_run_and_rerun_give_exit_3_when_markers_cannot_be_written(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    ids = [f"c{i}" for i in range(8)]
+    for wid in ids:  # a directory where the marker goes: listing works, writing fails
+        (tmp_path / ".asteps" / wid / "steps" / "fetch.orders").mkdir(parents=True)
+    run = invoke(cli, "run", FLOW, "--workflow-id", "c0")
+    assert run.exit_code == 3
+    rerun = invoke(
+        cli, "rerun", FLOW, "--ids", write_ids(tmp_path / "ids.txt", ids), "--no-progress"
+    )
+    assert rerun.exit_code == 3
+    assert rerun.stderr.count("could not be written") == 1  # one line, not one per workflow
+    assert "rerun stopped: store failed" in rerun.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +13,30 @@ from rich.table import Table
 from .._bus import Signal
 from .._step import StepOutcome
 from ..errors import describe
+
+# Control and format characters, line and paragraph separators, lone
+# surrogates: what could move the cursor, recolour or reorder a terminal.
+_UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that could act on a terminal written as
+    an escape (``\\x1b``, ``\\x00``, ``\\u202e``); anything from input is shown
+    through this."""
+    if text.isprintable():  # the common case: nothing to escape
+        return text
+    return "".join(_escaped(c) if unicodedata.category(c) in _UNSAFE else c for c in text)
+
+
+def cell(text: str) -> str:
+    """Input text for a rich table or message: :func:`printable`, markup escaped."""
+    return escape(printable(text))
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
 
 _STYLE = {"completed": "green", "skipped": "cyan", "failed": "bold red", "planned": "yellow"}
 
@@ -48,13 +73,13 @@ def outcomes_table(outcomes: Iterable[StepOutcome], *, title: str | None = None)
         if o.error is not None:
             why = describe(o.error)
         cells = [
-            escape(o.name),
+            cell(o.name),
             f"[{_STYLE[o.status]}]{o.shown_status}[/]",
             "yes" if o.forced else "",
-            escape(why),
+            cell(why),
         ]
         if with_patterns:
-            cells.append(escape(", ".join(o.patterns)))
+            cells.append(cell(", ".join(o.patterns)))
         cells.append(f"{o.duration * 1000:.1f} ms" if o.status != "planned" else "")
         table.add_row(*cells)
     return table
@@ -81,7 +106,7 @@ def plan_table(outcomes: Iterable[StepOutcome], *, title: str | None = None) -> 
     table.add_column("why")
     for o in outcomes:
         style = "yellow" if o.decision == "run" else "cyan"
-        table.add_row(escape(o.name), f"[{style}]{o.shown_status}[/]", escape(why(o)))
+        table.add_row(cell(o.name), f"[{style}]{o.shown_status}[/]", cell(why(o)))
     return table
 
 
@@ -96,13 +121,11 @@ def signals_table(signals: Iterable[Signal]) -> Table:
         p = s.payload
         if isinstance(p, dict) and {"status", "forced", "reasons"} <= p.keys():
             table.add_row(
-                escape(s.name),
+                cell(s.name),
                 p["status"],
                 "yes" if p["forced"] else "",
-                escape("; ".join(p["reasons"])),
+                cell("; ".join(p["reasons"])),
             )
         else:
-            table.add_row(
-                escape(s.name), "", "", escape(json.dumps(p, sort_keys=True, default=str))
-            )
+            table.add_row(cell(s.name), "", "", cell(json.dumps(p, sort_keys=True, default=str)))
     return table

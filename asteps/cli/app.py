@@ -3,16 +3,17 @@
 Results go to stdout, progress and logs to stderr. Exit codes: 0 success; 1 a
 step or workflow failed (or a confirmation was refused); 2 bad usage or input
 (flow, pattern, name, workflow id, parameter); 3 the store could not be reached
-or used; 130 interrupted (Ctrl-C).
+or used; 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, NoReturn, TypeVar, cast
 
 import anyio
 import click
@@ -23,8 +24,9 @@ from rich.markup import escape
 from .._concurrency import first_exception
 from .._runner import DEFAULT_PREFIX
 from ..errors import AstepsError, FlowError, InvalidStepName, StoreError
+from ._output import printable
 
-EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_STORE = 1, 2, 3
 
 out = Console()
 err = Console(stderr=True)
@@ -33,16 +35,59 @@ T = TypeVar("T")
 
 
 def fail(message: str, code: int) -> NoReturn:
-    """Print ``error: message`` to stderr, unwrapped, and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    """Print ``error: message`` to stderr, unwrapped and escaped, and exit with ``code``."""
+    err.print(f"[bold red]error:[/] {escape(printable(message))}", soft_wrap=True)
     sys.exit(code)
 
 
-def run_async(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-    """Run a command's coroutine; asteps errors become a message and an exit code."""
+class Interruption:
+    """SIGINT and SIGTERM while a command runs.
+
+    The first signal stops the command: it is cancelled, or, for a command that
+    stops itself (``rerun``), ``stop`` is set and the command finishes its
+    summary. Later signals only print ``later``: a clean stop always finishes.
+    """
+
+    def __init__(self, *, cancels: bool = True, later: str = "stopping…") -> None:
+        self.cancels = cancels
+        self.later = later
+        self.signum: int | None = None
+        self.stop: anyio.Event | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports it: 130 SIGINT, 143 SIGTERM."""
+        return 128 + (self.signum or signal.SIGINT)
+
+    async def watch(self, signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+        async for signum in signals:
+            if self.signum is not None:
+                err.print(f"[yellow]{escape(self.later)}[/]")
+                continue
+            self.signum = signum
+            err.print(
+                "[yellow]interrupted: finishing cleanly (in-flight work is cancelled, "
+                "nothing unfinished is marked done)[/]"
+            )
+            assert self.stop is not None
+            self.stop.set()
+            if self.cancels:
+                scope.cancel()
+
+
+def run_async(
+    fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, interruption: Interruption | None = None
+) -> T:
+    """Run a command's coroutine; asteps errors become a message and an exit code.
+
+    SIGINT or SIGTERM cancels it (exit 130 or 143), unless an ``interruption``
+    that does not cancel is given: then the command sees ``interruption.stop``
+    set and ends on its own.
+    """
+    interruption = interruption or Interruption()
     try:
         try:
-            return anyio.run(fn, *args)
+            result = anyio.run(_with_signals, fn, args, interruption)
         except ExceptionGroup as group:  # from a task group: report its first error
             raise first_exception(group) from None
     except (FlowError, InvalidStepName) as exc:
@@ -51,9 +96,24 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         fail(str(exc), EXIT_STORE)
     except AstepsError as exc:
         fail(str(exc), EXIT_FAILED)
-    except KeyboardInterrupt:
-        # asyncio cancelled the run: no step that was cut short is marked done.
-        fail("interrupted; steps cut short were not marked done", EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # before the signal handlers were in place
+        fail("interrupted; steps cut short were not marked done", 128 + signal.SIGINT)
+    if interruption.signum is not None and interruption.cancels:
+        fail("interrupted; steps cut short were not marked done", interruption.exit_code)
+    return cast(T, result)
+
+
+async def _with_signals(
+    fn: Callable[..., Coroutine[Any, Any, T]], args: tuple[Any, ...], interruption: Interruption
+) -> T | None:
+    result: T | None = None
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        interruption.stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(interruption.watch, signals, tg.cancel_scope)
+            result = await fn(*args)
+            tg.cancel_scope.cancel()
+    return result
 
 
 def emit_json(data: Any) -> None:
@@ -117,9 +177,18 @@ def main(verbose: int) -> None:
     click.get_current_context().obj = {"verbose": verbose}
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     handler = RichHandler(console=err, show_path=False, show_time=False)
+    handler.addFilter(_printable_record)
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
     if verbose < 2:
         logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+def _printable_record(record: logging.LogRecord) -> bool:
+    """Log messages carry ids and errors from input: escape them like any output."""
+    message = record.getMessage()
+    if not message.isprintable():
+        record.msg, record.args = printable(message), None
+    return True
 
 
 def guarded(fn: Callable[..., T], *args: Any) -> T:

@@ -12,10 +12,11 @@ import click
 
 from .._bus import Signal
 from .._demo import run_demo
+from .._names import validate_workflow_id
 from .._step import StepOutcome
 from ..stores.file import FileStore
-from ._output import outcome_row, outcomes_table, signals_table
-from .app import EXIT_USAGE, emit_json, fail, json_option, main, out, run_async
+from ._output import cell, outcome_row, outcomes_table, signals_table
+from .app import EXIT_USAGE, emit_json, fail, guarded, json_option, main, out, run_async
 
 Show = Callable[[str, list[StepOutcome], list[Signal]], None]
 
@@ -45,6 +46,7 @@ def demo(root: Path | None, use_s3: bool, workflow_id: str, as_json: bool) -> No
       asteps demo --s3
       asteps demo --json
     """
+    guarded(validate_workflow_id, workflow_id)  # before any store is made
     runs: list[dict[str, Any]] = []
 
     def show(title: str, outcomes: list[StepOutcome], signals: list[Signal]) -> None:
@@ -73,7 +75,7 @@ def demo(root: Path | None, use_s3: bool, workflow_id: str, as_json: bool) -> No
         with tempfile.TemporaryDirectory(prefix="asteps-demo-") as tmp:
             store = FileStore(root or tmp)
             if not as_json:
-                out.print(f"store: {store!r}\n")
+                out.print(f"store: {cell(repr(store))}\n")
             run_async(run_demo, store, workflow_id, show)
     if as_json:
         emit_json(runs)
@@ -89,5 +91,5 @@ async def _demo_s3(workflow_id: str, show: Show, quiet: bool) -> None:
         ) as store:
             await store.client.create_bucket(Bucket="asteps-demo")
             if not quiet:
-                out.print(f"store: {store!r} (in-process moto server)\n")
+                out.print(f"store: {cell(repr(store))} (in-process moto server)\n")
             await run_demo(store, workflow_id, show)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-import signal
+import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,6 @@ from typing import IO
 
 import anyio
 import click
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,14 +24,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .._batch import BatchRun, BatchSummary, WorkflowReport, read_ids
-from .._flows import load_flow, parse_params
-from .._names import validate_patterns
+from .._batch import BatchRun, BatchSummary, IdReader, WorkflowReport, read_ids, stream_chunks
+from .._flows import check_params, load_flow, parse_params
+from .._names import format_prefix, validate_patterns
+from ..errors import StoreError, describe
 from ..stores.urls import open_store
+from ._output import cell
 from .app import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_STORE,
+    EXIT_USAGE,
+    Interruption,
     emit_json,
     err,
     fail,
@@ -53,7 +56,7 @@ from .app import (
     "--ids",
     "ids_file",
     required=True,
-    type=click.File("r"),
+    type=click.File("rb"),
     help="File of workflow ids, one per line ('-' for stdin).",
 )
 @pattern_options
@@ -82,7 +85,7 @@ from .app import (
 @json_option
 def rerun(
     flow: str,
-    ids_file: IO[str],
+    ids_file: IO[bytes],
     force: tuple[str, ...],
     skip: tuple[str, ...],
     reason: str | None,
@@ -97,10 +100,11 @@ def rerun(
 ) -> None:
     """Run FLOW for every workflow id in --ids, at most --concurrency at once.
 
-    Ids are streamed: a file of 100,000 ids never makes 100,000 tasks. Failed
-    workflows' ids are written to a file that --ids takes back to retry
-    exactly those. Ctrl-C stops starting workflows, cancels those in flight
-    (no step is marked that did not finish) and writes the unfinished ids.
+    Ids are streamed: a file of 100,000 ids never makes 100,000 tasks, and ids
+    from a pipe start as they arrive. Failed workflows' ids are written to a
+    file that --ids takes back to retry exactly those. Ctrl-C (or SIGTERM)
+    stops starting workflows, cancels those in flight (no step is marked that
+    did not finish) and writes the unfinished ids.
 
     \b
     Examples:
@@ -111,13 +115,18 @@ def rerun(
     """
     loaded = guarded(load_flow, flow)
     parsed = guarded(parse_params, params)
+    guarded(check_params, loaded, parsed)
     guarded(validate_patterns, [*force, *skip])
-    total = _count_lines(ids_file)
+    guarded(format_prefix, prefix, "check", None)
+    _check_retry_location(failed_file)
+    interruption = Interruption(cancels=False, later="stopping, writing the retry file…")
 
-    async def batch() -> BatchSummary:
-        stop = anyio.Event()
+    async def batch() -> int:
+        assert interruption.stop is not None
+        reader = IdReader(ids_file, buffer=concurrency * 4)
+        total = await anyio.to_thread.run_sync(_count_ids, ids_file)
         with _progress(total, not no_progress) as on_workflow:
-            async with open_store(store_url) as store, anyio.create_task_group() as tg:
+            async with open_store(store_url) as store:
                 run = BatchRun(
                     loaded,
                     store,
@@ -130,64 +139,78 @@ def rerun(
                     dry_run=dry_run,
                     on_workflow=on_workflow,
                 )
-                tg.start_soon(_stop_on_interrupt, stop)
-                summary = await run.run(read_ids(ids_file), stop=stop)
-                tg.cancel_scope.cancel()
-        return summary
+                reader.start()
+                summary = await run.run(reader, stop=interruption.stop)
+        # Still inside the signal handlers: a signal now cannot cut the report short.
+        _report(summary, failed_file, as_json)
+        if summary.aborted:
+            err.print(f"[bold red]error:[/] the batch stopped: {cell(summary.aborted)}")
+            return EXIT_STORE
+        if summary.interrupted:
+            return interruption.exit_code
+        return EXIT_FAILED if summary.failed_ids else 0
 
-    with _quiet_step_failures(not (click.get_current_context().obj or {}).get("verbose")):
-        summary = run_async(batch)
-    retry_file = _write_retry_file(summary, failed_file)
-    if as_json:
-        data = summary.as_dict()
-        data["retry_file"] = str(retry_file) if retry_file else None
-        emit_json(data)
+    with _batch_logs(quiet=not (click.get_current_context().obj or {}).get("verbose")):
+        sys.exit(run_async(batch, interruption=interruption))
+
+
+def _check_retry_location(path: Path | None) -> None:
+    """The retry file must be writable before anything runs, not after."""
+    target = path if path is not None else Path("asteps-failed.txt")
+    directory = target.parent
+    if target.is_dir():
+        problem = "is a directory"
+    elif not directory.is_dir():
+        problem = f"cannot be created: {str(directory)!r} is not a directory"
+    elif not os.access(directory, os.W_OK | os.X_OK) or (
+        target.exists() and not os.access(target, os.W_OK)
+    ):
+        problem = "is not writable"
     else:
-        out.print(_summary_table(summary, retry_file))
-    if summary.aborted:
-        fail(f"the batch stopped: {summary.aborted}", EXIT_STORE)
-    if summary.interrupted:
-        sys.exit(EXIT_INTERRUPTED)
-    if summary.failed_ids:
-        sys.exit(EXIT_FAILED)
+        return
+    where = f"--failed-file {str(target)!r}" if path is not None else "the working directory"
+    fail(
+        f"the retry file {problem} ({where}); give a writable --failed-file",
+        EXIT_USAGE,
+    )
 
 
 @contextmanager
-def _quiet_step_failures(quiet: bool) -> Iterator[None]:
-    """One WARNING per failed step would bury the progress bar; the summary lists
-    the failures, and -v brings the log lines back."""
-    logger = logging.getLogger("asteps")
-    level = logger.level
-    if quiet:
-        logger.setLevel(logging.ERROR)
+def _batch_logs(*, quiet: bool) -> Iterator[None]:
+    """A store failure stops the batch and is said once, in the summary: the
+    runner's log line per workflow that hit it is dropped. Quiet, one WARNING per
+    failed step would bury the progress bar: the summary lists the failures,
+    and -v brings those lines back."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        if not record.name.startswith("asteps"):
+            return True
+        if quiet and record.levelno < logging.ERROR:
+            return False
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any(isinstance(arg, StoreError) for arg in args)
+
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(keep)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for handler in handlers:
+            handler.removeFilter(keep)
 
 
-def _count_lines(stream: IO[str]) -> int | None:
-    """How many ids a seekable file holds (for the ETA); None for a pipe."""
+def _count_ids(stream: IO[bytes]) -> int | None:
+    """How many ids a regular file holds (for the ETA), without moving the
+    reader's position; None for a pipe."""
     try:
-        if not stream.seekable():
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        position = stream.tell()
-        count = sum(1 for _ in read_ids(stream))
-        stream.seek(position)
-        return count
+        offset = os.lseek(fd, 0, os.SEEK_CUR)
     except (OSError, ValueError):
         return None
-
-
-async def _stop_on_interrupt(stop: anyio.Event) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            err.print(
-                "[yellow]interrupted: finishing cleanly (in-flight workflows are "
-                "cancelled, nothing unfinished is marked)[/]"
-            )
-            stop.set()
-            return
+    return sum(1 for _ in read_ids(stream_chunks(stream, offset=offset)))
 
 
 @contextmanager
@@ -223,15 +246,36 @@ def _progress(
         yield on_workflow
 
 
-def _write_retry_file(summary: BatchSummary, path: Path | None) -> Path | None:
+def _report(summary: BatchSummary, path: Path | None, as_json: bool) -> None:
+    """The summary on stdout and the ids to retry in a file; if the file cannot
+    be written after all, the ids go to stderr instead."""
     ids = [*summary.failed_ids, *summary.unfinished_ids]
-    if not ids:
-        return None
-    if path is None:
-        kind = "unfinished" if summary.interrupted or summary.aborted else "failed"
-        path = Path(f"asteps-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
-    path.write_text("".join(f"{wid}\n" for wid in ids), encoding="utf-8")
-    return path
+    retry_file: Path | None = None
+    problem: OSError | None = None
+    if ids:
+        if path is None:
+            kind = "unfinished" if summary.interrupted or summary.aborted else "failed"
+            path = Path(f"asteps-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+        try:
+            # surrogateescape: a line that was not UTF-8 is written back as it came
+            path.write_bytes("".join(f"{wid}\n" for wid in ids).encode("utf-8", "surrogateescape"))
+            retry_file = path
+        except OSError as exc:
+            problem = exc
+    if as_json:
+        data = summary.as_dict()
+        data["retry_file"] = str(retry_file) if retry_file else None
+        emit_json(data)
+    else:
+        out.print(_summary_table(summary, retry_file))
+    if problem is not None:
+        err.print(
+            f"[bold red]error:[/] could not write the retry file {cell(str(path))} "
+            f"({cell(describe(problem))}); the ids to retry:",
+            soft_wrap=True,
+        )
+        for wid in ids:
+            err.print(cell(wid), soft_wrap=True, highlight=False)
 
 
 def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:
@@ -251,7 +295,7 @@ def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:
     rate = summary.finished / summary.elapsed if summary.elapsed else 0.0
     table.add_row("elapsed", f"{summary.elapsed:.1f} s ({rate:,.0f} workflows/s)")
     for wid, error in list(summary.errors.items())[:5]:
-        table.add_row(f"[red]{escape(wid)}[/]", escape(error))
+        table.add_row(f"[red]{cell(wid)}[/]", cell(error))
     if retry_file is not None:
-        table.add_row("retry with", f"--ids {escape(str(retry_file))}")
+        table.add_row("retry with", f"--ids {cell(str(retry_file))}")
     return table

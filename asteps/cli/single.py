@@ -7,15 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from .._batch import BatchRun, WorkflowReport
-from .._flows import load_flow, parse_params
-from .._names import validate_patterns, validate_workflow_id
+from .._flows import check_params, load_flow, parse_params
+from .._names import format_prefix, validate_patterns, validate_workflow_id
 from .._step import StepOutcome
-from ..errors import StoreError
 from ..stores.urls import open_store
-from ._output import outcome_row, outcomes_table, plan_table, why
+from ._output import cell, outcome_row, outcomes_table, plan_table, why
 from .app import (
     EXIT_FAILED,
     EXIT_STORE,
@@ -84,10 +82,13 @@ def _single(
     as_json: bool,
     dry_run: bool,
 ) -> None:
+    # Every input is checked before the store is opened.
     loaded = guarded(load_flow, flow)
     guarded(validate_workflow_id, workflow_id)
     parsed = guarded(parse_params, params)
-    guarded(validate_patterns, [*force, *skip])  # refused before the store is opened
+    guarded(check_params, loaded, parsed)
+    guarded(validate_patterns, [*force, *skip])
+    guarded(format_prefix, prefix, workflow_id, None)
 
     async def one() -> WorkflowReport:
         async with open_store(store_url) as store:
@@ -105,13 +106,13 @@ def _single(
 
     report = run_async(one)
     title = f"plan for workflow {workflow_id}" if dry_run else f"workflow {workflow_id}"
-    _show_report(report, as_json, title=title)
-    if isinstance(report.exception, StoreError):
-        fail(str(report.exception), EXIT_STORE)
+    _show_report(report, as_json, title=cell(title))
+    if (failure := report.store_error) is not None:
+        fail(str(failure), EXIT_STORE)
     if not report.ok:
         if not as_json:
             what = "the flow failed in a dry run" if dry_run else "failed"
-            err.print(f"[bold red]{what}:[/] {escape(report.error or '')}", soft_wrap=True)
+            err.print(f"[bold red]{what}:[/] {cell(report.error or '')}", soft_wrap=True)
         sys.exit(EXIT_FAILED)
 
 

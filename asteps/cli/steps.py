@@ -7,14 +7,14 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
-from .._batch import read_ids
+from .._batch import BadId, read_ids
 from .._concurrency import for_each
-from .._names import format_prefix, validate_name, validate_workflow_id
+from .._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
 from ..stores.base import DoneStore, list_done_many, matching
 from ..stores.urls import default_store_url, open_store
+from ._output import cell
 from .app import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -43,7 +43,7 @@ def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
         "--ids",
         "ids_file",
-        type=click.File("r"),
+        type=click.File("rb"),
         default=None,
         help="File of workflow ids ('-' for stdin).",
     )(fn)
@@ -51,15 +51,21 @@ def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _targets(workflow_id: str | None, ids_file: IO[str] | None) -> list[str]:
+def _targets(workflow_id: str | None, ids_file: IO[bytes] | None, prefix: str) -> list[str]:
+    """The workflows named, every id and its prefix validated before any I/O."""
     if workflow_id is not None and ids_file is None:
         ids = [workflow_id]
     elif ids_file is not None and workflow_id is None:
-        ids = list(dict.fromkeys(read_ids(ids_file)))
+        ids = []
+        for item in dict.fromkeys(read_ids(ids_file)):
+            if isinstance(item, BadId):
+                fail(f"--ids: {item.reason}: {item.text!r}", EXIT_USAGE)
+            ids.append(item)
     else:
         fail("give exactly one of --workflow-id or --ids", EXIT_USAGE)
     for wid in ids:
         guarded(validate_workflow_id, wid)
+        guarded(format_prefix, prefix, wid, None)
     return ids
 
 
@@ -76,7 +82,7 @@ async def _done_sets(store: DoneStore, ids: list[str], prefix: str) -> dict[str,
 @json_option
 def steps_list(
     workflow_id: str | None,
-    ids_file: IO[str] | None,
+    ids_file: IO[bytes] | None,
     store_url: str | None,
     prefix: str,
     as_json: bool,
@@ -88,18 +94,18 @@ def steps_list(
       asteps steps list --workflow-id customer-42
       asteps steps list --ids customers.txt --json
     """
-    ids = _targets(workflow_id, ids_file)
+    ids = _targets(workflow_id, ids_file, prefix)
     done = run_async(_list_steps, ids, store_url, prefix)
     if as_json:
         emit_json({wid: sorted(names) for wid, names in done.items()})
         return
-    table = Table(title=f"done steps ({_store_label(store_url)})", title_justify="left")
+    table = Table(title=cell(f"done steps ({_store_label(store_url)})"), title_justify="left")
     table.add_column("workflow")
     table.add_column("done", justify="right")
     table.add_column("steps")
     for wid in ids:
         names = sorted(done[wid])
-        table.add_row(escape(wid), str(len(names)), escape(", ".join(names)))
+        table.add_row(cell(wid), str(len(names)), cell(", ".join(names)))
     out.print(table)
 
 
@@ -116,7 +122,7 @@ async def _list_steps(ids: list[str], store_url: str | None, prefix: str) -> dic
 @json_option
 def steps_mark(
     workflow_id: str | None,
-    ids_file: IO[str] | None,
+    ids_file: IO[bytes] | None,
     names: tuple[str, ...],
     store_url: str | None,
     prefix: str,
@@ -128,7 +134,7 @@ def steps_mark(
     Examples:
       asteps steps mark --workflow-id customer-42 crawl crawl.pages
     """
-    ids = _targets(workflow_id, ids_file)
+    ids = _targets(workflow_id, ids_file, prefix)
     for name in names:
         guarded(validate_name, name)
     run_async(_mark, ids, names, store_url, prefix)
@@ -159,7 +165,7 @@ async def _mark(ids: list[str], names: tuple[str, ...], store_url: str | None, p
 @json_option
 def steps_unmark(
     workflow_id: str | None,
-    ids_file: IO[str] | None,
+    ids_file: IO[bytes] | None,
     patterns: tuple[str, ...],
     yes: bool,
     dry_run: bool,
@@ -176,16 +182,18 @@ def steps_unmark(
       asteps steps unmark --workflow-id customer-42 report --dry-run
       asteps steps unmark --ids customers.txt export --yes
     """
-    ids = _targets(workflow_id, ids_file)
+    ids = _targets(workflow_id, ids_file, prefix)
+    guarded(validate_patterns, patterns)
     found = run_async(_find_matching, ids, patterns, store_url, prefix)
     removable = {wid: names for wid, names in found.items() if names}
     count = sum(len(n) for n in removable.values())
     if not as_json:
-        table = Table(title=f"markers matching {', '.join(patterns)}", title_justify="left")
+        title = cell(f"markers matching {', '.join(patterns)}")
+        table = Table(title=title, title_justify="left")
         table.add_column("workflow")
         table.add_column("steps to remove")
         for wid, names in removable.items():
-            table.add_row(escape(wid), escape(", ".join(names)))
+            table.add_row(cell(wid), cell(", ".join(names)))
         out.print(table if removable else "nothing matches")
     if dry_run or not removable:
         if as_json:
