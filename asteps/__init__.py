@@ -20,6 +20,9 @@ from .errors import (
     FlowError,
     InvalidStepName,
     MarkDoneError,
+    MarkerBodyError,
+    ResultMissing,
+    ResultNotKept,
     SignalDeliveryError,
     SignalError,
     SignalTimeout,
@@ -29,6 +32,7 @@ from .stores import (
     DoneStore,
     FileStore,
     MemoryStore,
+    ReadsMarkers,
     list_done_many,
     open_store,
     parse_store_url,
@@ -37,7 +41,7 @@ from .stores import (
 
 if TYPE_CHECKING:
     from .stores.s3 import S3Store
-    from .swf import SwfSignalBridge, SwfSignalListener
+    from .swf import EchoGuard, SwfSignalBridge, SwfSignalListener
 
 __version__ = "0.1.0"
 
@@ -45,6 +49,7 @@ __version__ = "0.1.0"
 # on first use, so a service on the file store never pays for them.
 _LAZY = {
     "S3Store": ".stores.s3",
+    "EchoGuard": ".swf",
     "SwfSignalBridge": ".swf",
     "SwfSignalListener": ".swf",
 }
@@ -63,6 +68,7 @@ __all__ = [
     "Chain",
     "Decision",
     "DoneStore",
+    "EchoGuard",
     "EventBus",
     "FileStore",
     "FlowError",
@@ -70,7 +76,11 @@ __all__ = [
     "InvalidStepName",
     "MarkDoneError",
     "Marker",
+    "MarkerBodyError",
     "MemoryStore",
+    "ReadsMarkers",
+    "ResultMissing",
+    "ResultNotKept",
     "Runner",
     "S3Store",
     "Signal",

@@ -73,3 +73,39 @@ def _covering(
     # dict.fromkeys keeps the first occurrence of each reason, in order.
     reasons = tuple(dict.fromkeys(r for p in patterns for r in table[p]))
     return patterns, reasons
+
+
+RESULT_KEPT = "result kept"
+
+
+def decide_with_body(
+    decision: Decision,
+    *,
+    keeps_result: bool,
+    result_problem: str | None,
+    stored_version: object,
+    version: str | None,
+    rerun_on_new_version: bool,
+    on_missing_result: str,
+) -> Decision:
+    """Reconsider a step skipped because it is done, once its marker's body is read.
+
+    1. ``rerun_on_new_version`` and the marker's version differs from the
+       runner's: run, forced, ``"version 1 -> 2"``;
+    2. its kept result is missing or invalid (``result_problem``), with
+       ``on_missing_result="run"``: run, forced, with the problem as reason
+       (``"none"`` and ``"error"`` keep the skip and add the problem as reason;
+       the runner fails the step for ``"error"``);
+    3. otherwise the skip stands, with ``"result kept"`` added when it keeps one.
+
+    Only for a decision ``skip`` that no pattern made (``forced`` is False).
+    """
+    if rerun_on_new_version and stored_version != version:
+        return Decision(run=True, forced=True, reasons=(f"version {stored_version} -> {version}",))
+    if not keeps_result:
+        return decision
+    if result_problem is None:
+        return Decision(run=False, forced=False, reasons=(*decision.reasons, RESULT_KEPT))
+    if on_missing_result == "run":
+        return Decision(run=True, forced=True, reasons=(result_problem,))
+    return Decision(run=False, forced=False, reasons=(*decision.reasons, result_problem))

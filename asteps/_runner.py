@@ -33,11 +33,26 @@ import anyio.lowlevel
 
 from ._bus import EventBus, Signal
 from ._canvas import Chain, close_unawaited, run_activity
-from ._decision import Decision, decide
+from ._decision import Decision, decide, decide_with_body
 from ._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
-from ._step import Activity, Marker, Status, Step, StepOptions, StepOutcome
-from .errors import MarkDoneError, describe
-from .stores.base import DoneStore
+from ._results import (
+    DEFAULT_MAX_RESULT_BYTES,
+    RESULT_KEY,
+    KeptResult,
+    check_keep,
+    decode_result,
+    encode_result,
+)
+from ._step import Activity, Marker, OnMissingResult, Status, Step, StepOptions, StepOutcome
+from .errors import (
+    AstepsError,
+    MarkDoneError,
+    MarkerBodyError,
+    ResultMissing,
+    ResultNotKept,
+    describe,
+)
+from .stores.base import DoneStore, ReadsMarkers
 
 logger = logging.getLogger("asteps")
 
@@ -52,6 +67,7 @@ class Runner:
     decisions are made against the real done list but no activity runs and
     nothing is written or signalled. ``done``, when given, is used as the done
     list instead of listing the store (batch reruns list many at once).
+    ``max_result_bytes`` bounds the JSON of a kept result (``keep_result``).
     """
 
     def __init__(
@@ -66,6 +82,7 @@ class Runner:
         context: Mapping[str, Any] | None = None,
         dry_run: bool = False,
         done: Iterable[str] | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         self.workflow_id = validate_workflow_id(workflow_id)
         self.prefix = format_prefix(prefix, workflow_id, context)
@@ -74,6 +91,7 @@ class Runner:
         self.version = version
         self.bus = bus if bus is not None else EventBus()
         self.dry_run = dry_run
+        self.max_result_bytes = max_result_bytes
         self.outcomes: list[StepOutcome] = []
         """Every step's outcome, in the order the steps finished."""
         self.markers: list[Marker] = []
@@ -135,11 +153,24 @@ class Runner:
         closed.
         """
         alternative = options.get("activities_if_step_already_done")
+        keep = options.get("keep_result", False)
+        kept = KeptResult()
         try:
             validate_name(name)
             deps = options.get("force_steps_if_executed")
             patterns = validate_patterns(deps) if deps else None
+            check_keep(keep)
+            on_missing = _check_on_missing(options.get("on_missing_result", "run"))
+            rerun_on_new_version = options.get("rerun_on_new_version", False)
             decision = await self._decide(name, options.get("force", False), patterns)
+            if (keep or rerun_on_new_version) and not decision.run and not decision.forced:
+                # Done, and only its marker's body can tell whether that stands.
+                # Read outside the lock, so that many bodies are read at once.
+                decision, kept = await self._decide_with_body(
+                    name, decision, keep, on_missing, rerun_on_new_version
+                )
+                if decision.run and patterns:
+                    self.add_forced_steps(patterns, reason=f"Dep of {name}")
         except BaseException:
             close_unawaited(activities, alternative)  # it will never run
             raise
@@ -147,6 +178,10 @@ class Runner:
         if self.dry_run:
             close_unawaited(activities, alternative)
             outcome = _outcome(name, "planned", decision)
+        elif kept.problem is not None and on_missing == "error":
+            close_unawaited(activities, alternative)
+            missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
+            outcome = await self._failed(name, decision, missing, time.perf_counter(), bubbles)
         elif decision.run:
             close_unawaited(alternative)
             execution = _Execution(
@@ -158,11 +193,13 @@ class Runner:
                 self._body,
                 self._done,
                 self._record,
+                keep,
+                self.max_result_bytes,
             )
             outcome = await self._execute(execution, bubbles)
         else:
             close_unawaited(activities)
-            outcome = await self._skip(name, alternative, decision, bubbles)
+            outcome = await self._skip(name, alternative, decision, bubbles, kept.value)
         if options.get("emit_signal", False) and outcome.status in ("completed", "skipped"):
             await self.bus.publish(f"step.{name}", self._signal_payload(outcome))
         self.outcomes.append(outcome)
@@ -198,6 +235,37 @@ class Runner:
         )
         return decision
 
+    async def _decide_with_body(
+        self,
+        name: str,
+        decision: Decision,
+        keep: object,
+        on_missing: OnMissingResult,
+        rerun_on_new_version: bool,
+    ) -> tuple[Decision, KeptResult]:
+        if not isinstance(self.store, ReadsMarkers):
+            raise AstepsError(
+                f"{self.store!r} cannot read marker bodies, which keep_result and "
+                "rerun_on_new_version need: give it read_marker(prefix, name), or use "
+                "MemoryStore, FileStore or S3Store"
+            )
+        try:
+            body = await self.store.read_marker(self.prefix, name)
+        except MarkerBodyError as exc:
+            body, kept = None, KeptResult(problem=f"result invalid: {exc}")
+        else:
+            kept = decode_result(body, keep) if keep else KeptResult()
+        decision = decide_with_body(
+            decision,
+            keeps_result=bool(keep),
+            result_problem=kept.problem,
+            stored_version=(body or {}).get("version"),
+            version=self.version,
+            rerun_on_new_version=rerun_on_new_version,
+            on_missing_result=on_missing,
+        )
+        return decision, kept
+
     def _signal_payload(self, outcome: StepOutcome) -> dict[str, Any]:
         return {
             "workflow_id": self.workflow_id,
@@ -214,7 +282,8 @@ class Runner:
         started = time.perf_counter()
         try:
             await EXECUTED_STEP_PHASES.run(ex)
-        except MarkDoneError as exc:
+        except (MarkDoneError, ResultNotKept) as exc:
+            # The work is done but not marked: raised, with the result in hand.
             await self._record(ex.name, "failed", ex.decision, error=exc)
             logger.error("%s: %s", self.workflow_id, exc)
             outcome = _outcome(ex.name, "failed", ex.decision, started, ex.result, exc)
@@ -228,13 +297,20 @@ class Runner:
         return _outcome(ex.name, "completed", ex.decision, started, ex.result)
 
     async def _skip(
-        self, name: str, alternative: Activity | None, decision: Decision, bubbles: bool
+        self,
+        name: str,
+        alternative: Activity | None,
+        decision: Decision,
+        bubbles: bool,
+        kept_result: Any,
     ) -> StepOutcome:
         started = time.perf_counter()
-        result: Any = None
+        result = kept_result
         try:
             if alternative is not None:
-                result = await run_activity(alternative)
+                alternative_result = await run_activity(alternative)
+                if kept_result is None:  # a kept result is what the step returns
+                    result = alternative_result
             await self._record(name, "skipped", decision)
         except Exception as exc:
             return await self._failed(name, decision, exc, started, bubbles)
@@ -288,6 +364,8 @@ class _Execution:
         "body",
         "decision",
         "done",
+        "keep_result",
+        "max_result_bytes",
         "name",
         "prefix",
         "ran",
@@ -306,6 +384,8 @@ class _Execution:
         body: Mapping[str, Any],
         done: set[str] | None,
         record: _Record,
+        keep_result: object,
+        max_result_bytes: int,
     ) -> None:
         self.name = name
         self.decision = decision
@@ -315,6 +395,8 @@ class _Execution:
         self.body = body
         self.done = done
         self.record = record
+        self.keep_result = keep_result
+        self.max_result_bytes = max_result_bytes
         self.ran = False
         self.result: Any = None
 
@@ -339,8 +421,15 @@ async def _mark_done(ex: _Execution) -> _Execution:
     # A step cancelled while its activities ran (a sync activity's thread
     # cannot be interrupted, and finishes first) must not be marked done.
     await anyio.lowlevel.checkpoint_if_cancelled()
+    body = ex.body
+    if ex.keep_result:  # the result goes in the same single write as the marker
+        try:
+            value = encode_result(ex.result, ex.keep_result, ex.max_result_bytes)
+        except ValueError as exc:
+            raise ResultNotKept(ex.name, ex.result, str(exc)) from exc
+        body = {**body, RESULT_KEY: value}
     try:
-        await ex.store.mark_done(ex.prefix, ex.name, ex.body)
+        await ex.store.mark_done(ex.prefix, ex.name, body)
     except Exception as exc:
         raise MarkDoneError(ex.name, ex.result, prefix=ex.prefix, cause=exc) from exc
     if ex.done is not None:
@@ -376,6 +465,12 @@ def _outcome(
         patterns=decision.patterns,
         duration=0.0 if started is None else time.perf_counter() - started,
     )
+
+
+def _check_on_missing(value: object) -> OnMissingResult:
+    if value not in ("run", "none", "error"):
+        raise ValueError(f"on_missing_result must be 'run', 'none' or 'error', got {value!r}")
+    return value
 
 
 def _add(table: dict[str, list[str]], patterns: list[str], reason: str | None) -> None:

@@ -17,6 +17,8 @@ Activity: TypeAlias = Callable[..., Any] | tuple[Any, ...] | Awaitable[Any]
 a coroutine or other awaitable, or a :class:`~asteps.Chain` / :class:`~asteps.Group`
 (which are awaitables). See :func:`asteps.run_activity`."""
 
+OnMissingResult = Literal["run", "none", "error"]
+
 Status = Literal["completed", "skipped", "failed", "planned"]
 """``planned`` appears only in dry runs, where nothing is executed."""
 
@@ -36,6 +38,14 @@ class StepOptions(TypedDict, total=False):
     """Patterns of the dependent steps to force when this step runs."""
     bubbles_exception_on_failure: bool
     """Raise the activities' exception instead of returning a failed outcome."""
+    keep_result: Any
+    """``True`` or a type: keep the result in the done marker and return it when
+    the step is skipped because it is done (validated as that type, if a type)."""
+    on_missing_result: OnMissingResult
+    """A done step whose kept result is missing or invalid: ``"run"`` it again
+    (the default), skip it with ``"none"`` as result, or fail with ``"error"``."""
+    rerun_on_new_version: bool
+    """Run a done step again when its marker was written by another version."""
 
 
 class Step(BaseModel):
@@ -54,6 +64,9 @@ class Step(BaseModel):
     emit_signal: bool = False
     force_steps_if_executed: list[str] = Field(default_factory=list)
     bubbles_exception_on_failure: bool = False
+    keep_result: Any = False
+    on_missing_result: OnMissingResult = "run"
+    rerun_on_new_version: bool = False
 
     def __init__(self, name: str, activities: Activity, **options: Unpack[StepOptions]) -> None:
         # Validate here rather than in a field validator: pydantic would wrap
@@ -83,6 +96,9 @@ class Step(BaseModel):
             emit_signal=self.emit_signal,
             force_steps_if_executed=self.force_steps_if_executed,
             bubbles_exception_on_failure=self.bubbles_exception_on_failure,
+            keep_result=self.keep_result,
+            on_missing_result=self.on_missing_result,
+            rerun_on_new_version=self.rerun_on_new_version,
         )
 
 

@@ -38,6 +38,10 @@ class StoreError(AstepsError):
         self.prefix = prefix
 
 
+class MarkerBodyError(StoreError):
+    """A marker's body is not the JSON object asteps and simpleflow write."""
+
+
 class MarkDoneError(StoreError):
     """A step's work completed, but its done marker could not be written.
 
@@ -55,6 +59,27 @@ class MarkDoneError(StoreError):
         self.step = step
         self.result = result
         self.__cause__ = cause
+
+
+class ResultNotKept(AstepsError):
+    """A step with ``keep_result`` completed, but its result cannot be kept (not
+    JSON-able, or over ``max_result_bytes``), so the step is *not* marked done.
+
+    The result is in :attr:`result`; the step runs again next time.
+    """
+
+    def __init__(self, step: str, result: Any, why: str) -> None:
+        super().__init__(
+            f"step {step!r} completed but was not marked done: {why}; the result is in "
+            ".result and the step will run again next time"
+        )
+        self.step = step
+        self.result = result
+
+
+class ResultMissing(AstepsError):
+    """A done step's kept result is missing or invalid, and the step was asked
+    to fail in that case (``on_missing_result="error"``)."""
 
 
 class SignalError(AstepsError):

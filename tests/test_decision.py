@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asteps import decide
-from asteps._decision import ALREADY_PLAYED
+from asteps._decision import ALREADY_PLAYED, decide_with_body
 
 NONE: dict[str, list[str]] = {}
 
@@ -47,3 +47,53 @@ def test_decision_names_the_patterns_that_decided() -> None:
     d = decide("a.b", force=False, forced={"a": ["r"], "c": ["q"]}, skipped={}, done=())
     assert d.patterns == ("a",)
     assert d.action == "run"
+
+
+DONE = decide("a", force=False, forced={}, skipped={}, done={"a"})
+
+
+@pytest.mark.parametrize(
+    ("keeps", "problem", "stored", "rerun_on_new_version", "on_missing", "expected"),
+    [
+        (True, None, None, False, "run", (False, False, (ALREADY_PLAYED, "result kept"))),
+        (True, "result missing", None, False, "run", (True, True, ("result missing",))),
+        (
+            True,
+            "result missing",
+            None,
+            False,
+            "none",
+            (False, False, (ALREADY_PLAYED, "result missing")),
+        ),
+        (
+            True,
+            "result missing",
+            None,
+            False,
+            "error",
+            (False, False, (ALREADY_PLAYED, "result missing")),
+        ),
+        (False, None, "1", True, "run", (True, True, ("version 1 -> 2",))),
+        (False, None, "2", True, "run", (False, False, (ALREADY_PLAYED,))),
+        (False, None, "1", False, "run", (False, False, (ALREADY_PLAYED,))),
+        (True, "result missing", "1", True, "run", (True, True, ("version 1 -> 2",))),
+    ],
+)
+def test_a_done_step_is_reconsidered_once_its_body_is_read(
+    keeps: bool,
+    problem: str | None,
+    stored: str | None,
+    rerun_on_new_version: bool,
+    on_missing: str,
+    expected: tuple[bool, bool, tuple[str, ...]],
+) -> None:
+    decision = decide_with_body(
+        DONE,
+        keeps_result=keeps,
+        result_problem=problem,
+        stored_version=stored,
+        version="2",
+        rerun_on_new_version=rerun_on_new_version,
+        on_missing_result=on_missing,
+    )
+    assert (decision.run, decision.forced, decision.reasons) == expected

@@ -3,7 +3,7 @@
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import DoneStore, list_done_many, matching, unmark_matching
+from .base import DoneStore, ReadsMarkers, list_done_many, matching, unmark_matching
 from .file import FileStore
 from .memory import MemoryStore
 from .urls import default_store_url, open_store, parse_store_url
@@ -15,6 +15,7 @@ __all__ = [
     "DoneStore",
     "FileStore",
     "MemoryStore",
+    "ReadsMarkers",
     "S3Store",
     "default_store_url",
     "list_done_many",

@@ -2,9 +2,11 @@
 
 A store knows three things: list the step names done under a prefix, mark one
 done, and remove some. The key of a marker is ``prefix + name`` and its body
-is simpleflow's JSON ``{"run_id", "workflow_id", "version"}``; nothing ever
-reads the body to decide. Every store is also an async context manager with
-``aclose()``, and lists alike: only valid names directly under the prefix.
+is simpleflow's JSON ``{"run_id", "workflow_id", "version"}`` (plus
+``"result"`` for a step that keeps its result). A body is read only for steps
+that keep a result or rerun on a new version (``read_marker``). Every store
+is also an async context manager with ``aclose()``, and lists alike: only
+valid names directly under the prefix.
 
 The helpers here (``list_done_many``, ``matching``, ``unmark_matching``) serve
 every store through those three methods; no store needs a faster path of its
@@ -13,6 +15,7 @@ own, since each listing or removal is already one request per page or batch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -20,7 +23,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from .._concurrency import for_each
 from .._lifecycle import Lifecycle, State
 from .._names import covers, validate_patterns
-from ..errors import StoreError
+from ..errors import MarkerBodyError, StoreError
 
 
 @runtime_checkable
@@ -59,6 +62,34 @@ class DoneStore(Protocol):
     async def aclose(self) -> None:
         """Release what the store holds. Idempotent."""
         ...
+
+
+@runtime_checkable
+class ReadsMarkers(Protocol):
+    """A store that can read a marker's body, as every store asteps ships can.
+
+    Only steps with ``keep_result`` or ``rerun_on_new_version`` read bodies; a
+    store of your own without ``read_marker`` serves every other step.
+    """
+
+    async def read_marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
+        """The body of marker ``name`` under ``prefix``; None when there is no marker.
+
+        Raises :class:`~asteps.errors.MarkerBodyError` when the body is not a
+        JSON object.
+        """
+        ...
+
+
+def parse_body(raw: bytes | str, where: str) -> Mapping[str, Any]:
+    """A marker body as written by asteps or simpleflow: a JSON object."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise MarkerBodyError(f"marker {where} is not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise MarkerBodyError(f"marker {where} holds a {type(body).__name__}, not a JSON object")
+    return body
 
 
 class HoldsNothing:

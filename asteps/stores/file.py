@@ -16,7 +16,7 @@ import anyio.to_thread
 
 from .._names import is_valid_name
 from ..errors import StoreError
-from .base import HoldsNothing
+from .base import HoldsNothing, parse_body
 
 TMP_PREFIX = ".tmp-"
 """Temporary files start with this: never a valid step name, so never listed."""
@@ -112,6 +112,21 @@ class FileStore(HoldsNothing):
                 "writable and the disk is not full",
                 prefix=prefix,
             ) from exc
+
+    async def read_marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
+        self._check_not_closed()
+        return await anyio.to_thread.run_sync(self._read, prefix, name)
+
+    def _read(self, prefix: str, name: str) -> Mapping[str, Any] | None:
+        directory, start = self._split(prefix)
+        path = directory / (start + name)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read marker {path}: {exc.strerror}", prefix=prefix) from exc
+        return parse_body(raw, str(path))
 
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
         self._check_not_closed()

@@ -49,6 +49,11 @@ class MemoryStore(HoldsNothing):
         # Kept as given, not copied: the runner passes one immutable body per run.
         self._dirs.setdefault(directory, {})[leaf] = body
 
+    async def read_marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
+        self._check_not_closed()
+        directory, _, leaf = (prefix + name).rpartition("/")
+        return self._dirs.get(directory, {}).get(leaf)
+
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
         self._check_not_closed()
         for name in names:

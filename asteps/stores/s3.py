@@ -37,6 +37,7 @@ from ._s3_args import (
     check_sse,
     parse_bucket,
 )
+from .base import parse_body
 
 DELETE_BATCH = 1000
 """DeleteObjects takes at most 1,000 keys a request."""
@@ -181,6 +182,24 @@ class S3Store:
             **self._put_extra,
         )
 
+    async def read_marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
+        """One GetObject; None when the marker does not exist."""
+        key = self.key_root + prefix + name
+
+        async def get_body() -> bytes | None:
+            try:
+                response = await self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            async with response["Body"] as stream:
+                raw: bytes = await stream.read()
+            return raw
+
+        raw = await self._call(get_body, prefix, "read a marker from")
+        return None if raw is None else parse_body(raw, f"s3://{self.bucket}/{key}")
+
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
         client = self.client
         keys = [self.key_root + prefix + n for n in dict.fromkeys(names)]
@@ -223,7 +242,7 @@ class S3Store:
             ):
                 hint = (
                     "access denied: check the credentials in use and that the policy allows "
-                    "s3:ListBucket, s3:PutObject and s3:DeleteObject on this prefix"
+                    "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on this prefix"
                 )
             else:
                 hint = f"S3 answered {code or status}: {error.get('Message', exc)}"

@@ -1,0 +1,85 @@
+"""Kept results: a step's result as JSON in its done marker's body, and back.
+
+Why in the marker: the step is marked done and its result kept in one write,
+so a marker never exists without its result (or the reverse), and a skipped
+step reads one body to get it back. Values go through pydantic's
+``TypeAdapter``: models, dataclasses, datetimes and the like become JSON, and
+with a type (``keep_result=MyModel``) come back as that type.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic.errors import PydanticSchemaGenerationError
+
+RESULT_KEY = "result"
+"""The key of the kept result in a marker's body."""
+DEFAULT_MAX_RESULT_BYTES = 256 * 1024
+
+
+def _adapter(keep: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(Any if keep is True else keep)
+
+
+def check_keep(keep: Any) -> None:
+    """``keep_result`` is False, True, or a type pydantic can validate."""
+    if keep is True or keep is False:
+        return
+    try:
+        _adapter(keep)
+    except (PydanticSchemaGenerationError, TypeError) as exc:
+        raise TypeError(
+            f"keep_result must be True or a type pydantic can validate (a model, a "
+            f"dataclass, list[int], ...), got {keep!r}"
+        ) from exc
+
+
+def encode_result(result: Any, keep: Any, max_bytes: int) -> Any:
+    """The result as JSON data, ready for the marker body.
+
+    Raises ``ValueError`` with a message that says what to do when the result
+    cannot be turned into JSON or its JSON is over ``max_bytes``.
+    """
+    try:
+        value = _adapter(keep).dump_python(result, mode="json")
+        size = len(json.dumps(value).encode("utf-8"))
+    except Exception as exc:  # pydantic and json raise several kinds
+        raise ValueError(
+            f"its result ({type(result).__name__}) cannot be written as JSON: {exc}; "
+            "return JSON-able data, a pydantic model or a dataclass"
+        ) from exc
+    if size > max_bytes:
+        raise ValueError(
+            f"its result is {size:,} bytes of JSON, over max_result_bytes={max_bytes:,}: store "
+            "the data elsewhere (an S3 object, a file) and return a reference to it"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class KeptResult:
+    """What a marker body holds for a step that keeps its result."""
+
+    value: Any = None
+    problem: str | None = None
+    """``"result missing"`` or ``"result invalid: <why>"``; None when the value is good."""
+
+
+def decode_result(body: Mapping[str, Any] | None, keep: Any) -> KeptResult:
+    """The kept result in ``body``, validated against ``keep`` when it is a type."""
+    if body is None or RESULT_KEY not in body:
+        return KeptResult(problem="result missing")
+    raw = body[RESULT_KEY]
+    if keep is True:
+        return KeptResult(raw)
+    try:
+        return KeptResult(_adapter(keep).validate_python(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "value"
+        return KeptResult(problem=f"result invalid: {where}: {first['msg']}")

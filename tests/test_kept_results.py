@@ -1,0 +1,290 @@
+"""Results that survive a skip, and steps that rerun when their version changes.
+
+A step with ``keep_result`` writes its result in its done marker's body (one
+write); when it is later skipped because it is done, the runner reads that one
+body and returns the result. Run on every store asteps ships.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from asteps import (
+    FileStore,
+    MemoryStore,
+    Runner,
+    S3Store,
+    Step,
+    StepOutcome,
+)
+from asteps._decision import ALREADY_PLAYED
+from asteps.errors import AstepsError, ResultNotKept
+
+
+class Export(BaseModel):
+    rows: int
+    path: str
+    at: dt.datetime
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+EXPORT = Export(rows=1200, path="s3://exports/42.csv", at=dt.datetime(2026, 11, 27, 10, 0))
+
+
+@pytest.fixture(params=["memory", "file", "s3"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield MemoryStore()
+    elif request.param == "file":
+        yield FileStore(tmp_path / "store")
+    else:
+        aws = request.getfixturevalue("aws")  # a clean moto server
+        async with S3Store("steps", endpoint_url=aws.endpoint_url, session=aws.session()) as s3:
+            await s3.client.create_bucket(Bucket="steps")
+            yield s3
+
+
+def counting(result: Any) -> tuple[list[int], Any]:
+    calls: list[int] = []
+
+    async def activity() -> Any:
+        calls.append(1)
+        return result
+
+    return calls, activity
+
+
+async def test_a_typed_result_comes_back_on_the_next_run_equal_and_of_its_type(store: Any) -> None:
+    calls, export = counting(EXPORT)
+    first = await Runner(store, "wf").step("export", export, keep_result=Export)
+    second = await Runner(store, "wf").step("export", export, keep_result=Export)
+
+    assert calls == [1]
+    assert first.result == EXPORT
+    assert second.status == "skipped"
+    assert isinstance(second.result, Export)
+    assert second.result == EXPORT
+    assert second.reasons == [ALREADY_PLAYED, "result kept"]
+
+
+async def test_the_result_is_in_the_marker_body_beside_simpleflows_keys(store: Any) -> None:
+    runner = Runner(store, "wf", run_id="r1", version="3")
+    await runner.step("p", lambda: Point(1, 2), keep_result=Point)
+    body = await store.read_marker("wf/steps/", "p")
+    assert body == {"run_id": "r1", "workflow_id": "wf", "version": "3", "result": {"x": 1, "y": 2}}
+
+
+async def test_keep_result_true_returns_the_json_data(store: Any) -> None:
+    await Runner(store, "wf").step("a", lambda: {"when": dt.date(2026, 1, 2)}, keep_result=True)
+    again = await Runner(store, "wf").step("a", lambda: None, keep_result=True)
+    assert again.result == {"when": "2026-01-02"}
+
+
+async def test_a_second_step_uses_the_first_ones_result_on_every_run(store: Any) -> None:
+    async def flow(runner: Runner) -> StepOutcome:
+        fetched = await runner.step("fetch", lambda: [3, 1, 2], keep_result=list[int])
+        return await runner.step("sum", (lambda xs: sum(xs), fetched.result))
+
+    assert (await flow(Runner(store, "wf"))).result == 6
+    await store.unmark("wf/steps/", ["sum"])
+    assert (await flow(Runner(store, "wf"))).result == 6
+
+
+async def test_a_forced_step_recomputes_and_rewrites_its_result(store: Any) -> None:
+    await Runner(store, "wf").step("n", lambda: 1, keep_result=int)
+    forced = await Runner(store, "wf").step("n", lambda: 2, keep_result=int, force=True)
+    again = await Runner(store, "wf").step("n", lambda: 3, keep_result=int)
+    assert (forced.status, forced.result) == ("completed", 2)
+    assert (again.status, again.result) == ("skipped", 2)
+
+
+async def test_a_marker_without_a_result_runs_the_step_again_with_a_reason(store: Any) -> None:
+    await Runner(store, "wf").step("n", lambda: 1)  # keeps nothing
+    outcome = await Runner(store, "wf").step("n", lambda: 5, keep_result=int)
+    assert (outcome.status, outcome.forced, outcome.reasons) == (
+        "completed",
+        True,
+        ["result missing"],
+    )
+    assert (await store.read_marker("wf/steps/", "n"))["result"] == 5
+
+
+async def test_a_result_that_fails_validation_runs_the_step_again(store: Any) -> None:
+    await Runner(store, "wf").step("n", lambda: "not a number", keep_result=True)
+    outcome = await Runner(store, "wf").step("n", lambda: 7, keep_result=int)
+    assert outcome.status == "completed"
+    assert outcome.reasons[0].startswith("result invalid: ")
+
+
+async def test_on_missing_result_none_skips_with_no_result(store: Any) -> None:
+    await Runner(store, "wf").step("n", lambda: 1)
+    outcome = await Runner(store, "wf").step(
+        "n", lambda: 5, keep_result=int, on_missing_result="none"
+    )
+    assert (outcome.status, outcome.result) == ("skipped", None)
+    assert outcome.reasons == [ALREADY_PLAYED, "result missing"]
+
+
+async def test_on_missing_result_error_fails_the_step_clearly(store: Any) -> None:
+    await Runner(store, "wf").step("n", lambda: 1)
+    outcome = await Runner(store, "wf").step(
+        "n", lambda: 5, keep_result=int, on_missing_result="error"
+    )
+    assert outcome.status == "failed"
+    assert "is done but result missing" in str(outcome.error)
+
+
+async def test_an_oversize_result_is_refused_and_the_step_not_marked(store: Any) -> None:
+    runner = Runner(store, "wf", max_result_bytes=1000)
+    with pytest.raises(ResultNotKept, match=r"over max_result_bytes=1,000.*reference") as raised:
+        await runner.step("big", lambda: "x" * 2000, keep_result=True)
+    assert raised.value.result == "x" * 2000
+    assert runner.outcomes[-1].status == "failed"
+    assert runner.outcomes[-1].result == "x" * 2000
+    assert await store.list_done("wf/steps/") == set()
+
+
+async def test_a_result_that_is_not_json_is_refused_and_the_step_not_marked(store: Any) -> None:
+    with pytest.raises(ResultNotKept, match="cannot be written as JSON"):
+        await Runner(store, "wf").step("obj", lambda: object(), keep_result=True)
+    assert await store.list_done("wf/steps/") == set()
+
+
+async def test_a_new_version_reruns_a_done_step_with_the_versions_as_reason(store: Any) -> None:
+    calls, work = counting(None)
+    await Runner(store, "wf", version="1").step("a", work, rerun_on_new_version=True)
+    same = await Runner(store, "wf", version="1").step("a", work, rerun_on_new_version=True)
+    new = await Runner(store, "wf", version="2").step("a", work, rerun_on_new_version=True)
+    after = await Runner(store, "wf", version="2").step("a", work, rerun_on_new_version=True)
+    assert calls == [1, 1]
+    assert same.status == "skipped"
+    assert (new.status, new.forced, new.reasons) == ("completed", True, ["version 1 -> 2"])
+    assert after.status == "skipped"
+
+
+async def test_a_rerun_on_a_new_version_forces_the_steps_dependents(store: Any) -> None:
+    await Runner(store, "wf", version="1").step("a", lambda: None)
+    await Runner(store, "wf", version="1").step("b", lambda: None)
+    runner = Runner(store, "wf", version="2")
+    await runner.step("a", lambda: None, rerun_on_new_version=True, force_steps_if_executed=["b"])
+    b = await runner.step("b", lambda: None)
+    assert (b.status, b.reasons) == ("completed", ["Dep of a"])
+
+
+async def test_a_dry_run_reads_the_bodies_and_says_why(store: Any) -> None:
+    await Runner(store, "wf").step("kept", lambda: 1, keep_result=int)
+    await Runner(store, "wf").step("bare", lambda: 1)
+    plan = Runner(store, "wf", dry_run=True)
+    kept = await plan.step("kept", lambda: 1, keep_result=int)
+    missing = await plan.step("bare", lambda: 1, keep_result=int)
+    assert (kept.decision, kept.reasons, kept.result) == (
+        "skip",
+        [ALREADY_PLAYED, "result kept"],
+        None,
+    )
+    assert (missing.decision, missing.reasons) == ("run", ["result missing"])
+
+
+async def test_a_step_model_keeps_its_result_too(store: Any) -> None:
+    await Runner(store, "wf").submit(Step("s", lambda: 4, keep_result=int))
+    again = await Runner(store, "wf").submit(Step("s", lambda: 0, keep_result=int))
+    assert again.result == 4
+
+
+async def test_keep_result_must_be_true_or_a_type() -> None:
+    with pytest.raises(TypeError, match="keep_result must be True or a type"):
+        await Runner(MemoryStore(), "wf").step("s", lambda: 1, keep_result=object())
+
+
+class ListOnlyStore:
+    """A user's own store with the three methods of the protocol, and no read_marker."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+
+    async def list_done(self, prefix: str) -> set[str]:
+        return await self.inner.list_done(prefix)
+
+    async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
+        await self.inner.mark_done(prefix, name, body)
+
+    async def unmark(self, prefix: str, names: Any) -> None:
+        await self.inner.unmark(prefix, names)
+
+
+async def test_a_store_without_read_marker_works_for_steps_that_keep_nothing() -> None:
+    store = ListOnlyStore()
+    await Runner(store, "wf").step("a", lambda: 1)
+    assert (await Runner(store, "wf").step("a", lambda: 1)).status == "skipped"
+    await Runner(store, "wf").step("k", lambda: 1, keep_result=int)
+    with pytest.raises(AstepsError, match="cannot read marker bodies"):
+        await Runner(store, "wf").step("k", lambda: 1, keep_result=int)
+
+
+async def test_a_corrupt_body_on_the_file_store_runs_the_step_again(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await Runner(store, "wf").step("a", lambda: 1, keep_result=int)
+    (tmp_path / "wf" / "steps" / "a").write_text("{not json")
+    outcome = await Runner(store, "wf").step("a", lambda: 2, keep_result=int)
+    assert outcome.status == "completed"
+    assert outcome.reasons[0].startswith("result invalid")
+    assert json.loads((tmp_path / "wf" / "steps" / "a").read_text())["result"] == 2
+
+
+# -- on S3 (moto over HTTP): simpleflow's markers, and the request budget -------
+
+
+async def test_a_marker_written_by_simpleflow_has_no_result_so_the_step_runs_again(
+    s3: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio.to_thread
+    from simpleflow.step.tasks import MarkStepDoneTask
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", aws.endpoint_url)
+    await anyio.to_thread.run_sync(MarkStepDoneTask("steps", "wf/steps", "export").execute)
+    outcome = await Runner(s3, "wf").step("export", lambda: EXPORT, keep_result=Export)
+    assert (outcome.status, outcome.reasons) == ("completed", ["result missing"])
+    again = await Runner(s3, "wf").step("export", lambda: None, keep_result=Export)
+    assert again.result == EXPORT
+
+
+async def test_a_rerun_reads_only_the_bodies_of_the_steps_that_keep_results(s3: Any) -> None:
+    async def flow(runner: Runner) -> None:
+        for i in range(10):
+            keep = int if i < 3 else False
+            await runner.step(f"s{i}", lambda i=i: i, keep_result=keep)
+
+    await flow(Runner(s3, "wf"))
+    s3.counter.clear()
+    await flow(Runner(s3, "wf"))
+    assert dict(s3.counter.calls) == {"ListObjectsV2": 1, "GetObject": 3}
+
+
+async def test_kept_results_of_concurrent_steps_are_read_concurrently(s3: Any) -> None:
+    import anyio
+
+    for i in range(5):
+        await Runner(s3, "wf").step(f"k{i}", lambda i=i: i, keep_result=int)
+    runner = Runner(s3, "wf")
+    results: dict[str, Any] = {}
+
+    async def one(i: int) -> None:
+        results[f"k{i}"] = (await runner.step(f"k{i}", lambda: -1, keep_result=int)).result
+
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(one, i)
+    assert results == {f"k{i}": i for i in range(5)}
