@@ -515,4 +515,7 @@ def test_a_steps_options_are_declared_once_for_step_runner_step_and_submit() -> 
         "emit_signal": True,
         "force_steps_if_executed": ["b"],
         "bubbles_exception_on_failure": False,
+        "keep_result": False,
+        "on_missing_result": "run",
+        "rerun_on_new_version": False,
     }
