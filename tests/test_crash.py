@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from asteps._names import is_valid_name
+
 FLOW = """
 import anyio, pathlib
 
@@ -51,7 +53,9 @@ def rerun(tmp_path: Path) -> subprocess.Popen[bytes]:
 
 
 def markers(tmp_path: Path) -> set[str]:
-    return {f"{p.parent.parent.name}.{p.name}" for p in (tmp_path / "store").glob("*/steps/*")}
+    """Marker files (a killed writer's temporary files are not markers)."""
+    found = (tmp_path / "store").glob("*/steps/*")
+    return {f"{p.parent.parent.name}.{p.name}" for p in found if is_valid_name(p.name)}
 
 
 def work_done(tmp_path: Path) -> set[str]:
