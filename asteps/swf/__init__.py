@@ -10,9 +10,19 @@
 - :class:`EchoGuard`, shared by a bridge and a listener on one execution,
   keeps the listener from publishing again what the bridge sent.
 
+Distributed batch reruns (``asteps swf init | submit | worker | status``):
+
+- :class:`SwfWorker` polls a task list and runs one flow for its executions
+  (the decider in ``_decider`` is a pure function of a history);
+- :func:`submit` starts one execution per workflow id, its input built and
+  checked by :func:`prepare`; :func:`swf_status` counts them by state;
+- :func:`init_domain` registers the domain and the ``asteps.flow`` types.
+
 The modules, by role: ``_client`` (the SWF client: opening, checks, errors),
 ``_signals`` (a signal's SWF input and source), ``_echo`` (the echo guard),
-``bridge`` and ``listener``. Import from here (or from ``asteps``).
+``bridge`` and ``listener``; ``_types`` (type names, an execution's input),
+``_decider``, ``_activity`` (one attempt), ``worker``, ``_submit``, ``status``,
+``_registration``. Import from here (or from ``asteps``).
 
 Why it works this way:
 
@@ -35,21 +45,52 @@ Why it works this way:
 """
 
 from ..errors import SignalDeliveryError, SignalError
+from ._activity import FlowReport
 from ._client import Execution
+from ._decider import RetryPolicy, decide
 from ._echo import EchoGuard
+from ._registration import init_domain
 from ._signals import SWF_INPUT_LIMIT, execution_source, swf_input
+from ._submit import SubmitSummary, prepare, submit
+from ._types import (
+    DEFAULT_TASK_LIST,
+    FLOW_TYPE,
+    FlowInput,
+    FlowInputError,
+    SwfError,
+    SwfNotSetUp,
+)
 from .bridge import SwfSignalBridge, Undelivered
 from .listener import SwfSignalListener
+from .status import SwfStatus, swf_status
+from .worker import SwfWorker, WorkerStats
 
 __all__ = [
+    "DEFAULT_TASK_LIST",
+    "FLOW_TYPE",
     "SWF_INPUT_LIMIT",
     "EchoGuard",
     "Execution",
+    "FlowInput",
+    "FlowInputError",
+    "FlowReport",
+    "RetryPolicy",
     "SignalDeliveryError",
     "SignalError",
+    "SubmitSummary",
+    "SwfError",
+    "SwfNotSetUp",
     "SwfSignalBridge",
     "SwfSignalListener",
+    "SwfStatus",
+    "SwfWorker",
     "Undelivered",
+    "WorkerStats",
+    "decide",
     "execution_source",
+    "init_domain",
+    "prepare",
+    "submit",
     "swf_input",
+    "swf_status",
 ]

@@ -1,0 +1,600 @@
+"""``asteps swf init | submit | worker | status``: batch reruns spread over
+machines by Amazon SWF.
+
+Credentials, region and endpoint come from the standard AWS environment
+(``AWS_PROFILE``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``...) or ``--endpoint-url``.
+Exit codes as for ``rerun``: 0 ok; 1 some ids refused (submit); 2 bad usage
+or input, or the domain is not set up; 3 SWF or the store could not be
+reached or used; 130 interrupted (143 for SIGTERM; a worker stops cleanly
+and exits 0).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from .._batch import IdReader
+from .._flows import parse_params
+from ..errors import FlowError, InvalidStepName, StoreError, describe
+from ..swf._activity import FlowReport
+from ..swf._client import SwfClientOptions
+from ..swf._decider import RetryPolicy
+from ..swf._registration import DEFAULT_RETENTION_DAYS, init_domain
+from ..swf._submit import Outcome, SubmitSummary, prepare, submit
+from ..swf._types import DEFAULT_TASK_LIST, DEFAULT_VERSION, FlowInputError, SwfError, SwfNotSetUp
+from ..swf.status import STATES, SwfStatus, parse_duration, swf_status
+from ..swf.worker import SwfWorker
+from ._output import cell
+from .app import (
+    EXIT_FAILED,
+    EXIT_STORE,
+    EXIT_USAGE,
+    Interruption,
+    emit_json,
+    err,
+    fail,
+    guarded,
+    json_option,
+    main,
+    out,
+    param_option,
+    pattern_options,
+    prefix_option,
+    run_async,
+    store_option,
+)
+from .rerun import _check_retry_location, _count_ids
+
+
+@main.group()
+def swf() -> None:
+    """Batch reruns on Amazon SWF: durable, spread over any number of machines.
+
+    One SWF execution per workflow id runs the flow with a Runner, as `asteps
+    run` does; SWF hands the work to workers, times out a worker that died and
+    gives its work to another, and never runs one workflow id twice at once.
+
+    \b
+    Examples:
+      asteps swf init --domain exports
+      asteps swf worker flows.py:flow --domain exports --store s3://my-markers
+      asteps swf submit flows.py:flow --domain exports --ids customers.txt --force export
+      asteps swf status --domain exports --since 1d --failed-file failed.txt
+    """
+
+
+def swf_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--domain, --endpoint-url, --json."""
+    fn = json_option(fn)
+    fn = click.option(
+        "--endpoint-url",
+        default=None,
+        metavar="URL",
+        help="SWF endpoint (default: $AWS_ENDPOINT_URL, else AWS's for the region).",
+    )(fn)
+    return click.option("--domain", required=True, help="The SWF domain.")(fn)
+
+
+def task_list_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--task-list", default=DEFAULT_TASK_LIST, show_default=True, help="SWF task list."
+    )(fn)
+
+
+def version_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--type-version",
+        "version",
+        default=DEFAULT_VERSION,
+        show_default=True,
+        help="Version of the asteps.flow workflow and activity types.",
+    )(fn)
+
+
+def _run_swf(fn: Callable[..., Coroutine[Any, Any, int]], **kwargs: Any) -> int:
+    """Run a command's coroutine; SWF not set up exits 2, unreachable exits 3."""
+
+    async def guarded_swf() -> int:
+        try:
+            return await fn()
+        except SwfNotSetUp as exc:
+            err.print(f"[bold red]error:[/] {cell(str(exc))}", soft_wrap=True)
+            return EXIT_USAGE
+        except SwfError as exc:
+            err.print(f"[bold red]error:[/] {cell(str(exc))}", soft_wrap=True)
+            return EXIT_STORE
+
+    return run_async(guarded_swf, **kwargs)
+
+
+# -- init ------------------------------------------------------------------------
+
+
+@swf.command()
+@swf_options
+@click.option(
+    "--retention-days",
+    default=DEFAULT_RETENTION_DAYS,
+    show_default=True,
+    type=click.IntRange(1, 90),
+    help="Days SWF keeps closed executions (what `status` can see).",
+)
+@version_option
+def init(
+    domain: str, endpoint_url: str | None, as_json: bool, retention_days: int, version: str
+) -> None:
+    """Register the domain and the asteps.flow types where missing (idempotent).
+
+    \b
+    Examples:
+      asteps swf init --domain exports
+      asteps swf init --domain exports --retention-days 90
+    """
+
+    async def register() -> int:
+        async with _swf_client(endpoint_url) as client:
+            created = await init_domain(
+                client, domain, retention_days=retention_days, version=version
+            )
+        if as_json:
+            emit_json({"domain": domain, "created": created})
+        elif created:
+            for what in created:
+                out.print(f"created {cell(what)}")
+        else:
+            out.print(f"domain {cell(domain)} and its asteps.flow types exist: nothing to create")
+        return 0
+
+    sys.exit(_run_swf(register))
+
+
+# -- submit ----------------------------------------------------------------------
+
+
+@swf.command(name="submit")
+@click.argument("flow")
+@swf_options
+@click.option(
+    "--ids",
+    "ids_file",
+    required=True,
+    type=click.File("rb"),
+    help="File of workflow ids, one per line ('-' for stdin).",
+)
+@task_list_option
+@pattern_options
+@param_option
+@click.option(
+    "--rps",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="At most this many executions started per second (SWF throttles).",
+)
+@click.option(
+    "--concurrency",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Start calls in flight at once.",
+)
+@click.option(
+    "--failed-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the ids to retry (default: asteps-refused-<time>.txt).",
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="Store URL the workers use for these executions (default: each worker's --store).",
+)
+@prefix_option
+@click.option(
+    "--decision-timeout",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="Seconds a worker may hold a decision task (SWF gives it to another after).",
+)
+@version_option
+@click.option("--no-progress", is_flag=True, help="No live progress bar on stderr.")
+def submit_command(
+    flow: str,
+    domain: str,
+    endpoint_url: str | None,
+    as_json: bool,
+    ids_file: IO[bytes],
+    task_list: str,
+    force: tuple[str, ...],
+    skip: tuple[str, ...],
+    reason: str | None,
+    params: tuple[str, ...],
+    rps: float,
+    concurrency: int,
+    failed_file: Path | None,
+    store_url: str | None,
+    prefix: str,
+    decision_timeout: int,
+    version: str,
+    no_progress: bool,
+) -> None:
+    """Start one SWF execution of FLOW per workflow id in --ids.
+
+    Everything is checked first (the flow loads, its parameters fit, patterns,
+    ids, the input's size); then executions start, at most --rps a second.
+    An id whose execution is open is "already running", not an error. Refused
+    ids go to a retry file that --ids takes back.
+
+    \b
+    Examples:
+      asteps swf submit flows.py:flow --domain exports --ids customers.txt
+      asteps swf submit flows.py:flow --domain exports --ids - --force export --reason "v2"
+      asteps swf status --domain exports --failed-file f.txt && \\
+        asteps swf submit flows.py:flow --domain exports --ids f.txt
+    """
+    parsed = guarded(parse_params, params)
+    try:
+        spec = prepare(
+            flow,
+            params=parsed,
+            force=force,
+            skip=skip,
+            reason=reason,
+            prefix=prefix,
+            store=store_url,
+        )
+    except (FlowError, InvalidStepName, FlowInputError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except StoreError as exc:
+        fail(str(exc), EXIT_STORE)
+    _check_retry_location(failed_file)
+    interruption = Interruption(cancels=False, later="stopping, writing the retry file…")
+
+    async def start_all() -> int:
+        assert interruption.stop is not None
+        reader = IdReader(ids_file, buffer=concurrency * 4)
+        total = await anyio.to_thread.run_sync(_count_ids, ids_file)
+        with _submit_progress(total, not no_progress) as on_id:
+            reader.start()
+            summary = await submit(
+                spec,
+                reader,
+                domain=domain,
+                task_list=task_list,
+                version=version,
+                rps=rps,
+                concurrency=concurrency,
+                decision_timeout=decision_timeout,
+                stop=interruption.stop,
+                on_id=on_id,
+                endpoint_url=endpoint_url,
+            )
+        _submit_report(summary, failed_file, as_json)
+        if summary.aborted:
+            err.print(f"[bold red]error:[/] the submit stopped: {cell(summary.aborted)}")
+            return EXIT_STORE
+        if summary.interrupted:
+            return interruption.exit_code
+        return EXIT_FAILED if summary.refused else 0
+
+    sys.exit(_run_swf(start_all, interruption=interruption))
+
+
+@contextmanager
+def _submit_progress(
+    total: int | None, enabled: bool
+) -> Iterator[Callable[[str, Outcome, SubmitSummary], None]]:
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("executions"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
+        console=err,
+        disable=not enabled,
+    )
+    task = progress.add_task("submit", total=total, counts="")
+
+    def on_id(wid: str, outcome: Outcome, s: SubmitSummary) -> None:
+        progress.update(
+            task,
+            advance=1,
+            counts=f"[green]{len(s.started)}[/] started, [cyan]{len(s.already_running)}[/] "
+            f"already running, [red]{len(s.refused)}[/] refused",
+        )
+
+    with progress:
+        yield on_id
+
+
+def _submit_report(summary: SubmitSummary, path: Path | None, as_json: bool) -> None:
+    ids = summary.retry_ids
+    retry_file: Path | None = None
+    problem: OSError | None = None
+    if ids:
+        if path is None:
+            kind = "unfinished" if summary.interrupted or summary.aborted else "refused"
+            path = Path(f"asteps-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+        try:
+            path.write_bytes("".join(f"{w}\n" for w in ids).encode("utf-8", "surrogateescape"))
+            retry_file = path
+        except OSError as exc:
+            problem = exc
+    if as_json:
+        data = summary.as_dict()
+        data["retry_file"] = str(retry_file) if retry_file else None
+        emit_json(data)
+    else:
+        out.print(_submit_table(summary, retry_file))
+    if problem is not None:
+        err.print(
+            f"[bold red]error:[/] could not write the retry file {cell(str(path))} "
+            f"({cell(describe(problem))}); the ids to retry:",
+            soft_wrap=True,
+        )
+        for wid in ids:
+            err.print(cell(wid), soft_wrap=True, highlight=False)
+
+
+def _submit_table(summary: SubmitSummary, retry_file: Path | None) -> Table:
+    title = "swf submit summary"
+    if summary.interrupted or summary.aborted:
+        title = "swf submit stopped: SWF failed" if summary.aborted else "swf submit interrupted"
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value")
+    table.add_row("started", f"[green]{len(summary.started)}[/]")
+    table.add_row("already running", f"[cyan]{len(summary.already_running)}[/]")
+    table.add_row("refused", f"[red]{len(summary.refused)}[/]")
+    if summary.interrupted or summary.aborted:
+        table.add_row("not tried", f"[yellow]{len(summary.unfinished)}[/]")
+    table.add_row("elapsed", f"{summary.elapsed:.1f} s")
+    for wid, why in list(summary.refused.items())[:5]:
+        table.add_row(f"[red]{cell(wid)}[/]", cell(why))
+    if retry_file is not None:
+        table.add_row("retry with", f"--ids {cell(str(retry_file))}")
+    return table
+
+
+# -- worker ----------------------------------------------------------------------
+
+
+@swf.command()
+@click.argument("flow")
+@swf_options
+@task_list_option
+@click.option(
+    "--concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Flows run at once by this worker.",
+)
+@click.option(
+    "--heartbeat",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between heartbeats; SWF times an attempt out after 3 times that.",
+)
+@click.option(
+    "--max-attempts",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Attempts per execution in all (this worker's decisions).",
+)
+@click.option(
+    "--retry-delay",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds before the 2nd attempt, doubling after each failure.",
+)
+@click.option(
+    "--drain",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="On SIGINT/SIGTERM, seconds running flows get to finish.",
+)
+@store_option
+@click.option(
+    "--signals", is_flag=True, help="Send each runner's step.<name> signals to its execution."
+)
+@version_option
+@click.option("--identity", default=None, help="Worker name in SWF (default: host:pid).")
+def worker(
+    flow: str,
+    domain: str,
+    endpoint_url: str | None,
+    as_json: bool,
+    task_list: str,
+    concurrency: int,
+    heartbeat: float,
+    max_attempts: int,
+    retry_delay: float,
+    drain: float,
+    store_url: str | None,
+    signals: bool,
+    version: str,
+    identity: str | None,
+) -> None:
+    """Poll the task list and run FLOW for its executions, --concurrency at once.
+
+    Run any number of workers on any number of machines. Logs one line per
+    workflow attempt finished (JSON lines on stdout with --json). SIGINT or
+    SIGTERM stops polling and lets running flows finish within --drain
+    seconds; those still running then are cancelled (no step is marked) and
+    handed back to SWF for another worker.
+
+    \b
+    Examples:
+      asteps swf worker flows.py:flow --domain exports --store s3://my-markers
+      asteps swf worker pkg.flows:export --domain exports --concurrency 32 --heartbeat 30
+    """
+    try:
+        RetryPolicy(max_attempts=max_attempts, heartbeat=heartbeat, retry_delay=retry_delay)
+        the_worker = SwfWorker(
+            flow,
+            domain=domain,
+            task_list=task_list,
+            concurrency=concurrency,
+            heartbeat=heartbeat,
+            max_attempts=max_attempts,
+            retry_delay=retry_delay,
+            drain=drain,
+            store=store_url,
+            signals=signals,
+            version=version,
+            identity=identity,
+            endpoint_url=endpoint_url,
+            on_workflow=_workflow_line(as_json),
+        )
+    except (FlowError, InvalidStepName, ValueError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except StoreError as exc:
+        fail(str(exc), EXIT_STORE)
+    interruption = Interruption(
+        cancels=False, later=f"stopping: running flows get up to {drain:g} s to finish…"
+    )
+
+    async def work() -> int:
+        err.print(
+            f"worker {cell(the_worker.identity)}: domain {cell(domain)}, task list "
+            f"{cell(task_list)}, up to {concurrency} flows at once (Ctrl-C to stop)",
+            soft_wrap=True,
+        )
+        stats = await the_worker.run(interruption.stop)
+        flows = ", ".join(f"{n} {what}" for what, n in sorted(stats.flows.items())) or "none"
+        err.print(f"worker stopped: flows {flows}; {stats.decisions} decisions", soft_wrap=True)
+        return 0
+
+    sys.exit(_run_swf(work, interruption=interruption))
+
+
+def _workflow_line(as_json: bool) -> Callable[[FlowReport], None]:
+    def line(report: FlowReport) -> None:
+        if as_json:
+            data = {
+                "workflow_id": report.workflow_id,
+                "run_id": report.run_id,
+                "outcome": report.outcome,
+                "steps": dict(report.steps),
+                "error": report.error,
+                "duration": round(report.duration, 3),
+            }
+            emit_json_line(data)
+            return
+        steps = ", ".join(f"{n} {status}" for status, n in sorted(report.steps.items()))
+        colour = {"completed": "green", "failed": "red"}.get(report.outcome, "yellow")
+        text = f"[{colour}]{report.outcome}[/] {cell(report.workflow_id)}"
+        if steps:
+            text += f" (steps: {steps})"
+        if report.error:
+            text += f": {cell(report.error)}"
+        err.print(f"{text} in {report.duration:.2f} s", soft_wrap=True, highlight=False)
+
+    return line
+
+
+def emit_json_line(data: Any) -> None:
+    """One JSON object on one line of stdout."""
+    click.echo(json.dumps(data, default=str))
+
+
+# -- status ----------------------------------------------------------------------
+
+
+@swf.command()
+@swf_options
+@click.option(
+    "--since",
+    default=None,
+    metavar="DURATION",
+    help="Only executions started in the last DURATION (30m, 12h, 7d).",
+)
+@click.option(
+    "--failed-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the failed ids here (for `submit --ids`).",
+)
+def status(
+    domain: str,
+    endpoint_url: str | None,
+    as_json: bool,
+    since: str | None,
+    failed_file: Path | None,
+) -> None:
+    """Count the executions of type asteps.flow by state; list the failed ids.
+
+    A workflow id is failed when its latest execution failed or timed out.
+
+    \b
+    Examples:
+      asteps swf status --domain exports
+      asteps swf status --domain exports --since 1d --failed-file failed.txt --json
+    """
+    try:
+        seconds = parse_duration(since) if since is not None else None
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if failed_file is not None:
+        _check_retry_location(failed_file)
+
+    async def count() -> int:
+        found = await swf_status(domain, since=seconds, endpoint_url=endpoint_url)
+        written = _write_failed(found, failed_file)
+        if as_json:
+            emit_json(found.as_dict())
+        else:
+            out.print(_status_table(domain, found, written))
+        return 0
+
+    sys.exit(_run_swf(count))
+
+
+def _write_failed(found: SwfStatus, path: Path | None) -> Path | None:
+    if path is None or not found.failed_ids:
+        return None
+    try:
+        path.write_text("".join(f"{w}\n" for w in found.failed_ids), encoding="utf-8")
+    except OSError as exc:
+        fail(f"could not write {str(path)!r}: {describe(exc)}", EXIT_FAILED)
+    return path
+
+
+def _status_table(domain: str, found: SwfStatus, written: Path | None) -> Table:
+    table = Table(title=f"asteps.flow executions in {domain}", title_justify="left")
+    table.add_column("state")
+    table.add_column("executions", justify="right")
+    for state in STATES:
+        table.add_row(state.replace("_", " "), str(found.counts[state]))
+    if found.failed_ids:
+        shown = ", ".join(found.failed_ids[:5]) + (" …" if len(found.failed_ids) > 5 else "")
+        table.add_row("[red]failed ids[/]", cell(shown))
+        hint = f"--ids {written}" if written else "write them with --failed-file F"
+        table.add_row("retry", cell(hint))
+    return table
+
+
+@asynccontextmanager
+async def _swf_client(endpoint_url: str | None) -> AsyncIterator[Any]:
+    """An SWF client from the standard AWS environment (or ``endpoint_url``)."""
+    async with AsyncExitStack() as stack:
+        yield await SwfClientOptions(None, endpoint_url, None, None).open(stack)

@@ -1,0 +1,256 @@
+"""The decider: from an execution's history to its next decisions. Pure: no I/O.
+
+An asteps execution is one activity (the flow for one workflow id), retried:
+
+- started: schedule the activity (attempt 1);
+- ``ActivityTaskCompleted``: complete the execution with the activity's result;
+- ``ActivityTaskFailed`` / ``ActivityTaskTimedOut``: start a back-off timer,
+  then, on ``TimerFired``, schedule the next attempt; after ``max_attempts``
+  in all, or at once for a failure marked not retryable, fail the execution
+  with the failure's reason;
+- a cancellation request: cancel the activity if it runs, else the execution;
+- anything else (a signal, say): nothing to decide.
+
+Why stateless: every decision is made again from the whole history, so any
+worker can take any decision task, and a worker that dies between two
+decisions loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._types import (
+    DEFAULT_VERSION,
+    FLOW_TYPE,
+    SWF_DETAILS_LIMIT,
+    SWF_REASON_LIMIT,
+    clip,
+    read_failure_details,
+)
+
+Decision = dict[str, Any]
+
+_CLOSED = frozenset(
+    {
+        "WorkflowExecutionCompleted",
+        "WorkflowExecutionFailed",
+        "WorkflowExecutionTimedOut",
+        "WorkflowExecutionCanceled",
+        "WorkflowExecutionTerminated",
+        "WorkflowExecutionContinuedAsNew",
+    }
+)
+# The events that move an execution on; the latest one decides.
+_OUTCOMES = frozenset(
+    {
+        "ActivityTaskScheduled",
+        "ActivityTaskCompleted",
+        "ActivityTaskFailed",
+        "ActivityTaskTimedOut",
+        "ActivityTaskCanceled",
+        "ScheduleActivityTaskFailed",
+        "TimerStarted",
+        "TimerFired",
+        "TimerCanceled",
+        "StartTimerFailed",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the activity is scheduled and retried.
+
+    ``heartbeat`` is the activity's heartbeat period in seconds: SWF times it
+    out after three missed heartbeats. After the n-th failed attempt the next
+    one waits ``retry_delay * 2**(n-1)`` seconds, at most ``max_retry_delay``.
+    """
+
+    max_attempts: int = 3
+    heartbeat: float = 10.0
+    retry_delay: float = 5.0
+    max_retry_delay: float = 300.0
+    activity_version: str = DEFAULT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.heartbeat <= 0:
+            raise ValueError(f"heartbeat must be positive, got {self.heartbeat}")
+        if self.retry_delay < 0:
+            raise ValueError(f"retry_delay must not be negative, got {self.retry_delay}")
+
+    @property
+    def heartbeat_timeout(self) -> int:
+        """SWF's heartbeat timeout: three heartbeat periods, in whole seconds."""
+        return max(1, math.ceil(3 * self.heartbeat))
+
+    def delay(self, failed_attempts: int) -> int:
+        """Seconds to wait before the attempt after ``failed_attempts`` failures."""
+        seconds = self.retry_delay * 2.0 ** max(failed_attempts - 1, 0)
+        return math.ceil(min(seconds, self.max_retry_delay))
+
+
+@dataclass
+class _Reading:
+    """What a history says, read once from its first event to its last."""
+
+    input: str | None = None
+    task_list: str | None = None
+    attempts: int = 0
+    activity_open: bool = False
+    activity_id: str | None = None
+    timer_open: str | None = None
+    cancel_requested: bool = False
+    cancel_asked_of_activity: bool = False
+    closed: bool = False
+    last: Mapping[str, Any] | None = None
+
+
+def decide(events: Iterable[Mapping[str, Any]], policy: RetryPolicy) -> list[Decision]:
+    """The decisions for an execution whose history is ``events``, oldest first
+    (as PollForDecisionTask returns them, every page joined)."""
+    h = _read(events)
+    if h.closed:
+        return []
+    if h.cancel_requested:
+        return _cancel(h)
+    last = h.last
+    if last is None:
+        return [_schedule(h, policy, attempt=1)]
+    kind = last["eventType"]
+    attrs = _attributes(last)
+    if kind == "ActivityTaskCompleted":
+        return [_close("CompleteWorkflowExecution", result=attrs.get("result"))]
+    if kind in ("ActivityTaskFailed", "ActivityTaskTimedOut"):
+        return _after_failure(h, policy, kind, attrs)
+    if kind in ("TimerFired", "StartTimerFailed", "TimerCanceled"):
+        return [_schedule(h, policy, attempt=h.attempts + 1)]
+    if kind == "ScheduleActivityTaskFailed":
+        cause = attrs.get("cause", "unknown cause")
+        activity = attrs.get("activityType", {})
+        return [
+            _fail(
+                f"cannot schedule activity {activity.get('name')} version "
+                f"{activity.get('version')}: {cause}; register it with `asteps swf init`",
+                None,
+            )
+        ]
+    if kind == "ActivityTaskCanceled":
+        return [_close("CancelWorkflowExecution", details=attrs.get("details"))]
+    return []  # an activity or a timer is running: wait for it
+
+
+def _read(events: Iterable[Mapping[str, Any]]) -> _Reading:
+    h = _Reading()
+    for event in events:
+        kind = event["eventType"]
+        attrs = _attributes(event)
+        if kind == "WorkflowExecutionStarted":
+            h.input = attrs.get("input")
+            h.task_list = attrs.get("taskList", {}).get("name")
+        elif kind in _CLOSED:
+            h.closed = True
+        elif kind == "WorkflowExecutionCancelRequested":
+            h.cancel_requested = True
+        elif kind == "ActivityTaskCancelRequested":
+            h.cancel_asked_of_activity = True
+        if kind == "ActivityTaskScheduled":
+            h.attempts += 1
+            h.activity_open, h.activity_id = True, attrs.get("activityId")
+        elif kind.startswith("ActivityTask") and kind in _OUTCOMES:
+            h.activity_open = False
+        elif kind == "TimerStarted":
+            h.timer_open = attrs.get("timerId")
+        elif kind in ("TimerFired", "TimerCanceled"):
+            h.timer_open = None
+        if kind in _OUTCOMES:
+            h.last = event
+    return h
+
+
+def _attributes(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An event's attributes: ``activityTaskFailedEventAttributes`` and so on."""
+    kind = str(event["eventType"])
+    found = event.get(kind[0].lower() + kind[1:] + "EventAttributes")
+    return found if isinstance(found, Mapping) else {}
+
+
+def _schedule(h: _Reading, policy: RetryPolicy, *, attempt: int) -> Decision:
+    attributes: dict[str, Any] = {
+        "activityType": {"name": FLOW_TYPE, "version": policy.activity_version},
+        # One id per attempt: SWF refuses an id in use, moto even a closed one.
+        "activityId": f"{FLOW_TYPE}-{attempt}",
+        "heartbeatTimeout": str(policy.heartbeat_timeout),
+        # Only heartbeats bound an attempt: a flow may rightly run for hours,
+        # and queued work may wait for a free worker as long as it takes.
+        "scheduleToStartTimeout": "NONE",
+        "scheduleToCloseTimeout": "NONE",
+        "startToCloseTimeout": "NONE",
+    }
+    if h.input is not None:
+        attributes["input"] = h.input
+    if h.task_list:
+        attributes["taskList"] = {"name": h.task_list}
+    return {
+        "decisionType": "ScheduleActivityTask",
+        "scheduleActivityTaskDecisionAttributes": attributes,
+    }
+
+
+def _after_failure(
+    h: _Reading, policy: RetryPolicy, kind: str, attrs: Mapping[str, Any]
+) -> list[Decision]:
+    if kind == "ActivityTaskTimedOut":
+        reason, retryable, error = f"timed out: {attrs.get('timeoutType', 'unknown')}", True, None
+    else:
+        reason = attrs.get("reason") or "the activity failed"
+        retryable, error = read_failure_details(attrs.get("details"))
+    if not retryable or h.attempts >= policy.max_attempts:
+        details = {"attempts": h.attempts, "retryable": retryable, "error": error or reason}
+        return [_fail(reason, json.dumps(details))]
+    timer = {
+        "timerId": f"retry-{h.attempts}",
+        "startToFireTimeout": str(policy.delay(h.attempts)),
+    }
+    return [{"decisionType": "StartTimer", "startTimerDecisionAttributes": timer}]
+
+
+def _fail(reason: str, details: str | None) -> Decision:
+    return _close(
+        "FailWorkflowExecution",
+        reason=clip(reason, SWF_REASON_LIMIT),
+        details=clip(details, SWF_DETAILS_LIMIT) if details is not None else None,
+    )
+
+
+def _close(kind: str, **attributes: Any) -> Decision:
+    key = kind[0].lower() + kind[1:] + "DecisionAttributes"
+    return {"decisionType": kind, key: {k: v for k, v in attributes.items() if v is not None}}
+
+
+def _cancel(h: _Reading) -> list[Decision]:
+    if h.activity_open:
+        if h.cancel_asked_of_activity or h.activity_id is None:
+            return []  # asked already: its heartbeat will say so
+        return [
+            {
+                "decisionType": "RequestCancelActivityTask",
+                "requestCancelActivityTaskDecisionAttributes": {"activityId": h.activity_id},
+            }
+        ]
+    decisions: list[Decision] = []
+    if h.timer_open is not None:
+        decisions.append(
+            {
+                "decisionType": "CancelTimer",
+                "cancelTimerDecisionAttributes": {"timerId": h.timer_open},
+            }
+        )
+    decisions.append(_close("CancelWorkflowExecution"))
+    return decisions

@@ -1,0 +1,314 @@
+"""Start one SWF execution per workflow id: :func:`submit`.
+
+Everything is checked locally first (the flow loads, its parameters fit, the
+patterns, the prefix and the store URL are valid, the input fits SWF's
+32,768 characters), then SWF once (the domain and the workflow type exist);
+only then are executions started, at most ``rps`` a second, ``concurrency``
+calls at once. botocore retries throttled calls (10 attempts in all, with
+back-off). An id whose execution is open already is "already running": SWF
+refuses a second open execution of one workflow id, so nothing runs twice at
+once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aioboto3
+import anyio
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .._batch import BadId, IdReader
+from .._flows import check_params, load_flow
+from .._names import format_prefix, validate_patterns, validate_workflow_id
+from .._runner import DEFAULT_PREFIX
+from ..errors import InvalidStepName
+from ..stores.urls import parse_store_url
+from ._client import SwfClientOptions, explain
+from ._types import (
+    DEFAULT_TASK_LIST,
+    DEFAULT_VERSION,
+    FLOW_TYPE,
+    FlowInput,
+    SwfError,
+    SwfNotSetUp,
+)
+
+EXECUTION_TIMEOUT = 365 * 24 * 3600
+"""SWF's longest: an execution may wait for a free worker, then run, as long as
+it takes; heartbeats, not this, catch a dead worker."""
+
+# Errors after which no other start can succeed either: stop the batch.
+_FATAL = (
+    "AccessDenied",
+    "UnrecognizedClient",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "InvalidSignature",
+    "MissingAuthenticationToken",
+    "UnknownResource",
+    "TypeDeprecated",
+    "DomainDeprecated",
+)
+
+Outcome = Literal["started", "already running", "refused"]
+
+
+@dataclass
+class SubmitSummary:
+    """What a submit did: ids started (with their run ids), already running,
+    refused (with the reason), and, when it stopped early, those not tried."""
+
+    started: dict[str, str] = field(default_factory=dict)
+    already_running: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    unfinished: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    aborted: str | None = None
+    """Why the submit stopped on its own (SWF refused every call), if it did."""
+    elapsed: float = 0.0
+
+    @property
+    def retry_ids(self) -> list[str]:
+        """The ids to submit again: refused, then not tried."""
+        return [*self.refused, *self.unfinished]
+
+    def as_dict(self) -> dict[str, Any]:
+        """As JSON-able data (the CLI's ``--json``)."""
+        return {
+            "started": len(self.started),
+            "already_running": len(self.already_running),
+            "refused": len(self.refused),
+            "unfinished": len(self.unfinished),
+            "interrupted": self.interrupted,
+            "aborted": self.aborted,
+            "elapsed": round(self.elapsed, 3),
+            "already_running_ids": self.already_running,
+            "refused_ids": self.refused,
+            "unfinished_ids": self.unfinished,
+        }
+
+
+class RateLimiter:
+    """At most ``rate`` calls a second, evenly spaced, in arrival order (anyio's
+    Lock is FIFO)."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError(f"rps must be positive, got {rate}")
+        self.interval = 1.0 / rate
+        self._lock = anyio.Lock()
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = anyio.current_time()
+            if self._next > now:
+                await anyio.sleep(self._next - now)
+            self._next = max(now, self._next) + self.interval
+
+
+def prepare(
+    flow: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    force: Sequence[str] = (),
+    skip: Sequence[str] = (),
+    reason: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    store: str | None = None,
+) -> FlowInput:
+    """The input every execution gets, checked: raises
+    :class:`~asteps.errors.FlowError`, :class:`~asteps.errors.InvalidStepName`,
+    :class:`~asteps.errors.StoreError` or :class:`FlowInputError` (too long)."""
+    loaded = load_flow(flow)
+    check_params(loaded, dict(params or {}))
+    validate_patterns([*force, *skip])
+    format_prefix(prefix, "check", None)
+    if store is not None:
+        parse_store_url(store)
+    spec = FlowInput(flow, dict(params or {}), tuple(force), tuple(skip), reason, prefix, store)
+    spec.to_json()  # the size check
+    return spec
+
+
+def check_swf_workflow_id(workflow_id: str) -> str:
+    """An asteps workflow id that SWF also takes: no ``:``, ``|`` (``/`` and
+    control characters asteps refuses already), and not ``arn``."""
+    validate_workflow_id(workflow_id)
+    if ":" in workflow_id or "|" in workflow_id or workflow_id == "arn":
+        raise InvalidStepName(
+            f"workflow id {workflow_id!r} cannot be an SWF workflowId (no ':' or '|', "
+            "and not 'arn'): rename it"
+        )
+    return workflow_id
+
+
+async def submit(
+    spec: FlowInput,
+    ids: Iterable[str | BadId] | IdReader,
+    *,
+    domain: str,
+    task_list: str = DEFAULT_TASK_LIST,
+    version: str = DEFAULT_VERSION,
+    rps: float = 50.0,
+    concurrency: int = 16,
+    decision_timeout: int = 30,
+    stop: anyio.Event | None = None,
+    on_id: Callable[[str, Outcome, SubmitSummary], None] | None = None,
+    session: aioboto3.Session | None = None,
+    endpoint_url: str | None = None,
+    region_name: str | None = None,
+    client_config: AioConfig | None = None,
+) -> SubmitSummary:
+    """Start an execution of ``spec`` (from :func:`prepare`) for every id
+    (duplicates once); a bad id is refused with its reason, the others go on.
+
+    Raises :class:`SwfNotSetUp` (domain or type missing) or :class:`SwfError`
+    (SWF unreachable) before starting anything. Setting ``stop`` stops
+    starting; the ids not tried are in :attr:`SubmitSummary.unfinished`.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    text = spec.to_json()
+    limiter = RateLimiter(rps)
+    source = ids if isinstance(ids, IdReader) else _Ids(ids)
+    summary = SubmitSummary()
+    seen: set[str] = set()
+    pending: dict[str, None] = {}
+    started = time.perf_counter()
+    config = AioConfig(
+        retries={"mode": "standard", "total_max_attempts": 10},
+        max_pool_connections=concurrency + 2,
+    )
+    options = SwfClientOptions(
+        session, endpoint_url, region_name, config.merge(client_config) if client_config else config
+    )
+    async with AsyncExitStack() as stack:
+        client = await options.open(stack)
+        await check_setup(client, domain, version)
+        work = anyio.CancelScope()
+
+        def record(wid: str, outcome: Outcome, detail: str = "") -> None:
+            pending.pop(wid, None)
+            if outcome == "started":
+                summary.started[wid] = detail
+            elif outcome == "already running":
+                summary.already_running.append(wid)
+            else:
+                summary.refused[wid] = detail
+            if on_id is not None:
+                on_id(wid, outcome, summary)
+
+        async def start_one(wid: str) -> None:
+            await limiter.wait()
+            try:
+                answer = await client.start_workflow_execution(
+                    domain=domain,
+                    workflowId=wid,
+                    workflowType={"name": FLOW_TYPE, "version": version},
+                    taskList={"name": task_list},
+                    input=text,
+                    executionStartToCloseTimeout=str(EXECUTION_TIMEOUT),
+                    taskStartToCloseTimeout=str(decision_timeout),
+                    childPolicy="TERMINATE",
+                )
+            except ClientError as exc:
+                why = explain(exc)
+                if "WorkflowExecutionAlreadyStarted" in why:
+                    record(wid, "already running")
+                elif any(code in why for code in _FATAL):
+                    summary.aborted = summary.aborted or why
+                    work.cancel()
+                else:
+                    record(wid, "refused", why)
+                return
+            except BotoCoreError as exc:
+                summary.aborted = summary.aborted or f"cannot reach SWF: {explain(exc)}"
+                work.cancel()
+                return
+            record(wid, "started", str(answer["runId"]))
+
+        async def feed(send: Any) -> None:
+            async with send:
+                while (item := await source.get()) is not None:
+                    wid = item.text if isinstance(item, BadId) else item
+                    if wid in seen:
+                        continue
+                    seen.add(wid)
+                    if isinstance(item, BadId):
+                        record(wid, "refused", item.reason)
+                        continue
+                    try:
+                        check_swf_workflow_id(wid)
+                    except InvalidStepName as exc:
+                        record(wid, "refused", str(exc))
+                        continue
+                    pending[wid] = None
+                    await send.send(wid)
+
+        async def starter(receive: Any) -> None:
+            async with receive:
+                async for wid in receive:
+                    await start_one(wid)
+
+        async with anyio.create_task_group() as outer:
+            if stop is not None:
+
+                async def watch() -> None:
+                    await stop.wait()
+                    summary.interrupted = True
+                    work.cancel()
+
+                outer.start_soon(watch)
+            with work:
+                send, receive = anyio.create_memory_object_stream[str](concurrency)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(feed, send)
+                    for _ in range(concurrency):
+                        tg.start_soon(starter, receive.clone())
+                    receive.close()
+            outer.cancel_scope.cancel()
+        if summary.interrupted or summary.aborted:
+            with anyio.CancelScope(shield=True):
+                rest = await source.rest()
+            left = (i.text if isinstance(i, BadId) else i for i in rest)
+            summary.unfinished = [*pending, *dict.fromkeys(w for w in left if w not in seen)]
+    summary.elapsed = time.perf_counter() - started
+    return summary
+
+
+async def check_setup(client: Any, domain: str, version: str) -> None:
+    """The domain and the workflow type must exist before anything starts."""
+    try:
+        await client.describe_domain(name=domain)
+        await client.describe_workflow_type(
+            domain=domain, workflowType={"name": FLOW_TYPE, "version": version}
+        )
+    except ClientError as exc:
+        if "UnknownResource" in explain(exc):
+            raise SwfNotSetUp(
+                f"SWF domain {domain!r} or its workflow type {FLOW_TYPE} version {version} "
+                f"does not exist ({explain(exc)}): run `asteps swf init --domain {domain}`"
+            ) from None
+        raise SwfError(f"SWF domain {domain!r}: {explain(exc)}") from None
+    except BotoCoreError as exc:
+        raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from None
+
+
+class _Ids:
+    """Ids from an iterable, as an :class:`IdReader` gives them."""
+
+    def __init__(self, ids: Iterable[str | BadId]) -> None:
+        self._ids = iter(ids)
+
+    async def get(self) -> str | BadId | None:
+        return next(self._ids, None)
+
+    async def rest(self) -> list[str | BadId]:
+        return list(self._ids)
