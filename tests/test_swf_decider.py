@@ -1,0 +1,226 @@
+"""The decider: a history in, decisions out. Pure: no SWF, no I/O."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from asteps.swf import FLOW_TYPE, RetryPolicy, decide
+from asteps.swf._types import failure_details
+
+POLICY = RetryPolicy(max_attempts=3, heartbeat=10, retry_delay=5)
+INPUT = '{"flow": "f.py:flow"}'
+
+
+def event(kind: str, **attributes: Any) -> dict[str, Any]:
+    key = kind[0].lower() + kind[1:] + "EventAttributes"
+    return {"eventType": kind, key: attributes}
+
+
+STARTED = event("WorkflowExecutionStarted", input=INPUT, taskList={"name": "tl"})
+
+
+def scheduled(attempt: int) -> list[dict[str, Any]]:
+    return [
+        event("DecisionTaskCompleted"),
+        event("ActivityTaskScheduled", activityId=f"{FLOW_TYPE}-{attempt}"),
+        event("ActivityTaskStarted"),
+    ]
+
+
+def failed(reason: str = "step b failed: RuntimeError: boom", *, retryable: bool = True) -> Any:
+    details = failure_details(reason, retryable=retryable)
+    return event("ActivityTaskFailed", reason=reason, details=details)
+
+
+def timed_out() -> dict[str, Any]:
+    return event("ActivityTaskTimedOut", timeoutType="HEARTBEAT")
+
+
+def retried(attempt: int) -> list[dict[str, Any]]:
+    return [
+        event("TimerStarted", timerId=f"retry-{attempt}"),
+        event("TimerFired", timerId=f"retry-{attempt}"),
+    ]
+
+
+def kinds(decisions: list[dict[str, Any]]) -> list[str]:
+    return [d["decisionType"] for d in decisions]
+
+
+def test_a_new_execution_schedules_its_activity_on_its_task_list() -> None:
+    [decision] = decide([STARTED, event("DecisionTaskScheduled")], POLICY)
+    attributes = decision["scheduleActivityTaskDecisionAttributes"]
+    assert decision["decisionType"] == "ScheduleActivityTask"
+    assert attributes["activityType"] == {"name": "asteps.flow", "version": "1"}
+    assert attributes["activityId"] == "asteps.flow-1"
+    assert attributes["input"] == INPUT
+    assert attributes["taskList"] == {"name": "tl"}
+    assert attributes["heartbeatTimeout"] == "30"  # three heartbeats of 10 s
+    assert attributes["startToCloseTimeout"] == "NONE"
+
+
+def test_a_completed_activity_completes_the_execution_with_its_summary() -> None:
+    result = json.dumps({"steps": {"completed": 3}})
+    history = [STARTED, *scheduled(1), event("ActivityTaskCompleted", result=result)]
+    assert decide(history, POLICY) == [
+        {
+            "decisionType": "CompleteWorkflowExecution",
+            "completeWorkflowExecutionDecisionAttributes": {"result": result},
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ending", "attempts", "expected_delay"),
+    [
+        (failed(), 1, "5"),
+        (timed_out(), 1, "5"),
+        (failed(), 2, "10"),
+    ],
+)
+def test_a_failed_or_timed_out_attempt_waits_on_a_timer_doubling_each_time(
+    ending: dict[str, Any], attempts: int, expected_delay: str
+) -> None:
+    history = [STARTED]
+    for attempt in range(1, attempts):
+        history += [*scheduled(attempt), failed(), *retried(attempt)]
+    history += [*scheduled(attempts), ending]
+    [decision] = decide(history, POLICY)
+    assert decision == {
+        "decisionType": "StartTimer",
+        "startTimerDecisionAttributes": {
+            "timerId": f"retry-{attempts}",
+            "startToFireTimeout": expected_delay,
+        },
+    }
+
+
+def test_a_fired_timer_schedules_the_next_attempt_under_a_new_id() -> None:
+    history = [STARTED, *scheduled(1), timed_out(), *retried(1)]
+    [decision] = decide(history, POLICY)
+    assert decision["decisionType"] == "ScheduleActivityTask"
+    assert decision["scheduleActivityTaskDecisionAttributes"]["activityId"] == "asteps.flow-2"
+
+
+def test_after_max_attempts_the_execution_fails_with_the_last_reason() -> None:
+    history = [STARTED]
+    for attempt in (1, 2):
+        history += [*scheduled(attempt), failed(), *retried(attempt)]
+    history += [*scheduled(3), failed("step c failed: ValueError: no")]
+    [decision] = decide(history, POLICY)
+    assert decision["decisionType"] == "FailWorkflowExecution"
+    attributes = decision["failWorkflowExecutionDecisionAttributes"]
+    assert attributes["reason"] == "step c failed: ValueError: no"
+    assert json.loads(attributes["details"]) == {
+        "attempts": 3,
+        "retryable": True,
+        "error": "step c failed: ValueError: no",
+    }
+
+
+def test_a_last_heartbeat_timeout_fails_with_timed_out_heartbeat() -> None:
+    policy = RetryPolicy(max_attempts=1)
+    [decision] = decide([STARTED, *scheduled(1), timed_out()], policy)
+    assert decision["failWorkflowExecutionDecisionAttributes"]["reason"] == "timed out: HEARTBEAT"
+
+
+def test_a_failure_marked_not_retryable_fails_at_once() -> None:
+    history = [STARTED, *scheduled(1), failed("cannot load the flow", retryable=False)]
+    [decision] = decide(history, POLICY)
+    assert decision["decisionType"] == "FailWorkflowExecution"
+    details = json.loads(decision["failWorkflowExecutionDecisionAttributes"]["details"])
+    assert details["retryable"] is False
+
+
+def test_a_failure_from_another_tool_without_asteps_details_is_retried() -> None:
+    history = [STARTED, *scheduled(1), event("ActivityTaskFailed", reason="x", details="text")]
+    assert kinds(decide(history, POLICY)) == ["StartTimer"]
+
+
+def test_a_long_reason_is_cut_to_swfs_256_characters() -> None:
+    history = [STARTED, *scheduled(1), failed("x" * 1000, retryable=False)]
+    [decision] = decide(history, POLICY)
+    assert len(decision["failWorkflowExecutionDecisionAttributes"]["reason"]) == 256
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        pytest.param([STARTED, *scheduled(1)], id="activity running"),
+        pytest.param([STARTED, *scheduled(1), event("WorkflowExecutionSignaled")], id="signal"),
+        pytest.param(
+            [STARTED, *scheduled(1), failed(), event("TimerStarted", timerId="retry-1")],
+            id="timer running",
+        ),
+        pytest.param(
+            [
+                STARTED,
+                *scheduled(1),
+                event("ActivityTaskCompleted", result="{}"),
+                event("WorkflowExecutionCompleted"),
+            ],
+            id="closed",
+        ),
+    ],
+)
+def test_nothing_is_decided_while_waiting_or_once_closed(history: list[dict[str, Any]]) -> None:
+    assert decide(history, POLICY) == []
+
+
+def test_an_activity_type_that_is_not_registered_fails_with_what_to_run() -> None:
+    failure = event(
+        "ScheduleActivityTaskFailed",
+        activityType={"name": FLOW_TYPE, "version": "1"},
+        cause="ACTIVITY_TYPE_DOES_NOT_EXIST",
+    )
+    [decision] = decide([STARTED, failure], POLICY)
+    reason = decision["failWorkflowExecutionDecisionAttributes"]["reason"]
+    assert "ACTIVITY_TYPE_DOES_NOT_EXIST" in reason
+    assert "asteps swf init" in reason
+
+
+def test_a_cancel_request_cancels_the_running_activity_then_the_execution() -> None:
+    asked = event("WorkflowExecutionCancelRequested")
+    running = [STARTED, *scheduled(1), asked]
+    assert decide(running, POLICY) == [
+        {
+            "decisionType": "RequestCancelActivityTask",
+            "requestCancelActivityTaskDecisionAttributes": {"activityId": "asteps.flow-1"},
+        }
+    ]
+    requested = [*running, event("ActivityTaskCancelRequested")]
+    assert decide(requested, POLICY) == []
+    canceled = [*requested, event("ActivityTaskCanceled")]
+    assert kinds(decide(canceled, POLICY)) == ["CancelWorkflowExecution"]
+
+
+def test_a_cancel_request_during_a_back_off_cancels_the_timer_and_the_execution() -> None:
+    history = [
+        STARTED,
+        *scheduled(1),
+        failed(),
+        event("TimerStarted", timerId="retry-1"),
+        event("WorkflowExecutionCancelRequested"),
+    ]
+    assert kinds(decide(history, POLICY)) == ["CancelTimer", "CancelWorkflowExecution"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"heartbeat": 0}, "heartbeat"),
+        ({"retry_delay": -1}, "retry_delay"),
+    ],
+)
+def test_a_bad_policy_is_refused_with_its_field(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RetryPolicy(**kwargs)
+
+
+def test_back_off_doubles_up_to_its_ceiling() -> None:
+    policy = RetryPolicy(retry_delay=5, max_retry_delay=30)
+    assert [policy.delay(n) for n in (1, 2, 3, 4, 5)] == [5, 10, 20, 30, 30]
