@@ -144,7 +144,9 @@ def rerun(
         # Still inside the signal handlers: a signal now cannot cut the report short.
         _report(summary, failed_file, as_json)
         if summary.aborted:
-            err.print(f"[bold red]error:[/] the batch stopped: {cell(summary.aborted)}")
+            err.print(
+                f"[bold red]error:[/] the batch stopped: {cell(summary.aborted)}", soft_wrap=True
+            )
             return EXIT_STORE
         if summary.interrupted:
             return interruption.exit_code
