@@ -534,12 +534,14 @@ def emit_json_line(data: Any) -> None:
     default=None,
     help="Write the failed ids here (for `submit --ids`).",
 )
+@version_option
 def status(
     domain: str,
     endpoint_url: str | None,
     as_json: bool,
     since: str | None,
     failed_file: Path | None,
+    version: str,
 ) -> None:
     """Count the executions of type asteps.flow by state; list the failed ids.
 
@@ -558,7 +560,7 @@ def status(
         _check_retry_location(failed_file)
 
     async def count() -> int:
-        found = await swf_status(domain, since=seconds, endpoint_url=endpoint_url)
+        found = await swf_status(domain, since=seconds, version=version, endpoint_url=endpoint_url)
         written = _write_failed(found, failed_file)
         if as_json:
             emit_json(found.as_dict())

@@ -20,7 +20,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ._client import SwfClientOptions, explain
-from ._types import FLOW_TYPE, SwfError, SwfNotSetUp
+from ._types import DEFAULT_VERSION, FLOW_TYPE, SwfError, SwfNotSetUp
 
 STATES = ("open", "completed", "failed", "timed_out", "terminated", "canceled")
 _CLOSE_STATUS = {
@@ -61,13 +61,14 @@ async def swf_status(
     domain: str,
     *,
     since: float | None = None,
+    version: str = DEFAULT_VERSION,
     session: aioboto3.Session | None = None,
     endpoint_url: str | None = None,
     region_name: str | None = None,
     client_config: AioConfig | None = None,
 ) -> SwfStatus:
-    """Count the ``asteps.flow`` executions of ``domain`` started in the last
-    ``since`` seconds (all those SWF keeps, without it).
+    """Count the ``asteps.flow`` executions (type ``version``) of ``domain``
+    started in the last ``since`` seconds (all those SWF keeps, without it).
 
     Raises :class:`SwfNotSetUp` for an unknown domain, :class:`SwfError` when
     SWF cannot be reached.
@@ -79,7 +80,7 @@ async def swf_status(
     async with AsyncExitStack() as stack:
         client = await options.open(stack)
         try:
-            async for info in _executions(client, domain, oldest):
+            async for info in _executions(client, domain, version, oldest):
                 state = _state(info)
                 if state is None:
                     continue
@@ -97,21 +98,23 @@ async def swf_status(
     return status
 
 
-async def _executions(client: Any, domain: str, oldest: float) -> AsyncIterator[dict[str, Any]]:
+async def _executions(
+    client: Any, domain: str, version: str, oldest: float
+) -> AsyncIterator[dict[str, Any]]:
     """Every open, then closed, ``asteps.flow`` execution started since ``oldest``."""
+    # moto requires the version in a type filter (SWF does not).
+    of_type = {"name": FLOW_TYPE, "version": version}
     for call in (client.list_open_workflow_executions, client.list_closed_workflow_executions):
         ask = {
             "domain": domain,
             "startTimeFilter": {"oldestDate": oldest},
-            "typeFilter": {"name": FLOW_TYPE},
+            "typeFilter": of_type,
             "maximumPageSize": 1000,
         }
         while True:
             page = await call(**ask)
             for info in page.get("executionInfos", []):
-                if info["workflowType"]["name"] == FLOW_TYPE and (
-                    _seconds(info["startTimestamp"]) >= oldest
-                ):
+                if info["workflowType"] == of_type and _seconds(info["startTimestamp"]) >= oldest:
                     yield info
             token = page.get("nextPageToken")
             if not token:

@@ -1,0 +1,30 @@
+"""Flows the SWF worker tests run, in real worker processes."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import anyio
+
+from asteps import Runner
+
+
+async def three_steps(runner: Runner, log: str, delay: str = "0.2", fail: str = "") -> None:
+    """Steps a, b, c: each works for ``delay`` seconds, then appends
+    "<workflow id> <step>" to ``log``; the step named by ``fail`` raises instead."""
+    for name in ("a", "b", "c"):
+        work = partial(_work, runner.workflow_id, name, log, float(delay), name == fail)
+        await runner.step(name, work)
+
+
+async def _work(workflow_id: str, step: str, log: str, delay: float, fail: bool) -> None:
+    await anyio.sleep(delay)
+    if fail:
+        raise RuntimeError(f"{step} always fails")
+    # One write on an O_APPEND descriptor: lines from several processes never mix.
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{workflow_id} {step}\n".encode())
+    finally:
+        os.close(fd)
