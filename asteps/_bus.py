@@ -208,7 +208,9 @@ class EventBus:
 
     def listening(self, name: str) -> bool:
         """True when a subscription or a waiter would receive signal ``name``."""
-        return name in self._waiters or any(s.matches(name) for s in self._subscriptions)
+        if name in self._waiters:
+            return True
+        return any(subscription.matches(name) for subscription in self._subscriptions)
 
     async def wait(
         self, name: str, timeout: float | None = None, *, include_past: bool = False

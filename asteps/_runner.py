@@ -32,7 +32,7 @@ import anyio
 import anyio.lowlevel
 
 from ._bus import EventBus, Signal
-from ._canvas import Chain, close_unawaited, run_activity
+from ._canvas import Chain, close_unawaited, run_activity, start_activity
 from ._decision import Decision, decide, decide_with_body
 from ._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
 from ._results import (
@@ -413,7 +413,7 @@ async def _scheduled(ex: _Execution) -> _Execution:
 
 async def _run_activities(ex: _Execution) -> _Execution:
     ex.ran = True
-    ex.result = await run_activity(ex.activities)
+    ex.result = await start_activity(ex.activities)
     return ex
 
 
