@@ -9,15 +9,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from asteps.swf import FlowInput, SwfWorker, init_domain, prepare, submit, swf_status
+from asteps import FileStore
+from asteps.swf import init_domain, swf_status
 from asteps.testing import FAKE_CREDENTIALS, MotoServer
 
 FLOWS = Path(__file__).parent / "flows" / "swf_flows.py"
@@ -52,6 +52,15 @@ def asteps(aws: MotoServer, *args: str, timeout: float = 60) -> subprocess.Compl
     )
 
 
+async def until(check: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait until ``check()`` is true (what another process writes has no event)."""
+    with anyio.fail_after(timeout):
+        while True:
+            if check():
+                return
+            await anyio.sleep(0.05)
+
+
 class Worker:
     """An `asteps swf worker` process; its output goes to files."""
 
@@ -66,11 +75,12 @@ class Worker:
                 stderr=stderr,
             )
 
-    async def ready(self, timeout: float = 30) -> None:
-        with anyio.fail_after(timeout):
-            while "task list" not in self.stderr_path.read_text():
-                assert self.process.poll() is None, self.stderr_path.read_text()
-                await anyio.sleep(0.05)
+    async def ready(self) -> None:
+        def polling() -> bool:
+            assert self.process.poll() is None, self.stderr_path.read_text()
+            return "task list" in self.stderr_path.read_text()
+
+        await until(polling)
 
     def lines(self) -> list[dict[str, Any]]:
         """The worker's --json lines: one per workflow attempt finished."""
@@ -127,9 +137,14 @@ def submit_ids(aws: MotoServer, tmp_path: Path, ids: list[str], *params: str) ->
     return data
 
 
-def markers(store: Path) -> list[tuple[str, str]]:
-    """(workflow id, step) for every marker file in the store."""
-    return sorted((p.parent.parent.name, p.name) for p in store.glob("*/steps/*"))
+async def markers(store: Path) -> list[tuple[str, str]]:
+    """(workflow id, step) for every marker in the store, as the store lists them
+    (a killed writer may leave a temporary file, which is no marker)."""
+    found: list[tuple[str, str]] = []
+    async with FileStore(store) as files:
+        async for wid in files.list_workflows():
+            found += [(wid, step) for step in await files.list_done(f"{wid}/steps/")]
+    return sorted(found)
 
 
 def log_lines(log: Path) -> list[tuple[str, str]]:
@@ -155,8 +170,85 @@ async def test_two_workers_complete_a_batch_and_mark_each_step_once(
     assert submitted["started"] == 40
     status = await wait_closed(aws, 40)
     assert status["completed"] == 40, status
-    assert markers(store) == sorted((i, s) for i in ids for s in "abc")
+    assert await markers(store) == sorted((i, s) for i in ids for s in "abc")
     assert set(log_lines(log)) == {(i, s) for i in ids for s in "abc"}
     finished = [line for w in workers for line in w.lines()]
     assert {line["workflow_id"] for line in finished if line["outcome"] == "completed"} == set(ids)
     assert all(w.stop() == 0 for w in workers)
+
+
+async def history(aws: MotoServer, workflow_id: str) -> list[str]:
+    """The event types of the (only) execution of ``workflow_id``."""
+    async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
+        page = await client.list_closed_workflow_executions(
+            domain=DOMAIN,
+            startTimeFilter={"oldestDate": 0},
+        )
+        # moto ignores an executionFilter: pick the execution here.
+        [info] = [i for i in page["executionInfos"] if i["execution"]["workflowId"] == workflow_id]
+        events = await client.get_workflow_execution_history(
+            domain=DOMAIN, execution=info["execution"]
+        )
+    return [e["eventType"] for e in events["events"]]
+
+
+async def test_a_killed_workers_flows_time_out_and_another_worker_completes_them(
+    aws: MotoServer, domain: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    store, log = tmp_path / "store", tmp_path / "work.log"
+    fast = ("--heartbeat", "1", "--retry-delay", "0")
+    # The victim can hold every flow; the survivor only some, so the victim surely runs flows.
+    victim = Worker(aws, tmp_path, "victim", *worker_args(store, *fast, "--concurrency", "20"))
+    survivor = Worker(aws, tmp_path, "survivor", *worker_args(store, *fast, "--concurrency", "8"))
+    workers += [victim, survivor]
+    for worker in workers:
+        await worker.ready()
+    ids = [f"crash-{i}" for i in range(20)]
+    submit_ids(aws, tmp_path, ids, f"log={log}", "delay=0.7")
+    await until(lambda: log.exists() and bool(log.read_text()))
+
+    victim.stop(signal.SIGKILL)  # mid-flow: step a done for some, b under way
+
+    status = await wait_closed(aws, 20)
+    assert status["completed"] == 20, status
+    timed_out = [wid for wid in ids if "ActivityTaskTimedOut" in await history(aws, wid)]
+    assert timed_out, "the victim ran no flow: nothing was taken over"
+    done = await markers(store)
+    assert done == sorted((i, s) for i in ids for s in "abc")
+    assert set(done) <= set(log_lines(log)), "a marker without the work it stands for"
+    assert survivor.stop() == 0
+
+
+async def test_a_flow_that_always_fails_ends_failed_after_max_attempts_and_status_lists_it(
+    aws: MotoServer, domain: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    store, log = tmp_path / "store", tmp_path / "work.log"
+    args = worker_args(store, "--max-attempts", "3", "--retry-delay", "0", "--heartbeat", "2")
+    workers.append(Worker(aws, tmp_path, "w", *args))
+    await workers[0].ready()
+    submit_ids(aws, tmp_path, ["fine"], f"log={log}", "delay=0")
+    submit_ids(aws, tmp_path, ["doomed"], f"log={log}", "delay=0", "fail=b")
+
+    await wait_closed(aws, 2)
+
+    events = await history(aws, "doomed")
+    assert events.count("ActivityTaskFailed") == 3
+    assert events[-1] == "WorkflowExecutionFailed"
+    done = asteps(
+        aws, "swf", "status", "--domain", DOMAIN, "--json", "--failed-file", str(tmp_path / "f.txt")
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "open": 0,
+        "completed": 1,
+        "failed": 1,
+        "timed_out": 0,
+        "terminated": 0,
+        "canceled": 0,
+        "failed_ids": ["doomed"],
+    }
+    assert (tmp_path / "f.txt").read_text() == "doomed\n"
+    attempts = [line for line in workers[0].lines() if line["workflow_id"] == "doomed"]
+    assert [line["error"] for line in attempts] == [
+        "step b failed: RuntimeError: b always fails"
+    ] * 3
