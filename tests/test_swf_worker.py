@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from asteps import FileStore
-from asteps.swf import init_domain, swf_status
+from asteps.swf import FlowInput, SwfWorker, init_domain, prepare, submit, swf_status
 from asteps.testing import FAKE_CREDENTIALS, MotoServer
 
 FLOWS = Path(__file__).parent / "flows" / "swf_flows.py"
@@ -252,3 +252,75 @@ async def test_a_flow_that_always_fails_ends_failed_after_max_attempts_and_statu
     assert [line["error"] for line in attempts] == [
         "step b failed: RuntimeError: b always fails"
     ] * 3
+
+
+# -- the library: SwfWorker in this process -------------------------------------
+
+
+async def start(aws: MotoServer, spec: FlowInput, *ids: str) -> None:
+    summary = await submit(
+        spec, ids, domain=DOMAIN, session=aws.session(), endpoint_url=aws.endpoint_url
+    )
+    assert len(summary.started) == len(ids), summary
+
+
+def in_process_worker(aws: MotoServer, flow: str, store: Path, **options: Any) -> SwfWorker:
+    return SwfWorker(
+        flow,
+        domain=DOMAIN,
+        store=f"file:{store}",
+        session=aws.session(),
+        endpoint_url=aws.endpoint_url,
+        **options,
+    )
+
+
+async def test_an_execution_for_another_flow_fails_at_once_without_retries(
+    aws: MotoServer, domain: str, tmp_path: Path
+) -> None:
+    await start(aws, prepare(f"{FLOWS}:slow", params={"started": "x"}), "elsewhere")
+    worker = in_process_worker(aws, FLOW, tmp_path / "store", retry_delay=0)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run, stop)
+        await wait_closed(aws, 1)
+        stop.set()
+
+    events = await history(aws, "elsewhere")
+    assert events.count("ActivityTaskScheduled") == 1
+    assert events[-1] == "WorkflowExecutionFailed"
+    assert worker.stats.flows == {"failed": 1}
+
+
+async def test_stopping_drains_then_hands_unfinished_flows_back_to_swf(
+    aws: MotoServer, domain: str, tmp_path: Path
+) -> None:
+    flag = tmp_path / "started"
+    slow = f"{FLOWS}:slow"
+    await start(aws, prepare(slow, params={"started": str(flag)}), "long")
+    reports: list[Any] = []
+    worker = in_process_worker(
+        aws, slow, tmp_path / "store", drain=0.3, max_attempts=1, on_workflow=reports.append
+    )
+    stop = anyio.Event()
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run, stop)
+            await until(flag.exists)
+            stop.set()
+
+    assert [r.outcome for r in reports] == ["stopped"]
+    assert await markers(tmp_path / "store") == []  # cancelled: not marked
+    async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
+        found = await swf_status(DOMAIN, session=aws.session(), endpoint_url=aws.endpoint_url)
+        assert found.counts["open"] == 1  # handed back; no worker decided since
+        page = await client.list_open_workflow_executions(
+            domain=DOMAIN, startTimeFilter={"oldestDate": 0}
+        )
+        [info] = page["executionInfos"]
+        events = await client.get_workflow_execution_history(
+            domain=DOMAIN, execution=info["execution"]
+        )
+    [failed] = [e for e in events["events"] if e["eventType"] == "ActivityTaskFailed"]
+    reason = failed["activityTaskFailedEventAttributes"]["reason"]
+    assert reason == "the worker stopped before the flow ended"

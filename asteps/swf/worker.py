@@ -119,7 +119,7 @@ class SwfWorker:
         region_name: str | None = None,
         client_config: AioConfig | None = None,
         on_workflow: Callable[[FlowReport], None] | None = None,
-        idle_wait: float = 2.0,
+        idle_wait: float = 1.0,
     ) -> None:
         if not domain:
             raise ValueError("domain is empty: give the SWF domain to work in")

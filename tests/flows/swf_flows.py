@@ -28,3 +28,13 @@ async def _work(workflow_id: str, step: str, log: str, delay: float, fail: bool)
         os.write(fd, f"{workflow_id} {step}\n".encode())
     finally:
         os.close(fd)
+
+
+async def slow(runner: Runner, started: str, seconds: str = "30") -> None:
+    """One step that creates the file ``started``, then sleeps ``seconds``."""
+
+    async def wait() -> None:
+        await anyio.Path(started).touch()
+        await anyio.sleep(float(seconds))
+
+    await runner.step("wait", wait)
