@@ -15,6 +15,9 @@ from ._decision import Decision, decide
 from ._names import covers, validate_name, validate_pattern
 from ._runner import Runner
 from ._step import Activity, Marker, Step, StepOptions, StepOutcome
+
+# _telemetry imports opentelemetry only when instrument() is called.
+from ._telemetry import instrument, uninstrument
 from .errors import (
     AstepsError,
     FlowError,
@@ -96,10 +99,12 @@ __all__ = [
     "SwfSignalListener",
     "covers",
     "decide",
+    "instrument",
     "list_done_many",
     "open_store",
     "parse_store_url",
     "run_activity",
+    "uninstrument",
     "unmark_matching",
     "validate_name",
     "validate_pattern",

@@ -18,6 +18,10 @@ Why it works this way:
 - Cancellation never marks a step done: the mark-done phase checks for a
   cancellation first, which covers a sync activity whose thread finished after
   its step was cancelled.
+- Telemetry (``asteps.instrument()``) costs one look at ``_telemetry.active``
+  per step while it is off. While on, the step runs in a span and its store is
+  wrapped so that each store call is a span too: the store a step uses is
+  passed down, never swapped on the runner.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any, Protocol, Unpack
 import anyio
 import anyio.lowlevel
 
+from . import _telemetry
 from ._bus import EventBus, Signal
 from ._canvas import Chain, close_unawaited, run_activity, start_activity
 from ._decision import Decision, decide, decide_with_body
@@ -128,13 +133,19 @@ class Runner:
     async def steps_done(self) -> frozenset[str]:
         """The steps done for this workflow, listed from the store once."""
         async with self._deciding:
-            return frozenset(await self._listed())
+            return frozenset(await self._listed(_telemetry.traced_store(self.store)))
 
-    async def _listed(self) -> set[str]:
+    async def _listed(self, store: DoneStore) -> set[str]:
         """The done set; lists the store the first time. Call with the lock held."""
         if self._done is None:
-            done = set(await self.store.list_done(self.prefix))
-            logger.debug("%s: %d steps done under %r", self.workflow_id, len(done), self.prefix)
+            done = set(await store.list_done(self.prefix))
+            logger.debug(
+                "%s: %d steps done under %r",
+                self.workflow_id,
+                len(done),
+                self.prefix,
+                extra={"workflow_id": self.workflow_id},
+            )
             self._done = done
         return self._done
 
@@ -152,6 +163,16 @@ class Runner:
         given as ``activities`` (or as the alternative) that will not run is
         closed.
         """
+        telemetry = _telemetry.active
+        if telemetry is not None:  # instrument() was called: the same step, in a span
+            return await telemetry.step(
+                self, name, lambda store: self._step(name, activities, options, store)
+            )
+        return await self._step(name, activities, options, self.store)
+
+    async def _step(
+        self, name: str, activities: Activity, options: StepOptions, store: DoneStore
+    ) -> StepOutcome:
         alternative = options.get("activities_if_step_already_done")
         keep = options.get("keep_result", False)
         kept = KeptResult()
@@ -162,12 +183,12 @@ class Runner:
             check_keep(keep)
             on_missing = _check_on_missing(options.get("on_missing_result", "run"))
             rerun_on_new_version = options.get("rerun_on_new_version", False)
-            decision = await self._decide(name, options.get("force", False), patterns)
+            decision = await self._decide(name, options.get("force", False), patterns, store)
             if (keep or rerun_on_new_version) and not decision.run and not decision.forced:
                 # Done, and only its marker's body can tell whether that stands.
                 # Read outside the lock, so that many bodies are read at once.
                 decision, kept = await self._decide_with_body(
-                    name, decision, keep, on_missing, rerun_on_new_version
+                    name, decision, keep, on_missing, rerun_on_new_version, store
                 )
                 if decision.run and patterns:
                     self.add_forced_steps(patterns, reason=f"Dep of {name}")
@@ -188,7 +209,7 @@ class Runner:
                 name,
                 decision,
                 activities,
-                self.store,
+                store,
                 self.prefix,
                 self._body,
                 self._done,
@@ -217,22 +238,26 @@ class Runner:
         """
         return await self.bus.wait(name, timeout, include_past=True)
 
-    async def _decide(self, name: str, force: bool, deps: list[str] | None) -> Decision:
+    async def _decide(
+        self, name: str, force: bool, deps: list[str] | None, store: DoneStore
+    ) -> Decision:
         async with self._deciding:
-            done = await self._listed()
+            done = await self._listed(store)
             decision = decide(
                 name, force=force, forced=self._forced, skipped=self._skipped, done=done
             )
             if decision.run and deps:
                 self.add_forced_steps(deps, reason=f"Dep of {name}")
-        logger.debug(
-            "%s: step %s: %s%s %s",
-            self.workflow_id,
-            name,
-            decision.action,
-            " (forced)" if decision.forced else "",
-            list(decision.reasons),
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # building the arguments costs too
+            logger.debug(
+                "%s: step %s: %s%s %s",
+                self.workflow_id,
+                name,
+                decision.action,
+                " (forced)" if decision.forced else "",
+                list(decision.reasons),
+                extra={"workflow_id": self.workflow_id, "step": name, "decision": decision.action},
+            )
         return decision
 
     async def _decide_with_body(
@@ -242,15 +267,16 @@ class Runner:
         keep: object,
         on_missing: OnMissingResult,
         rerun_on_new_version: bool,
+        store: DoneStore,
     ) -> tuple[Decision, KeptResult]:
-        if not isinstance(self.store, ReadsMarkers):
+        if not isinstance(store, ReadsMarkers):
             raise AstepsError(
-                f"{self.store!r} cannot read marker bodies, which keep_result and "
+                f"{store!r} cannot read marker bodies, which keep_result and "
                 "rerun_on_new_version need: give it read_marker(prefix, name), or use "
                 "MemoryStore, FileStore or S3Store"
             )
         try:
-            body = await self.store.read_marker(self.prefix, name)
+            body = await store.read_marker(self.prefix, name)
         except MarkerBodyError as exc:
             body, kept = None, KeptResult(problem=f"result invalid: {exc}")
         else:
@@ -285,7 +311,12 @@ class Runner:
         except (MarkDoneError, ResultNotKept) as exc:
             # The work is done but not marked: raised, with the result in hand.
             await self._record(ex.name, "failed", ex.decision, error=exc)
-            logger.error("%s: %s", self.workflow_id, exc)
+            logger.error(
+                "%s: %s",
+                self.workflow_id,
+                exc,
+                extra={"workflow_id": self.workflow_id, "step": ex.name, "status": "failed"},
+            )
             outcome = _outcome(ex.name, "failed", ex.decision, started, ex.result, exc)
             self.outcomes.append(outcome)  # raised, not returned: keep it on record
             raise
@@ -320,7 +351,13 @@ class Runner:
         self, name: str, decision: Decision, exc: Exception, started: float, bubbles: bool
     ) -> StepOutcome:
         await self._record(name, "failed", decision, error=exc)
-        logger.warning("%s: step %s failed: %s", self.workflow_id, name, describe(exc))
+        logger.warning(
+            "%s: step %s failed: %s",
+            self.workflow_id,
+            name,
+            describe(exc),
+            extra={"workflow_id": self.workflow_id, "step": name, "status": "failed"},
+        )
         outcome = _outcome(name, "failed", decision, started, error=exc)
         if bubbles:
             self.outcomes.append(outcome)  # raised, not returned: keep it on record

@@ -1,0 +1,344 @@
+"""OpenTelemetry traces and metrics for asteps: off until ``instrument()``.
+
+Everything asteps knows of OpenTelemetry is in this module. What is emitted:
+
+- a span ``asteps.step`` per submitted step (child of the current span), with
+  the decision and the outcome as attributes; a failed step records its
+  exception and has the error status;
+- a span ``asteps.store.<operation>`` per store call a runner makes;
+- ``asteps.workflow`` and ``asteps.batch`` spans around a batch's workflows
+  (:func:`workflow_span`, :func:`batch_span`);
+- the counters ``asteps.steps``, ``asteps.store.requests`` and
+  ``asteps.workflows``, and the histogram ``asteps.step.duration`` (seconds).
+
+Why it works this way:
+
+- ``opentelemetry`` is imported only by :func:`instrument` (and by
+  :func:`export_otlp`, for the CLI): a program that never asks pays neither the
+  import nor any span. Until then :data:`active` is None, and the runner's
+  only cost is to look at it once per step.
+- Store calls are traced by wrapping the store a runner uses (:class:`TracedStore`),
+  so no store needs to know about telemetry, a store of your own included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from .errors import describe
+from .stores.base import DoneStore, ReadsMarkers
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import Span, TracerProvider
+
+    from ._runner import Runner
+    from ._step import StepOutcome
+
+OTEL_EXTRA = "asteps[otel]"
+INSTALL_HINT = f"pip install '{OTEL_EXTRA}'"
+DEFAULT_SERVICE_NAME = "asteps"
+
+active: Telemetry | None = None
+"""The instrumentation in force: None until :func:`instrument`, again after
+:func:`uninstrument`. The runner reads it once per step."""
+
+
+def instrument(
+    tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None
+) -> None:
+    """Emit spans and metrics for every step, from now on.
+
+    Uses the global tracer and meter providers unless others are given. Calling
+    it again replaces the providers. Raises ``ImportError`` naming the extra
+    ``asteps[otel]`` when OpenTelemetry is not installed.
+    """
+    global active
+    try:
+        from opentelemetry import metrics, trace
+    except ImportError as exc:
+        raise ImportError(
+            f"asteps.instrument() needs OpenTelemetry, which the extra {OTEL_EXTRA} "
+            f"installs: {INSTALL_HINT}"
+        ) from exc
+    from . import __version__
+
+    tracer = trace.get_tracer("asteps", __version__, tracer_provider)
+    meter = metrics.get_meter("asteps", __version__, meter_provider)
+    active = Telemetry(tracer, meter)
+
+
+def uninstrument() -> None:
+    """Emit nothing any more (steps already running finish their spans)."""
+    global active
+    active = None
+
+
+class Telemetry:
+    """The tracer, the instruments, and how a step, a store call, a workflow or
+    a batch becomes a span. Built by :func:`instrument`."""
+
+    def __init__(self, tracer: Any, meter: Any) -> None:
+        from opentelemetry.trace import StatusCode
+
+        self.tracer = tracer
+        self.error_status = StatusCode.ERROR
+        self.steps = meter.create_counter(
+            "asteps.steps", unit="{step}", description="Steps submitted, by status and forced."
+        )
+        self.step_duration = meter.create_histogram(
+            "asteps.step.duration", unit="s", description="Time spent in a step's phases."
+        )
+        self.store_requests = meter.create_counter(
+            "asteps.store.requests",
+            unit="{request}",
+            description="Store calls, by operation and outcome (ok or error).",
+        )
+        self.workflows = meter.create_counter(
+            "asteps.workflows", unit="{workflow}", description="Workflows run in batches, by ok."
+        )
+
+    # -- steps -------------------------------------------------------------------
+
+    async def step(
+        self, runner: Runner, name: str, run: Callable[[DoneStore], Awaitable[StepOutcome]]
+    ) -> StepOutcome:
+        """Run one step of ``runner`` (``run``, given the store to use) in a span."""
+        attributes = {
+            "asteps.workflow_id": runner.workflow_id,
+            "asteps.run_id": runner.run_id,
+            "asteps.step.name": name,
+        }
+        with self.tracer.start_as_current_span(
+            "asteps.step", attributes=attributes, record_exception=False
+        ) as span:
+            try:
+                outcome = await run(self.traced(runner.store))
+            except Exception as exc:
+                # A failure that is raised (MarkDoneError, bubbles_exception_on_failure)
+                # still has its outcome on record; a bad name or option has none.
+                raised = _outcome_of(runner.outcomes, exc)
+                if raised is None:
+                    span.record_exception(exc)
+                    span.set_status(self.error_status, describe(exc))
+                else:
+                    self._finish_step(span, raised)
+                raise
+            self._finish_step(span, outcome)
+            return outcome
+
+    def _finish_step(self, span: Span, outcome: StepOutcome) -> None:
+        span.set_attributes(
+            {
+                "asteps.step.decision": outcome.decision,
+                "asteps.step.status": outcome.status,
+                "asteps.step.forced": outcome.forced,
+                "asteps.step.reasons": list(outcome.reasons),
+                "asteps.step.patterns": list(outcome.patterns),
+            }
+        )
+        if outcome.error is not None:
+            span.record_exception(outcome.error)
+            span.set_status(self.error_status, describe(outcome.error))
+        self.steps.add(1, {"status": outcome.status, "forced": outcome.forced})
+        self.step_duration.record(outcome.duration, {"status": outcome.status})
+
+    def finish_workflow(self, span: Span, *, ok: bool) -> None:
+        """Record how a workflow ended on its span and in ``asteps.workflows``."""
+        span.set_attribute("asteps.workflow.ok", ok)
+        if not ok:
+            span.set_status(self.error_status, "the workflow failed")
+        self.workflows.add(1, {"ok": ok})
+
+    # -- stores ------------------------------------------------------------------
+
+    def traced(self, store: DoneStore) -> DoneStore:
+        """``store``, with every call a span (a store already traced is kept)."""
+        if isinstance(store, TracedStore):
+            return store
+        if isinstance(store, ReadsMarkers):
+            return TracedMarkerStore(store, self)
+        return TracedStore(store, self)
+
+    @contextmanager
+    def store_call(self, operation: str, kind: str, prefix: str) -> Iterator[None]:
+        """A span ``asteps.store.<operation>``, counted in ``asteps.store.requests``."""
+        attributes = {"asteps.store.kind": kind, "asteps.store.prefix": prefix}
+        with self.tracer.start_as_current_span(f"asteps.store.{operation}", attributes=attributes):
+            try:
+                yield
+            except Exception:
+                self.store_requests.add(1, {"operation": operation, "outcome": "error"})
+                raise
+            self.store_requests.add(1, {"operation": operation, "outcome": "ok"})
+
+
+def _outcome_of(outcomes: Sequence[StepOutcome], exc: Exception) -> StepOutcome | None:
+    """The outcome the runner recorded for a step that raised ``exc``, if any."""
+    for outcome in reversed(outcomes):
+        if outcome.error is exc:
+            return outcome
+    return None
+
+
+def traced_store(store: DoneStore) -> DoneStore:
+    """``store`` as the runner should call it: traced while instrumented, else itself."""
+    return store if active is None else active.traced(store)
+
+
+def store_kind(store: object) -> str:
+    """``memory``, ``file``, ``s3``: the store's class name without ``Store``, lowercase."""
+    return type(store).__name__.removesuffix("Store").lower() or "store"
+
+
+class TracedStore:
+    """A :class:`DoneStore` whose calls are spans ``asteps.store.<operation>``.
+
+    Only the runner builds one, for the store it was given, while instrumented.
+    """
+
+    def __init__(self, store: DoneStore, telemetry: Telemetry) -> None:
+        self.store = store
+        self.kind = store_kind(store)
+        self._telemetry = telemetry
+
+    def __repr__(self) -> str:
+        return repr(self.store)  # error messages name the user's store
+
+    async def list_done(self, prefix: str) -> set[str]:
+        with self._telemetry.store_call("list_done", self.kind, prefix):
+            return await self.store.list_done(prefix)
+
+    async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
+        with self._telemetry.store_call("mark_done", self.kind, prefix):
+            await self.store.mark_done(prefix, name, body)
+
+    async def unmark(self, prefix: str, names: Iterable[str]) -> None:
+        with self._telemetry.store_call("unmark", self.kind, prefix):
+            await self.store.unmark(prefix, names)
+
+    async def __aenter__(self) -> Self:
+        await self.store.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.store.__aexit__(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+
+class TracedMarkerStore(TracedStore):
+    """A :class:`TracedStore` for a store that reads marker bodies (``read_marker``)."""
+
+    async def read_marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
+        assert isinstance(self.store, ReadsMarkers)
+        with self._telemetry.store_call("read_marker", self.kind, prefix):
+            return await self.store.read_marker(prefix, name)
+
+
+# -- batches -----------------------------------------------------------------------
+
+
+class WorkflowSpan:
+    """What a workflow's span reports when the block ends: set ``ok`` to False
+    for a workflow that failed without raising (a step failed)."""
+
+    __slots__ = ("ok",)
+
+    def __init__(self) -> None:
+        self.ok = True
+
+
+@contextmanager
+def workflow_span(workflow_id: str) -> Iterator[WorkflowSpan]:
+    """One workflow of a batch: a span ``asteps.workflow``, parent of its steps.
+
+    On leaving, records ``asteps.workflow.ok`` (False if the block raised or
+    set ``ok = False``) and counts it in ``asteps.workflows``. A cancelled
+    workflow did not finish: it is neither ok nor counted.
+    """
+    state = WorkflowSpan()
+    telemetry = active
+    if telemetry is None:
+        yield state
+        return
+    with telemetry.tracer.start_as_current_span(
+        "asteps.workflow", attributes={"asteps.workflow_id": workflow_id}
+    ) as span:
+        try:
+            yield state
+        except Exception:
+            telemetry.finish_workflow(span, ok=False)
+            raise
+        telemetry.finish_workflow(span, ok=state.ok)
+
+
+@contextmanager
+def batch_span() -> Iterator[None]:
+    """A whole batch: a span ``asteps.batch``, parent of its workflows."""
+    telemetry = active
+    if telemetry is None:
+        yield
+        return
+    with telemetry.tracer.start_as_current_span("asteps.batch"):
+        yield
+
+
+# -- exporting (the CLI's --otel) ---------------------------------------------------
+
+
+def export_otlp() -> Callable[[], None]:
+    """Set up the SDK to export over OTLP/HTTP, configured by the ``OTEL_*``
+    environment variables, and instrument asteps. Returns the function that
+    flushes and shuts it down.
+
+    The service name is ``asteps`` unless ``OTEL_SERVICE_NAME`` (or
+    ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``) says otherwise. Raises
+    ``ImportError`` naming the extra when the SDK or the exporter is missing.
+    """
+    try:
+        from opentelemetry import metrics, trace
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise ImportError(
+            f"--otel needs the OpenTelemetry SDK and OTLP exporter, which the extra "
+            f"{OTEL_EXTRA} installs: {INSTALL_HINT}"
+        ) from exc
+    # The environment's service name and resource attributes win over the default.
+    resource = Resource.create({SERVICE_NAME: DEFAULT_SERVICE_NAME}).merge(
+        OTELResourceDetector().detect()
+    )
+    # atexit would shut down too, but after the event loop and logging are gone:
+    # the CLI shuts down itself, when the command ends however it ends.
+    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=[reader], shutdown_on_exit=False
+    )
+    # Global, so that the spans a flow makes itself join the same traces.
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    instrument(tracer_provider, meter_provider)
+
+    def shutdown() -> None:
+        uninstrument()
+        tracer_provider.shutdown()  # flushes the spans still queued
+        meter_provider.shutdown()  # exports the metrics one last time
+
+    return shutdown
