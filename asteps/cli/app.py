@@ -4,6 +4,11 @@ Results go to stdout, progress and logs to stderr. Exit codes: 0 success; 1 a
 step or workflow failed (or a confirmation was refused); 2 bad usage or input
 (flow, pattern, name, workflow id, parameter); 3 the store could not be reached
 or used; 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM.
+
+Every command takes ``--log-format json`` (:func:`log_format_option`); those
+that run flows take ``--otel`` (:func:`otel_option`). Both act while the
+command line is parsed, before the command runs, so a command needs nothing
+but the decorator.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar, cast
 
 import anyio
@@ -20,6 +26,7 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from rich.text import Text
 
 from .._concurrency import first_exception
 from .._runner import DEFAULT_PREFIX
@@ -36,8 +43,29 @@ T = TypeVar("T")
 
 def fail(message: str, code: int) -> NoReturn:
     """Print ``error: message`` to stderr, unwrapped and escaped, and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {escape(printable(message))}", soft_wrap=True)
+    tell(message, logging.ERROR, label="[bold red]error:[/]")
     sys.exit(code)
+
+
+def tell(
+    message: str,
+    level: int,
+    *,
+    label: str | None = None,
+    style: str | None = None,
+    **fields: str,
+) -> None:
+    """A line for the operator on stderr, after a rich ``label``, in a rich
+    ``style``; with ``--log-format json`` a log record of ``level`` with the same
+    words and ``fields`` (``workflow_id``, ``step``, ``status``)."""
+    if json_logs():
+        text = f"{Text.from_markup(label).plain} {message}" if label else message
+        logging.getLogger("asteps.cli").log(level, "%s", text, extra=fields)
+        return
+    text = escape(printable(message))
+    if style is not None:
+        text = f"[{style}]{text}[/]"
+    err.print(f"{label} {text}" if label else text, soft_wrap=True)
 
 
 class Interruption:
@@ -62,12 +90,14 @@ class Interruption:
     async def watch(self, signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
         async for signum in signals:
             if self.signum is not None:
-                err.print(f"[yellow]{escape(self.later)}[/]")
+                tell(self.later, logging.WARNING, style="yellow")
                 continue
             self.signum = signum
-            err.print(
-                "[yellow]interrupted: finishing cleanly (in-flight work is cancelled, "
-                "nothing unfinished is marked done)[/]"
+            tell(
+                "interrupted: finishing cleanly (in-flight work is cancelled, "
+                "nothing unfinished is marked done)",
+                logging.WARNING,
+                style="yellow",
             )
             assert self.stop is not None
             self.stop.set()
@@ -162,6 +192,86 @@ def param_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--param", "params", multiple=True, metavar="KEY=VALUE", help="Flow parameter."
     )(fn)
+
+
+def log_format_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--log-format text|json``: the command's logs on stderr, for people or pipelines."""
+    return click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        expose_value=False,
+        is_eager=True,  # before the other options, whose errors are then logged alike
+        callback=_set_log_format,
+        help="Logs on stderr: human text, or one JSON object per line.",
+    )(fn)
+
+
+def otel_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--otel``: send traces and metrics over OTLP/HTTP while the command runs."""
+    return click.option(
+        "--otel",
+        is_flag=True,
+        expose_value=False,
+        callback=_start_otel,
+        help="Send traces and metrics over OTLP/HTTP, configured by the OTEL_* "
+        "environment variables (service name: asteps unless OTEL_SERVICE_NAME). "
+        "Needs asteps[otel].",
+    )(fn)
+
+
+def _set_log_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        # The level stays the one -v chose; only the handler changes.
+        logging.basicConfig(level=logging.getLogger().level, handlers=[handler], force=True)
+    return value
+
+
+def _start_otel(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        from .._telemetry import export_otlp
+
+        try:
+            shutdown = export_otlp()
+        except ImportError as exc:
+            fail(str(exc), EXIT_USAGE)
+        # The context closes however the command ends: return, failure, or the
+        # SystemExit of Ctrl-C (run_async), so what was recorded is sent.
+        ctx.call_on_close(shutdown)
+    return value
+
+
+def json_logs() -> bool:
+    """Whether logs go out as JSON lines (``--log-format json``)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message``, then ``workflow_id``, ``step``, ``status`` and ``decision``
+    when the record carries them (``extra=``), and ``exception`` if any."""
+
+    FIELDS = ("workflow_id", "step", "status", "decision")
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = datetime.fromtimestamp(record.created, UTC)
+        data: dict[str, Any] = {
+            "time": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in self.FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                data[key] = value
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        # ASCII only: no character of a message (U+2028 included) can split the line.
+        return json.dumps(data, default=str, ensure_ascii=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -16,7 +16,17 @@ from .._names import validate_workflow_id
 from .._step import StepOutcome
 from ..stores.file import FileStore
 from ._output import cell, outcome_row, outcomes_table, signals_table
-from .app import EXIT_USAGE, emit_json, fail, guarded, json_option, main, out, run_async
+from .app import (
+    EXIT_USAGE,
+    emit_json,
+    fail,
+    guarded,
+    json_option,
+    log_format_option,
+    main,
+    out,
+    run_async,
+)
 
 Show = Callable[[str, list[StepOutcome], list[Signal]], None]
 
@@ -36,6 +46,7 @@ Show = Callable[[str, list[StepOutcome], list[Signal]], None]
 )
 @click.option("--workflow-id", default="demo-workflow", show_default=True)
 @json_option
+@log_format_option
 def demo(root: Path | None, use_s3: bool, workflow_id: str, as_json: bool) -> None:
     """Run a small flow three times: executed, skipped, then 'a' forced.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,23 +19,34 @@ from .app import (
     EXIT_FAILED,
     EXIT_STORE,
     emit_json,
-    err,
     fail,
     guarded,
     json_option,
+    log_format_option,
     main,
+    otel_option,
     out,
     param_option,
     pattern_options,
     prefix_option,
     run_async,
     store_option,
+    tell,
 )
 
 
 def single_workflow_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """FLOW, --workflow-id, --force/--skip/--reason, --param, --store, --prefix, --json."""
-    for option in (json_option, prefix_option, store_option, param_option, pattern_options):
+    """FLOW, --workflow-id, --force/--skip/--reason, --param, --store, --prefix, --json,
+    --otel, --log-format."""
+    for option in (
+        log_format_option,
+        otel_option,
+        json_option,
+        prefix_option,
+        store_option,
+        param_option,
+        pattern_options,
+    ):
         fn = option(fn)
     fn = click.option("--workflow-id", required=True, help="The workflow.")(fn)
     return click.argument("flow")(fn)
@@ -112,7 +124,13 @@ def _single(
     if not report.ok:
         if not as_json:
             what = "the flow failed in a dry run" if dry_run else "failed"
-            err.print(f"[bold red]{what}:[/] {cell(report.error or '')}", soft_wrap=True)
+            tell(
+                report.error or "",
+                logging.ERROR,
+                label=f"[bold red]{what}:[/]",
+                workflow_id=workflow_id,
+                status="failed",
+            )
         sys.exit(EXIT_FAILED)
 
 
