@@ -2,15 +2,21 @@
 
 The pipeline (why it looks like this):
 
-    ids (streamed) -> lister: done sets of the next chunk, concurrently
-                   -> bounded channel -> N workers, each running one workflow
+    ids (streamed) -> reader -> N listers, each listing one workflow's done set
+                              -> N workers, each running one workflow
 
-Ids are read lazily, so 100,000 ids never make 100,000 tasks: there are N
-workers and one lister, and a couple of chunks of ids waiting at most. The
-lister fetches the done sets of the ids already there (up to ``concurrency``
-at once, ``list_done_many``) while the workers run the previous ones, and
-hands each runner its done set, so no workflow waits on its own listing, and
-an id that arrives alone through a slow pipe starts at once.
+Ids are read lazily, so 100,000 ids never make 100,000 tasks: there is one
+reader, N listers and N workers (N = ``concurrency``), joined by two bounded
+channels. Each lister hands its workflow on the moment that workflow's own
+listing is in, so a workflow never waits for another's listing (a slow
+listing, S3's latency tail, holds up one workflow, not a chunk of them), and
+an id that arrives alone through a slow pipe starts at once. At most N
+listings are in flight, and at most about 3N ids are between the reader and
+the workers. The store's own request limit (``S3Store(max_concurrency=...)``)
+is shared by the listings, marker writes and body reads of the whole batch.
+
+Workflows finish in whatever order their store calls allow, not in the order
+of the ids; the summary, the retry file and a stop do not depend on it.
 
 Memory per id: every distinct id read is kept in a set (to run duplicates
 once), about 100 bytes per id (a million ids take about 100 MB), plus the
@@ -31,7 +37,15 @@ import stat
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -41,11 +55,11 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._flows import Flow
-from ._names import format_prefix, validate_patterns, validate_workflow_id
+from ._names import covers, format_prefix, validate_patterns, validate_workflow_id
 from ._runner import DEFAULT_PREFIX, Runner
 from ._step import StepOutcome
 from .errors import InvalidStepName, StoreError, describe
-from .stores.base import DoneStore, list_done_many
+from .stores.base import DoneStore
 
 MAX_LINE_BYTES = 4096
 """A longer line of an ids file is a bad id (a workflow id has 255 bytes at most)."""
@@ -89,6 +103,12 @@ class BatchSummary:
     interrupted: bool = False
     aborted: str | None = None
     """Why the batch stopped early on its own (the store failed), if it did."""
+    passed_over: int = 0
+    """Workflows listed but not run: their done set did not match ``missing``
+    or ``only_with_markers``."""
+    unlisted: str | None = None
+    """After a stop of a batch over discovered ids: why the ids not yet
+    discovered could not be listed (then ``unfinished_ids`` lacks them)."""
 
     @property
     def finished(self) -> int:
@@ -104,10 +124,12 @@ class BatchSummary:
                 "failed": len(self.failed_ids),
                 "unfinished": len(self.unfinished_ids),
             },
+            "passed_over": self.passed_over,
             "steps": dict(self.steps),
             "elapsed": round(self.elapsed, 3),
             "interrupted": self.interrupted,
             "aborted": self.aborted,
+            "unlisted": self.unlisted,
             "failed_ids": self.failed_ids,
             "unfinished_ids": self.unfinished_ids,
             "errors": self.errors,
@@ -196,7 +218,7 @@ class IdReader:
     """Ids read from a stream by a thread, so the event loop never waits on a pipe.
 
     The thread reads ahead at most ``buffer`` ids. ``get`` waits for the next
-    one, ``get_nowait`` takes one already there, and ``rest`` gives every id not
+    one, and ``rest`` gives every id not
     taken: to the end of a regular file, or those already read from a pipe that
     may never close (ids still in the pipe are not read). The thread is a daemon:
     a pipe held open never keeps the process alive.
@@ -228,13 +250,6 @@ class IdReader:
                     return self._take()
                 self._arrived = anyio.Event()
             await self._arrived.wait()
-
-    def get_nowait(self) -> str | BadId | None:
-        """The next id if one is there; raises ``anyio.WouldBlock`` if none is yet."""
-        with self._lock:
-            if self._items or self._ended:
-                return self._take()
-        raise anyio.WouldBlock
 
     async def rest(self) -> list[str | BadId]:
         """Stop reading and return the ids not taken (see the class docstring)."""
@@ -306,11 +321,39 @@ class _IterableIds:
     async def get(self) -> str | BadId | None:
         return next(self._ids, None)
 
-    def get_nowait(self) -> str | BadId | None:
-        return next(self._ids, None)
-
     async def rest(self) -> list[str | BadId]:
         return list(self._ids)
+
+
+class _DiscoveredIds:
+    """Ids from an async iterator (the store's own listing, see
+    ``asteps.stores.discovery``), as an :class:`IdReader` gives them."""
+
+    def __init__(self, ids: AsyncIterator[str]) -> None:
+        self._ids = ids
+        self.unlisted: str | None = None
+        """Why the rest of the ids could not be listed after a stop, if so."""
+
+    async def get(self) -> str | BadId | None:
+        return await anext(self._ids, None)
+
+    async def rest(self) -> list[str | BadId]:
+        """The ids not yet listed: the listing goes on to its end (one request
+        per 1,000 ids on S3), so that the retry file is complete."""
+        rest: list[str | BadId] = []
+        try:
+            async for wid in self._ids:
+                rest.append(wid)
+        except StoreError as exc:
+            self.unlisted = str(exc)
+        return rest
+
+    async def aclose(self) -> None:
+        if isinstance(self._ids, AsyncGenerator):
+            await self._ids.aclose()
+
+
+_Source = IdReader | _IterableIds | _DiscoveredIds
 
 
 @dataclass
@@ -325,7 +368,14 @@ class _Books:
 
 
 class BatchRun:
-    """Run ``flow`` for many workflow ids, ``concurrency`` at a time."""
+    """Run ``flow`` for many workflow ids, ``concurrency`` at a time.
+
+    ``missing`` (patterns) keeps only the workflows where some pattern covers
+    none of the done steps (``missing=["export.csv"]``: those whose CSV export
+    never completed); ``only_with_markers`` keeps only those with at least one
+    done step. Both are decided on the workflow's listing, which the run uses
+    anyway; the others are counted in ``summary.passed_over`` and not run.
+    """
 
     def __init__(
         self,
@@ -340,6 +390,8 @@ class BatchRun:
         prefix: str = DEFAULT_PREFIX,
         context: Mapping[str, Any] | None = None,
         dry_run: bool = False,
+        missing: Sequence[str] = (),
+        only_with_markers: bool = False,
         on_workflow: Callable[[WorkflowReport, BatchSummary], None] | None = None,
     ) -> None:
         if concurrency < 1:
@@ -354,22 +406,52 @@ class BatchRun:
         self.prefix = prefix
         self.context = context
         self.dry_run = dry_run
+        self.missing = validate_patterns(missing)
+        self.only_with_markers = only_with_markers
         self.on_workflow = on_workflow
         format_prefix(prefix, "check", context)  # a bad template fails before any I/O
 
     async def run(
-        self, ids: Iterable[str | BadId] | IdReader, stop: anyio.Event | None = None
+        self,
+        ids: Iterable[str | BadId] | AsyncIterator[str] | IdReader,
+        stop: anyio.Event | None = None,
     ) -> BatchSummary:
         """Run every id (duplicates once). Setting ``stop`` interrupts cleanly.
 
-        A :class:`BadId` fails as one workflow, with its reason, and the others run.
+        ``ids`` is an iterable, an :class:`IdReader` (a file or a pipe), or an
+        async iterator (``discover_workflows``). A :class:`BadId` fails as one
+        workflow, with its reason, and the others run.
         """
-        source = ids if isinstance(ids, IdReader) else _IterableIds(ids)
+        source: _Source
+        if isinstance(ids, IdReader):
+            source = ids
+        elif isinstance(ids, AsyncIterator):
+            source = _DiscoveredIds(ids)
+        else:
+            source = _IterableIds(ids)
         books = _Books(BatchSummary())
         started = time.perf_counter()
-        send, receive = anyio.create_memory_object_stream[tuple[str, frozenset[str]]](
-            self.concurrency * 2
-        )
+        try:
+            await self._pipeline(source, books, stop)
+            summary = books.summary
+            if summary.interrupted or summary.aborted:
+                with anyio.CancelScope(shield=True):  # the ids left are the point of stopping
+                    rest = _new_ids(await source.rest(), books)
+                    summary.unfinished_ids = [*books.pending, *rest]
+                if isinstance(source, _DiscoveredIds):
+                    summary.unlisted = source.unlisted
+        finally:
+            if isinstance(source, _DiscoveredIds):
+                with anyio.CancelScope(shield=True):
+                    await source.aclose()
+        summary.elapsed = time.perf_counter() - started
+        return summary
+
+    async def _pipeline(self, source: _Source, books: _Books, stop: anyio.Event | None) -> None:
+        """Reader -> listers -> workers, until the ids are over or the work is cancelled."""
+        n = self.concurrency
+        send_ids, receive_ids = anyio.create_memory_object_stream[tuple[str, str]](n)
+        send_ready, receive_ready = anyio.create_memory_object_stream[tuple[str, frozenset[str]]](n)
         work = anyio.CancelScope()
         async with anyio.create_task_group() as outer:
             if stop is not None:
@@ -382,75 +464,85 @@ class BatchRun:
                 outer.start_soon(watch)
             with work:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._list_ahead, source, send, books, work)
-                    for _ in range(self.concurrency):
-                        tg.start_soon(self._work, receive.clone(), books, work)
-                    receive.close()
+                    tg.start_soon(self._read, source, send_ids, books, work)
+                    for _ in range(n):
+                        tg.start_soon(
+                            self._list, receive_ids.clone(), send_ready.clone(), books, work
+                        )
+                        tg.start_soon(self._work, receive_ready.clone(), books, work)
+                    receive_ids.close()
+                    send_ready.close()
+                    receive_ready.close()
             outer.cancel_scope.cancel()
-        summary = books.summary
-        if summary.interrupted or summary.aborted:
-            with anyio.CancelScope(shield=True):  # the ids left are the point of stopping
-                summary.unfinished_ids = [*books.pending, *_new_ids(await source.rest(), books)]
-        summary.elapsed = time.perf_counter() - started
-        return summary
 
-    async def _list_ahead(
+    async def _read(
         self,
-        source: IdReader | _IterableIds,
+        source: _Source,
+        send: MemoryObjectSendStream[tuple[str, str]],
+        books: _Books,
+        work: anyio.CancelScope,
+    ) -> None:
+        """Hand every new, valid id and its prefix to the listers."""
+        async with send:
+            while True:
+                try:
+                    item = await source.get()
+                except StoreError as exc:  # the store's own listing of ids failed
+                    self._abort(exc, books.summary, work)
+                    return
+                if item is None:
+                    return
+                if (taken := self._take(item, books)) is not None:
+                    await send.send(taken)
+
+    async def _list(
+        self,
+        receive: MemoryObjectReceiveStream[tuple[str, str]],
         send: MemoryObjectSendStream[tuple[str, frozenset[str]]],
         books: _Books,
         work: anyio.CancelScope,
     ) -> None:
-        async with send:
-            while (chunk := await self._next_chunk(source, books)) is not None:
-                if not chunk:
-                    continue
+        """List one workflow's done set at a time; pass it on as soon as it is in."""
+        async with receive, send:
+            async for wid, prefix in receive:
                 try:
-                    done = await list_done_many(self.store, chunk, concurrency=self.concurrency)
+                    done = frozenset(await self.store.list_done(prefix))
                 except StoreError as exc:
                     # The store is gone (after its retries): stop the batch, but
                     # keep what it did and the ids left, so it can be resumed.
                     self._abort(exc, books.summary, work)
                     return
-                for prefix, wid in chunk.items():
-                    await send.send((wid, done[prefix]))
+                if not self._selected(done):
+                    del books.pending[wid]
+                    books.summary.passed_over += 1
+                    continue
+                await send.send((wid, done))
 
-    async def _next_chunk(
-        self, source: IdReader | _IterableIds, books: _Books
-    ) -> dict[str, str] | None:
-        """The next valid ids, prefix -> id: the first one waited for, then those
-        already there, up to ``concurrency``. None once the ids are over."""
-        chunk: dict[str, str] = {}
-        item = await source.get()
-        while item is not None:
-            self._take(item, chunk, books)
-            if len(chunk) == self.concurrency:
-                break
-            try:
-                item = source.get_nowait()
-            except anyio.WouldBlock:
-                break
-        else:
-            if not chunk:
-                return None
-        return chunk
+    def _selected(self, done: frozenset[str]) -> bool:
+        """Whether a workflow with this done set is run (``missing``, ``only_with_markers``)."""
+        if self.only_with_markers and not done:
+            return False
+        if self.missing:
+            return any(not any(covers(p, name) for name in done) for p in self.missing)
+        return True
 
-    def _take(self, item: str | BadId, chunk: dict[str, str], books: _Books) -> None:
-        """Add a new, valid id to the chunk; a bad or invalid one fails at once."""
+    def _take(self, item: str | BadId, books: _Books) -> tuple[str, str] | None:
+        """A new, valid id and its prefix; a bad or invalid one fails at once."""
         wid = item.text if isinstance(item, BadId) else item
         if wid in books.seen:
-            return
+            return None
         books.seen.add(wid)
         if isinstance(item, BadId):
             self._record(WorkflowReport(wid, ok=False, error=item.reason), books.summary)
-            return
+            return None
         try:
             validate_workflow_id(wid)
-            chunk[format_prefix(self.prefix, wid, self.context)] = wid
+            prefix = format_prefix(self.prefix, wid, self.context)
         except InvalidStepName as exc:
             self._record(WorkflowReport(wid, ok=False, error=str(exc)), books.summary)
-            return
+            return None
         books.pending[wid] = None
+        return wid, prefix
 
     async def _work(
         self,

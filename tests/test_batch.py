@@ -18,6 +18,7 @@ from asteps._batch import (
     WorkflowReport,
     read_ids,
 )
+from asteps.testing import LatencyStore
 
 from .conftest import FailingMarkStore, FlakyProxy
 
@@ -162,3 +163,134 @@ async def test_a_marker_write_failure_stops_the_batch_like_a_listing_failure() -
     assert "disk full" in summary.aborted
     assert 1 <= len(summary.failed_ids) <= 2  # the workflows that hit it first
     assert len(summary.failed_ids) + len(summary.unfinished_ids) == 20
+
+
+# -- no chunk barrier: each workflow starts on its own listing ---------------------
+
+
+class OneSlowListing(MemoryStore):
+    """Lists w0's prefix only once the batch has finished a later workflow:
+    a batch that waited for a chunk of listings would never get there."""
+
+    def __init__(self, release_after: str) -> None:
+        super().__init__()
+        self.release_after = release_after
+        self.released = anyio.Event()
+
+    async def list_done(self, prefix: str) -> set[str]:
+        if prefix == "w0/steps/":
+            await self.released.wait()
+        return await super().list_done(prefix)
+
+
+async def test_a_slow_listing_holds_up_its_own_workflow_only() -> None:
+    store = OneSlowListing(release_after="w7")
+    order: list[str] = []
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        await runner.step("only", lambda: None)
+        order.append(runner.workflow_id)
+        if runner.workflow_id == store.release_after:
+            store.released.set()
+
+    with anyio.fail_after(10):
+        summary = await BatchRun(flow, store, concurrency=4).run(f"w{i}" for i in range(10))
+    assert summary.succeeded == 10
+    assert order.index("w7") < order.index("w0")  # w0 finished after later ids
+
+
+class ListingsInFlight(MemoryStore):
+    """Counts the listings in flight at once; each takes a little while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listing = self.peak = 0
+
+    async def list_done(self, prefix: str) -> set[str]:
+        self.listing += 1
+        self.peak = max(self.peak, self.listing)
+        try:
+            await anyio.sleep(0.002)
+            return await super().list_done(prefix)
+        finally:
+            self.listing -= 1
+
+
+async def test_never_more_listings_in_flight_than_the_concurrency() -> None:
+    store = ListingsInFlight()
+    summary = await BatchRun(one_step, store, concurrency=3).run(f"w{i}" for i in range(40))
+    assert summary.succeeded == 40
+    assert store.peak == 3
+
+
+async def test_ids_are_read_ahead_only_a_bounded_number() -> None:
+    read = 0
+    running = anyio.Event()
+
+    def ids() -> Any:
+        nonlocal read
+        for i in range(10_000):
+            read += 1
+            yield f"w{i}"
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        running.set()
+        await anyio.sleep(0.05)
+
+    stop = anyio.Event()
+    read_when_stopped = 0
+
+    async def stop_soon() -> None:
+        nonlocal read_when_stopped
+        await running.wait()
+        await anyio.sleep(0.02)
+        read_when_stopped = read
+        stop.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_soon)
+        summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(ids(), stop=stop)
+    # 4 running, 4 listed, 4 listing, 4 waiting for a lister, one in the reader's hand
+    assert 0 < read_when_stopped <= 4 * 4 + 1
+    assert len(summary.unfinished_ids) == 10_000 - summary.finished
+
+
+async def test_workflows_run_at_the_store_limit_under_exponential_latency() -> None:
+    """Not a timing assertion: the store is saturated, i.e. the batch keeps
+    max_in_flight calls in flight, which a chunk barrier cannot do."""
+    store = LatencyStore(latency=0.005, distribution="exponential", max_in_flight=8, seed=1)
+    for i in range(200):
+        await store.inner.mark_done(f"w{i}/steps/", "only", {})
+    summary = await BatchRun(one_step, store, concurrency=8).run(f"w{i}" for i in range(200))
+    assert summary.steps == {"skipped": 200}
+    assert store.calls == {"list_done": 200}
+    assert store.peak_in_flight == 8
+
+
+# -- choosing workflows by their done steps -----------------------------------------
+
+
+async def test_missing_runs_only_the_workflows_where_a_pattern_covers_no_done_step() -> None:
+    store = MemoryStore()
+    await store.mark_done("has-csv/steps/", "export.csv", {})
+    await store.mark_done("has-parquet/steps/", "export.parquet", {})
+    await store.mark_done("has-both/steps/", "export.csv", {})
+    await store.mark_done("has-both/steps/", "export.parquet", {})
+    ran: list[str] = []
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        ran.append(runner.workflow_id)
+
+    ids = ["has-csv", "has-parquet", "has-both", "new"]
+    summary = await BatchRun(flow, store, missing=["export.csv"]).run(ids)
+    assert sorted(ran) == ["has-parquet", "new"]
+    assert (summary.succeeded, summary.passed_over) == (2, 2)
+
+    ran.clear()
+    either = await BatchRun(flow, store, missing=["export.csv", "export.parquet"]).run(ids)
+    assert sorted(ran) == ["has-csv", "has-parquet", "new"]
+    assert either.passed_over == 1
+
+    ran.clear()
+    await BatchRun(flow, store, missing=["export"], only_with_markers=True).run(ids)
+    assert ran == []  # "export" covers a done step of each; "new" has none at all

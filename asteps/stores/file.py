@@ -8,7 +8,8 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ takes this long, so a file this old is never one still being written."""
 # the other readers of a shared store).
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _FILE_MODE = 0o666
+
+DISCOVERY_BATCH = 1000
+"""Directory entries read per thread hop when listing workflows (as S3's page)."""
 
 
 class FileStore(HoldsNothing):
@@ -84,6 +88,36 @@ class FileStore(HoldsNothing):
                 prefix=prefix,
             ) from exc
         return names
+
+    async def list_workflows(self, root: str = "") -> AsyncGenerator[str, None]:
+        """The names of the directories directly in ``root`` (``DISCOVERY_BATCH``
+        entries at a time, in directory order). Like the listing of markers, it
+        asks the directory entry's type and never stats a file; a directory
+        that holds no marker is listed too, and its own listing finds nothing."""
+        self._check_not_closed()
+        directory = self.root / root
+        try:
+            entries = await anyio.to_thread.run_sync(os.scandir, directory)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(
+                f"cannot list workflows in {directory}: {exc.strerror}; check the store root "
+                "exists and is readable",
+                prefix=root,
+            ) from exc
+        with entries:
+            while True:
+                try:
+                    batch = await anyio.to_thread.run_sync(_directories, entries)
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot list workflows in {directory}: {exc.strerror}", prefix=root
+                    ) from exc
+                if not batch:
+                    return
+                for name in batch:
+                    yield name
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
         self._check_not_closed()
@@ -145,6 +179,17 @@ class FileStore(HoldsNothing):
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
+
+
+def _directories(entries: Iterator[os.DirEntry[str]]) -> list[str]:
+    """The names of the directories among the next ``DISCOVERY_BATCH`` entries
+    (an empty list once the entries are over)."""
+    names: list[str] = []
+    while chunk := list(islice(entries, DISCOVERY_BATCH)):
+        names.extend(e.name for e in chunk if e.is_dir() and not e.name.startswith(TMP_PREFIX))
+        if names:
+            return names
+    return names
 
 
 def _make_directories(directory: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any
 
 from .._names import is_valid_name
@@ -42,6 +42,21 @@ class MemoryStore(HoldsNothing):
             for leaf in self._dirs.get(directory, {})
             if leaf.startswith(start) and is_valid_name(leaf[cut:])
         }
+
+    async def list_workflows(self, root: str = "") -> AsyncGenerator[str, None]:
+        """The names of the "directories" directly under ``root`` that hold a
+        marker somewhere below, sorted (as S3 lists common prefixes)."""
+        self._check_not_closed()
+        cut = len(root)
+        # A directory "d" holds keys "d/<leaf>": they fall under root's common
+        # prefix named by the first segment after root, as on S3.
+        names = {
+            f"{directory}/"[cut:].partition("/")[0]
+            for directory, leaves in self._dirs.items()
+            if leaves and directory and f"{directory}/".startswith(root) and len(directory) >= cut
+        }
+        for name in sorted(names):
+            yield name
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
         self._check_not_closed()

@@ -2,14 +2,16 @@
 
 Request budget (why it looks like this): a workflow run lists its prefix once
 (one ListObjectsV2 page per 1,000 markers) and writes one PutObject per
-executed step; a skipped step costs nothing. Nothing reads a marker's body,
-and no HEAD, GET or GetBucketLocation is ever sent per step.
+executed step; a skipped step costs nothing. A body is read (one GetObject)
+only for a step that keeps its result or reruns on a new version, and no HEAD
+or GetBucketLocation is ever sent per step. Discovering workflows costs one
+ListObjectsV2 page per 1,000 workflow ids.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -168,6 +170,23 @@ class S3Store:
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return names
+            kwargs["ContinuationToken"] = token
+
+    async def list_workflows(self, root: str = "") -> AsyncGenerator[str, None]:
+        """The "directories" directly under ``root``: ListObjectsV2 with
+        ``Delimiter="/"``, one page (up to 1,000 names) at a time, so a bucket of
+        a million workflows is never held in memory."""
+        client = self.client
+        key_prefix = self.key_root + root
+        cut = len(key_prefix)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": key_prefix, "Delimiter": "/"}
+        while True:
+            page = await self._call(client.list_objects_v2, root, "list workflows in", **kwargs)
+            for common in page.get("CommonPrefixes", ()):
+                yield common["Prefix"][cut:-1]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
             kwargs["ContinuationToken"] = token
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:

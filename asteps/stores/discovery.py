@@ -1,0 +1,69 @@
+"""Workflow ids from the store itself: a delimited listing of its root.
+
+Why a delimited listing: with the prefix template ``{workflow_id}/...``, every
+workflow's markers live under a "directory" named by its id at the root of
+the store, so listing the root with ``Delimiter="/"`` gives each id once,
+1,000 ids per S3 request, without reading a single marker. A template that
+puts something before ``{workflow_id}/`` (or puts ``{workflow_id}`` elsewhere)
+has no such directory, and is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Protocol, runtime_checkable
+
+from .._names import validate_workflow_id
+from ..errors import InvalidStepName, StoreError
+
+WORKFLOW_DIRECTORY = "{workflow_id}/"
+
+
+@runtime_checkable
+class ListsWorkflows(Protocol):
+    """A store that can list the workflow "directories" at its root, as every
+    store asteps ships can (MemoryStore, FileStore, S3Store)."""
+
+    def list_workflows(self, root: str = "") -> AsyncGenerator[str, None]:
+        """The names directly under ``root`` that have keys below them,
+        streamed (S3: ListObjectsV2 with ``Delimiter="/"``, page by page)."""
+        ...
+
+
+def check_discoverable(template: str) -> None:
+    """Refuse a prefix template under which workflows cannot be discovered.
+
+    Raises :class:`~asteps.errors.InvalidStepName` (a ``ValueError``) unless the
+    template starts with ``{workflow_id}/``, as the default ``{workflow_id}/steps/``.
+    """
+    if not template.startswith(WORKFLOW_DIRECTORY):
+        raise InvalidStepName(
+            f"cannot discover workflows with the prefix template {template!r}: discovery "
+            f"lists the store's root, so the template must start with {WORKFLOW_DIRECTORY!r} "
+            "(as the default '{workflow_id}/steps/'); give the ids with --ids instead"
+        )
+
+
+async def discover_workflows(store: object, template: str) -> AsyncGenerator[str, None]:
+    """Every workflow id that has a "directory" at the root of ``store``,
+    streamed one listing page at a time.
+
+    Names that cannot be workflow ids (a ``/``, control characters, ``.``)
+    are passed over: asteps never wrote them. Raises ``InvalidStepName`` for a
+    template :func:`check_discoverable` refuses and ``StoreError`` for a store
+    without ``list_workflows``, both before any I/O.
+    """
+    check_discoverable(template)
+    if not isinstance(store, ListsWorkflows):
+        raise StoreError(
+            f"{store!r} cannot list workflows (it has no list_workflows(root)): give the "
+            "ids with --ids, or use MemoryStore, FileStore or S3Store"
+        )
+    async with aclosing(store.list_workflows("")) as names:
+        async for name in names:
+            try:
+                validate_workflow_id(name)
+            except InvalidStepName:
+                continue
+            yield name
