@@ -25,12 +25,17 @@ FLOW = f"{FLOWS}:three_steps"
 DOMAIN = "asteps-batch"
 
 
-@pytest.fixture
-async def domain(aws: MotoServer) -> str:
-    """A fresh moto with the domain and types registered."""
+async def registered(aws: MotoServer) -> str:
+    """The domain and types, registered on moto."""
     async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
         await init_domain(client, DOMAIN)
     return DOMAIN
+
+
+@pytest.fixture
+async def domain(aws: MotoServer) -> str:
+    """A fresh moto with the domain and types registered."""
+    return await registered(aws)
 
 
 def cli_env(aws: MotoServer) -> dict[str, str]:

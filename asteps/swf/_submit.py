@@ -4,10 +4,10 @@ Everything is checked locally first (the flow loads, its parameters fit, the
 patterns, the prefix and the store URL are valid, the input fits SWF's
 32,768 characters), then SWF once (the domain and the workflow type exist);
 only then are executions started, at most ``rps`` a second, ``concurrency``
-calls at once. botocore retries throttled calls (10 attempts in all, with
-back-off). An id whose execution is open already is "already running": SWF
-refuses a second open execution of one workflow id, so nothing runs twice at
-once.
+calls at once. A throttled start is retried: by botocore (5 attempts in all),
+then here, after 1, 2, 4, 8 and 16 seconds. An id whose execution is open
+already is "already running": SWF refuses a second open execution of one
+workflow id, so nothing runs twice at once.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ _FATAL = (
     "TypeDeprecated",
     "DomainDeprecated",
 )
+
+_THROTTLED = ("Throttling", "RequestLimitExceeded", "TooManyRequests")
+_THROTTLE_WAITS = (1, 2, 4, 8, 16)
 
 Outcome = Literal["started", "already running", "refused"]
 
@@ -182,10 +185,7 @@ async def submit(
     seen: set[str] = set()
     pending: dict[str, None] = {}
     started = time.perf_counter()
-    config = AioConfig(
-        retries={"mode": "standard", "total_max_attempts": 10},
-        max_pool_connections=concurrency + 2,
-    )
+    config = AioConfig(max_pool_connections=concurrency + 2)
     options = SwfClientOptions(
         session, endpoint_url, region_name, config.merge(client_config) if client_config else config
     )
@@ -206,18 +206,8 @@ async def submit(
                 on_id(wid, outcome, summary)
 
         async def start_one(wid: str) -> None:
-            await limiter.wait()
             try:
-                answer = await client.start_workflow_execution(
-                    domain=domain,
-                    workflowId=wid,
-                    workflowType={"name": FLOW_TYPE, "version": version},
-                    taskList={"name": task_list},
-                    input=text,
-                    executionStartToCloseTimeout=str(EXECUTION_TIMEOUT),
-                    taskStartToCloseTimeout=str(decision_timeout),
-                    childPolicy="TERMINATE",
-                )
+                answer = await start_throttled(wid)
             except ClientError as exc:
                 why = explain(exc)
                 if "WorkflowExecutionAlreadyStarted" in why:
@@ -233,6 +223,26 @@ async def submit(
                 work.cancel()
                 return
             record(wid, "started", str(answer["runId"]))
+
+        async def start_throttled(wid: str) -> Any:
+            for wait in (*_THROTTLE_WAITS, None):
+                await limiter.wait()
+                try:
+                    return await client.start_workflow_execution(
+                        domain=domain,
+                        workflowId=wid,
+                        workflowType={"name": FLOW_TYPE, "version": version},
+                        taskList={"name": task_list},
+                        input=text,
+                        executionStartToCloseTimeout=str(EXECUTION_TIMEOUT),
+                        taskStartToCloseTimeout=str(decision_timeout),
+                        childPolicy="TERMINATE",
+                    )
+                except ClientError as exc:
+                    if wait is None or not any(t in explain(exc) for t in _THROTTLED):
+                        raise
+                await anyio.sleep(wait)
+            raise AssertionError("unreachable: the last attempt returns or raises")
 
         async def feed(send: Any) -> None:
             async with send:
