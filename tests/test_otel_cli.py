@@ -1,0 +1,262 @@
+"""``--otel``: the CLI exports traces and metrics over OTLP/HTTP, and flushes on exit.
+
+Each test starts a tiny OTLP/HTTP receiver on a loopback port (it decodes the
+protobuf posts), then runs ``asteps`` in a real process pointed at it through
+the standard ``OTEL_*`` variables.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINE = f"{ROOT / 'examples' / 'export_pipeline.py'}:flow"
+
+HOLDING_FLOW = """
+from pathlib import Path
+
+import anyio
+
+
+async def flow(runner, *, started):
+    await runner.step("fetch", lambda: 1)
+
+    async def hold():
+        Path(started).write_text("holding")  # tells the test that the step runs
+        await anyio.sleep_forever()
+
+    await runner.step("hold", hold)
+"""
+
+
+@dataclass
+class Receiver:
+    """What an OTLP/HTTP collector received: the decoded posts, by path."""
+
+    endpoint: str = ""
+    posts: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    def traces(self) -> list[dict[str, Any]]:
+        """Every span received: name, attributes, status code, service name."""
+        spans = []
+        for path, _, body in self.posts:
+            if path != "/v1/traces":
+                continue
+            request = ExportTraceServiceRequest.FromString(body)
+            for resource in request.resource_spans:
+                service = _attributes(resource.resource.attributes).get("service.name")
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        spans.append(
+                            {
+                                "name": span.name,
+                                "attributes": _attributes(span.attributes),
+                                "status": span.status.code,
+                                "service": service,
+                            }
+                        )
+        return spans
+
+    def steps(self) -> dict[str, dict[str, Any]]:
+        """The ``asteps.step`` spans received, by step name."""
+        spans = (s for s in self.traces() if s["name"] == "asteps.step")
+        return {s["attributes"]["asteps.step.name"]: s for s in spans}
+
+    def metric_names(self) -> set[str]:
+        names = set()
+        for path, _, body in self.posts:
+            if path == "/v1/metrics":
+                request = ExportMetricsServiceRequest.FromString(body)
+                for resource in request.resource_metrics:
+                    for scope in resource.scope_metrics:
+                        names.update(m.name for m in scope.metrics)
+        return names
+
+
+def _attributes(pairs: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        kind = pair.value.WhichOneof("value")
+        value = getattr(pair.value, kind)
+        if kind == "array_value":
+            value = [getattr(v, v.WhichOneof("value")) for v in value.values]
+        values[pair.key] = value
+    return values
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    received = Receiver()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.posts.append((self.path, self.headers.get("Content-Type", ""), body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="otlp receiver", daemon=True)
+    thread.start()
+    received.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def otel_env(endpoint: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, **extra)
+    return env
+
+
+def asteps(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asteps", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_run_with_otel_sends_its_spans_and_metrics_and_exits_cleanly(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    done = asteps(
+        "run", PIPELINE, "--workflow-id", "customer-42", "--store", "memory://", "--otel",
+        env=otel_env(receiver.endpoint),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    paths = {path for path, _, _ in receiver.posts}
+    assert paths == {"/v1/traces", "/v1/metrics"}
+    assert {ctype for _, ctype, _ in receiver.posts} == {"application/x-protobuf"}
+    spans = receiver.traces()
+    steps = receiver.steps()
+    assert set(steps) == {
+        "fetch.orders",
+        "fetch.customers",
+        "export.csv",
+        "export.parquet",
+        "report.email",
+    }
+    assert steps["report.email"]["attributes"]["asteps.step.reasons"] == ["Dep of export.parquet"]
+    assert all(s["attributes"]["asteps.workflow_id"] == "customer-42" for s in steps.values())
+    assert {s["name"] for s in spans} >= {"asteps.store.list_done", "asteps.store.mark_done"}
+    assert {s["service"] for s in spans} == {"asteps"}
+    assert receiver.metric_names() >= {
+        "asteps.steps",
+        "asteps.step.duration",
+        "asteps.store.requests",
+    }
+
+
+def test_the_service_name_comes_from_the_environment(receiver: Receiver, tmp_path: Path) -> None:
+    done = asteps(
+        "plan", PIPELINE, "--workflow-id", "c-1", "--store", "memory://", "--otel",
+        env=otel_env(receiver.endpoint, OTEL_SERVICE_NAME="billing-exports"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    spans = receiver.traces()
+    assert {s["service"] for s in spans} == {"billing-exports"}
+    statuses = {s["attributes"]["asteps.step.status"] for s in receiver.steps().values()}
+    assert statuses == {"planned"}
+
+
+def test_a_failed_step_arrives_as_an_error_span(receiver: Receiver, tmp_path: Path) -> None:
+    done = asteps(
+        "run", PIPELINE, "--workflow-id", "c-1", "--store", "memory://", "--otel",
+        "--param", "fail=export.csv",
+        env=otel_env(receiver.endpoint),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1
+    failed = receiver.steps()["export.csv"]
+    assert failed["attributes"]["asteps.step.status"] == "failed"
+    assert failed["status"] == 2  # STATUS_CODE_ERROR
+
+
+def test_ctrl_c_still_flushes_what_was_recorded(receiver: Receiver, tmp_path: Path) -> None:
+    (tmp_path / "holding.py").write_text(HOLDING_FLOW)
+    started = tmp_path / "started"
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "asteps", "run", "holding.py:flow", "--workflow-id", "c-1",
+            "--store", "memory://", "--param", f"started={started}", "--otel",
+            "--log-format", "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=otel_env(receiver.endpoint),
+        cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():  # a wait for the step, not a timed assertion
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    steps = receiver.steps()
+    assert steps["fetch"]["attributes"]["asteps.step.status"] == "completed"
+    assert "asteps.step.status" not in steps["hold"]["attributes"]  # cut short: no outcome
+    lines = [json.loads(line) for line in stderr.splitlines()]
+    assert lines[-1]["level"] == "ERROR"
+    assert lines[-1]["message"].startswith("error: interrupted")
+
+
+def test_otel_without_the_extra_exits_2_naming_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry.sdk'] = None  # as if the extra were not installed\n"
+        "from asteps.cli import main\n"
+        f"main(['run', {PIPELINE!r}, '--workflow-id', 'c-1', '--store', 'memory://', '--otel'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "pip install 'asteps[otel]'" in done.stderr
+    assert done.stdout == ""
