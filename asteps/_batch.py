@@ -2,18 +2,19 @@
 
 The pipeline (why it looks like this):
 
-    ids (streamed) -> reader -> N listers, each listing one workflow's done set
-                              -> N workers, each running one workflow
+    ids (streamed) -> N listers, each taking the next id and listing its done set
+                   -> bounded channel -> N workers, each running one workflow
 
-Ids are read lazily, so 100,000 ids never make 100,000 tasks: there is one
-reader, N listers and N workers (N = ``concurrency``), joined by two bounded
-channels. Each lister hands its workflow on the moment that workflow's own
-listing is in, so a workflow never waits for another's listing (a slow
-listing, S3's latency tail, holds up one workflow, not a chunk of them), and
-an id that arrives alone through a slow pipe starts at once. At most N
-listings are in flight, and at most about 3N ids are between the reader and
-the workers. The store's own request limit (``S3Store(max_concurrency=...)``)
-is shared by the listings, marker writes and body reads of the whole batch.
+Ids are read lazily, so 100,000 ids never make 100,000 tasks: there are N
+listers and N workers (N = ``concurrency``). Each lister takes the next id
+(one at a time, under a lock), lists that workflow's done set and hands it
+to a worker the moment it is in, so a workflow never waits for another's
+listing (a slow listing, S3's latency tail, holds up one workflow, not a
+chunk of them), and an id that arrives alone through a slow pipe starts at
+once. At most N listings are in flight, and the look-ahead is bounded: at
+most N ids being listed and N listed, waiting for a worker. The store's own
+request limit (``S3Store(max_concurrency=...)``) is shared by the listings,
+marker writes and body reads of the whole batch.
 
 Workflows finish in whatever order their store calls allow, not in the order
 of the ids; the summary, the retry file and a stop do not depend on it.
@@ -448,10 +449,11 @@ class BatchRun:
         return summary
 
     async def _pipeline(self, source: _Source, books: _Books, stop: anyio.Event | None) -> None:
-        """Reader -> listers -> workers, until the ids are over or the work is cancelled."""
-        n = self.concurrency
-        send_ids, receive_ids = anyio.create_memory_object_stream[tuple[str, str]](n)
-        send_ready, receive_ready = anyio.create_memory_object_stream[tuple[str, frozenset[str]]](n)
+        """Listers -> workers, until the ids are over or the work is cancelled."""
+        send, receive = anyio.create_memory_object_stream[tuple[str, frozenset[str]]](
+            self.concurrency
+        )
+        reading = anyio.Lock(fast_acquire=True)  # one lister reads the ids at a time
         work = anyio.CancelScope()
         async with anyio.create_task_group() as outer:
             if stop is not None:
@@ -464,47 +466,34 @@ class BatchRun:
                 outer.start_soon(watch)
             with work:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._read, source, send_ids, books, work)
-                    for _ in range(n):
-                        tg.start_soon(
-                            self._list, receive_ids.clone(), send_ready.clone(), books, work
-                        )
-                        tg.start_soon(self._work, receive_ready.clone(), books, work)
-                    receive_ids.close()
-                    send_ready.close()
-                    receive_ready.close()
+                    for _ in range(self.concurrency):
+                        tg.start_soon(self._list, source, reading, send.clone(), books, work)
+                        tg.start_soon(self._work, receive.clone(), books, work)
+                    send.close()
+                    receive.close()
             outer.cancel_scope.cancel()
-
-    async def _read(
-        self,
-        source: _Source,
-        send: MemoryObjectSendStream[tuple[str, str]],
-        books: _Books,
-        work: anyio.CancelScope,
-    ) -> None:
-        """Hand every new, valid id and its prefix to the listers."""
-        async with send:
-            while True:
-                try:
-                    item = await source.get()
-                except StoreError as exc:  # the store's own listing of ids failed
-                    self._abort(exc, books.summary, work)
-                    return
-                if item is None:
-                    return
-                if (taken := self._take(item, books)) is not None:
-                    await send.send(taken)
 
     async def _list(
         self,
-        receive: MemoryObjectReceiveStream[tuple[str, str]],
+        source: _Source,
+        reading: anyio.Lock,
         send: MemoryObjectSendStream[tuple[str, frozenset[str]]],
         books: _Books,
         work: anyio.CancelScope,
     ) -> None:
-        """List one workflow's done set at a time; pass it on as soon as it is in."""
-        async with receive, send:
-            async for wid, prefix in receive:
+        """Take the next id, list its done set, hand it to a worker the moment
+        it is in; again until the ids are over."""
+        async with send:
+            while True:
+                try:
+                    async with reading:
+                        taken = await self._next(source, books)
+                except StoreError as exc:  # the store's own listing of ids failed
+                    self._abort(exc, books.summary, work)
+                    return
+                if taken is None:
+                    return
+                wid, prefix = taken
                 try:
                     done = frozenset(await self.store.list_done(prefix))
                 except StoreError as exc:
@@ -517,6 +506,13 @@ class BatchRun:
                     books.summary.passed_over += 1
                     continue
                 await send.send((wid, done))
+
+    async def _next(self, source: _Source, books: _Books) -> tuple[str, str] | None:
+        """The next new, valid id and its prefix; None once the ids are over."""
+        while (item := await source.get()) is not None:
+            if (taken := self._take(item, books)) is not None:
+                return taken
+        return None
 
     def _selected(self, done: frozenset[str]) -> bool:
         """Whether a workflow with this done set is run (``missing``, ``only_with_markers``)."""
