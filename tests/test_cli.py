@@ -731,3 +731,162 @@ def test_run_and_rerun_give_exit_3_when_markers_cannot_be_written(
     assert rerun.exit_code == 3
     assert rerun.stderr.count("could not be written") == 1  # one line, not one per workflow
     assert "rerun stopped: store failed" in rerun.stdout
+
+
+# -- ids from the store: --all, --missing -------------------------------------------
+
+
+def test_rerun_all_runs_every_workflow_with_a_marker_and_missing_chooses_among_them(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    for wid in ("c1", "c2", "c3"):
+        invoke(cli, "run", FLOW, "--workflow-id", wid, "--param", "delay=0")
+    invoke(cli, "steps", "unmark", "--workflow-id", "c2", "export.csv", "--yes")
+    Path(".asteps/empty").mkdir()  # a directory without a marker is no workflow
+
+    missing = as_json(
+        invoke(
+            cli,
+            "rerun",
+            FLOW,
+            "--all",
+            "--missing",
+            "export.csv",
+            "--param",
+            "delay=0",
+            "--no-progress",
+            "--json",
+        )
+    )
+    assert missing["workflows"]["succeeded"] == 1  # type: ignore[index]
+    assert missing["passed_over"] == 3  # type: ignore[index]  # c1, c3 and the empty one
+    assert missing["steps"] == {"completed": 1, "skipped": 4}  # type: ignore[index]
+
+    everything = as_json(
+        invoke(cli, "rerun", FLOW, "--all", "--force", "report", "--no-progress", "--json")
+    )
+    assert everything["workflows"]["succeeded"] == 3  # type: ignore[index]
+    assert everything["steps"] == {"completed": 3, "skipped": 12}  # type: ignore[index]
+
+
+def test_missing_also_filters_an_ids_list(cli: CliRunner, tmp_path: Path) -> None:
+    invoke(cli, "run", FLOW, "--workflow-id", "c1", "--param", "delay=0")
+    ids = write_ids(tmp_path / "ids.txt", ["c1", "new"])
+    summary = as_json(
+        invoke(
+            cli,
+            "rerun",
+            FLOW,
+            "--ids",
+            ids,
+            "--missing",
+            "report",
+            "--dry-run",
+            "--no-progress",
+            "--json",
+        )
+    )
+    assert summary["workflows"]["succeeded"] == 1  # type: ignore[index]  # "new" only
+    assert summary["steps"] == {"would run": 5}  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--all", "--ids", "-"], "exactly one of --ids FILE or --all"),
+        ([], "exactly one of --ids FILE or --all"),
+        (["--all", "--prefix", "steps/{workflow_id}/"], "must start with '{workflow_id}/'"),
+        (["--all", "--missing", "bad..name"], "bad..name"),
+    ],
+)
+def test_rerun_needs_ids_or_all_and_a_discoverable_template(
+    cli: CliRunner, args: list[str], message: str
+) -> None:
+    result = invoke(cli, "rerun", FLOW, *args, "--no-progress")
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert not Path(".asteps").exists()
+
+
+def test_steps_list_all_lists_every_workflow_with_a_marker(cli: CliRunner) -> None:
+    invoke(cli, "steps", "mark", "--workflow-id", "w1", "a", "b")
+    invoke(cli, "steps", "mark", "--workflow-id", "w2", "c")
+    invoke(cli, "steps", "mark", "--workflow-id", "w3", "d")
+    invoke(cli, "steps", "unmark", "--workflow-id", "w3", "d", "--yes")
+    assert as_json(invoke(cli, "steps", "list", "--all", "--json")) == {
+        "w1": ["a", "b"],
+        "w2": ["c"],
+    }
+    assert invoke(cli, "steps", "list", "--all", "--workflow-id", "w1").exit_code == 2
+
+
+def test_rerun_all_and_steps_list_all_on_s3(cli: CliRunner, aws: MotoServer) -> None:
+    boto3.client("s3", endpoint_url=aws.endpoint_url).create_bucket(Bucket="steps")
+    store = f"s3://steps?endpoint_url={aws.endpoint_url}"
+    for wid in ("c1", "c2"):
+        invoke(cli, "run", FLOW, "--workflow-id", wid, "--store", store, "--param", "delay=0")
+    listed = as_json(invoke(cli, "steps", "list", "--all", "--store", store, "--json"))
+    assert listed == {"c1": sorted(STEPS), "c2": sorted(STEPS)}
+    rerun = as_json(
+        invoke(cli, "rerun", FLOW, "--all", "--store", store, "--no-progress", "--json")
+    )
+    assert rerun["steps"] == {"skipped": 10}  # type: ignore[index]
+
+
+# -- versions of done steps, and the plan's reasons from marker bodies ---------------------
+
+
+def write_marker(wid: str, name: str, body: dict[str, Any]) -> None:
+    path = Path(".asteps") / wid / "steps" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body))
+
+
+def test_steps_list_versions_shows_each_steps_version_and_run_id(cli: CliRunner) -> None:
+    write_marker("w1", "a", {"run_id": "r1", "workflow_id": "w1", "version": "1"})
+    write_marker("w1", "b", {"run_id": "r2", "workflow_id": "w1", "version": None})
+    listed = as_json(invoke(cli, "steps", "list", "--workflow-id", "w1", "--versions", "--json"))
+    assert listed == {
+        "w1": {"a": {"version": "1", "run_id": "r1"}, "b": {"version": None, "run_id": "r2"}}
+    }
+    table = invoke(cli, "steps", "list", "--workflow-id", "w1", "--versions").stdout
+    row = next(line for line in table.splitlines() if "│ a " in line)
+    assert "1" in row
+    assert "r1" in row
+
+
+def test_steps_list_versions_asks_before_reading_over_a_thousand_markers(
+    cli: CliRunner,
+) -> None:
+    for i in range(1_001):
+        write_marker("w1", f"s{i}", {"run_id": "r", "workflow_id": "w1", "version": "3"})
+    refused = invoke(cli, "steps", "list", "--workflow-id", "w1", "--versions", input="n\n")
+    assert refused.exit_code == 1
+    assert "1,001 requests" in refused.stderr
+    agreed = invoke(cli, "steps", "list", "--workflow-id", "w1", "--versions", "--yes", "--json")
+    assert agreed.exit_code == 0
+    assert len(as_json(agreed)["w1"]) == 1_001  # type: ignore[index]
+
+
+def test_plan_shows_why_from_marker_bodies(cli: CliRunner, tmp_path: Path) -> None:
+    flow = tmp_path / "kept.py"
+    flow.write_text(
+        "async def flow(runner, **_):\n"
+        "    await runner.step('fetch', lambda: 1, keep_result=True)\n"
+        "    await runner.step('build', lambda: 2, rerun_on_new_version=True)\n"
+        "    await runner.step('kept', lambda: 3, keep_result=True)\n"
+        "    await runner.step('plain', lambda: 4)\n"
+    )
+    assert invoke(cli, "run", f"{flow}:flow", "--workflow-id", "c1").exit_code == 0
+    write_marker("c1", "fetch", {"run_id": "sf", "workflow_id": "c1", "version": None})
+    write_marker("c1", "build", {"run_id": "old", "workflow_id": "c1", "version": "1"})
+    plan = invoke(cli, "plan", f"{flow}:flow", "--workflow-id", "c1")
+    lines = {line.split("│")[1].strip(): line for line in plan.stdout.splitlines() if "│" in line}
+    assert "would run" in lines["fetch"]
+    assert "result missing" in lines["fetch"]
+    assert "would run" in lines["build"]
+    assert "version 1 -> None" in lines["build"]
+    assert "would skip" in lines["kept"]
+    assert "already done (result kept)" in lines["kept"]
+    assert "already done" in lines["plain"]
+    assert "forced by the flow" not in plan.stdout

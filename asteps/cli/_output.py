@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._bus import Signal
+from .._decision import ALREADY_PLAYED
 from .._step import StepOutcome
 from ..errors import describe
 
@@ -86,15 +87,20 @@ def outcomes_table(outcomes: Iterable[StepOutcome], *, title: str | None = None)
 
 
 def why(outcome: StepOutcome) -> str:
-    """Why a step runs or is skipped, in words: the pattern and reason, or "already done"."""
+    """Why a step runs or is skipped, in words: the pattern and reason, "already
+    done" (with "(result kept)" when its result comes back), or what its
+    marker's body said ("result missing", "version 1 -> 2")."""
     reasons = "; ".join(outcome.reasons)
     if outcome.patterns:
-        verb = "forced" if outcome.decision == "run" else "skipped"
-        return f"{verb} by {', '.join(outcome.patterns)}" + (f": {reasons}" if reasons else "")
+        verb = "forced by" if outcome.decision == "run" else "skipped by"
+        return f"{verb} {', '.join(outcome.patterns)}" + (f": {reasons}" if reasons else "")
+    if outcome.decision == "skip":
+        more = [r for r in outcome.reasons if r != ALREADY_PLAYED]
+        return "already done" + (f" ({'; '.join(more)})" if more else "")
+    if outcome.reasons:  # done, but its marker's body says run again
+        return reasons
     if outcome.forced:
         return "forced by the flow (force=True)"
-    if outcome.decision == "skip":
-        return "already done"
     return "not done yet"
 
 

@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -28,6 +28,7 @@ from .._batch import BatchRun, BatchSummary, IdReader, WorkflowReport, read_ids,
 from .._flows import check_params, load_flow, parse_params
 from .._names import format_prefix, validate_patterns
 from ..errors import StoreError, describe
+from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import open_store
 from ._output import cell
 from .app import (
@@ -55,9 +56,22 @@ from .app import (
 @click.option(
     "--ids",
     "ids_file",
-    required=True,
     type=click.File("rb"),
+    default=None,
     help="File of workflow ids, one per line ('-' for stdin).",
+)
+@click.option(
+    "--all",
+    "all_workflows",
+    is_flag=True,
+    help="Every workflow that has at least one marker in the store (instead of --ids).",
+)
+@click.option(
+    "--missing",
+    multiple=True,
+    metavar="PATTERN",
+    help="Only the workflows where no done step is covered by PATTERN (repeatable: "
+    "missing any of them).",
 )
 @pattern_options
 @param_option
@@ -85,7 +99,9 @@ from .app import (
 @json_option
 def rerun(
     flow: str,
-    ids_file: IO[bytes],
+    ids_file: IO[bytes] | None,
+    all_workflows: bool,
+    missing: tuple[str, ...],
     force: tuple[str, ...],
     skip: tuple[str, ...],
     reason: str | None,
@@ -98,13 +114,17 @@ def rerun(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Run FLOW for every workflow id in --ids, at most --concurrency at once.
+    """Run FLOW for every workflow id in --ids (or --all), at most --concurrency at once.
 
     Ids are streamed: a file of 100,000 ids never makes 100,000 tasks, and ids
-    from a pipe start as they arrive. Failed workflows' ids are written to a
-    file that --ids takes back to retry exactly those. Ctrl-C (or SIGTERM)
-    stops starting workflows, cancels those in flight (no step is marked that
-    did not finish) and writes the unfinished ids.
+    from a pipe start as they arrive. --all finds the workflows in the store
+    itself (one listing request per 1,000 workflows on S3; the prefix template
+    must start with {workflow_id}/). --missing PATTERN keeps only the
+    workflows where no done step is covered by the pattern, among --ids or
+    --all. Failed workflows' ids are written to a file that --ids takes back
+    to retry exactly those. Ctrl-C (or SIGTERM) stops starting workflows,
+    cancels those in flight (no step is marked that did not finish) and
+    writes the unfinished ids.
 
     \b
     Examples:
@@ -112,19 +132,26 @@ def rerun(
       cat ids.txt | asteps rerun flows.py:flow --ids - --skip crawl --concurrency 64
       asteps rerun flows.py:flow --ids asteps-failed-20261126-101500.txt
       asteps rerun flows.py:flow --ids customers.txt --force export --dry-run
+      asteps rerun flows.py:flow --all --missing export.csv
     """
     loaded = guarded(load_flow, flow)
     parsed = guarded(parse_params, params)
     guarded(check_params, loaded, parsed)
-    guarded(validate_patterns, [*force, *skip])
+    guarded(validate_patterns, [*force, *skip, *missing])
     guarded(format_prefix, prefix, "check", None)
+    if (ids_file is None) == (not all_workflows):
+        fail("give exactly one of --ids FILE or --all", EXIT_USAGE)
+    if all_workflows:
+        guarded(check_discoverable, prefix)
     _check_retry_location(failed_file)
     interruption = Interruption(cancels=False, later="stopping, writing the retry file…")
 
     async def batch() -> int:
         assert interruption.stop is not None
-        reader = IdReader(ids_file, buffer=concurrency * 4)
-        total = await anyio.to_thread.run_sync(_count_ids, ids_file)
+        reader = None if ids_file is None else IdReader(ids_file, buffer=concurrency * 4)
+        total = None
+        if ids_file is not None and not missing:  # chosen ones: the total is unknown
+            total = await anyio.to_thread.run_sync(_count_ids, ids_file)
         with _progress(total, not no_progress) as on_workflow:
             async with open_store(store_url) as store:
                 run = BatchRun(
@@ -137,10 +164,16 @@ def rerun(
                     concurrency=concurrency,
                     prefix=prefix,
                     dry_run=dry_run,
+                    missing=missing,
+                    only_with_markers=all_workflows,
                     on_workflow=on_workflow,
                 )
-                reader.start()
-                summary = await run.run(reader, stop=interruption.stop)
+                if reader is None:
+                    ids: IdReader | AsyncIterator[str] = discover_workflows(store, prefix)
+                else:
+                    reader.start()
+                    ids = reader
+                summary = await run.run(ids, stop=interruption.stop)
         # Still inside the signal handlers: a signal now cannot cut the report short.
         _report(summary, failed_file, as_json)
         if summary.aborted:
@@ -291,6 +324,13 @@ def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:
     table.add_row("workflows failed", f"[red]{len(summary.failed_ids)}[/]")
     if summary.interrupted or summary.aborted:
         table.add_row("workflows unfinished", f"[yellow]{len(summary.unfinished_ids)}[/]")
+    if summary.passed_over:
+        table.add_row("workflows not selected", str(summary.passed_over))
+    if summary.unlisted:
+        table.add_row(
+            "[yellow]not listed[/]",
+            cell(f"the workflows not yet discovered are not in the retry file: {summary.unlisted}"),
+        )
     planned = [k for k in ("would run", "would skip") if k in summary.steps]
     for status in planned or ["completed", "skipped", "failed"]:
         table.add_row(f"steps {status}", str(summary.steps[status]))

@@ -12,7 +12,9 @@ from rich.table import Table
 from .._batch import BadId, read_ids
 from .._concurrency import for_each
 from .._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
-from ..stores.base import DoneStore, list_done_many, matching
+from ..errors import MarkerBodyError, StoreError
+from ..stores.base import DoneStore, ReadsMarkers, list_done_many, matching
+from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import default_store_url, open_store
 from ._output import cell
 from .app import (
@@ -75,43 +77,141 @@ async def _done_sets(store: DoneStore, ids: list[str], prefix: str) -> dict[str,
     return {prefixes[p]: set(names) for p, names in listed.items()}
 
 
+VERSIONS_ASK_ABOVE = 1000
+"""``steps list --versions`` asks before reading more marker bodies than this."""
+
+
 @steps.command("list")
 @target_options
+@click.option(
+    "--all",
+    "all_workflows",
+    is_flag=True,
+    help="Every workflow that has at least one marker in the store.",
+)
+@click.option(
+    "--versions",
+    is_flag=True,
+    help="Also each done step's version and run id (reads every marker's body: "
+    "one request each on S3).",
+)
+@click.option(
+    "--yes", is_flag=True, help=f"Read over {VERSIONS_ASK_ABOVE:,} bodies without asking."
+)
 @store_option
 @prefix_option
 @json_option
 def steps_list(
     workflow_id: str | None,
     ids_file: IO[bytes] | None,
+    all_workflows: bool,
+    versions: bool,
+    yes: bool,
     store_url: str | None,
     prefix: str,
     as_json: bool,
 ) -> None:
     """List the done steps of workflows.
 
+    --all finds the workflows in the store itself (the prefix template must
+    start with {workflow_id}/). --versions reads each marker's body and shows
+    the version and run id that wrote it; for more than 1,000 markers it says
+    how many requests that makes and asks first, unless --yes.
+
     \b
     Examples:
       asteps steps list --workflow-id customer-42
       asteps steps list --ids customers.txt --json
+      asteps steps list --all
+      asteps steps list --workflow-id customer-42 --versions
     """
-    ids = _targets(workflow_id, ids_file, prefix)
+    if all_workflows:
+        if workflow_id is not None or ids_file is not None:
+            fail("give exactly one of --workflow-id, --ids or --all", EXIT_USAGE)
+        guarded(check_discoverable, prefix)
+        ids = None
+    else:
+        ids = _targets(workflow_id, ids_file, prefix)
     done = run_async(_list_steps, ids, store_url, prefix)
+    if not versions:
+        if as_json:
+            emit_json({wid: sorted(names) for wid, names in done.items()})
+            return
+        table = Table(title=cell(f"done steps ({_store_label(store_url)})"), title_justify="left")
+        table.add_column("workflow")
+        table.add_column("done", justify="right")
+        table.add_column("steps")
+        for wid, names in done.items():
+            table.add_row(cell(wid), str(len(names)), cell(", ".join(sorted(names))))
+        out.print(table)
+        return
+    count = sum(len(names) for names in done.values())
+    if count > VERSIONS_ASK_ABOVE and not yes:
+        question = (
+            f"reading the versions of {count:,} markers makes {count:,} requests to the store "
+            "(one GetObject each on S3); go on?"
+        )
+        if not click.confirm(question, err=True):
+            err.print("nothing read")
+            sys.exit(EXIT_FAILED)
+    bodies = run_async(_read_versions, done, store_url, prefix)
     if as_json:
-        emit_json({wid: sorted(names) for wid, names in done.items()})
+        emit_json(bodies)
         return
     table = Table(title=cell(f"done steps ({_store_label(store_url)})"), title_justify="left")
-    table.add_column("workflow")
-    table.add_column("done", justify="right")
-    table.add_column("steps")
-    for wid in ids:
-        names = sorted(done[wid])
-        table.add_row(cell(wid), str(len(names)), cell(", ".join(names)))
+    for column in ("workflow", "step", "version", "run id"):
+        table.add_column(column)
+    for wid, steps_of in bodies.items():
+        for name, body in steps_of.items():
+            version, run_id = body["version"], body["run_id"]
+            table.add_row(
+                cell(wid),
+                cell(name),
+                "" if version is None else cell(str(version)),
+                cell(str(run_id)) if run_id is not None else "",
+            )
     out.print(table)
 
 
-async def _list_steps(ids: list[str], store_url: str | None, prefix: str) -> dict[str, set[str]]:
+async def _list_steps(
+    ids: list[str] | None, store_url: str | None, prefix: str
+) -> dict[str, set[str]]:
+    """The done sets of ``ids``, or of every workflow with a marker (``None``)."""
     async with open_store(store_url) as store:
-        return await _done_sets(store, ids, prefix)
+        if ids is not None:
+            return await _done_sets(store, ids, prefix)
+        found = sorted([wid async for wid in discover_workflows(store, prefix)])
+        done = await _done_sets(store, found, prefix)
+        # A directory without a marker (left by an unmark on disk) is no workflow here.
+        return {wid: names for wid, names in done.items() if names}
+
+
+async def _read_versions(
+    done: dict[str, set[str]], store_url: str | None, prefix: str
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each done step's version and run id, read from its marker's body."""
+    bodies: dict[str, dict[str, dict[str, Any]]] = {
+        wid: {name: {"version": None, "run_id": None} for name in sorted(names)}
+        for wid, names in done.items()
+    }
+
+    async with open_store(store_url) as store:
+        if not isinstance(store, ReadsMarkers):
+            raise StoreError(f"{store!r} cannot read marker bodies (it has no read_marker)")
+
+        async def read(pair: tuple[str, str]) -> None:
+            wid, name = pair
+            try:
+                body = await store.read_marker(format_prefix(prefix, wid, None), name)
+            except MarkerBodyError as exc:
+                bodies[wid][name] = {"version": None, "run_id": None, "error": str(exc)}
+                return
+            if body is not None:
+                bodies[wid][name] = {"version": body.get("version"), "run_id": body.get("run_id")}
+
+        pairs = ((wid, name) for wid, names in bodies.items() for name in names)
+        await for_each(pairs, read, concurrency=BULK_CONCURRENCY)
+    return bodies
 
 
 @steps.command("mark")
