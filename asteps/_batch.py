@@ -270,8 +270,12 @@ class IdReader:
 
     def _take(self) -> str | BadId | None:
         if self._items:
-            self._lock.notify_all()  # room for the thread
-            return self._items.popleft()
+            item = self._items.popleft()
+            # The thread refills from half empty: it wakes once per half buffer,
+            # not once per id.
+            if len(self._items) <= self._buffer // 2:
+                self._lock.notify_all()
+            return item
         if self._error is not None:
             raise self._error
         return None
@@ -283,7 +287,9 @@ class IdReader:
                     if self._stopped:
                         return
                     self._items.append(item)
-                self._wake()
+                    waiting, self._arrived = self._arrived, None
+                if waiting is not None:  # only a waiting get() needs the event loop
+                    self._wake(waiting)
                 with self._lock:
                     while len(self._items) >= self._buffer and not (
                         self._stopped or self._draining
@@ -294,15 +300,13 @@ class IdReader:
         finally:
             with self._lock:
                 self._ended = True
-            self._wake()
+                waiting, self._arrived = self._arrived, None
+            if waiting is not None:
+                self._wake(waiting)
 
-    def _wake(self) -> None:
+    def _wake(self, event: anyio.Event) -> None:
         with contextlib.suppress(anyio.RunFinishedError):  # nobody is waiting any more
-            anyio.from_thread.run_sync(self._notify, token=self._token)
-
-    def _notify(self) -> None:
-        if self._arrived is not None:
-            self._arrived.set()
+            anyio.from_thread.run_sync(event.set, token=self._token)
 
 
 def _is_finite(stream: IO[bytes]) -> bool:

@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from aiobotocore.config import AioConfig
 
@@ -15,6 +16,7 @@ from asteps._batch import (
     BadId,
     BatchRun,
     BatchSummary,
+    IdReader,
     WorkflowReport,
     read_ids,
 )
@@ -294,3 +296,29 @@ async def test_missing_runs_only_the_workflows_where_a_pattern_covers_no_done_st
     ran.clear()
     await BatchRun(flow, store, missing=["export"], only_with_markers=True).run(ids)
     assert ran == []  # "export" covers a done step of each; "new" has none at all
+
+
+async def test_the_ids_reader_wakes_the_event_loop_only_when_a_get_waits(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text("".join(f"w{i}\n" for i in range(10_000)))
+    wakes = 0
+    wake = IdReader._wake
+
+    def counted(self: IdReader, *args: Any) -> None:
+        nonlocal wakes
+        wakes += 1
+        wake(self, *args)
+
+    monkeypatch.setattr(IdReader, "_wake", counted)
+    with path.open("rb") as stream:
+        reader = IdReader(stream, buffer=256)
+        reader.start()
+        got = 0
+        while await reader.get() is not None:
+            got += 1
+            if got % 100 == 0:
+                await anyio.lowlevel.checkpoint()
+    assert got == 10_000
+    assert wakes < 10_000 / 10  # once per id before: a thread hop per id

@@ -41,6 +41,7 @@ class LatencyProxy:
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._connections: set[asyncio.Task[None]] = set()
 
     def start(self) -> Self:
         """Start listening on a free loopback port; sets ``endpoint_url``."""
@@ -92,6 +93,12 @@ class LatencyProxy:
     async def _connection(
         self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
     ) -> None:
+        # asyncio keeps no reference to this task once the client has gone: keep
+        # one, or the task is collected while it still forwards the last answer.
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
