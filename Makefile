@@ -37,10 +37,16 @@ typecheck: $(VENV)/.installed-test
 test: lint typecheck
 	$(BIN)/pytest
 
+# Every benchmark; each writes bench/results/<name>.json (batch_latency also the plot).
 bench: $(VENV)/.installed-bench
-	$(BIN)/python bench/overhead.py
-	$(BIN)/python bench/s3_requests.py
-	$(BIN)/python bench/s3_limit.py
+	mkdir -p bench/results
+	$(BIN)/python bench/overhead.py | tee bench/results/overhead.txt
+	$(BIN)/python bench/s3_requests.py | tee bench/results/s3_requests.txt
+	$(BIN)/python bench/s3_limit.py | tee bench/results/s3_limit.txt
+	$(BIN)/python bench/batch_latency.py
+	$(BIN)/python bench/s3_batch.py
+	$(BIN)/python bench/batch_memory.py
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
