@@ -199,7 +199,8 @@ def store_kind(store: object) -> str:
 class TracedStore:
     """A :class:`DoneStore` whose calls are spans ``asteps.store.<operation>``.
 
-    Only the runner builds one, for the store it was given, while instrumented.
+    Built by :func:`traced_store` (or ``Telemetry.traced``) while instrumented,
+    around the store a runner or a batch was given; it changes nothing else.
     """
 
     def __init__(self, store: DoneStore, telemetry: Telemetry) -> None:
