@@ -44,7 +44,16 @@ from .stores import (
 
 if TYPE_CHECKING:
     from .stores.s3 import S3Store
-    from .swf import EchoGuard, SwfSignalBridge, SwfSignalListener
+    from .swf import (
+        EchoGuard,
+        SwfSignalBridge,
+        SwfSignalListener,
+        SwfWorker,
+        init_domain,
+        prepare,
+        submit,
+        swf_status,
+    )
 
 __version__ = "0.1.0"
 
@@ -55,6 +64,11 @@ _LAZY = {
     "EchoGuard": ".swf",
     "SwfSignalBridge": ".swf",
     "SwfSignalListener": ".swf",
+    "SwfWorker": ".swf",
+    "init_domain": ".swf",
+    "prepare": ".swf",
+    "submit": ".swf",
+    "swf_status": ".swf",
 }
 
 
@@ -97,13 +111,18 @@ __all__ = [
     "Subscription",
     "SwfSignalBridge",
     "SwfSignalListener",
+    "SwfWorker",
     "covers",
     "decide",
+    "init_domain",
     "instrument",
     "list_done_many",
     "open_store",
     "parse_store_url",
+    "prepare",
     "run_activity",
+    "submit",
+    "swf_status",
     "uninstrument",
     "unmark_matching",
     "validate_name",

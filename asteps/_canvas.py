@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from ._step import Activity
@@ -83,6 +84,10 @@ async def _run_in_thread(function: Callable[..., Any], *args: Any) -> Any:
     """A sync callable, in a worker thread so that it never blocks the loop. What
     it returns is awaited when awaitable (a lambda returning a coroutine)."""
     result = await anyio.to_thread.run_sync(partial(function, *args))
+    # A thread cannot be interrupted: when the caller was cancelled meanwhile,
+    # the wait was shielded and the thread ran to its end. Deliver that
+    # cancellation now, so that a cancelled step is never marked done.
+    await anyio.lowlevel.checkpoint_if_cancelled()
     if inspect.isawaitable(result):
         return await result
     return result

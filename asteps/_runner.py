@@ -15,9 +15,9 @@ Why it works this way:
   store is listed once per runner, a step's dependents are forced before any
   step decided after it, and a step that is cancelled or fails while listing
   only gives the lock to the next one, which lists again.
-- Cancellation never marks a step done: the mark-done phase checks for a
-  cancellation first, which covers a sync activity whose thread finished after
-  its step was cancelled.
+- Cancellation never marks a step done: a cancelled step never reaches its
+  mark-done phase, including one whose sync activity's thread finished after
+  the cancellation (``_canvas`` checks for it when the thread returns).
 - Telemetry (``asteps.instrument()``) costs one look at ``_telemetry.active``
   per step while it is off. While on, the step runs in a span and its store is
   wrapped so that each store call is a span too: the store a step uses is
@@ -459,9 +459,6 @@ async def _run_activities(ex: _Execution) -> _Execution:
 
 
 async def _mark_done(ex: _Execution) -> _Execution:
-    # A step cancelled while its activities ran (a sync activity's thread
-    # cannot be interrupted, and finishes first) must not be marked done.
-    await anyio.lowlevel.checkpoint_if_cancelled()
     body = ex.body
     if ex.keep_result:  # the result goes in the same single write as the marker
         try:
