@@ -103,5 +103,19 @@ class SignalTimeout(SignalError, TimeoutError):
     """No signal of the awaited name arrived within the timeout."""
 
 
+class SwfError(AstepsError):
+    """SWF could not be reached or used: no connection, no credentials, access
+    denied. The CLI exits 3 on it, as for a store."""
+
+
+class SwfNotSetUp(SwfError):
+    """The domain or the types asteps needs are not registered (run
+    ``asteps swf init``); the CLI exits 2 on it."""
+
+
+class FlowInputError(AstepsError, ValueError):
+    """An SWF execution's input is not a flow input asteps can run."""
+
+
 class FlowError(AstepsError):
     """A flow given to the CLI cannot be loaded or has the wrong shape."""

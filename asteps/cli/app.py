@@ -2,8 +2,9 @@
 
 Results go to stdout, progress and logs to stderr. Exit codes: 0 success; 1 a
 step or workflow failed (or a confirmation was refused); 2 bad usage or input
-(flow, pattern, name, workflow id, parameter); 3 the store could not be reached
-or used; 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM.
+(flow, pattern, name, workflow id, parameter; an SWF domain not set up); 3 the
+store or SWF could not be reached or used; 130 interrupted by Ctrl-C (SIGINT),
+143 by SIGTERM.
 
 Every command takes ``--log-format json`` (:func:`log_format_option`); those
 that run flows take ``--otel`` (:func:`otel_option`). Both act while the
@@ -30,7 +31,14 @@ from rich.text import Text
 
 from .._concurrency import first_exception
 from .._runner import DEFAULT_PREFIX
-from ..errors import AstepsError, FlowError, InvalidStepName, StoreError
+from ..errors import (
+    AstepsError,
+    FlowError,
+    InvalidStepName,
+    StoreError,
+    SwfError,
+    SwfNotSetUp,
+)
 from ._output import printable
 
 EXIT_FAILED, EXIT_USAGE, EXIT_STORE = 1, 2, 3
@@ -120,9 +128,9 @@ def run_async(
             result = anyio.run(_with_signals, fn, args, interruption)
         except ExceptionGroup as group:  # from a task group: report its first error
             raise first_exception(group) from None
-    except (FlowError, InvalidStepName) as exc:
+    except (FlowError, InvalidStepName, SwfNotSetUp) as exc:
         fail(str(exc), EXIT_USAGE)
-    except StoreError as exc:
+    except (StoreError, SwfError) as exc:
         fail(str(exc), EXIT_STORE)
     except AstepsError as exc:
         fail(str(exc), EXIT_FAILED)
@@ -282,7 +290,7 @@ def main(verbose: int) -> None:
 
     \b
     Exit codes: 0 ok, 1 a step or workflow failed, 2 bad usage or input,
-    3 store unreachable or unusable, 130 interrupted.
+    3 store or SWF unreachable or unusable, 130 interrupted (143 by SIGTERM).
     """
     click.get_current_context().obj = {"verbose": verbose}
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -32,7 +32,7 @@ from ..swf._client import SwfClientOptions
 from ..swf._decider import RetryPolicy
 from ..swf._registration import DEFAULT_RETENTION_DAYS, init_domain
 from ..swf._submit import Outcome, SubmitSummary, prepare, submit
-from ..swf._types import DEFAULT_TASK_LIST, DEFAULT_VERSION, FlowInputError, SwfError, SwfNotSetUp
+from ..swf._types import DEFAULT_TASK_LIST, DEFAULT_VERSION, FlowInputError
 from ..swf.status import STATES, SwfStatus, parse_duration, swf_status
 from ..swf.worker import SwfWorker
 from ._output import cell
@@ -102,22 +102,6 @@ def version_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-def _run_swf(fn: Callable[..., Coroutine[Any, Any, int]], **kwargs: Any) -> int:
-    """Run a command's coroutine; SWF not set up exits 2, unreachable exits 3."""
-
-    async def guarded_swf() -> int:
-        try:
-            return await fn()
-        except SwfNotSetUp as exc:
-            err.print(f"[bold red]error:[/] {cell(str(exc))}", soft_wrap=True)
-            return EXIT_USAGE
-        except SwfError as exc:
-            err.print(f"[bold red]error:[/] {cell(str(exc))}", soft_wrap=True)
-            return EXIT_STORE
-
-    return run_async(guarded_swf, **kwargs)
-
-
 # -- init ------------------------------------------------------------------------
 
 
@@ -156,7 +140,7 @@ def init(
             out.print(f"domain {cell(domain)} and its asteps.flow types exist: nothing to create")
         return 0
 
-    sys.exit(_run_swf(register))
+    sys.exit(run_async(register))
 
 
 # -- submit ----------------------------------------------------------------------
@@ -291,7 +275,7 @@ def submit_command(
             return interruption.exit_code
         return EXIT_FAILED if summary.refused else 0
 
-    sys.exit(_run_swf(start_all, interruption=interruption))
+    sys.exit(run_async(start_all, interruption=interruption))
 
 
 @contextmanager
@@ -484,7 +468,7 @@ def worker(
         err.print(f"worker stopped: flows {flows}; {stats.decisions} decisions", soft_wrap=True)
         return 0
 
-    sys.exit(_run_swf(work, interruption=interruption))
+    sys.exit(run_async(work, interruption=interruption))
 
 
 def _workflow_line(as_json: bool) -> Callable[[FlowReport], None]:
@@ -568,7 +552,7 @@ def status(
             out.print(_status_table(domain, found, written))
         return 0
 
-    sys.exit(_run_swf(count))
+    sys.exit(run_async(count))
 
 
 def _write_failed(found: SwfStatus, path: Path | None) -> Path | None:

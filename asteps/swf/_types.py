@@ -1,5 +1,6 @@
 """What SWF knows asteps flows by: the type names, the task list, an
-execution's input, and the errors of the distributed commands.
+execution's input. The errors of the distributed commands are in
+``asteps.errors`` (re-exported here).
 
 One SWF workflow execution runs one asteps workflow: its ``workflowId`` is the
 asteps workflow id, its ``runId`` the runner's ``run_id``, its input a
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .._runner import DEFAULT_PREFIX
-from ..errors import AstepsError
+from ..errors import FlowInputError, SwfError, SwfNotSetUp
 from ._signals import SWF_INPUT_LIMIT
 
 FLOW_TYPE = "asteps.flow"
@@ -21,24 +22,20 @@ FLOW_TYPE = "asteps.flow"
 DEFAULT_VERSION = "1"
 DEFAULT_TASK_LIST = "asteps"
 
+__all__ = [
+    "DEFAULT_TASK_LIST",
+    "DEFAULT_VERSION",
+    "FLOW_TYPE",
+    "FlowInput",
+    "FlowInputError",
+    "SwfError",
+    "SwfNotSetUp",
+]
+
 SWF_REASON_LIMIT = 256
 """SWF keeps at most 256 characters of a failure's ``reason``."""
 SWF_DETAILS_LIMIT = 32_768
 """... and 32,768 of its ``details`` or of a result."""
-
-
-class SwfError(AstepsError):
-    """SWF could not be reached or used: no connection, no credentials, access
-    denied. The CLI exits 3 on it, as for a store."""
-
-
-class SwfNotSetUp(SwfError):
-    """The domain or the types asteps needs are not registered (run
-    ``asteps swf init``); the CLI exits 2 on it."""
-
-
-class FlowInputError(AstepsError, ValueError):
-    """An execution's input is not a flow input asteps can run."""
 
 
 _KEYS = ("flow", "params", "force", "skip", "reason", "prefix", "store")
