@@ -100,24 +100,27 @@ def asteps_runs(n: int, kind: str) -> dict[str, float]:
 
     with moto_server() as server:
 
-        async def on_s3(force: bool) -> None:
-            async with S3Store(
-                "peers", endpoint_url=server.endpoint_url, session=server.session()
-            ) as store:
-                await workflow(store, force)
-
-        async def create() -> None:
+        async def on_s3() -> dict[str, float]:
+            # The store (one aioboto3 client) is opened once, as a service
+            # does: its start-up is not part of a workflow's run.
             async with S3Store(
                 "peers", endpoint_url=server.endpoint_url, session=server.session()
             ) as store:
                 await store.client.create_bucket(Bucket="peers")
 
-        asyncio.run(create())
-        return three_runs(
-            lambda: asyncio.run(on_s3(False)),
-            lambda: asyncio.run(on_s3(False)),
-            lambda: asyncio.run(on_s3(True)),
-        )
+                async def timed_async(force: bool) -> float:
+                    started = time.perf_counter()
+                    await workflow(store, force)
+                    return time.perf_counter() - started
+
+                first = await timed_async(False)
+                reruns = [await timed_async(False)]
+                if reruns[0] < 1.0:
+                    reruns += [await timed_async(False) for _ in range(4)]
+                forced = await timed_async(True)
+            return {"first": first, "rerun": statistics.median(reruns), "forced": forced}
+
+        return asyncio.run(on_s3())
 
 
 # -- simpleflow ---------------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""The harnesses of asteps.testing that benchmarks and tests build on."""
+
+from __future__ import annotations
+
+import pytest
+
+from asteps import Runner, S3Store
+from asteps.testing import LatencyProxy, LatencyStore, MotoServer
+
+
+async def test_s3_through_the_latency_proxy_works_and_each_request_is_held_back(
+    aws: MotoServer,
+) -> None:
+    with LatencyProxy(aws.endpoint_url, latency=0.001) as proxy:
+        async with S3Store("steps", endpoint_url=proxy.endpoint_url) as store:
+            await store.client.create_bucket(Bucket="steps")
+            await store.mark_done("w1/steps/", "a", {"run_id": "r"})
+            assert await store.list_done("w1/steps/") == {"a"}
+            assert await store.read_marker("w1/steps/", "a") == {"run_id": "r"}
+    assert proxy.requests >= 4  # bucket, put (its body may count again), list, get
+
+
+async def test_the_latency_store_delays_every_call_and_keeps_to_its_limit() -> None:
+    store = LatencyStore(latency=0.001, distribution="exponential", max_in_flight=2, seed=3)
+    runner = Runner(store, "w1")
+    await runner.step("a", lambda: None)
+    assert await store.inner.list_done("w1/steps/") == {"a"}
+    assert store.calls == {"list_done": 1, "mark_done": 1}
+    assert store.peak_in_flight == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"latency": -1}, "latency"),
+        ({"latency": 0.01, "distribution": "pareto"}, "distribution"),
+        ({"latency": 0.01, "max_in_flight": 0}, "max_in_flight"),
+    ],
+)
+def test_the_latency_store_refuses_bad_settings(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LatencyStore(**kwargs)  # type: ignore[arg-type]
