@@ -59,6 +59,7 @@ from ._flows import Flow
 from ._names import covers, format_prefix, validate_patterns, validate_workflow_id
 from ._runner import DEFAULT_PREFIX, Runner
 from ._step import StepOutcome
+from ._telemetry import batch_span, traced_store, workflow_span
 from .errors import InvalidStepName, StoreError, describe
 from .stores.base import DoneStore
 
@@ -437,7 +438,8 @@ class BatchRun:
         books = _Books(BatchSummary())
         started = time.perf_counter()
         try:
-            await self._pipeline(source, books, stop)
+            with batch_span():
+                await self._pipeline(source, books, stop)
             summary = books.summary
             if summary.interrupted or summary.aborted:
                 with anyio.CancelScope(shield=True):  # the ids left are the point of stopping
@@ -499,7 +501,7 @@ class BatchRun:
                     return
                 wid, prefix = taken
                 try:
-                    done = frozenset(await self.store.list_done(prefix))
+                    done = frozenset(await traced_store(self.store).list_done(prefix))
                 except StoreError as exc:
                     # The store is gone (after its retries): stop the batch, but
                     # keep what it did and the ids left, so it can be resumed.
@@ -581,14 +583,16 @@ class BatchRun:
             runner.add_skipped_steps(self.skip, reason=self.reason)
         error: str | None = None
         exception: Exception | None = None
-        try:
-            await self.flow(runner, **self.params)
-        except Exception as exc:
-            error, exception = describe(exc), exc
-        steps: Counter[str] = Counter(o.shown_status for o in runner.outcomes)
-        failed = [o for o in runner.outcomes if o.status == "failed"]
-        if failed:  # the step's name says more than the exception alone
-            error = _first_error(failed)
+        with workflow_span(workflow_id) as workflow:
+            try:
+                await self.flow(runner, **self.params)
+            except Exception as exc:
+                error, exception = describe(exc), exc
+            steps: Counter[str] = Counter(o.shown_status for o in runner.outcomes)
+            failed = [o for o in runner.outcomes if o.status == "failed"]
+            if failed:  # the step's name says more than the exception alone
+                error = _first_error(failed)
+            workflow.ok = error is None
         return WorkflowReport(
             workflow_id,
             ok=error is None,

@@ -447,3 +447,37 @@ def test_instrument_without_the_extra_names_the_extra() -> None:
         """
     )
     assert "pip install 'asteps[otel]'" in out
+
+
+# -- to append to tests/test_telemetry.py once _batch.py carries the spans ----------
+
+
+async def test_a_batch_run_is_a_batch_span_of_workflow_spans_of_step_spans(
+    otel: Telemetry,
+) -> None:
+    from asteps._batch import BatchRun
+
+    async def batch_flow(runner: Runner, fail: str = "") -> None:
+        await flow(runner, runner.workflow_id == fail)
+
+    batch_run = BatchRun(batch_flow, MemoryStore(), params={"fail": "c-2"}, concurrency=2)
+    summary = await batch_run.run(["c-1", "c-2", "c-3"])
+    assert summary.failed_ids == ["c-2"]
+    batch = otel.span("asteps.batch")
+    workflows = {attrs(s)["asteps.workflow_id"]: s for s in otel.spans("asteps.workflow")}
+    assert {wid: attrs(s)["asteps.workflow.ok"] for wid, s in workflows.items()} == {
+        "c-1": True,
+        "c-2": False,
+        "c-3": True,
+    }
+    assert {parent_id(s) for s in workflows.values()} == {span_id(batch)}
+    for span in workflows.values():
+        steps = [s for s in otel.spans("asteps.step") if parent_id(s) == span_id(span)]
+        assert sorted(attrs(s)["asteps.step.name"] for s in steps) == ["export", "fetch"]
+    listings = otel.spans("asteps.store.list_done")
+    assert len(listings) == 3
+    assert {parent_id(s) for s in listings} == {span_id(batch)}
+    assert otel.points("asteps.workflows") == {
+        frozenset({("ok", True)}): 2,
+        frozenset({("ok", False)}): 1,
+    }

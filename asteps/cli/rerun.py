@@ -40,8 +40,11 @@ from .app import (
     err,
     fail,
     guarded,
+    json_logs,
     json_option,
+    log_format_option,
     main,
+    otel_option,
     out,
     param_option,
     pattern_options,
@@ -97,6 +100,8 @@ from .app import (
     help="Plan every workflow: count what would run or be skipped; run and write nothing.",
 )
 @json_option
+@otel_option
+@log_format_option
 def rerun(
     flow: str,
     ids_file: IO[bytes] | None,
@@ -152,7 +157,8 @@ def rerun(
         total = None
         if ids_file is not None and not missing:  # chosen ones: the total is unknown
             total = await anyio.to_thread.run_sync(_count_ids, ids_file)
-        with _progress(total, not no_progress) as on_workflow:
+        # A progress bar would break the JSON lines on stderr.
+        with _progress(total, not (no_progress or json_logs())) as on_workflow:
             async with open_store(store_url) as store:
                 run = BatchRun(
                     loaded,

@@ -25,6 +25,7 @@ from .app import (
     fail,
     guarded,
     json_option,
+    log_format_option,
     main,
     out,
     prefix_option,
@@ -101,6 +102,7 @@ VERSIONS_ASK_ABOVE = 1000
 @store_option
 @prefix_option
 @json_option
+@log_format_option
 def steps_list(
     workflow_id: str | None,
     ids_file: IO[bytes] | None,
@@ -220,6 +222,7 @@ async def _read_versions(
 @store_option
 @prefix_option
 @json_option
+@log_format_option
 def steps_mark(
     workflow_id: str | None,
     ids_file: IO[bytes] | None,
@@ -263,6 +266,7 @@ async def _mark(ids: list[str], names: tuple[str, ...], store_url: str | None, p
 @store_option
 @prefix_option
 @json_option
+@log_format_option
 def steps_unmark(
     workflow_id: str | None,
     ids_file: IO[bytes] | None,

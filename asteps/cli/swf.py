@@ -46,7 +46,9 @@ from .app import (
     fail,
     guarded,
     json_option,
+    log_format_option,
     main,
+    otel_option,
     out,
     param_option,
     pattern_options,
@@ -75,7 +77,8 @@ def swf() -> None:
 
 
 def swf_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--domain, --endpoint-url, --json."""
+    """--domain, --endpoint-url, --json, --log-format."""
+    fn = log_format_option(fn)
     fn = json_option(fn)
     fn = click.option(
         "--endpoint-url",
@@ -402,6 +405,7 @@ def _submit_table(summary: SubmitSummary, retry_file: Path | None) -> Table:
 )
 @version_option
 @click.option("--identity", default=None, help="Worker name in SWF (default: host:pid).")
+@otel_option
 def worker(
     flow: str,
     domain: str,

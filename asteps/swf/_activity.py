@@ -24,6 +24,7 @@ from .._bus import EventBus
 from .._flows import Flow, check_params
 from .._names import format_prefix, validate_patterns, validate_workflow_id
 from .._runner import Runner
+from .._telemetry import workflow_span
 from ..errors import describe
 from ..stores.base import DoneStore
 from ..stores.urls import open_store, parse_store_url
@@ -102,14 +103,17 @@ async def run_flow(
     if spec.skip:
         runner.add_skipped_steps(spec.skip, reason=spec.reason)
     error: str | None = None
-    try:
-        await flow(runner, **spec.params)
-    except Exception as exc:
-        error = describe(exc)
-    failed = [o for o in runner.outcomes if o.status == "failed"]
-    if failed:  # the step's name says more than the exception alone
-        first = failed[0]
-        error = f"step {first.name} failed: {describe(first.error) if first.error else 'failed'}"
+    with workflow_span(workflow_id) as workflow:
+        try:
+            await flow(runner, **spec.params)
+        except Exception as exc:
+            error = describe(exc)
+        failed = [o for o in runner.outcomes if o.status == "failed"]
+        if failed:  # the step's name says more than the exception alone
+            first = failed[0]
+            detail = describe(first.error) if first.error else "failed"
+            error = f"step {first.name} failed: {detail}"
+        workflow.ok = error is None
     return FlowReport(
         workflow_id,
         run_id,
