@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck docs docs-build bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "asteps needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -28,13 +28,23 @@ demo: $(VENV)/.installed
 	$(BIN)/asteps demo
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check asteps tests examples bench
-	$(BIN)/ruff format --check asteps tests examples bench
+	$(BIN)/ruff check asteps tests examples bench docs/render_cli.py
+	$(BIN)/ruff format --check asteps tests examples bench docs/render_cli.py
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-test: lint typecheck
+# The docs site, built strictly: a broken link, a missing reference or a page
+# left out of the navigation fails. `make docs` first renders the CLI pictures
+# from real runs (docs/render_cli.py), then builds into site/.
+docs-build: $(VENV)/.installed-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs: $(VENV)/.installed-test
+	$(BIN)/python docs/render_cli.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck docs-build
 	$(BIN)/pytest
 
 # Every benchmark; each writes bench/results/<name>.json (batch_latency also the plot).
@@ -44,9 +54,10 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/s3_requests.py | tee bench/results/s3_requests.txt
 	$(BIN)/python bench/s3_limit.py | tee bench/results/s3_limit.txt
 	$(BIN)/python bench/batch_latency.py
+	cp bench/results/batch_latency.png docs/images/batch_latency.png
 	$(BIN)/python bench/s3_batch.py
 	$(BIN)/python bench/batch_memory.py
 	$(BIN)/python bench/peers.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info site

@@ -43,7 +43,7 @@ STEPS = 5
 GOAL = 0.8
 GOAL_CELLS = {(64, 20), (256, 20)}  # (C, L in ms), exponential, both workloads
 FULL = 10_000
-SECONDS_PER_CELL = 3.0
+SECONDS_PER_CELL = 2.0
 
 
 async def noop() -> None:
