@@ -55,6 +55,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._bus import EventBus
 from ._flows import Flow
 from ._names import covers, format_prefix, validate_patterns, validate_workflow_id
 from ._runner import DEFAULT_PREFIX, Runner
@@ -566,12 +567,25 @@ class BatchRun:
             summary.aborted = str(exc)
         work.cancel()
 
-    async def run_one(self, workflow_id: str, done: frozenset[str] | None = None) -> WorkflowReport:
-        """Run the flow for one workflow; its failure is reported, not raised."""
+    async def run_one(
+        self,
+        workflow_id: str,
+        done: frozenset[str] | None = None,
+        *,
+        run_id: str | None = None,
+        bus: EventBus | None = None,
+    ) -> WorkflowReport:
+        """Run the flow for one workflow; its failure is reported, not raised.
+
+        ``run_id`` and ``bus`` go to its runner (an SWF worker passes the
+        execution's run id, and the bus its signal bridge reads).
+        """
         started = time.perf_counter()
         runner = Runner(
             self.store,
             workflow_id,
+            run_id=run_id,
+            bus=bus,
             prefix=self.prefix,
             context=self.context,
             dry_run=self.dry_run,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
@@ -20,12 +19,10 @@ from typing import Any
 import anyio
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .._batch import BatchRun
 from .._bus import EventBus
 from .._flows import Flow, check_params
 from .._names import format_prefix, validate_patterns, validate_workflow_id
-from .._runner import Runner
-from .._telemetry import workflow_span
-from ..errors import describe
 from ..stores.base import DoneStore
 from ..stores.urls import open_store, parse_store_url
 from ._client import explain
@@ -96,32 +93,24 @@ async def run_flow(
     The workflow fails when the flow raises or one of its steps failed, as in
     ``asteps run`` and ``rerun``.
     """
-    started = time.perf_counter()
-    runner = Runner(store, workflow_id, run_id=run_id, prefix=spec.prefix, bus=bus)
-    if spec.force:
-        runner.add_forced_steps(spec.force, reason=spec.reason)
-    if spec.skip:
-        runner.add_skipped_steps(spec.skip, reason=spec.reason)
-    error: str | None = None
-    with workflow_span(workflow_id) as workflow:
-        try:
-            await flow(runner, **spec.params)
-        except Exception as exc:
-            error = describe(exc)
-        failed = [o for o in runner.outcomes if o.status == "failed"]
-        if failed:  # the step's name says more than the exception alone
-            first = failed[0]
-            detail = describe(first.error) if first.error else "failed"
-            error = f"step {first.name} failed: {detail}"
-        workflow.ok = error is None
+    batch = BatchRun(
+        flow,
+        store,
+        force=spec.force,
+        skip=spec.skip,
+        reason=spec.reason,
+        params=spec.params,
+        prefix=spec.prefix,
+    )
+    report = await batch.run_one(workflow_id, run_id=run_id, bus=bus)
     return FlowReport(
         workflow_id,
         run_id,
-        ok=error is None,
-        steps=Counter(o.shown_status for o in runner.outcomes),
-        error=error,
-        duration=time.perf_counter() - started,
-        outcome="completed" if error is None else "failed",
+        ok=report.ok,
+        steps=report.steps,
+        error=report.error,
+        duration=report.duration,
+        outcome="completed" if report.ok else "failed",
     )
 
 
