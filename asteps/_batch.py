@@ -397,6 +397,7 @@ class BatchRun:
         prefix: str = DEFAULT_PREFIX,
         context: Mapping[str, Any] | None = None,
         dry_run: bool = False,
+        version: str | None = None,
         missing: Sequence[str] = (),
         only_with_markers: bool = False,
         on_workflow: Callable[[WorkflowReport, BatchSummary], None] | None = None,
@@ -413,6 +414,7 @@ class BatchRun:
         self.prefix = prefix
         self.context = context
         self.dry_run = dry_run
+        self.version = version
         self.missing = validate_patterns(missing)
         self.only_with_markers = only_with_markers
         self.on_workflow = on_workflow
@@ -585,6 +587,7 @@ class BatchRun:
             self.store,
             workflow_id,
             run_id=run_id,
+            version=self.version,
             bus=bus,
             prefix=self.prefix,
             context=self.context,

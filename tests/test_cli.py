@@ -890,3 +890,29 @@ def test_plan_shows_why_from_marker_bodies(cli: CliRunner, tmp_path: Path) -> No
     assert "already done (result kept)" in lines["kept"]
     assert "already done" in lines["plain"]
     assert "forced by the flow" not in plan.stdout
+
+
+def test_flow_version_is_written_in_markers_and_a_new_one_reruns_the_steps_that_ask(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    flow = tmp_path / "versioned.py"
+    flow.write_text(
+        "async def flow(runner, **_):\n"
+        "    await runner.step('model', lambda: 1, rerun_on_new_version=True)\n"
+        "    await runner.step('data', lambda: 2)\n"
+    )
+    first = invoke(cli, "run", f"{flow}:flow", "--workflow-id", "c1", "--flow-version", "1")
+    assert first.exit_code == 0
+    marker = json.loads((tmp_path / ".asteps" / "c1" / "steps" / "model").read_text())
+    assert marker["version"] == "1"
+    plan = invoke(cli, "plan", f"{flow}:flow", "--workflow-id", "c1", "--flow-version", "2")
+    lines = {line.split("│")[1].strip(): line for line in plan.stdout.splitlines() if "│" in line}
+    assert "would run" in lines["model"]
+    assert "version 1 -> 2" in lines["model"]
+    assert "would skip" in lines["data"]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("c1\n")
+    rerun = invoke(cli, "rerun", f"{flow}:flow", "--ids", str(ids), "--flow-version", "2")
+    assert rerun.exit_code == 0
+    marker = json.loads((tmp_path / ".asteps" / "c1" / "steps" / "model").read_text())
+    assert marker["version"] == "2"

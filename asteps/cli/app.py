@@ -196,6 +196,16 @@ def pattern_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def flow_version_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--flow-version",
+        default=None,
+        metavar="TEXT",
+        help="The version written in every marker; steps with rerun_on_new_version "
+        "run again where a marker says another one.",
+    )(fn)
+
+
 def param_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--param", "params", multiple=True, metavar="KEY=VALUE", help="Flow parameter."

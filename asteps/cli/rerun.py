@@ -39,6 +39,7 @@ from .app import (
     emit_json,
     err,
     fail,
+    flow_version_option,
     guarded,
     json_logs,
     json_option,
@@ -77,6 +78,7 @@ from .app import (
     "missing any of them).",
 )
 @pattern_options
+@flow_version_option
 @param_option
 @click.option(
     "--concurrency",
@@ -110,6 +112,7 @@ def rerun(
     force: tuple[str, ...],
     skip: tuple[str, ...],
     reason: str | None,
+    flow_version: str | None,
     params: tuple[str, ...],
     concurrency: int,
     store_url: str | None,
@@ -170,6 +173,7 @@ def rerun(
                     concurrency=concurrency,
                     prefix=prefix,
                     dry_run=dry_run,
+                    version=flow_version,
                     missing=missing,
                     only_with_markers=all_workflows,
                     on_workflow=on_workflow,

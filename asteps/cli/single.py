@@ -20,6 +20,7 @@ from .app import (
     EXIT_STORE,
     emit_json,
     fail,
+    flow_version_option,
     guarded,
     json_option,
     log_format_option,
@@ -36,8 +37,8 @@ from .app import (
 
 
 def single_workflow_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """FLOW, --workflow-id, --force/--skip/--reason, --param, --store, --prefix, --json,
-    --otel, --log-format."""
+    """FLOW, --workflow-id, --force/--skip/--reason, --flow-version, --param, --store,
+    --prefix, --json, --otel, --log-format."""
     for option in (
         log_format_option,
         otel_option,
@@ -45,6 +46,7 @@ def single_workflow_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         prefix_option,
         store_option,
         param_option,
+        flow_version_option,
         pattern_options,
     ):
         fn = option(fn)
@@ -88,6 +90,7 @@ def _single(
     force: tuple[str, ...],
     skip: tuple[str, ...],
     reason: str | None,
+    flow_version: str | None,
     params: tuple[str, ...],
     store_url: str | None,
     prefix: str,
@@ -113,6 +116,7 @@ def _single(
                 params=parsed,
                 prefix=prefix,
                 dry_run=dry_run,
+                version=flow_version,
             )
             return await batch.run_one(workflow_id)
 
