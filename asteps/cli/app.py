@@ -18,8 +18,10 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 import anyio
@@ -38,8 +40,9 @@ from ..errors import (
     StoreError,
     SwfError,
     SwfNotSetUp,
+    describe,
 )
-from ._output import printable
+from ._output import cell, printable
 
 EXIT_FAILED, EXIT_USAGE, EXIT_STORE = 1, 2, 3
 
@@ -325,3 +328,37 @@ def guarded(fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
     except (FlowError, InvalidStepName) as exc:
         fail(str(exc), EXIT_USAGE)
+
+
+# -- retry files -----------------------------------------------------------------
+
+
+def save_retry_ids(
+    ids: Sequence[str], path: Path | None, kind: str
+) -> tuple[Path | None, OSError | None]:
+    """Write the ids to retry, one a line, to ``path`` (default
+    ``asteps-<kind>-<time>.txt``): the file written, or the error that stopped it.
+
+    Ids are written back as they came (``surrogateescape``), so that a line
+    that was not UTF-8 fails the same way when the file is taken back.
+    """
+    if not ids:
+        return None, None
+    if path is None:
+        path = Path(f"asteps-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+    try:
+        path.write_bytes("".join(f"{wid}\n" for wid in ids).encode("utf-8", "surrogateescape"))
+    except OSError as exc:
+        return None, exc
+    return path, None
+
+
+def report_unsaved_ids(path: Path | None, problem: OSError, ids: Sequence[str]) -> None:
+    """The retry file could not be written: say so, and give the ids on stderr."""
+    err.print(
+        f"[bold red]error:[/] could not write the retry file {cell(str(path))} "
+        f"({cell(describe(problem))}); the ids to retry:",
+        soft_wrap=True,
+    )
+    for wid in ids:
+        err.print(cell(wid), soft_wrap=True, highlight=False)

@@ -27,7 +27,7 @@ from rich.table import Table
 from .._batch import BatchRun, BatchSummary, IdReader, WorkflowReport, read_ids, stream_chunks
 from .._flows import check_params, load_flow, parse_params
 from .._names import format_prefix, validate_patterns
-from ..errors import StoreError, describe
+from ..errors import StoreError
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import open_store
 from ._output import cell
@@ -50,7 +50,9 @@ from .app import (
     param_option,
     pattern_options,
     prefix_option,
+    report_unsaved_ids,
     run_async,
+    save_retry_ids,
     store_option,
 )
 
@@ -295,18 +297,8 @@ def _report(summary: BatchSummary, path: Path | None, as_json: bool) -> None:
     """The summary on stdout and the ids to retry in a file; if the file cannot
     be written after all, the ids go to stderr instead."""
     ids = [*summary.failed_ids, *summary.unfinished_ids]
-    retry_file: Path | None = None
-    problem: OSError | None = None
-    if ids:
-        if path is None:
-            kind = "unfinished" if summary.interrupted or summary.aborted else "failed"
-            path = Path(f"asteps-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
-        try:
-            # surrogateescape: a line that was not UTF-8 is written back as it came
-            path.write_bytes("".join(f"{wid}\n" for wid in ids).encode("utf-8", "surrogateescape"))
-            retry_file = path
-        except OSError as exc:
-            problem = exc
+    kind = "unfinished" if summary.interrupted or summary.aborted else "failed"
+    retry_file, problem = save_retry_ids(ids, path, kind)
     if as_json:
         data = summary.as_dict()
         data["retry_file"] = str(retry_file) if retry_file else None
@@ -314,13 +306,7 @@ def _report(summary: BatchSummary, path: Path | None, as_json: bool) -> None:
     else:
         out.print(_summary_table(summary, retry_file))
     if problem is not None:
-        err.print(
-            f"[bold red]error:[/] could not write the retry file {cell(str(path))} "
-            f"({cell(describe(problem))}); the ids to retry:",
-            soft_wrap=True,
-        )
-        for wid in ids:
-            err.print(cell(wid), soft_wrap=True, highlight=False)
+        report_unsaved_ids(path, problem, ids)
 
 
 def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -53,7 +52,9 @@ from .app import (
     param_option,
     pattern_options,
     prefix_option,
+    report_unsaved_ids,
     run_async,
+    save_retry_ids,
     store_option,
 )
 from .rerun import _check_retry_location, _count_ids
@@ -310,17 +311,8 @@ def _submit_progress(
 
 def _submit_report(summary: SubmitSummary, path: Path | None, as_json: bool) -> None:
     ids = summary.retry_ids
-    retry_file: Path | None = None
-    problem: OSError | None = None
-    if ids:
-        if path is None:
-            kind = "unfinished" if summary.interrupted or summary.aborted else "refused"
-            path = Path(f"asteps-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
-        try:
-            path.write_bytes("".join(f"{w}\n" for w in ids).encode("utf-8", "surrogateescape"))
-            retry_file = path
-        except OSError as exc:
-            problem = exc
+    kind = "unfinished" if summary.interrupted or summary.aborted else "refused"
+    retry_file, problem = save_retry_ids(ids, path, kind)
     if as_json:
         data = summary.as_dict()
         data["retry_file"] = str(retry_file) if retry_file else None
@@ -328,13 +320,7 @@ def _submit_report(summary: SubmitSummary, path: Path | None, as_json: bool) -> 
     else:
         out.print(_submit_table(summary, retry_file))
     if problem is not None:
-        err.print(
-            f"[bold red]error:[/] could not write the retry file {cell(str(path))} "
-            f"({cell(describe(problem))}); the ids to retry:",
-            soft_wrap=True,
-        )
-        for wid in ids:
-            err.print(cell(wid), soft_wrap=True, highlight=False)
+        report_unsaved_ids(path, problem, ids)
 
 
 def _submit_table(summary: SubmitSummary, retry_file: Path | None) -> Table:
