@@ -57,10 +57,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._bus import EventBus
 from ._flows import Flow
-from ._names import covers, format_prefix, validate_patterns, validate_workflow_id
+from ._names import covers, format_prefix, validate_patterns
 from ._runner import DEFAULT_PREFIX, Runner
 from ._step import StepOutcome
-from ._telemetry import batch_span, traced_store, workflow_span
+from ._telemetry import batch_span, workflow_span
 from .errors import InvalidStepName, StoreError, describe
 from .stores.base import DoneStore
 
@@ -459,9 +459,7 @@ class BatchRun:
 
     async def _pipeline(self, source: _Source, books: _Books, stop: anyio.Event | None) -> None:
         """Listers -> workers, until the ids are over or the work is cancelled."""
-        send, receive = anyio.create_memory_object_stream[tuple[str, frozenset[str]]](
-            self.concurrency
-        )
+        send, receive = anyio.create_memory_object_stream[Runner](self.concurrency)
         reading = anyio.Lock(fast_acquire=True)  # one lister reads the ids at a time
         work = anyio.CancelScope()
         async with anyio.create_task_group() as outer:
@@ -486,7 +484,7 @@ class BatchRun:
         self,
         source: _Source,
         reading: anyio.Lock,
-        send: MemoryObjectSendStream[tuple[str, frozenset[str]]],
+        send: MemoryObjectSendStream[Runner],
         books: _Books,
         work: anyio.CancelScope,
     ) -> None:
@@ -502,22 +500,21 @@ class BatchRun:
                     return
                 if taken is None:
                     return
-                wid, prefix = taken
                 try:
-                    done = frozenset(await traced_store(self.store).list_done(prefix))
+                    done = await taken.steps_done()  # the runner keeps it
                 except StoreError as exc:
                     # The store is gone (after its retries): stop the batch, but
                     # keep what it did and the ids left, so it can be resumed.
                     self._abort(exc, books.summary, work)
                     return
                 if not self._selected(done):
-                    del books.pending[wid]
+                    del books.pending[taken.workflow_id]
                     books.summary.passed_over += 1
                     continue
-                await send.send((wid, done))
+                await send.send(taken)
 
-    async def _next(self, source: _Source, books: _Books) -> tuple[str, str] | None:
-        """The next new, valid id and its prefix; None once the ids are over."""
+    async def _next(self, source: _Source, books: _Books) -> Runner | None:
+        """The runner of the next new, valid id; None once the ids are over."""
         while (item := await source.get()) is not None:
             if (taken := self._take(item, books)) is not None:
                 return taken
@@ -531,8 +528,8 @@ class BatchRun:
             return any(not any(covers(p, name) for name in done) for p in self.missing)
         return True
 
-    def _take(self, item: str | BadId, books: _Books) -> tuple[str, str] | None:
-        """A new, valid id and its prefix; a bad or invalid one fails at once."""
+    def _take(self, item: str | BadId, books: _Books) -> Runner | None:
+        """The runner of a new, valid id; a bad or invalid one fails at once."""
         wid = item.text if isinstance(item, BadId) else item
         if wid in books.seen:
             return None
@@ -541,24 +538,23 @@ class BatchRun:
             self._record(WorkflowReport(wid, ok=False, error=item.reason), books.summary)
             return None
         try:
-            validate_workflow_id(wid)
-            prefix = format_prefix(self.prefix, wid, self.context)
+            runner = self._runner(wid)  # checks the id, formats its prefix
         except InvalidStepName as exc:
             self._record(WorkflowReport(wid, ok=False, error=str(exc)), books.summary)
             return None
         books.pending[wid] = None
-        return wid, prefix
+        return runner
 
     async def _work(
         self,
-        receive: MemoryObjectReceiveStream[tuple[str, frozenset[str]]],
+        receive: MemoryObjectReceiveStream[Runner],
         books: _Books,
         work: anyio.CancelScope,
     ) -> None:
         async with receive:
-            async for wid, done in receive:
-                report = await self.run_one(wid, done)
-                del books.pending[wid]
+            async for runner in receive:
+                report = await self._run(runner)
+                del books.pending[runner.workflow_id]
                 self._record(report, books.summary)
                 if (failure := report.store_error) is not None:
                     self._abort(failure, books.summary, work)
@@ -582,7 +578,18 @@ class BatchRun:
         ``run_id`` and ``bus`` go to its runner (an SWF worker passes the
         execution's run id, and the bus its signal bridge reads).
         """
-        started = time.perf_counter()
+        return await self._run(self._runner(workflow_id, done, run_id=run_id, bus=bus))
+
+    def _runner(
+        self,
+        workflow_id: str,
+        done: frozenset[str] | None = None,
+        *,
+        run_id: str | None = None,
+        bus: EventBus | None = None,
+    ) -> Runner:
+        """The runner of one workflow, with the batch's patterns: it checks the
+        id and formats the prefix (``InvalidStepName`` when either is bad)."""
         runner = Runner(
             self.store,
             workflow_id,
@@ -598,6 +605,12 @@ class BatchRun:
             runner.add_forced_steps(self.force, reason=self.reason)
         if self.skip:
             runner.add_skipped_steps(self.skip, reason=self.reason)
+        return runner
+
+    async def _run(self, runner: Runner) -> WorkflowReport:
+        """Run the flow with ``runner``; its failure is reported, not raised."""
+        started = time.perf_counter()
+        workflow_id = runner.workflow_id
         error: str | None = None
         exception: Exception | None = None
         with workflow_span(workflow_id) as workflow:
