@@ -187,15 +187,12 @@ class Runner:
             check_keep(keep)
             on_missing = _check_on_missing(options.get("on_missing_result", "run"))
             rerun_on_new_version = options.get("rerun_on_new_version", False)
-            decision = await self._decide(name, options.get("force", False), patterns, store)
-            if (keep or rerun_on_new_version) and not decision.run and not decision.forced:
-                # Done, and only its marker's body can tell whether that stands.
-                # Read outside the lock, so that many bodies are read at once.
-                decision, kept = await self._decide_with_body(
-                    name, decision, keep, on_missing, rerun_on_new_version, store
-                )
-                if decision.run and patterns:
-                    self.add_forced_steps(patterns, reason=f"Dep of {name}")
+            body: _BodyCheck | None = None
+            if keep or rerun_on_new_version:
+                body = _BodyCheck(self, name, keep, on_missing, rerun_on_new_version, store)
+            decision, kept = await self._decide(
+                name, options.get("force", False), patterns, store, body
+            )
         except BaseException:
             close_unawaited(activities, alternative)  # it will never run
             raise
@@ -243,15 +240,29 @@ class Runner:
         return await self.bus.wait(name, timeout, include_past=True)
 
     async def _decide(
-        self, name: str, force: bool, deps: list[str] | None, store: DoneStore
-    ) -> Decision:
+        self,
+        name: str,
+        force: bool,
+        deps: list[str] | None,
+        store: DoneStore,
+        body: _BodyCheck | None,
+    ) -> tuple[Decision, KeptResult]:
+        kept = KeptResult()
         async with self._deciding:
             done = await self._listed(store)
             decision = decide(
                 name, force=force, forced=self._forced, skipped=self._skipped, done=done
             )
+            if body is not None and deps and body.needed(decision):
+                # Its dependents must be forced before any step decided after
+                # it: a step with dependents reads its marker's body under the lock.
+                decision, kept = await body.check(decision)
             if decision.run and deps:
                 self.add_forced_steps(deps, reason=f"Dep of {name}")
+        if body is not None and not deps and body.needed(decision):
+            # Done, and only its marker's body can tell whether that stands. With
+            # no dependents to force, it is read outside the lock: many at once.
+            decision, kept = await body.check(decision)
         if logger.isEnabledFor(logging.DEBUG):  # building the arguments costs too
             logger.debug(
                 "%s: step %s: %s%s %s",
@@ -262,7 +273,7 @@ class Runner:
                 list(decision.reasons),
                 extra={"workflow_id": self.workflow_id, "step": name, "decision": decision.action},
             )
-        return decision
+        return decision, kept
 
     async def _decide_with_body(
         self,
@@ -387,6 +398,39 @@ class Runner:
         # signal for each phase would be work for nothing.
         if self.bus.listening("log.step"):
             await self.bus.publish("log.step", details)
+
+
+class _BodyCheck:
+    """How a done step that keeps its result (or reruns on a new version) is
+    decided again from its marker's body."""
+
+    __slots__ = ("keep", "name", "on_missing", "rerun_on_new_version", "runner", "store")
+
+    def __init__(
+        self,
+        runner: Runner,
+        name: str,
+        keep: object,
+        on_missing: OnMissingResult,
+        rerun_on_new_version: bool,
+        store: DoneStore,
+    ) -> None:
+        self.runner = runner
+        self.name = name
+        self.keep = keep
+        self.on_missing = on_missing
+        self.rerun_on_new_version = rerun_on_new_version
+        self.store = store
+
+    @staticmethod
+    def needed(decision: Decision) -> bool:
+        """Only a skip because the step is done (no pattern decided it)."""
+        return not decision.run and not decision.forced
+
+    async def check(self, decision: Decision) -> tuple[Decision, KeptResult]:
+        return await self.runner._decide_with_body(
+            self.name, decision, self.keep, self.on_missing, self.rerun_on_new_version, self.store
+        )
 
 
 class _Record(Protocol):

@@ -7,6 +7,7 @@ body and returns the result. Run on every store asteps ships.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -288,3 +289,28 @@ async def test_kept_results_of_concurrent_steps_are_read_concurrently(s3: Any) -
         for i in range(5):
             tg.start_soon(one, i)
     assert results == {f"k{i}": i for i in range(5)}
+
+
+async def test_a_step_rerun_on_a_new_version_forces_a_dependent_submitted_with_it(
+    store: Any,
+) -> None:
+    await Runner(store, "wf", version="1").step("a", lambda: None)
+    await Runner(store, "wf", version="1").step("b", lambda: None)
+    runner = Runner(store, "wf", version="2")
+    a, b = await asyncio.gather(
+        runner.step("a", lambda: 1, rerun_on_new_version=True, force_steps_if_executed=["b"]),
+        runner.step("b", lambda: 2),
+    )
+    assert (a.status, a.reasons) == ("completed", ["version 1 -> 2"])
+    assert (b.status, b.reasons) == ("completed", ["Dep of a"])
+
+
+async def test_a_missing_result_forces_a_dependent_submitted_with_it(store: Any) -> None:
+    await Runner(store, "wf").step("a", lambda: 1)  # kept nothing
+    await Runner(store, "wf").step("b", lambda: None)
+    runner = Runner(store, "wf")
+    a, b = await asyncio.gather(
+        runner.step("a", lambda: 1, keep_result=int, force_steps_if_executed=["b"]),
+        runner.step("b", lambda: 2),
+    )
+    assert (a.status, b.status, b.reasons) == ("completed", "completed", ["Dep of a"])
