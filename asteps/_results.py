@@ -10,6 +10,7 @@ with a type (``keep_result=MyModel``) come back as that type.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,14 +40,36 @@ def check_keep(keep: Any) -> None:
         ) from exc
 
 
+def check_max_result_bytes(value: object) -> int:
+    """``max_result_bytes`` is a positive int (checked before any step runs)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_result_bytes must be a positive int, got {value!r}")
+    return value
+
+
+def _non_finite(value: Any) -> bool:
+    """True when a float NaN or infinity sits anywhere in ``value`` (JSON has
+    neither: pydantic would write them as null, and the value would be lost)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
 def encode_result(result: Any, keep: Any, max_bytes: int) -> Any:
     """The result as JSON data, ready for the marker body.
 
     Raises ``ValueError`` with a message that says what to do when the result
     cannot be turned into JSON or its JSON is over ``max_bytes``.
     """
+    adapter = _adapter(keep)
     try:
-        value = _adapter(keep).dump_python(result, mode="json")
+        if _non_finite(adapter.dump_python(result)):
+            raise ValueError("it holds NaN or infinity, which JSON cannot hold")
+        value = adapter.dump_python(result, mode="json")
         size = len(json.dumps(value).encode("utf-8"))
     except Exception as exc:  # pydantic and json raise several kinds
         raise ValueError(

@@ -45,6 +45,7 @@ from ._results import (
     RESULT_KEY,
     KeptResult,
     check_keep,
+    check_max_result_bytes,
     decode_result,
     encode_result,
 )
@@ -96,7 +97,7 @@ class Runner:
         self.version = version
         self.bus = bus if bus is not None else EventBus()
         self.dry_run = dry_run
-        self.max_result_bytes = max_result_bytes
+        self.max_result_bytes = check_max_result_bytes(max_result_bytes)
         self.outcomes: list[StepOutcome] = []
         """Every step's outcome, in the order the steps finished."""
         self.markers: list[Marker] = []

@@ -314,3 +314,18 @@ async def test_a_missing_result_forces_a_dependent_submitted_with_it(store: Any)
         runner.step("b", lambda: 2),
     )
     assert (a.status, b.status, b.reasons) == ("completed", "completed", ["Dep of a"])
+
+
+@pytest.mark.parametrize("bad", ["100", 0, -1, 1.5, True])
+def test_max_result_bytes_must_be_a_positive_int_before_anything_runs(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_result_bytes must be a positive int"):
+        Runner(MemoryStore(), "wf", max_result_bytes=bad)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {"x": [1.0, float("-inf")]}])
+async def test_a_result_with_nan_or_infinity_is_refused_not_stored_as_null(
+    store: Any, value: Any
+) -> None:
+    with pytest.raises(ResultNotKept, match="NaN or infinity"):
+        await Runner(store, "wf").step("f", lambda: value, keep_result=True)
+    assert await store.list_done("wf/steps/") == set()
