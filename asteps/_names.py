@@ -71,7 +71,7 @@ def covers(pattern: str, name: str) -> bool:
 def validate_workflow_id(workflow_id: object) -> str:
     """Refuse workflow ids that would escape or corrupt a store's key layout, or
     that a terminal, a file system or S3 would show or store differently: ``/``,
-    ``.``/``..``, Unicode categories Cc, Cf, Zl, Zp and lone surrogates, and more
+    a leading ``.``, Unicode categories Cc, Cf, Zl, Zp and lone surrogates, and more
     than 255 bytes of UTF-8."""
     if not isinstance(workflow_id, str) or not workflow_id:
         raise InvalidStepName(f"workflow id must be a non-empty string, got {workflow_id!r}")
@@ -95,6 +95,12 @@ def validate_workflow_id(workflow_id: object) -> str:
         )
     if workflow_id in (".", ".."):
         raise InvalidStepName(f"workflow id {workflow_id!r} is a path component, not an id")
+    if workflow_id.startswith("."):
+        # A leading dot hides a directory, and the file store's temporary files
+        # start with '.tmp-': such a workflow would never see its own markers.
+        raise InvalidStepName(
+            f"workflow id {workflow_id!r} starts with '.': start it with a letter or digit"
+        )
     return workflow_id
 
 

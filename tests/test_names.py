@@ -121,3 +121,11 @@ def test_prefix_template_with_a_missing_key_names_it() -> None:
 def test_prefix_must_stay_inside_the_store(template: str) -> None:
     with pytest.raises(InvalidStepName, match="relative"):
         format_prefix(template, "wf", None)
+
+
+@pytest.mark.parametrize("wid", [".tmp-x", ".hidden", ".a.b"])
+def test_workflow_ids_may_not_start_with_a_dot(wid: str) -> None:
+    # A leading dot hides a directory, and the file store's temporary files
+    # start with '.tmp-': such an id would never see its own markers.
+    with pytest.raises(InvalidStepName, match="starts with '.'"):
+        validate_workflow_id(wid)

@@ -138,3 +138,9 @@ async def test_markers_live_under_the_key_root(aws: MotoServer) -> None:
         assert await store.list_done("wf/steps/") == {"a"}
         await store.unmark("wf/steps/", ["a"])
         assert await store.list_done("wf/steps/") == set()
+
+
+@pytest.mark.parametrize("url", ["file:%00", "file:a%00b", "file:///tmp/x%0Ay"])
+def test_a_file_url_with_a_control_character_is_a_store_error(url: str) -> None:
+    with pytest.raises(StoreError, match="control character"):
+        parse_store_url(url)

@@ -12,6 +12,7 @@ is the embedded FileStore at ``./.asteps``.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,11 @@ def parse_store_url(url: str) -> StoreURL:
         if not path:
             raise StoreError(
                 f"store URL {url!r} has no path: use file:///abs/path or file:rel/path"
+            )
+        if any(unicodedata.category(c) == "Cc" for c in path):
+            raise StoreError(
+                f"store URL {url!r} has a control character in its path: give a plain "
+                "directory name"
             )
         return StoreURL("file", path)
     if scheme == "s3":
