@@ -164,8 +164,10 @@ def read_ids(chunks: Iterable[bytes]) -> Iterator[str | BadId]:
     """
     for number, line in enumerate(_lines(chunks), start=1):
         if len(line) > MAX_LINE_BYTES:
-            shown = line[:40].decode("utf-8", "surrogateescape") + "..."
-            yield BadId(shown, f"line {number} is longer than {MAX_LINE_BYTES} bytes")
+            # The line as read (cut just past the limit): written back to a retry
+            # file it fails again, where a shortened stand-in could be a valid id.
+            text = line.decode("utf-8", "surrogateescape")
+            yield BadId(text, f"line {number} is longer than {MAX_LINE_BYTES} bytes")
             continue
         try:
             text = line.decode("utf-8")

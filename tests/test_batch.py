@@ -322,3 +322,15 @@ async def test_the_ids_reader_wakes_the_event_loop_only_when_a_get_waits(
                 await anyio.lowlevel.checkpoint()
     assert got == 10_000
     assert wakes < 10_000 / 10  # once per id before: a thread hop per id
+
+
+async def test_an_over_long_line_goes_to_the_retry_ids_as_a_line_that_fails_again() -> None:
+    # Never a shortened stand-in, which could be a valid id of another workflow.
+    store = MemoryStore()
+    lines = b"a\n" + b"x" * 5000 + b"\n"
+    summary = await BatchRun(one_step, store).run(read_ids(io.BytesIO(lines)))
+    (bad,) = summary.failed_ids
+    again = list(read_ids(io.BytesIO(bad.encode("utf-8", "surrogateescape") + b"\n")))
+    assert len(again) == 1
+    assert isinstance(again[0], BadId)
+    assert set(store.objects) == {"a/steps/only"}

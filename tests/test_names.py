@@ -127,5 +127,5 @@ def test_prefix_must_stay_inside_the_store(template: str) -> None:
 def test_workflow_ids_may_not_start_with_a_dot(wid: str) -> None:
     # A leading dot hides a directory, and the file store's temporary files
     # start with '.tmp-': such an id would never see its own markers.
-    with pytest.raises(InvalidStepName, match="starts with '.'"):
+    with pytest.raises(InvalidStepName, match=r"starts with '\.'"):
         validate_workflow_id(wid)

@@ -333,6 +333,8 @@ def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:
     rate = summary.finished / summary.elapsed if summary.elapsed else 0.0
     table.add_row("elapsed", f"{summary.elapsed:.1f} s ({rate:,.0f} workflows/s)")
     for wid, error in list(summary.errors.items())[:5]:
+        if len(wid) > 60:  # a bad line may be 4 KB long: the start says which
+            wid = wid[:60] + "..."
         table.add_row(f"[red]{cell(wid)}[/]", cell(error))
     if retry_file is not None:
         table.add_row("retry with", f"--ids {cell(str(retry_file))}")
