@@ -329,3 +329,19 @@ async def test_a_result_with_nan_or_infinity_is_refused_not_stored_as_null(
     with pytest.raises(ResultNotKept, match="NaN or infinity"):
         await Runner(store, "wf").step("f", lambda: value, keep_result=True)
     assert await store.list_done("wf/steps/") == set()
+
+
+async def test_with_the_done_list_known_a_step_waits_for_one_reading_its_body_first(
+    store: Any,
+) -> None:
+    # The done list is known, so "b" has nothing to wait for but "a", which
+    # reads its body before deciding whether its dependents are forced.
+    await Runner(store, "wf", version="1").step("a", lambda: None)
+    await Runner(store, "wf", version="1").step("b", lambda: None)
+    runner = Runner(store, "wf", version="2", done=["a", "b"])
+    a, b = await asyncio.gather(
+        runner.step("a", lambda: 1, rerun_on_new_version=True, force_steps_if_executed=["b"]),
+        runner.step("b", lambda: 2),
+    )
+    assert (a.status, a.reasons) == ("completed", ["version 1 -> 2"])
+    assert (b.status, b.reasons) == ("completed", ["Dep of a"])
