@@ -127,6 +127,19 @@ def format_prefix(template: str, workflow_id: str, context: Mapping[str, Any] | 
     return prefix
 
 
+def check_prefix_per_workflow(template: str, context: Mapping[str, Any] | None = None) -> str:
+    """Refuse a template that gives two workflows the same prefix: in a batch,
+    they would share one set of markers, and the first to run a step would
+    mark it done for all of them."""
+    if format_prefix(template, "a", context) == format_prefix(template, "b", context):
+        raise InvalidStepName(
+            f"prefix template {template!r} does not use {{workflow_id}}: every workflow "
+            "of the batch would share one set of markers; put {workflow_id} in it, as "
+            "the default '{workflow_id}/steps/' does"
+        )
+    return template
+
+
 def _explain(value: object, what: str) -> str:
     if not isinstance(value, str):
         return f"{what} must be a string, got {type(value).__name__}"

@@ -153,6 +153,8 @@ def test_prepare_refuses_what_no_worker_could_run() -> None:
         prepare(FLOW, params=PARAMS, skip=["a..b"])
     with pytest.raises(FlowInputError, match="32,768"):
         prepare(FLOW, params={"log": "x" * 33_000})
+    with pytest.raises(InvalidStepName, match="does not use"):
+        prepare(FLOW, params=PARAMS, prefix="shared/steps/")
 
 
 async def test_submit_to_a_domain_without_types_raises_before_starting(aws: MotoServer) -> None:

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from .._batch import BatchRun, BatchSummary, IdReader, WorkflowReport, read_ids, stream_chunks
 from .._flows import check_params, load_flow, parse_params
-from .._names import format_prefix, validate_patterns
+from .._names import check_prefix_per_workflow, validate_patterns
 from ..errors import StoreError
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import open_store
@@ -148,7 +148,7 @@ def rerun(
     parsed = guarded(parse_params, params)
     guarded(check_params, loaded, parsed)
     guarded(validate_patterns, [*force, *skip, *missing])
-    guarded(format_prefix, prefix, "check", None)
+    guarded(check_prefix_per_workflow, prefix)
     if (ids_file is None) == (not all_workflows):
         fail("give exactly one of --ids FILE or --all", EXIT_USAGE)
     if all_workflows:

@@ -11,7 +11,13 @@ from rich.table import Table
 
 from .._batch import BadId, read_ids
 from .._concurrency import for_each
-from .._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
+from .._names import (
+    check_prefix_per_workflow,
+    format_prefix,
+    validate_name,
+    validate_patterns,
+    validate_workflow_id,
+)
 from ..errors import MarkerBodyError, StoreError
 from ..stores.base import DoneStore, ReadsMarkers, list_done_many, matching
 from ..stores.discovery import check_discoverable, discover_workflows
@@ -66,6 +72,8 @@ def _targets(workflow_id: str | None, ids_file: IO[bytes] | None, prefix: str) -
             ids.append(item)
     else:
         fail("give exactly one of --workflow-id or --ids", EXIT_USAGE)
+    if ids_file is not None:
+        guarded(check_prefix_per_workflow, prefix)
     for wid in ids:
         guarded(validate_workflow_id, wid)
         guarded(format_prefix, prefix, wid, None)

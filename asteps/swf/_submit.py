@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .._batch import BadId, IdReader
 from .._flows import check_params, load_flow
-from .._names import format_prefix, validate_patterns, validate_workflow_id
+from .._names import check_prefix_per_workflow, validate_patterns, validate_workflow_id
 from .._runner import DEFAULT_PREFIX
 from ..errors import InvalidStepName
 from ..stores.urls import parse_store_url
@@ -132,7 +132,7 @@ def prepare(
     loaded = load_flow(flow)
     check_params(loaded, dict(params or {}))
     validate_patterns([*force, *skip])
-    format_prefix(prefix, "check", None)
+    check_prefix_per_workflow(prefix)
     if store is not None:
         parse_store_url(store)
     spec = FlowInput(flow, dict(params or {}), tuple(force), tuple(skip), reason, prefix, store)
