@@ -329,3 +329,40 @@ async def test_stopping_drains_then_hands_unfinished_flows_back_to_swf(
     [failed] = [e for e in events["events"] if e["eventType"] == "ActivityTaskFailed"]
     reason = failed["activityTaskFailedEventAttributes"]["reason"]
     assert reason == "the worker stopped before the flow ended"
+
+
+def every_line_json(text: str) -> list[dict[str, Any]]:
+    """Each line of ``text`` as a JSON object: fails on a line that is not one."""
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert all(isinstance(line, dict) for line in lines), lines
+    return lines
+
+
+async def test_with_json_logs_submit_and_worker_write_only_json_lines_on_stderr(
+    aws: MotoServer, domain: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    store, log = tmp_path / "store", tmp_path / "work.log"
+    worker = Worker(
+        aws, tmp_path, "w1", FLOW, "--domain", DOMAIN, "--store", f"file:{store}",
+        "--drain", "2", "--log-format", "json",
+    )  # fmt: skip
+    workers.append(worker)
+    await worker.ready()
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("j1\n")
+
+    submitted = asteps(
+        aws, "swf", "submit", FLOW, "--domain", DOMAIN, "--ids", str(ids_file),
+        "--param", f"log={log}", "--log-format", "json",
+    )  # fmt: skip
+    await wait_closed(aws, 1)
+    assert worker.stop(signal.SIGINT) == 0
+
+    assert submitted.returncode == 0, submitted.stderr
+    every_line_json(submitted.stderr)  # no progress bar among the records
+    records = every_line_json(worker.stderr_path.read_text())
+    [finished] = [r for r in records if r.get("workflow_id") == "j1"]
+    assert finished["status"] == "completed"
+    assert finished["message"].startswith("completed j1 (steps: 3 completed)")
+    [interrupted] = [r for r in records if r["message"].startswith("interrupted")]
+    assert "running flows get up to 2 s to finish" in interrupted["message"]

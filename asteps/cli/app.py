@@ -42,7 +42,7 @@ from ..errors import (
     SwfNotSetUp,
     describe,
 )
-from ._output import cell, printable
+from ._output import printable
 
 EXIT_FAILED, EXIT_USAGE, EXIT_STORE = 1, 2, 3
 
@@ -56,6 +56,9 @@ def fail(message: str, code: int) -> NoReturn:
     """Print ``error: message`` to stderr, unwrapped and escaped, and exit with ``code``."""
     tell(message, logging.ERROR, label="[bold red]error:[/]")
     sys.exit(code)
+
+
+ERROR_LABEL = "[bold red]error:[/]"
 
 
 def tell(
@@ -82,13 +85,24 @@ def tell(
 class Interruption:
     """SIGINT and SIGTERM while a command runs.
 
-    The first signal stops the command: it is cancelled, or, for a command that
-    stops itself (``rerun``), ``stop`` is set and the command finishes its
-    summary. Later signals only print ``later``: a clean stop always finishes.
+    The first signal stops the command and prints ``first``: the command is
+    cancelled, or, for a command that stops itself (``rerun``, a draining SWF
+    worker), ``stop`` is set and the command finishes on its own. Later signals
+    only print ``later``: a clean stop always finishes.
     """
 
-    def __init__(self, *, cancels: bool = True, later: str = "stopping…") -> None:
+    def __init__(
+        self,
+        *,
+        cancels: bool = True,
+        first: str = (
+            "interrupted: finishing cleanly (in-flight work is cancelled, "
+            "nothing unfinished is marked done)"
+        ),
+        later: str = "stopping…",
+    ) -> None:
         self.cancels = cancels
+        self.first = first
         self.later = later
         self.signum: int | None = None
         self.stop: anyio.Event | None = None
@@ -104,12 +118,7 @@ class Interruption:
                 tell(self.later, logging.WARNING, style="yellow")
                 continue
             self.signum = signum
-            tell(
-                "interrupted: finishing cleanly (in-flight work is cancelled, "
-                "nothing unfinished is marked done)",
-                logging.WARNING,
-                style="yellow",
-            )
+            tell(self.first, logging.WARNING, style="yellow")
             assert self.stop is not None
             self.stop.set()
             if self.cancels:
@@ -246,8 +255,11 @@ def _set_log_format(ctx: click.Context, param: click.Parameter, value: str) -> s
     if value == "json":
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
-        # The level stays the one -v chose; only the handler changes.
-        logging.basicConfig(level=logging.getLogger().level, handlers=[handler], force=True)
+        # The level stays the one -v chose; only the handler changes. The
+        # operator's lines, which text mode always shows, are always records.
+        level = logging.getLogger().level
+        logging.basicConfig(level=level, handlers=[handler], force=True)
+        logging.getLogger("asteps.cli").setLevel(min(level, logging.INFO))
     return value
 
 
@@ -355,10 +367,10 @@ def save_retry_ids(
 
 def report_unsaved_ids(path: Path | None, problem: OSError, ids: Sequence[str]) -> None:
     """The retry file could not be written: say so, and give the ids on stderr."""
-    err.print(
-        f"[bold red]error:[/] could not write the retry file {cell(str(path))} "
-        f"({cell(describe(problem))}); the ids to retry:",
-        soft_wrap=True,
+    tell(
+        f"could not write the retry file {path} ({describe(problem)}); the ids to retry:",
+        logging.ERROR,
+        label=ERROR_LABEL,
     )
     for wid in ids:
-        err.print(cell(wid), soft_wrap=True, highlight=False)
+        tell(wid, logging.ERROR, workflow_id=wid)

@@ -32,6 +32,7 @@ from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import open_store
 from ._output import cell
 from .app import (
+    ERROR_LABEL,
     EXIT_FAILED,
     EXIT_STORE,
     EXIT_USAGE,
@@ -54,6 +55,7 @@ from .app import (
     run_async,
     save_retry_ids,
     store_option,
+    tell,
 )
 
 
@@ -189,9 +191,7 @@ def rerun(
         # Still inside the signal handlers: a signal now cannot cut the report short.
         _report(summary, failed_file, as_json)
         if summary.aborted:
-            err.print(
-                f"[bold red]error:[/] the batch stopped: {cell(summary.aborted)}", soft_wrap=True
-            )
+            tell(f"the batch stopped: {summary.aborted}", logging.ERROR, label=ERROR_LABEL)
             return EXIT_STORE
         if summary.interrupted:
             return interruption.exit_code

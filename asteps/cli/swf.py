@@ -12,6 +12,7 @@ and exits 0).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -36,6 +37,7 @@ from ..swf.status import STATES, SwfStatus, parse_duration, swf_status
 from ..swf.worker import SwfWorker
 from ._output import cell
 from .app import (
+    ERROR_LABEL,
     EXIT_FAILED,
     EXIT_STORE,
     EXIT_USAGE,
@@ -44,6 +46,7 @@ from .app import (
     err,
     fail,
     guarded,
+    json_logs,
     json_option,
     log_format_option,
     main,
@@ -56,6 +59,7 @@ from .app import (
     run_async,
     save_retry_ids,
     store_option,
+    tell,
 )
 from .rerun import _check_retry_location, _count_ids
 
@@ -256,7 +260,8 @@ def submit_command(
         assert interruption.stop is not None
         reader = IdReader(ids_file, buffer=concurrency * 4)
         total = await anyio.to_thread.run_sync(_count_ids, ids_file)
-        with _submit_progress(total, not no_progress) as on_id:
+        # A progress bar would break the JSON lines on stderr.
+        with _submit_progress(total, not (no_progress or json_logs())) as on_id:
             reader.start()
             summary = await submit(
                 spec,
@@ -273,7 +278,7 @@ def submit_command(
             )
         _submit_report(summary, failed_file, as_json)
         if summary.aborted:
-            err.print(f"[bold red]error:[/] the submit stopped: {cell(summary.aborted)}")
+            tell(f"the submit stopped: {summary.aborted}", logging.ERROR, label=ERROR_LABEL)
             return EXIT_STORE
         if summary.interrupted:
             return interruption.exit_code
@@ -444,18 +449,23 @@ def worker(
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)
     interruption = Interruption(
-        cancels=False, later=f"stopping: running flows get up to {drain:g} s to finish…"
+        cancels=False,
+        first=(
+            f"interrupted: running flows get up to {drain:g} s to finish; no new work is "
+            "taken, and nothing unfinished is marked done"
+        ),
+        later=f"stopping: running flows get up to {drain:g} s to finish…",
     )
 
     async def work() -> int:
-        err.print(
-            f"worker {cell(the_worker.identity)}: domain {cell(domain)}, task list "
-            f"{cell(task_list)}, up to {concurrency} flows at once (Ctrl-C to stop)",
-            soft_wrap=True,
+        tell(
+            f"worker {the_worker.identity}: domain {domain}, task list {task_list}, "
+            f"up to {concurrency} flows at once (Ctrl-C to stop)",
+            logging.INFO,
         )
         stats = await the_worker.run(interruption.stop)
         flows = ", ".join(f"{n} {what}" for what, n in sorted(stats.flows.items())) or "none"
-        err.print(f"worker stopped: flows {flows}; {stats.decisions} decisions", soft_wrap=True)
+        tell(f"worker stopped: flows {flows}; {stats.decisions} decisions", logging.INFO)
         return 0
 
     sys.exit(run_async(work, interruption=interruption))
@@ -476,12 +486,18 @@ def _workflow_line(as_json: bool) -> Callable[[FlowReport], None]:
             return
         steps = ", ".join(f"{n} {status}" for status, n in sorted(report.steps.items()))
         colour = {"completed": "green", "failed": "red"}.get(report.outcome, "yellow")
-        text = f"[{colour}]{report.outcome}[/] {cell(report.workflow_id)}"
+        text = report.workflow_id
         if steps:
             text += f" (steps: {steps})"
         if report.error:
-            text += f": {cell(report.error)}"
-        err.print(f"{text} in {report.duration:.2f} s", soft_wrap=True, highlight=False)
+            text += f": {report.error}"
+        tell(
+            f"{text} in {report.duration:.2f} s",
+            logging.WARNING if report.outcome == "failed" else logging.INFO,
+            label=f"[{colour}]{report.outcome}[/]",
+            workflow_id=report.workflow_id,
+            status=report.outcome,
+        )
 
     return line
 
