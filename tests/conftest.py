@@ -9,7 +9,11 @@ from typing import Any
 import pytest
 
 from asteps import MemoryStore, S3Store
+from asteps.swf import init_domain
 from asteps.testing import FAKE_CREDENTIALS, MotoServer, moto_server
+
+SWF_DOMAIN = "asteps-batch"
+"""The domain the SWF worker, submit and CLI tests register (``domain``)."""
 
 
 class CountingStore(MemoryStore):
@@ -86,6 +90,19 @@ def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return moto
+
+
+async def registered(aws: MotoServer) -> str:
+    """The domain and types asteps needs, registered on moto."""
+    async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
+        await init_domain(client, SWF_DOMAIN)
+    return SWF_DOMAIN
+
+
+@pytest.fixture
+async def domain(aws: MotoServer) -> str:
+    """A fresh moto with the domain and types registered."""
+    return await registered(aws)
 
 
 @pytest.fixture

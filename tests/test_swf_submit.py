@@ -16,14 +16,9 @@ from asteps.swf._submit import RateLimiter
 from asteps.testing import MotoServer
 
 from .conftest import FlakyProxy
-from .test_swf_worker import DOMAIN, FLOW, asteps, registered
+from .test_swf_worker import DOMAIN, FLOW, asteps
 
 PARAMS = {"log": "/dev/null"}
-
-
-@pytest.fixture
-async def domain(aws: MotoServer) -> str:
-    return await registered(aws)
 
 
 async def submit_to(aws: MotoServer, ids: list[str], **options: Any) -> Any:

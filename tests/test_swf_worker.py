@@ -17,25 +17,14 @@ import anyio
 import pytest
 
 from asteps import FileStore
-from asteps.swf import FlowInput, SwfWorker, init_domain, prepare, submit, swf_status
+from asteps.swf import FlowInput, SwfWorker, prepare, submit, swf_status
 from asteps.testing import FAKE_CREDENTIALS, MotoServer
+
+from .conftest import SWF_DOMAIN
 
 FLOWS = Path(__file__).parent / "flows" / "swf_flows.py"
 FLOW = f"{FLOWS}:three_steps"
-DOMAIN = "asteps-batch"
-
-
-async def registered(aws: MotoServer) -> str:
-    """The domain and types, registered on moto."""
-    async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
-        await init_domain(client, DOMAIN)
-    return DOMAIN
-
-
-@pytest.fixture
-async def domain(aws: MotoServer) -> str:
-    """A fresh moto with the domain and types registered."""
-    return await registered(aws)
+DOMAIN = SWF_DOMAIN
 
 
 def cli_env(aws: MotoServer) -> dict[str, str]:
