@@ -10,13 +10,15 @@ at most C calls in flight; the batch runs at concurrency C. Each workflow is
 - (b) none done: one listing and five marker writes, limit C / (6 L).
 
 Also measured: the CPU-bound rate (L = 0), which caps the rate whatever the
-latency. Goals: >= 0.8 of the limit with exponential latency at C = 64 and
+latency; it is measured first for every C, and again just before each goal
+cell, whose cap is the better of the two (a noisy machine only makes the
+goal harder). Goals: >= 0.8 of the limit with exponential latency at C = 64 and
 C = 256, L = 20 ms, for (a) and (b), or of the CPU-bound rate where that is
 lower.
 
-Runs of the goal cells use 10,000 workflows; the other cells use enough
-workflows for about 3 s at the limit (at least 10 C, at most 10,000), so
-that the whole grid runs in a few minutes. Results go to
+Runs of the goal cells (exponential latency) use 10,000 workflows; the
+other cells use enough workflows for about 1 s at the limit (at least 10 C,
+at most 10,000), so that the whole grid runs in about two minutes. Results go to
 bench/results/batch_latency.json and the plot to bench/results/batch_latency.png.
 
     .venv/bin/python bench/batch_latency.py [--quick] [--no-plot]
@@ -43,7 +45,7 @@ STEPS = 5
 GOAL = 0.8
 GOAL_CELLS = {(64, 20), (256, 20)}  # (C, L in ms), exponential, both workloads
 FULL = 10_000
-SECONDS_PER_CELL = 2.0
+SECONDS_PER_CELL = 1.0
 
 
 async def noop() -> None:
@@ -83,8 +85,10 @@ async def measure(
     return n / summary.elapsed
 
 
-def workflows_for(workload: str, c: int, latency_ms: int, cpu_rate: float) -> int:
-    if (c, latency_ms) in GOAL_CELLS:
+def workflows_for(
+    workload: str, c: int, latency_ms: int, distribution: str, cpu_rate: float
+) -> int:
+    if (c, latency_ms) in GOAL_CELLS and distribution == "exponential":
         return FULL
     rate = min(limit(workload, c, latency_ms / 1000), cpu_rate)
     return int(min(FULL, max(10 * c, rate * SECONDS_PER_CELL)))
@@ -115,9 +119,15 @@ async def main(quick: bool, plot: bool) -> None:
                     goal_cell = (c, latency_ms) in GOAL_CELLS and distribution == "exponential"
                     if quick and not goal_cell:
                         continue
-                    n = workflows_for(workload, c, latency_ms, cpu[workload, c])
+                    n = workflows_for(workload, c, latency_ms, distribution, cpu[workload, c])
                     if quick:
                         n = min(n, 3_000)
+                    if goal_cell:
+                        # The CPU-bound rate again, just before: the machine's
+                        # best of the two is the cap the goal is measured against.
+                        again = await measure(workload, c, 0.0, "constant", n)
+                        cpu[workload, c] = max(cpu[workload, c], again)
+                        results["cpu"][f"{workload}/{c}"] = round(cpu[workload, c], 1)
                     rate = await measure(workload, c, latency_ms / 1000, distribution, n)
                     lim = limit(workload, c, latency_ms / 1000)
                     cap = min(lim, cpu[workload, c])  # what can be reached at all
@@ -136,7 +146,8 @@ async def main(quick: bool, plot: bool) -> None:
                     results["cells"].append(cell)
                     mark = ""
                     if goal_cell:
-                        mark = "  goal ok" if rate / cap >= GOAL else "  UNDER GOAL"
+                        verdict = "goal ok" if rate / cap >= GOAL else "UNDER GOAL"
+                        mark = f"  {verdict} (CPU-bound {cpu[workload, c]:,.0f})"
                     print(
                         f"{workload:9} {c:>4} {latency_ms:>5} {distribution:>11} {n:>6} "
                         f"{rate:>8,.0f} {lim:>8,.0f} {rate / lim:>6.2f} {rate / cap:>6.2f}{mark}"

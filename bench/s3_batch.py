@@ -13,7 +13,7 @@ raw side makes the same 2,000 ListObjectsV2 calls (same prefixes,
 concurrency, with the same client configuration. Rounds alternate;
 the best of each side is kept. Goal: asteps / raw >= 0.85.
 
-    .venv/bin/python bench/s3_batch.py [--workflows 2000] [--concurrency 64] [--rounds 2]
+    .venv/bin/python bench/s3_batch.py [--workflows 2000] [--concurrency 64] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def main(workflows: int, concurrency: int, rounds: int) -> dict[str, float]:
     limit = concurrency / LATENCY
     print(
         f"{workflows} all-done workflows (one step each), concurrency {concurrency}, "
-        f"{LATENCY * 1000:.0f} ms per request (proxy), moto in its own process, best of {rounds}"
+        f"{LATENCY * 1000:.0f} ms per request (proxy), moto in its own process, "
+        + (f"best of {rounds} rounds" if rounds > 1 else "one round")
     )
     print(f"  limit C / L                      : {limit:8.0f} /s")
     print(f"  raw aioboto3 list_objects_v2     : {best['raw']:8.0f} /s")
@@ -148,6 +149,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     main(args.workflows, args.concurrency, args.rounds)

@@ -94,7 +94,9 @@ class S3Store:
         self._lifecycle = Lifecycle("this S3Store", StoreError)
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
-        self._limit = anyio.Semaphore(max_concurrency)
+        # A request that can start now starts without a pause: it waits on the
+        # network next anyway (anyio's fast_acquire).
+        self._limit = anyio.Semaphore(max_concurrency, fast_acquire=True)
 
     def __repr__(self) -> str:
         root = f", key_root={self.key_root!r}" if self.key_root else ""

@@ -55,7 +55,7 @@ class LatencyStore:
         self.calls: dict[str, int] = {}
         self.in_flight = 0
         self.peak_in_flight = 0
-        self._limit = anyio.Semaphore(max_in_flight)
+        self._limit = anyio.Semaphore(max_in_flight, fast_acquire=True)  # as S3Store's
         self._random = random.Random(seed)
 
     def __repr__(self) -> str:
