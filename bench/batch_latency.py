@@ -10,11 +10,14 @@ at most C calls in flight; the batch runs at concurrency C. Each workflow is
 - (b) none done: one listing and five marker writes, limit C / (6 L).
 
 Also measured: the CPU-bound rate (L = 0), which caps the rate whatever the
-latency; it is measured first for every C, and again just before each goal
-cell, whose cap is the better of the two (a noisy machine only makes the
-goal harder). Goals: >= 0.8 of the limit with exponential latency at C = 64 and
-C = 256, L = 20 ms, for (a) and (b), or of the CPU-bound rate where that is
-lower.
+latency. It is measured first for every C. A goal cell then runs in rounds
+that alternate an L = 0 run and the cell's own run, and keeps the best of
+each: 3 rounds where the cell may be CPU-bound (its first CPU-bound rate is
+under 1.25 times its limit; this machine's runs vary by about 25 %), 1
+otherwise. A cell's cap is the best CPU-bound rate seen.
+
+Goals: >= 0.8 of the limit with exponential latency at C = 64 and C = 256,
+L = 20 ms, for (a) and (b), or of the CPU-bound rate where that is lower.
 
 Runs of the goal cells (exponential latency) use 10,000 workflows; the
 other cells use enough workflows for about 1 s at the limit (at least 10 C,
@@ -46,6 +49,8 @@ GOAL = 0.8
 GOAL_CELLS = {(64, 20), (256, 20)}  # (C, L in ms), exponential, both workloads
 FULL = 10_000
 SECONDS_PER_CELL = 1.0
+CPU_BOUND_ROUNDS = 3
+MAY_BE_CPU_BOUND = 1.25  # a cell whose CPU-bound rate is under this times its limit
 
 
 async def noop() -> None:
@@ -85,6 +90,21 @@ async def measure(
     return n / summary.elapsed
 
 
+async def goal_rates(
+    workload: str, c: int, latency: float, n: int, cpu: float, lim: float
+) -> tuple[float, float, list[tuple[float, float]]]:
+    """A goal cell's best rate, the best CPU-bound rate (its cap), and every
+    round's (CPU-bound, cell) pair: alternating rounds, more of them where the
+    cell may be CPU-bound."""
+    rounds = CPU_BOUND_ROUNDS if cpu < MAY_BE_CPU_BOUND * lim else 1
+    pairs = []
+    for _ in range(rounds):
+        bound = await measure(workload, c, 0.0, "constant", n)
+        rate = await measure(workload, c, latency, "exponential", n)
+        pairs.append((bound, rate))
+    return max(r for _, r in pairs), max(cpu, *(b for b, _ in pairs)), pairs
+
+
 def workflows_for(
     workload: str, c: int, latency_ms: int, distribution: str, cpu_rate: float
 ) -> int:
@@ -122,14 +142,15 @@ async def main(quick: bool, plot: bool) -> None:
                     n = workflows_for(workload, c, latency_ms, distribution, cpu[workload, c])
                     if quick:
                         n = min(n, 3_000)
-                    if goal_cell:
-                        # The CPU-bound rate again, just before: the machine's
-                        # best of the two is the cap the goal is measured against.
-                        again = await measure(workload, c, 0.0, "constant", n)
-                        cpu[workload, c] = max(cpu[workload, c], again)
-                        results["cpu"][f"{workload}/{c}"] = round(cpu[workload, c], 1)
-                    rate = await measure(workload, c, latency_ms / 1000, distribution, n)
                     lim = limit(workload, c, latency_ms / 1000)
+                    rounds: list[tuple[float, float]] = []
+                    if goal_cell:
+                        rate, cpu[workload, c], rounds = await goal_rates(
+                            workload, c, latency_ms / 1000, n, cpu[workload, c], lim
+                        )
+                        results["cpu"][f"{workload}/{c}"] = round(cpu[workload, c], 1)
+                    else:
+                        rate = await measure(workload, c, latency_ms / 1000, distribution, n)
                     cap = min(lim, cpu[workload, c])  # what can be reached at all
                     cell = {
                         "workload": workload,
@@ -143,11 +164,16 @@ async def main(quick: bool, plot: bool) -> None:
                         "ratio_to_cap": round(rate / cap, 3),
                         "goal": goal_cell,
                     }
+                    if rounds:
+                        cell["rounds"] = [
+                            {"cpu_bound": round(b, 1), "rate": round(r, 1)} for b, r in rounds
+                        ]
                     results["cells"].append(cell)
                     mark = ""
                     if goal_cell:
                         verdict = "goal ok" if rate / cap >= GOAL else "UNDER GOAL"
-                        mark = f"  {verdict} (CPU-bound {cpu[workload, c]:,.0f})"
+                        seen = ", ".join(f"{b:,.0f}/{r:,.0f}" for b, r in rounds)
+                        mark = f"  {verdict} (rounds, CPU-bound/cell: {seen})"
                     print(
                         f"{workload:9} {c:>4} {latency_ms:>5} {distribution:>11} {n:>6} "
                         f"{rate:>8,.0f} {lim:>8,.0f} {rate / lim:>6.2f} {rate / cap:>6.2f}{mark}"
