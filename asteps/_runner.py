@@ -9,15 +9,12 @@ The phases of a step are those of simpleflow's reference document:
 
 Why it works this way:
 
-- Decisions follow submission order. A decision that must wait (for the
-  listing, or for the marker body of a step with dependents) takes the
-  runner's lock (anyio's Lock is FIFO and hands ownership to the next waiter),
-  and so does every step submitted while the lock is held; the lock is let go
-  before anything runs. A decision with nothing to wait for, when nobody holds
-  the lock, is made at once: nothing can come between. So the store is listed
-  once per runner, a step's dependents are forced before any step decided
-  after it, and a step that is cancelled or fails while listing only gives the
-  lock to the next one, which lists again.
+- Decisions follow submission order. Each step takes the runner's lock (anyio's
+  Lock is FIFO and hands ownership to the next waiter), lists the store if
+  nothing is listed yet, decides, and lets go before running anything. So the
+  store is listed once per runner, a step's dependents are forced before any
+  step decided after it, and a step that is cancelled or fails while listing
+  only gives the lock to the next one, which lists again.
 - Cancellation never marks a step done: a cancelled step never reaches its
   mark-done phase, including one whose sync activity's thread finished after
   the cancellation (``_canvas`` checks for it when the thread returns).
@@ -252,26 +249,17 @@ class Runner:
         body: _BodyCheck | None,
     ) -> tuple[Decision, KeptResult]:
         kept = KeptResult()
-        done = self._done
-        reads_body_first = body is not None and deps
-        if done is not None and not reads_body_first and not self._deciding.locked():
-            # Nothing to wait for, and nobody deciding: a decision made now,
-            # without a pause, is already in submission order.
+        async with self._deciding:
+            done = await self._listed(store)
             decision = decide(
                 name, force=force, forced=self._forced, skipped=self._skipped, done=done
             )
-            self._force_dependents(name, decision, deps)
-        else:
-            async with self._deciding:
-                done = await self._listed(store)
-                decision = decide(
-                    name, force=force, forced=self._forced, skipped=self._skipped, done=done
-                )
-                if body is not None and deps and body.needed(decision):
-                    # Its dependents must be forced before any step decided after
-                    # it: a step with dependents reads its marker's body under the lock.
-                    decision, kept = await body.check(decision)
-                self._force_dependents(name, decision, deps)
+            if body is not None and deps and body.needed(decision):
+                # Its dependents must be forced before any step decided after
+                # it: a step with dependents reads its marker's body under the lock.
+                decision, kept = await body.check(decision)
+            if decision.run and deps:
+                self.add_forced_steps(deps, reason=f"Dep of {name}")
         if body is not None and not deps and body.needed(decision):
             # Done, and only its marker's body can tell whether that stands. With
             # no dependents to force, it is read outside the lock: many at once.
@@ -287,10 +275,6 @@ class Runner:
                 extra={"workflow_id": self.workflow_id, "step": name, "decision": decision.action},
             )
         return decision, kept
-
-    def _force_dependents(self, name: str, decision: Decision, deps: list[str] | None) -> None:
-        if decision.run and deps:
-            self.add_forced_steps(deps, reason=f"Dep of {name}")
 
     async def _decide_with_body(
         self,

@@ -519,3 +519,21 @@ def test_a_steps_options_are_declared_once_for_step_runner_step_and_submit() -> 
         "on_missing_result": "run",
         "rerun_on_new_version": False,
     }
+
+
+async def test_a_step_started_in_a_cancelled_scope_neither_runs_nor_is_marked() -> None:
+    # The done list is known and nothing else is deciding, and the activity
+    # never awaits, and MemoryStore never waits: only the step's own check for
+    # cancellation, before it decides, can stop it.
+    store = MemoryStore()
+    runner = Runner(store, "wf", done=[])
+    ran: list[str] = []
+
+    async def never_awaits() -> None:
+        ran.append("s")
+
+    async with anyio.create_task_group() as tg:
+        tg.cancel_scope.cancel()
+        tg.start_soon(runner.step, "s", never_awaits)
+    assert ran == []
+    assert await store.list_done("wf/steps/") == set()
