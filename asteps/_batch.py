@@ -57,7 +57,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._bus import EventBus
 from ._flows import Flow
-from ._names import covers, format_prefix, validate_patterns
+from ._names import check_prefix_per_workflow, covers, format_prefix, validate_patterns
 from ._runner import DEFAULT_PREFIX, Runner
 from ._step import StepOutcome
 from ._telemetry import batch_span, workflow_span
@@ -431,8 +431,10 @@ class BatchRun:
 
         ``ids`` is an iterable, an :class:`IdReader` (a file or a pipe), or an
         async iterator (``discover_workflows``). A :class:`BadId` fails as one
-        workflow, with its reason, and the others run.
+        workflow, with its reason, and the others run. The prefix template
+        must give each workflow its own prefix (``{workflow_id}/``).
         """
+        check_prefix_per_workflow(self.prefix, self.context)
         source: _Source
         if isinstance(ids, IdReader):
             source = ids

@@ -7,7 +7,9 @@ These rules are shared by steps, forced/skipped patterns and bus subscriptions.
 
 from __future__ import annotations
 
+import itertools
 import re
+import string
 import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -128,16 +130,22 @@ def format_prefix(template: str, workflow_id: str, context: Mapping[str, Any] | 
 
 
 def check_prefix_per_workflow(template: str, context: Mapping[str, Any] | None = None) -> str:
-    """Refuse a template that gives two workflows the same prefix: in a batch,
-    they would share one set of markers, and the first to run a step would
-    mark it done for all of them."""
-    if format_prefix(template, "a", context) == format_prefix(template, "b", context):
-        raise InvalidStepName(
-            f"prefix template {template!r} does not use {{workflow_id}}: every workflow "
-            "of the batch would share one set of markers; put {workflow_id} in it, as "
-            "the default '{workflow_id}/steps/' does"
-        )
-    return template
+    """Refuse a template that does not give each workflow its own prefix, for
+    runs of many workflows: it must hold the whole id followed by ``/``
+    (``{workflow_id}/``). Since ids hold no ``/``, no workflow's prefix then
+    starts with another's. Without it, workflows share markers (``steps/``)
+    or overlap (``steps/{workflow_id}``: w1's step ``2export`` would be w12's
+    ``export``; ``{workflow_id[0]}/`` gives all ids of one letter one prefix)."""
+    format_prefix(template, "check", context)  # malformed or unknown keys first
+    parts = string.Formatter().parse(template)
+    for (_, field, spec, conversion), (following, *_) in itertools.pairwise(parts):
+        if field == "workflow_id" and not spec and conversion is None and following[:1] == "/":
+            return template
+    raise InvalidStepName(
+        f"prefix template {template!r} does not hold {{workflow_id}}/ (the whole id, "
+        "then '/'), as the default '{workflow_id}/steps/' does: without it, workflows "
+        "of one batch would share or overlap their markers"
+    )
 
 
 def _explain(value: object, what: str) -> str:

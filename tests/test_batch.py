@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from typing import Any
 
 import anyio
@@ -10,7 +11,7 @@ import anyio.lowlevel
 import pytest
 from aiobotocore.config import AioConfig
 
-from asteps import MemoryStore, Runner, S3Store
+from asteps import InvalidStepName, MemoryStore, Runner, S3Store
 from asteps._batch import (
     MAX_LINE_BYTES,
     BadId,
@@ -22,7 +23,7 @@ from asteps._batch import (
 )
 from asteps.testing import LatencyStore
 
-from .conftest import FailingMarkStore, FlakyProxy
+from .conftest import CountingStore, FailingMarkStore, FlakyProxy
 
 
 async def one_step(runner: Runner, **_: Any) -> None:
@@ -334,3 +335,33 @@ async def test_an_over_long_line_goes_to_the_retry_ids_as_a_line_that_fails_agai
     assert len(again) == 1
     assert isinstance(again[0], BadId)
     assert set(store.objects) == {"a/steps/only"}
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["shared/", "steps/{workflow_id}", "{workflow_id[0]}/", "{workflow_id!r}/"],
+    ids=["no id", "id not followed by /", "part of the id", "converted id"],
+)
+async def test_a_batch_refuses_a_prefix_that_does_not_give_each_workflow_its_own(
+    prefix: str,
+) -> None:
+    # With "steps/{workflow_id}", w1's step "2export" would be w12's "export".
+    store = CountingStore()
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        await runner.step("export", lambda: None)
+
+    with pytest.raises(InvalidStepName, match=r"does not hold \{workflow_id\}/"):
+        await BatchRun(flow, store, prefix=prefix).run(["w1", "w12"])
+    assert store.calls == Counter()
+
+
+async def test_one_workflow_may_use_any_prefix() -> None:
+    store = MemoryStore()
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        await runner.step("export", lambda: None)
+
+    report = await BatchRun(flow, store, prefix="shared/").run_one("w1")
+    assert report.ok
+    assert await store.list_done("shared/") == {"export"}

@@ -10,8 +10,10 @@ from typing import Any
 import anyio
 import pytest
 
+from asteps._flows import load_flow
 from asteps.errors import FlowError, InvalidStepName
 from asteps.swf import FlowInput, FlowInputError, SwfNotSetUp, prepare, submit
+from asteps.swf._activity import accept
 from asteps.swf._submit import RateLimiter
 from asteps.testing import MotoServer
 
@@ -148,8 +150,25 @@ def test_prepare_refuses_what_no_worker_could_run() -> None:
         prepare(FLOW, params=PARAMS, skip=["a..b"])
     with pytest.raises(FlowInputError, match="32,768"):
         prepare(FLOW, params={"log": "x" * 33_000})
-    with pytest.raises(InvalidStepName, match="does not use"):
+    with pytest.raises(InvalidStepName, match="does not hold"):
         prepare(FLOW, params=PARAMS, prefix="shared/steps/")
+
+
+async def test_submit_refuses_an_input_whose_prefix_workflows_would_share(
+    aws: MotoServer, domain: str
+) -> None:
+    spec = FlowInput(FLOW, PARAMS, prefix="steps/{workflow_id}")  # not from prepare()
+    with pytest.raises(InvalidStepName, match="does not hold"):
+        await submit(spec, ["w1", "w12"], domain=DOMAIN, session=aws.session(),
+                     endpoint_url=aws.endpoint_url)  # fmt: skip
+    assert await open_inputs(aws) == {}
+
+
+def test_a_worker_refuses_an_input_whose_prefix_workflows_would_share() -> None:
+    spec = FlowInput(FLOW, PARAMS, prefix="shared/")
+    task = {"input": spec.to_json(), "workflowExecution": {"workflowId": "w1"}}
+    with pytest.raises(InvalidStepName, match="does not hold"):
+        accept(task, FLOW, load_flow(FLOW))
 
 
 async def test_submit_to_a_domain_without_types_raises_before_starting(aws: MotoServer) -> None:

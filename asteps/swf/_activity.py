@@ -22,7 +22,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .._batch import BatchRun
 from .._bus import EventBus
 from .._flows import Flow, check_params
-from .._names import format_prefix, validate_patterns, validate_workflow_id
+from .._names import (
+    check_prefix_per_workflow,
+    format_prefix,
+    validate_patterns,
+    validate_workflow_id,
+)
 from ..stores.base import DoneStore
 from ..stores.urls import open_store, parse_store_url
 from ._client import explain
@@ -79,6 +84,7 @@ def accept(task: Mapping[str, Any], flow_spec: str, flow: Flow) -> FlowInput:
     validate_workflow_id(workflow_id)
     check_params(flow, spec.params)
     validate_patterns([*spec.force, *spec.skip])
+    check_prefix_per_workflow(spec.prefix)  # a worker runs many workflows
     format_prefix(spec.prefix, workflow_id, None)
     if spec.store is not None:
         parse_store_url(spec.store)

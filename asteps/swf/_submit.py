@@ -178,6 +178,7 @@ async def submit(
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    check_prefix_per_workflow(spec.prefix)  # a FlowInput need not come from prepare()
     text = spec.to_json()
     limiter = RateLimiter(rps)
     source = ids if isinstance(ids, IdReader) else _Ids(ids)
