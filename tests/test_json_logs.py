@@ -93,6 +93,21 @@ def test_bad_input_is_one_json_error_line(tmp_path: Path) -> None:
     assert line["message"].startswith("error: flow file 'missing.py' does not exist")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["rerun", PIPELINE, "--log-format", "json", "--ids", "missing.txt"],
+        ["swf", "worker", PIPELINE, "--log-format", "json", "--concurrency", "0"],
+    ],
+    ids=["unreadable file", "out of range"],
+)
+def test_a_usage_error_is_one_json_error_line(tmp_path: Path, args: list[str]) -> None:
+    done = asteps(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    [line] = json_lines(done.stderr)
+    assert (line["level"], line["logger"]) == ("ERROR", "asteps.cli")
+
+
 def test_the_demo_logs_json_too(tmp_path: Path) -> None:
     root = str(tmp_path / "store")
     done = asteps("-vv", "demo", "--root", root, "--log-format", "json", cwd=tmp_path)

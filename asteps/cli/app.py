@@ -79,7 +79,7 @@ def tell(
     text = escape(printable(message))
     if style is not None:
         text = f"[{style}]{text}[/]"
-    err.print(f"{label} {text}" if label else text, soft_wrap=True)
+    err.print(f"{label} {text}" if label else text, soft_wrap=True, highlight=False)
 
 
 class Interruption:
@@ -307,7 +307,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str, ensure_ascii=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The asteps group. With ``--log-format json`` (an eager option, read
+    first), click's own usage errors are log records too, so that stderr stays
+    one JSON object per line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if not json_logs():
+                raise
+            tell(exc.format_message(), logging.ERROR, label=ERROR_LABEL)
+            raise click.exceptions.Exit(exc.exit_code) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="asteps")
 @click.option("-v", "--verbose", count=True, help="-v: INFO logs, -vv: DEBUG (to stderr).")
 def main(verbose: int) -> None:

@@ -230,8 +230,8 @@ def _batch_logs(*, quiet: bool) -> Iterator[None]:
     and -v brings those lines back."""
 
     def keep(record: logging.LogRecord) -> bool:
-        if not record.name.startswith("asteps"):
-            return True
+        if not record.name.startswith("asteps") or record.name == "asteps.cli":
+            return True  # the operator's own lines (tell) always show
         if quiet and record.levelno < logging.ERROR:
             return False
         args = record.args if isinstance(record.args, tuple) else ()
