@@ -10,8 +10,9 @@ workflow, all skipped. (One marker each, not five: moto scans every key of
 the bucket for each listing, so more keys would only slow moto down.) The
 raw side makes the same 2,000 ListObjectsV2 calls (same prefixes,
 ``Delimiter="/"``) with aioboto3, through the same proxy, at the same
-concurrency, with the same client configuration. Rounds alternate;
-the best of each side is kept. Goal: asteps / raw >= 0.85.
+concurrency, with the same client configuration. Each round runs raw then
+asteps, on a moto already warm from filling the bucket; with more than one
+round (--rounds) the best of each side is kept. Goal: asteps / raw >= 0.85.
 
     .venv/bin/python bench/s3_batch.py [--workflows 2000] [--concurrency 64] [--rounds 1]
 """
