@@ -21,7 +21,7 @@ Goals: >= 0.8 of the limit with exponential latency at C = 64 and C = 256,
 L = 20 ms, for (a) and (b), or of the CPU-bound rate where that is lower.
 
 Runs of the goal cells (exponential latency) use 10,000 workflows; the
-other cells use enough workflows for about 1 s at the limit (at least 10 C,
+other cells use enough workflows for about 0.6 s at the limit (at least 10 C,
 at most 10,000), so that the whole grid runs in about two minutes. Results go to
 bench/results/batch_latency.json and the plot to bench/results/batch_latency.png.
 
@@ -49,7 +49,7 @@ STEPS = 5
 GOAL = 0.8
 GOAL_CELLS = {(64, 20), (256, 20)}  # (C, L in ms), exponential, both workloads
 FULL = 10_000
-SECONDS_PER_CELL = 1.0
+SECONDS_PER_CELL = 0.6
 CPU_BOUND_ROUNDS = 3
 MAY_BE_CPU_BOUND = 1.25  # a cell whose CPU-bound rate is under this times its limit
 

@@ -5,7 +5,7 @@ Both sides use one aioboto3 S3 client with the same configuration and write
 the same number of objects; rounds alternate and the best of each is kept.
 Goal: runner / raw >= 0.85.
 
-    .venv/bin/python bench/s3_limit.py [--steps 600] [--concurrency 32] [--rounds 3]
+    .venv/bin/python bench/s3_limit.py [--steps 600] [--concurrency 32] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -79,6 +79,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     asyncio.run(main(args.steps, args.concurrency, args.rounds))
