@@ -29,6 +29,7 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from rich.table import Table
 from rich.text import Text
 
 from .._concurrency import first_exception
@@ -358,6 +359,27 @@ def guarded(fn: Callable[..., T], *args: Any) -> T:
 
 
 # -- retry files -----------------------------------------------------------------
+
+
+def report_batch(
+    data: dict[str, Any],
+    table: Callable[[Path | None], Table],
+    ids: Sequence[str],
+    path: Path | None,
+    kind: str,
+    as_json: bool,
+) -> None:
+    """A batch's end: the ids to retry in a file (``save_retry_ids``), then the
+    summary on stdout, as JSON (``data`` and ``retry_file``) or as the ``table``
+    built for the file written. If the file cannot be written after all, the
+    ids go to stderr instead."""
+    retry_file, problem = save_retry_ids(ids, path, kind)
+    if as_json:
+        emit_json({**data, "retry_file": str(retry_file) if retry_file else None})
+    else:
+        out.print(table(retry_file))
+    if problem is not None:
+        report_unsaved_ids(path, problem, ids)
 
 
 def save_retry_ids(

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -37,7 +38,6 @@ from .app import (
     EXIT_STORE,
     EXIT_USAGE,
     Interruption,
-    emit_json,
     err,
     fail,
     flow_version_option,
@@ -47,13 +47,11 @@ from .app import (
     log_format_option,
     main,
     otel_option,
-    out,
     param_option,
     pattern_options,
     prefix_option,
-    report_unsaved_ids,
+    report_batch,
     run_async,
-    save_retry_ids,
     store_option,
     tell,
 )
@@ -298,15 +296,8 @@ def _report(summary: BatchSummary, path: Path | None, as_json: bool) -> None:
     be written after all, the ids go to stderr instead."""
     ids = [*summary.failed_ids, *summary.unfinished_ids]
     kind = "unfinished" if summary.interrupted or summary.aborted else "failed"
-    retry_file, problem = save_retry_ids(ids, path, kind)
-    if as_json:
-        data = summary.as_dict()
-        data["retry_file"] = str(retry_file) if retry_file else None
-        emit_json(data)
-    else:
-        out.print(_summary_table(summary, retry_file))
-    if problem is not None:
-        report_unsaved_ids(path, problem, ids)
+    table = partial(_summary_table, summary)
+    report_batch(summary.as_dict(), table, ids, path, kind, as_json)
 
 
 def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:

@@ -16,6 +16,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,9 +56,8 @@ from .app import (
     param_option,
     pattern_options,
     prefix_option,
-    report_unsaved_ids,
+    report_batch,
     run_async,
-    save_retry_ids,
     store_option,
     tell,
 )
@@ -315,17 +315,9 @@ def _submit_progress(
 
 
 def _submit_report(summary: SubmitSummary, path: Path | None, as_json: bool) -> None:
-    ids = summary.retry_ids
     kind = "unfinished" if summary.interrupted or summary.aborted else "refused"
-    retry_file, problem = save_retry_ids(ids, path, kind)
-    if as_json:
-        data = summary.as_dict()
-        data["retry_file"] = str(retry_file) if retry_file else None
-        emit_json(data)
-    else:
-        out.print(_submit_table(summary, retry_file))
-    if problem is not None:
-        report_unsaved_ids(path, problem, ids)
+    table = partial(_submit_table, summary)
+    report_batch(summary.as_dict(), table, summary.retry_ids, path, kind, as_json)
 
 
 def _submit_table(summary: SubmitSummary, retry_file: Path | None) -> Table:
