@@ -1,54 +1,94 @@
 # Two commands for a fresh clone: `make demo` and `make test`.
-# Only python3 (>= 3.11) and make are assumed; everything else goes into .venv.
+# Only python3 (>= 3.11) and make are assumed. uv, the locking tool, is itself
+# installed from the package registry into .tools/; everything else goes into
+# .venv, exactly as uv.lock says (`uv sync --frozen`: a lock that no longer
+# matches pyproject.toml fails instead of resolving anew).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
 
-.PHONY: demo test lint typecheck docs docs-build bench clean
+# uv never downloads a Python of its own: it uses $(PYTHON).
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+SYNC := $(UV) sync --frozen --python $(PYTHON)
 
-$(BIN)/python:
+.PHONY: demo test test-latest checks lint typecheck docs docs-build pytest package \
+	bench lock clean
+
+$(UV):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "asteps needs Python >= 3.11, found " + sys.version.split()[0]'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
-	@touch $@
-
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	@touch $@ $(VENV)/.installed
-
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	@touch $@ $(VENV)/.installed
-
-demo: $(VENV)/.installed
+demo: | $(UV)
+	$(SYNC) --quiet
 	$(BIN)/asteps demo
 
-lint: $(VENV)/.installed-test
+# The whole suite against the lock. `checks` is the list of what runs; it takes
+# BIN, so that test-latest runs the same list in another venv.
+test: | $(UV)
+	$(SYNC) --quiet --extra test
+	$(MAKE) --no-print-directory checks BIN=$(BIN)
+
+checks: lint typecheck docs-build pytest package
+
+lint:
 	$(BIN)/ruff check asteps tests examples bench docs/render_cli.py
 	$(BIN)/ruff format --check asteps tests examples bench docs/render_cli.py
 
-typecheck: $(VENV)/.installed-test
+typecheck:
 	$(BIN)/mypy
 
 # The docs site, built strictly: a broken link, a missing reference or a page
 # left out of the navigation fails. `make docs` first renders the CLI pictures
 # from real runs (docs/render_cli.py), then builds into site/.
-docs-build: $(VENV)/.installed-test
+docs-build:
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-docs: $(VENV)/.installed-test
+pytest:
+	$(BIN)/pytest
+
+# The package as a user gets it: the sdist and the wheel built by uv's standard
+# builder (the wheel from the sdist), the wheel installed into a fresh venv
+# outside the repository, its runtime dependencies held to the lock's versions,
+# then `asteps --version` and `asteps demo` run there.
+package: | $(UV)
+	rm -rf dist
+	$(UV) build --quiet --out-dir dist
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $(UV) export --quiet --frozen --no-hashes --no-emit-project --no-dev -o "$$tmp/constraints.txt"; \
+	  $(UV) venv --quiet --python $(PYTHON) "$$tmp/venv"; \
+	  $(UV) pip install --quiet --python "$$tmp/venv/bin/python" -c "$$tmp/constraints.txt" dist/*.whl; \
+	  cd "$$tmp" && venv/bin/asteps --version && venv/bin/asteps demo > demo.txt \
+	  && tail -n 3 demo.txt && echo "package: the wheel installs and runs in $$tmp/venv"
+
+docs: | $(UV)
+	$(SYNC) --quiet --extra test
 	$(BIN)/python docs/render_cli.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-test: lint typecheck docs-build
-	$(BIN)/pytest
+# Refresh the lock: the newest versions that pyproject.toml allows, written to
+# uv.lock. Commit it with what changed; `make test` then installs it.
+lock: | $(UV)
+	$(UV) lock --upgrade
+
+# The whole suite against the newest versions pyproject.toml allows, ignoring
+# the lock, in a venv of its own: drift is looked at on purpose, not found by
+# a fresh clone on a day nobody changed anything. Not run by .ci/run.
+test-latest: | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) .venv-latest
+	$(UV) pip install --quiet --python .venv-latest/bin/python --upgrade -e '.[test]'
+	$(UV) pip list --python .venv-latest/bin/python --format freeze \
+	  | grep -iE '^(anyio|aioboto3|botocore|moto|pydantic|pytest|pytest-asyncio)=='
+	$(MAKE) --no-print-directory checks BIN=.venv-latest/bin
 
 # Every benchmark; each writes bench/results/<name>.json (batch_latency also the plot).
-bench: $(VENV)/.installed-bench
+bench: | $(UV)
+	$(SYNC) --quiet --extra test --extra bench
 	mkdir -p bench/results
 	$(BIN)/python bench/overhead.py | tee bench/results/overhead.txt
 	$(BIN)/python bench/s3_limit.py | tee bench/results/s3_limit.txt
@@ -64,4 +104,4 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/peers.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info site
+	rm -rf $(VENV) .venv-latest $(TOOLS) dist .pytest_cache .mypy_cache .ruff_cache *.egg-info site
