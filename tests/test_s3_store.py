@@ -248,7 +248,14 @@ async def test_max_concurrency_bounds_every_kind_of_request(aws: Any) -> None:
 @pytest.fixture
 def read_only_keys(aws: Any) -> Any:
     """Credentials of an IAM user who may list the bucket but not write to it,
-    with moto enforcing IAM for the duration of the test."""
+    with moto enforcing IAM for the duration of the test.
+
+    AWS checks ListObjectsV2 against the IAM action ``s3:ListBucket``. moto
+    5.2.x checks every request against an action named after its API operation
+    (its ``_get_action`` asks botocore's service model, so the listing needs
+    ``s3:ListObjectsV2``, an action real IAM does not have); moto 5.1 used
+    ``s3:ListBucket``. The policy allows both, so that the listing passes on
+    either, and nothing else: the marker's PutObject is denied on both."""
     import boto3
 
     iam = boto3.client("iam", endpoint_url=aws.endpoint_url)
@@ -259,7 +266,13 @@ def read_only_keys(aws: Any) -> Any:
         PolicyDocument=json.dumps(
             {
                 "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "*"}],
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:ListBucket", "s3:ListObjectsV2"],
+                        "Resource": "*",
+                    }
+                ],
             }
         ),
     )
