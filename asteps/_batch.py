@@ -222,8 +222,11 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
 class IdReader:
     """Ids read from a stream by a thread, so the event loop never waits on a pipe.
 
-    The thread reads ahead at most ``buffer`` ids. ``get`` waits for the next
-    one, and ``rest`` gives every id not
+    The thread reads ahead at most ``buffer`` ids and hands them over in
+    batches of half of that, or sooner when its next read could block (the
+    ids of one pipe write arrive without waiting for more): it wakes the event
+    loop at most once a batch, and only when a ``get`` waits. ``get`` waits
+    for the next one, and ``rest`` gives every id not
     taken: to the end of a regular file, or those already read from a pipe that
     may never close (ids still in the pipe are not read). The thread is a daemon:
     a pipe held open never keeps the process alive.
@@ -285,28 +288,46 @@ class IdReader:
         return None
 
     def _pump(self) -> None:
+        batch: list[str | BadId] = []
+        half = max(1, self._buffer // 2)
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in stream_chunks(self._stream):
+                yield chunk
+                self._hand_over(batch, room=half)  # before a read that could block
+
         try:
-            for item in read_ids(stream_chunks(self._stream)):
-                with self._lock:
-                    if self._stopped:
-                        return
-                    self._items.append(item)
-                    waiting, self._arrived = self._arrived, None
-                if waiting is not None:  # only a waiting get() needs the event loop
-                    self._wake(waiting)
-                with self._lock:
-                    while len(self._items) >= self._buffer and not (
-                        self._stopped or self._draining
-                    ):
-                        self._lock.wait()
+            for item in read_ids(chunks()):
+                batch.append(item)
+                if len(batch) >= half:
+                    self._hand_over(batch, room=half)
+                if self._stopped:
+                    return
         except Exception as exc:  # an I/O error: the reader of ids sees it
             self._error = exc
         finally:
-            with self._lock:
-                self._ended = True
+            self._hand_over(batch, room=half, ended=True)
+
+    def _hand_over(self, batch: list[str | BadId], *, room: int, ended: bool = False) -> None:
+        """Move ``batch`` to the ids a ``get`` takes, waking the event loop if one
+        waits; then wait until ``room`` more ids fit in the buffer."""
+        with self._lock:
+            if not self._stopped:
+                self._items.extend(batch)
+            batch.clear()
+            self._ended = ended
+            waiting = None
+            if self._items or ended:
                 waiting, self._arrived = self._arrived, None
-            if waiting is not None:
-                self._wake(waiting)
+        if waiting is not None:  # only a waiting get() needs the event loop
+            self._wake(waiting)
+        with self._lock:
+            while (
+                not ended
+                and len(self._items) > self._buffer - room
+                and not (self._stopped or self._draining)
+            ):
+                self._lock.wait()
 
     def _wake(self, event: anyio.Event) -> None:
         with contextlib.suppress(anyio.RunFinishedError):  # nobody is waiting any more

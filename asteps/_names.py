@@ -106,26 +106,93 @@ def validate_workflow_id(workflow_id: object) -> str:
     return workflow_id
 
 
+MAX_KEY_BYTES = 1024
+"""S3's limit on an object key: a prefix leaves room for the longest step name."""
+MAX_SEGMENT_BYTES = 255
+"""One file name on common file systems: each ``/``-separated part of a key."""
+MAX_SHOWN = 80
+"""Input quoted in an error message is cut to this many characters."""
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)``, cut to about ``limit`` characters: error messages quote
+    input, and input may be a megabyte long."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters in all)"
+
+
+def validate_prefix_template(template: object, context: Mapping[str, Any] | None = None) -> str:
+    """Return ``template`` if it is a prefix template asteps can format safely,
+    else raise :class:`InvalidStepName`.
+
+    A template holds text and fields, and a field is ``{workflow_id}`` or the
+    plain name of a key of ``context``: no conversion (``!r``), no format spec
+    (``:>300``: a width would let the template allocate without bound), no
+    attribute or index (``.x``, ``[0]``).
+    """
+    if not isinstance(template, str):
+        raise InvalidStepName(f"prefix template must be a string, got {type(template).__name__}")
+    if len(template.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidStepName(
+            f"prefix template {shown(template)} is longer than S3's {MAX_KEY_BYTES}-byte key"
+        )
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise InvalidStepName(f"prefix template {shown(template)} is malformed: {exc}") from None
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if conversion is not None or spec:
+            raise InvalidStepName(
+                f"prefix template {shown(template)} formats {{{shown(field, 40)[1:-1]}}} with "
+                f"{'a conversion' if conversion is not None else 'a format spec'}: write the "
+                "field alone, as in '{workflow_id}/steps/'"
+            )
+        if not field.isidentifier():
+            raise InvalidStepName(
+                f"prefix template {shown(template)} has the field {{{shown(field, 40)[1:-1]}}}: "
+                "a field is {workflow_id} or the name of a context key, without '.', '[' "
+                "or a position"
+            )
+        if field != "workflow_id" and field not in (context or {}):
+            raise InvalidStepName(
+                f"prefix template {shown(template)} uses {{{field}}} but it is not in the "
+                "runner's context: pass context={...} with that key"
+            )
+    return template
+
+
 def format_prefix(template: str, workflow_id: str, context: Mapping[str, Any] | None) -> str:
     """Format a prefix template (simpleflow's ``get_step_path_prefix``).
 
-    The template sees ``workflow_id`` and every key of ``context``.
+    The template sees ``workflow_id`` and every key of ``context`` (see
+    :func:`validate_prefix_template`). The prefix must be relative, without
+    ``..`` or control characters, leave room in S3's 1,024-byte key for a step
+    name of ``MAX_NAME_LENGTH``, and keep each segment within 255 bytes.
     """
+    validate_prefix_template(template, context)
     values = dict(context or {})
     values["workflow_id"] = workflow_id
-    try:
-        prefix = template.format(**values)
-    except KeyError as exc:
-        raise InvalidStepName(
-            f"prefix template {template!r} uses {{{exc.args[0]}}} but it is not in the "
-            "runner's context: pass context={...} with that key"
-        ) from None
-    except (IndexError, ValueError) as exc:
-        raise InvalidStepName(f"prefix template {template!r} is malformed: {exc}") from None
+    prefix = template.format(**values)
     if prefix.startswith("/") or _CONTROL.search(prefix) or ".." in prefix.split("/"):
         raise InvalidStepName(
-            f"prefix {prefix!r} must be relative, without '..' segments or control characters"
+            f"prefix {shown(prefix)} must be relative, without '..' segments or control characters"
         )
+    size = len(prefix.encode("utf-8", "surrogatepass"))
+    if size + MAX_NAME_LENGTH > MAX_KEY_BYTES:
+        raise InvalidStepName(
+            f"prefix {shown(prefix)} is {size} bytes: with a step name of up to "
+            f"{MAX_NAME_LENGTH} characters, a key would pass S3's {MAX_KEY_BYTES}-byte limit"
+        )
+    for segment in prefix.split("/"):
+        if len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+            raise InvalidStepName(
+                f"prefix {shown(prefix)} has a segment {shown(segment)} over "
+                f"{MAX_SEGMENT_BYTES} bytes, the longest file name on common file systems"
+            )
     return prefix
 
 
@@ -138,11 +205,11 @@ def check_prefix_per_workflow(template: str, context: Mapping[str, Any] | None =
     ``export``; ``{workflow_id[0]}/`` gives all ids of one letter one prefix)."""
     format_prefix(template, "check", context)  # malformed or unknown keys first
     parts = string.Formatter().parse(template)
-    for (_, field, spec, conversion), (following, *_) in itertools.pairwise(parts):
-        if field == "workflow_id" and not spec and conversion is None and following[:1] == "/":
+    for (_, field, _, _), (following, *_) in itertools.pairwise(parts):
+        if field == "workflow_id" and following[:1] == "/":
             return template
     raise InvalidStepName(
-        f"prefix template {template!r} does not hold {{workflow_id}}/ (the whole id, "
+        f"prefix template {shown(template)} does not hold {{workflow_id}}/ (the whole id, "
         "then '/'), as the default '{workflow_id}/steps/' does: without it, workflows "
         "of one batch would share or overlap their markers"
     )

@@ -123,6 +123,45 @@ def test_prefix_must_stay_inside_the_store(template: str) -> None:
         format_prefix(template, "wf", None)
 
 
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{workflow_id:>300000000}/{workflow_id}/", "format spec"),
+        ("{workflow_id!r}/", "conversion"),
+        ("{workflow_id[0]}/", "without '.', '\\[' or a position"),
+        ("{workflow_id.upper}/", "without '.'"),
+        ("{0}/{workflow_id}/", "a position"),
+        ("{}/{workflow_id}/", "a position"),
+        ("{workflow_id:{workflow_id}}/", "format spec"),
+        ("{workflow_id", "malformed"),
+    ],
+)
+def test_a_prefix_template_holds_only_plain_fields(template: str, message: str) -> None:
+    # A width in a template allocated 640 MB to check it, and 2 GB per format.
+    with pytest.raises(InvalidStepName, match=message):
+        format_prefix(template, "wf", None)
+
+
+def test_a_prefix_leaves_room_in_s3s_key_for_the_longest_step_name() -> None:
+    assert format_prefix(
+        "p" * 200 + "/" + "q" * 200 + "/" + "r" * 200 + "/{workflow_id}/", "wf", None
+    )
+    with pytest.raises(InvalidStepName, match="1024-byte limit"):
+        format_prefix("/".join(["p" * 200] * 5) + "/{workflow_id}/", "wf", None)
+
+
+def test_each_segment_of_a_prefix_fits_a_file_name() -> None:
+    with pytest.raises(InvalidStepName, match="over 255 bytes"):
+        format_prefix("wf-{workflow_id}/", "x" * 255, None)
+
+
+def test_an_error_quotes_a_long_template_cut_short() -> None:
+    template = "{workflow_id:>9}" + "x" * 100_000
+    with pytest.raises(InvalidStepName) as info:
+        format_prefix(template, "wf", None)
+    assert len(str(info.value)) < 500
+
+
 @pytest.mark.parametrize("wid", [".tmp-x", ".hidden", ".a.b"])
 def test_workflow_ids_may_not_start_with_a_dot(wid: str) -> None:
     # A leading dot hides a directory, and the file store's temporary files
