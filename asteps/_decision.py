@@ -75,6 +75,18 @@ def _covering(
     return patterns, reasons
 
 
+RAN_CONCURRENTLY = "Step was run by a concurrent call of this runner"
+"""The reason of a step that waited for a call of the same name in flight."""
+
+JOINED = Decision(run=False, forced=False, reasons=(RAN_CONCURRENTLY,))
+"""A step that waited for the same name in flight, which completed."""
+
+
+def played_by(run_id: object) -> Decision:
+    """A step whose claim was held by another runner, which marked it done."""
+    return Decision(run=False, forced=False, reasons=(f"Step was played by run {run_id}",))
+
+
 RESULT_KEPT = "result kept"
 
 

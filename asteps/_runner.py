@@ -1,27 +1,38 @@
-"""Runner: decides each step, then runs its phases as a Chain.
+"""Runner: decides each step, then runs its phases, one step one coroutine.
 
-The phases of a step are those of simpleflow's reference document:
+A step is decided, then either run or skipped (simpleflow's reference document):
 
-- run:  marker ``scheduled`` -> activities -> mark done -> marker ``completed``
-  (:data:`EXECUTED_STEP_PHASES`, one Chain for every step);
+- run:  marker ``scheduled`` -> activities -> mark done -> marker ``completed``;
 - skip: ``activities_if_step_already_done`` -> marker ``skipped``;
 - then, with ``emit_signal``, the signal ``step.<name>``.
 
 Why it works this way:
 
-- Decisions follow submission order. Each step takes the runner's lock (anyio's
-  Lock is FIFO and hands ownership to the next waiter), lists the store if
-  nothing is listed yet, decides, and lets go before running anything. So the
-  store is listed once per runner, a step's dependents are forced before any
-  step decided after it, and a step that is cancelled or fails while listing
-  only gives the lock to the next one, which lists again.
-- Cancellation never marks a step done: a cancelled step never reaches its
-  mark-done phase, including one whose sync activity's thread finished after
-  the cancellation (``_canvas`` checks for it when the thread returns).
-- Telemetry (``asteps.instrument()``) costs one look at ``_telemetry.active``
-  per step while it is off. While on, the step runs in a span and its store is
-  wrapped so that each store call is a span too: the store a step uses is
-  passed down, never swapped on the runner.
+- **Decisions follow submission order.** The first step lists the store under
+  the runner's lock; anyio's Lock is FIFO and hands ownership straight to the
+  next waiter, so it stays locked while anyone is queued. Once the done set is
+  listed and nobody waits, a step decides synchronously: deciding and forcing
+  its dependents with no ``await`` in between is atomic on one event loop. So
+  the store is listed once per runner and a step's dependents are forced before
+  any step decided after it. A step with dependents whose marker body must be
+  read (``keep_result``, ``rerun_on_new_version``) reads it under the lock.
+- **Single flight.** A step submitted while a step of the same name is in
+  flight in this runner waits for it: if that one completed (or was skipped),
+  this one is skipped with its result; if it failed or was cancelled, this one
+  decides again.
+- **Exclusive steps** (``exclusive=True``) claim the step in the store before
+  running it, so that runners in other processes and machines do not run it
+  at the same time (``asteps._claims``). Off by default: then no request is
+  added.
+- **Cancellation never marks a step done.** One checkpoint before the first
+  side effect: a step in a cancelled scope never runs and is never marked,
+  including one whose sync activity's thread returns late (``_canvas`` checks
+  for it when the thread returns). A plain skip has no side effect to guard
+  and returns even in a cancelled scope (``docs/choices.md``).
+- **Telemetry** (``asteps.instrument()``) costs one look at
+  ``_telemetry.active`` per step while it is off. While on, the step runs in a
+  span on a traced store: the store a step uses is passed down, never swapped
+  on the runner.
 """
 
 from __future__ import annotations
@@ -29,16 +40,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Iterable, Mapping
-from typing import Any, Protocol, Unpack
+from collections.abc import Iterable, Mapping
+from typing import Any, Unpack
 
 import anyio
 import anyio.lowlevel
 
 from . import _telemetry
 from ._bus import EventBus, Signal
-from ._canvas import Chain, close_unawaited, run_activity, start_activity
-from ._decision import Decision, decide, decide_with_body
+from ._canvas import close_unawaited, run_activity, start_activity
+from ._claims import DEFAULT_LEASE, Claims, Held, check_lease
+from ._decision import JOINED, Decision, decide, decide_with_body, played_by
 from ._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
 from ._results import (
     DEFAULT_MAX_RESULT_BYTES,
@@ -49,20 +61,33 @@ from ._results import (
     decode_result,
     encode_result,
 )
-from ._step import Activity, Marker, OnMissingResult, Status, Step, StepOptions, StepOutcome
+from ._step import (
+    STEP_OPTIONS,
+    Activity,
+    Marker,
+    OnMissingResult,
+    Status,
+    Step,
+    StepOptions,
+    StepOutcome,
+)
 from .errors import (
     AstepsError,
+    ClaimLost,
+    ClaimsNotSupported,
     MarkDoneError,
     MarkerBodyError,
     ResultMissing,
     ResultNotKept,
     describe,
 )
-from .stores.base import DoneStore, ReadsMarkers
+from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
 
 logger = logging.getLogger("asteps")
 
 DEFAULT_PREFIX = "{workflow_id}/steps/"
+
+_NOTHING_KEPT = KeptResult()
 
 
 class Runner:
@@ -74,6 +99,13 @@ class Runner:
     nothing is written or signalled. ``done``, when given, is used as the done
     list instead of listing the store (batch reruns list many at once).
     ``max_result_bytes`` bounds the JSON of a kept result (``keep_result``).
+
+    With ``exclusive=True`` every step is claimed in the store before it runs,
+    so that no other runner (in this process, another, or another machine)
+    runs it at the same time; ``runner.step(..., exclusive=...)`` chooses per
+    step. A claim is held for ``lease`` seconds and renewed every third of it;
+    a claim left unrenewed for a lease is taken over (see the guide "Steps in a
+    service with replicas").
     """
 
     def __init__(
@@ -89,6 +121,8 @@ class Runner:
         dry_run: bool = False,
         done: Iterable[str] | None = None,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        exclusive: bool = False,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         self.workflow_id = validate_workflow_id(workflow_id)
         self.prefix = format_prefix(prefix, workflow_id, context)
@@ -98,10 +132,14 @@ class Runner:
         self.bus = bus if bus is not None else EventBus()
         self.dry_run = dry_run
         self.max_result_bytes = check_max_result_bytes(max_result_bytes)
+        self.exclusive = bool(exclusive)
+        self.lease = check_lease(lease)
+        if self.exclusive and not dry_run:
+            self._check_claims(store)
         self.outcomes: list[StepOutcome] = []
         """Every step's outcome, in the order the steps finished."""
-        self.markers: list[Marker] = []
-        """The ``log.step`` markers recorded so far, in order."""
+        self._log: list[tuple[str, str, Decision, BaseException | None]] = []
+        self._flights: dict[str, _Flight] = {}
         self._forced: dict[str, list[str]] = {}
         self._skipped: dict[str, list[str]] = {}
         self._done: set[str] | None = set(done) if done is not None else None
@@ -110,6 +148,11 @@ class Runner:
 
     def __repr__(self) -> str:
         return f"Runner({self.store!r}, {self.workflow_id!r}, prefix={self.prefix!r})"
+
+    @property
+    def markers(self) -> list[Marker]:
+        """The ``log.step`` markers recorded so far, in order."""
+        return [Marker("log.step", _details(*entry)) for entry in self._log]
 
     # -- forced and skipped patterns ------------------------------------------
 
@@ -129,49 +172,25 @@ class Runner:
         """The skipped patterns, in the order they were added."""
         return list(self._skipped)
 
-    # -- the done list ---------------------------------------------------------
-
-    async def steps_done(self) -> frozenset[str]:
-        """The steps done for this workflow, listed from the store once."""
-        async with self._deciding:
-            return frozenset(await self._listed(_telemetry.traced_store(self.store)))
-
-    async def _listed(self, store: DoneStore) -> set[str]:
-        """The done set; lists the store the first time. Call with the lock held."""
-        if self._done is None:
-            done = set(await store.list_done(self.prefix))
-            logger.debug(
-                "%s: %d steps done under %r",
-                self.workflow_id,
-                len(done),
-                self.prefix,
-                extra={"workflow_id": self.workflow_id},
-            )
-            self._done = done
-        return self._done
-
     # -- submitting steps ------------------------------------------------------
 
-    def step(
+    async def step(
         self, name: str, activities: Activity, **options: Unpack[StepOptions]
-    ) -> Coroutine[Any, Any, StepOutcome]:
+    ) -> StepOutcome:
         """Run ``activities`` as step ``name`` unless it is done (or skipped).
 
         Returns the :class:`StepOutcome`. A failure of the activities gives an
         outcome with status ``failed`` (raised instead when
         ``bubbles_exception_on_failure``); a marker that cannot be written
-        raises :class:`MarkDoneError` carrying the step's result. A coroutine
-        given as ``activities`` (or as the alternative) that will not run is
-        closed.
+        raises :class:`MarkDoneError` carrying the step's result. A misspelt
+        option raises ``TypeError`` before anything runs. A coroutine given as
+        ``activities`` (or as the alternative) that will not run is closed.
         """
-        # Not ``async def``: this hands back the step's own coroutine, traced or
-        # not, so that the step costs no extra coroutine frame (measured: about
-        # a tenth of an executed step's time in bench/overhead.py).
         telemetry = _telemetry.active
         if telemetry is None:
-            return self._step(name, activities, options, self.store)
+            return await self._step(name, activities, options, self.store)
         # instrument() was called: the same step, in a span, on a traced store.
-        return telemetry.step(
+        return await telemetry.step(
             self, name, lambda store: self._step(name, activities, options, store)
         )
 
@@ -179,54 +198,97 @@ class Runner:
         self, name: str, activities: Activity, options: StepOptions, store: DoneStore
     ) -> StepOutcome:
         alternative = options.get("activities_if_step_already_done")
-        keep = options.get("keep_result", False)
-        kept = KeptResult()
         try:
+            # 1. The step as asked: every check before anything is read or run.
+            if options and not STEP_OPTIONS.issuperset(options):
+                raise TypeError(_unknown_options(options))
             validate_name(name)
             deps = options.get("force_steps_if_executed")
             patterns = validate_patterns(deps) if deps else None
+            keep = options.get("keep_result", False)
             check_keep(keep)
             on_missing = _check_on_missing(options.get("on_missing_result", "run"))
-            rerun_on_new_version = options.get("rerun_on_new_version", False)
-            body: _BodyCheck | None = None
-            if keep or rerun_on_new_version:
-                body = _BodyCheck(self, name, keep, on_missing, rerun_on_new_version, store)
-            decision, kept = await self._decide(
-                name, options.get("force", False), patterns, store, body
-            )
+            reread = bool(keep) or bool(options.get("rerun_on_new_version", False))
+            force = bool(options.get("force", False))
+            exclusive = options.get("exclusive")
+            claims = self._claims(store) if self._exclusive(exclusive) else None
+
+            # 2. The decision, in submission order, and once per name in flight.
+            while True:
+                flight = self._flights.get(name)
+                if flight is not None:
+                    first = await flight.finished()
+                    if first is None:
+                        continue  # it failed or was cancelled: decide again
+                    close_unawaited(activities, alternative)
+                    return await self._joined(name, first, options)
+                if (
+                    self._done is not None
+                    and not self._deciding.locked()
+                    and not (reread and patterns)
+                ):
+                    # Listed, and nobody waits for the lock: this is the step's turn.
+                    decision, flight = self._decide_now(name, force, patterns, reread)
+                    kept = _NOTHING_KEPT
+                    break
+                decided = await self._decide_in_turn(name, force, patterns, reread, options, store)
+                if decided is not None:
+                    decision, kept, flight = decided
+                    break
         except BaseException:
             close_unawaited(activities, alternative)  # it will never run
             raise
-        bubbles = options.get("bubbles_exception_on_failure", False)
-        if self.dry_run:
-            close_unawaited(activities, alternative)
-            outcome = _outcome(name, "planned", decision)
-        elif kept.problem is not None and on_missing == "error":
-            close_unawaited(activities, alternative)
-            missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
-            outcome = await self._failed(name, decision, missing, time.perf_counter(), bubbles)
-        elif decision.run:
-            close_unawaited(alternative)
-            execution = _Execution(
-                name,
-                decision,
-                activities,
-                store,
-                self.prefix,
-                self._body,
-                self._done,
-                self._record,
-                keep,
-                self.max_result_bytes,
-            )
-            outcome = await self._execute(execution, bubbles)
-        else:
-            close_unawaited(activities)
-            outcome = await self._skip(name, alternative, decision, bubbles, kept.value)
-        if options.get("emit_signal", False) and outcome.status in ("completed", "skipped"):
-            await self.bus.publish(f"step.{name}", self._signal_payload(outcome))
-        self.outcomes.append(outcome)
-        return outcome
+        outcome: StepOutcome | None = None
+        try:
+            if reread and not patterns and _needs_body(decision):
+                # Done, and only its marker's body can tell whether that stands.
+                # With no dependents to force, it is read outside the lock.
+                decision, kept = await self._reread(name, decision, options, store)
+            if logger.isEnabledFor(logging.DEBUG):  # building the arguments costs too
+                self._log_decision(name, decision)
+            bubbles = options.get("bubbles_exception_on_failure", False)
+            emit = options.get("emit_signal", False)
+
+            # 3. Run, skip, or plan.
+            if self.dry_run:
+                close_unawaited(activities, alternative)
+                outcome = _outcome(name, "planned", decision)
+            elif kept.problem is not None and on_missing == "error":
+                close_unawaited(activities, alternative)
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
+                outcome = await self._failed(name, decision, missing, time.perf_counter(), bubbles)
+            elif decision.run:
+                close_unawaited(alternative)
+                outcome = await self._execute(
+                    name, decision, activities, keep, store, claims, bubbles
+                )
+            else:
+                close_unawaited(activities)
+                started = time.perf_counter()
+                result = kept.value
+                try:
+                    if alternative is not None or emit or self.bus.listening("log.step"):
+                        await anyio.lowlevel.checkpoint_if_cancelled()
+                    if alternative is not None:
+                        alternative_result = await run_activity(alternative)
+                        if result is None:  # a kept result is what the step returns
+                            result = alternative_result
+                    await self._record(name, "skipped", decision)
+                except Exception as exc:
+                    outcome = await self._failed(name, decision, exc, started, bubbles)
+                else:
+                    outcome = _outcome(name, "skipped", decision, started, result)
+
+            # 4. The signal, and the outcome on record.
+            if emit and outcome.status in ("completed", "skipped"):
+                await self.bus.publish(f"step.{name}", self._signal_payload(outcome))
+            self.outcomes.append(outcome)
+            return outcome
+        finally:
+            if flight is not None:  # joiners see how it ended (None: decide again)
+                del self._flights[name]
+                flight.finish(outcome)
 
     async def submit(self, step: Step) -> StepOutcome:
         """Run a :class:`Step` built beforehand."""
@@ -240,133 +302,224 @@ class Runner:
         """
         return await self.bus.wait(name, timeout, include_past=True)
 
-    async def _decide(
+    # -- deciding ------------------------------------------------------------------
+
+    def _decide_now(
+        self, name: str, force: bool, deps: list[str] | None, reread: bool
+    ) -> tuple[Decision, _Flight | None]:
+        """Decide, force the dependents of a step that runs, and put a step that
+        will await anything in flight: all without an ``await``, so atomically."""
+        assert self._done is not None
+        decision = decide(
+            name, force=force, forced=self._forced, skipped=self._skipped, done=self._done
+        )
+        if decision.run and deps:
+            self.add_forced_steps(deps, reason=f"Dep of {name}")
+        flight = None
+        if not self.dry_run and (decision.run or (reread and _needs_body(decision))):
+            flight = self._flights[name] = _Flight()
+        return decision, flight
+
+    async def _decide_in_turn(
         self,
         name: str,
         force: bool,
         deps: list[str] | None,
+        reread: bool,
+        options: StepOptions,
         store: DoneStore,
-        body: _BodyCheck | None,
-    ) -> tuple[Decision, KeptResult]:
-        kept = KeptResult()
+    ) -> tuple[Decision, KeptResult, _Flight | None] | None:
+        """Decide under the lock, listing the store first if nothing is listed.
+        None when a step of the same name went in flight meanwhile."""
         async with self._deciding:
-            done = await self._listed(store)
+            if self._done is None:
+                self._done = set(await store.list_done(self.prefix))
+                logger.debug(
+                    "%s: %d steps done under %r",
+                    self.workflow_id,
+                    len(self._done),
+                    self.prefix,
+                    extra={"workflow_id": self.workflow_id},
+                )
+            if name in self._flights:
+                return None
+            if not (reread and deps):
+                decision, flight = self._decide_now(name, force, deps, reread)
+                return decision, _NOTHING_KEPT, flight
+            # Its dependents must be forced before any step decided after it: a
+            # step with dependents reads its marker's body under the lock.
             decision = decide(
-                name, force=force, forced=self._forced, skipped=self._skipped, done=done
+                name, force=force, forced=self._forced, skipped=self._skipped, done=self._done
             )
-            if body is not None and deps and body.needed(decision):
-                # Its dependents must be forced before any step decided after
-                # it: a step with dependents reads its marker's body under the lock.
-                decision, kept = await body.check(decision)
-            if decision.run and deps:
+            kept = _NOTHING_KEPT
+            if _needs_body(decision):
+                decision, kept = await self._reread(name, decision, options, store)
+            if decision.run:
                 self.add_forced_steps(deps, reason=f"Dep of {name}")
-        if body is not None and not deps and body.needed(decision):
-            # Done, and only its marker's body can tell whether that stands. With
-            # no dependents to force, it is read outside the lock: many at once.
-            decision, kept = await body.check(decision)
-        if logger.isEnabledFor(logging.DEBUG):  # building the arguments costs too
-            logger.debug(
-                "%s: step %s: %s%s %s",
-                self.workflow_id,
-                name,
-                decision.action,
-                " (forced)" if decision.forced else "",
-                list(decision.reasons),
-                extra={"workflow_id": self.workflow_id, "step": name, "decision": decision.action},
-            )
-        return decision, kept
+            flight = None
+            if decision.run and not self.dry_run:
+                flight = self._flights[name] = _Flight()
+            return decision, kept, flight
 
-    async def _decide_with_body(
-        self,
-        name: str,
-        decision: Decision,
-        keep: object,
-        on_missing: OnMissingResult,
-        rerun_on_new_version: bool,
-        store: DoneStore,
+    async def steps_done(self) -> frozenset[str]:
+        """The steps done for this workflow, listed from the store once."""
+        async with self._deciding:
+            if self._done is None:
+                store = _telemetry.traced_store(self.store)
+                self._done = set(await store.list_done(self.prefix))
+            return frozenset(self._done)
+
+    async def _reread(
+        self, name: str, decision: Decision, options: StepOptions, store: DoneStore
     ) -> tuple[Decision, KeptResult]:
+        """Decide a done step again from its marker's body (kept result, version)."""
         if not isinstance(store, ReadsMarkers):
             raise AstepsError(
                 f"{store!r} cannot read marker bodies, which keep_result and "
                 "rerun_on_new_version need: give it read_marker(prefix, name), or use "
                 "MemoryStore, FileStore or S3Store"
             )
+        keep = options.get("keep_result", False)
         try:
             body = await store.read_marker(self.prefix, name)
         except MarkerBodyError as exc:
             body, kept = None, KeptResult(problem=f"result invalid: {exc}")
         else:
-            kept = decode_result(body, keep) if keep else KeptResult()
+            kept = decode_result(body, keep) if keep else _NOTHING_KEPT
         decision = decide_with_body(
             decision,
             keeps_result=bool(keep),
             result_problem=kept.problem,
             stored_version=(body or {}).get("version"),
             version=self.version,
-            rerun_on_new_version=rerun_on_new_version,
-            on_missing_result=on_missing,
+            rerun_on_new_version=options.get("rerun_on_new_version", False),
+            on_missing_result=options.get("on_missing_result", "run"),
         )
         return decision, kept
 
-    def _signal_payload(self, outcome: StepOutcome) -> dict[str, Any]:
-        return {
-            "workflow_id": self.workflow_id,
-            "run_id": self.run_id,
-            "step": outcome.name,
-            "status": outcome.status,
-            "forced": outcome.forced,
-            "reasons": list(outcome.reasons),
-        }
+    def _log_decision(self, name: str, decision: Decision) -> None:
+        logger.debug(
+            "%s: step %s: %s%s %s",
+            self.workflow_id,
+            name,
+            decision.action,
+            " (forced)" if decision.forced else "",
+            list(decision.reasons),
+            extra={"workflow_id": self.workflow_id, "step": name, "decision": decision.action},
+        )
 
-    # -- executing and skipping ---------------------------------------------------
+    # -- exclusive steps -------------------------------------------------------------
 
-    async def _execute(self, ex: _Execution, bubbles: bool) -> StepOutcome:
-        started = time.perf_counter()
-        try:
-            await EXECUTED_STEP_PHASES.run(ex)
-        except (MarkDoneError, ResultNotKept) as exc:
-            # The work is done but not marked: raised, with the result in hand.
-            await self._record(ex.name, "failed", ex.decision, error=exc)
-            logger.error(
-                "%s: %s",
-                self.workflow_id,
-                exc,
-                extra={"workflow_id": self.workflow_id, "step": ex.name, "status": "failed"},
+    def _exclusive(self, asked: bool | None) -> bool:
+        return (self.exclusive if asked is None else bool(asked)) and not self.dry_run
+
+    def _check_claims(self, store: DoneStore) -> HoldsClaims:
+        if not isinstance(store, HoldsClaims) or not isinstance(store, ReadsMarkers):
+            raise ClaimsNotSupported(
+                f"{store!r} cannot hold claims, which exclusive steps need: give it "
+                "create_claim, read_claim, replace_claim, delete_claim and read_marker "
+                "(asteps.stores.base.HoldsClaims), or use MemoryStore, FileStore or S3Store"
             )
-            outcome = _outcome(ex.name, "failed", ex.decision, started, ex.result, exc)
-            self.outcomes.append(outcome)  # raised, not returned: keep it on record
-            raise
-        except Exception as exc:
-            return await self._failed(ex.name, ex.decision, exc, started, bubbles)
-        finally:
-            if not ex.ran:  # the phases stopped before the activities
-                close_unawaited(ex.activities)
-        return _outcome(ex.name, "completed", ex.decision, started, ex.result)
+        return store
 
-    async def _skip(
+    def _claims(self, store: DoneStore) -> Claims:
+        return Claims(self._check_claims(store), self.lease, self.run_id, self.workflow_id)
+
+    # -- executing -----------------------------------------------------------------
+
+    async def _execute(
         self,
         name: str,
-        alternative: Activity | None,
         decision: Decision,
+        activities: Activity,
+        keep: object,
+        store: DoneStore,
+        claims: Claims | None,
         bubbles: bool,
-        kept_result: Any,
     ) -> StepOutcome:
+        """The phases of a step that runs, in order: claim (exclusive steps),
+        marker ``scheduled``, the activities, mark done, marker ``completed``."""
         started = time.perf_counter()
-        result = kept_result
+        held: Held | None = None
+        ran = False
         try:
-            if alternative is not None:
-                alternative_result = await run_activity(alternative)
-                if kept_result is None:  # a kept result is what the step returns
-                    result = alternative_result
-            await self._record(name, "skipped", decision)
-        except Exception as exc:
-            return await self._failed(name, decision, exc, started, bubbles)
+            await anyio.lowlevel.checkpoint_if_cancelled()  # before the first side effect
+            if claims is not None:
+                taken = await claims.take(self.prefix, name, forced=decision.forced)
+                if not isinstance(taken, Held):  # another runner played it meanwhile
+                    return await self._played_elsewhere(name, taken, keep, started)
+                held = taken
+            await self._record(name, "scheduled", decision)
+            ran = True
+            try:
+                if held is None:
+                    result = await start_activity(activities)
+                else:
+                    result = await _run_holding(held, activities)
+            except Exception as exc:
+                return await self._failed(name, decision, exc, started, bubbles)
+            try:
+                body: Mapping[str, Any] = self._body
+                if keep:  # the result goes in the same single write as the marker
+                    try:
+                        value = encode_result(result, keep, self.max_result_bytes)
+                    except ValueError as exc:
+                        raise ResultNotKept(name, result, str(exc)) from exc
+                    body = {**body, RESULT_KEY: value}
+                if held is not None:
+                    await held.check()  # never a marker after the lease could expire
+                try:
+                    await store.mark_done(self.prefix, name, body)
+                except Exception as exc:
+                    raise MarkDoneError(name, result, prefix=self.prefix, cause=exc) from exc
+            except ClaimLost as exc:
+                return await self._failed(name, decision, exc, started, bubbles)
+            except (MarkDoneError, ResultNotKept) as exc:
+                # The work is done but not marked: raised, with the result in hand.
+                await self._record(name, "failed", decision, exc)
+                logger.error(
+                    "%s: %s",
+                    self.workflow_id,
+                    exc,
+                    extra={"workflow_id": self.workflow_id, "step": name, "status": "failed"},
+                )
+                outcome = _outcome(name, "failed", decision, started, result, exc)
+                self.outcomes.append(outcome)  # raised, not returned: keep it on record
+                raise
+            if self._done is not None:
+                self._done.add(name)
+            await self._record(name, "completed", decision)
+            return _outcome(name, "completed", decision, started, result)
+        finally:
+            if not ran:
+                close_unawaited(activities)
+            if held is not None:
+                await held.release()
+
+    async def _played_elsewhere(
+        self, name: str, marker: Mapping[str, Any], keep: object, started: float
+    ) -> StepOutcome:
+        """Skipped: another runner held the claim, and marked the step done."""
+        decision = played_by(marker.get("run_id"))
+        result = decode_result(marker, keep).value if keep else None
+        if self._done is not None:
+            self._done.add(name)
+        await self._record(name, "skipped", decision)
         return _outcome(name, "skipped", decision, started, result)
+
+    async def _joined(self, name: str, first: StepOutcome, options: StepOptions) -> StepOutcome:
+        """Skipped: a call of the same name in flight in this runner played it."""
+        await self._record(name, "skipped", JOINED)
+        outcome = _outcome(name, "skipped", JOINED, result=first.result)
+        if options.get("emit_signal", False):
+            await self.bus.publish(f"step.{name}", self._signal_payload(outcome))
+        self.outcomes.append(outcome)
+        return outcome
 
     async def _failed(
         self, name: str, decision: Decision, exc: Exception, started: float, bubbles: bool
     ) -> StepOutcome:
-        await self._record(name, "failed", decision, error=exc)
+        await self._record(name, "failed", decision, exc)
         logger.warning(
             "%s: step %s failed: %s",
             self.workflow_id,
@@ -380,153 +533,90 @@ class Runner:
             raise exc
         return outcome
 
-    # -- markers -------------------------------------------------------------------
+    # -- markers and signals ---------------------------------------------------------
 
     async def _record(
-        self, name: str, status: str, decision: Decision, error: Exception | None = None
+        self, name: str, status: str, decision: Decision, error: BaseException | None = None
     ) -> None:
-        """Record a ``log.step`` marker, and publish it on the bus when someone listens."""
-        details: dict[str, Any] = {
-            "step": name,
-            "status": status,
-            "forced": decision.forced,
-            "reasons": list(decision.reasons),
-        }
-        if error is not None:
-            details["error"] = describe(error)
-        self.markers.append(Marker("log.step", details))
-        # Nobody can observe a signal that no one listens to; building the
-        # signal for each phase would be work for nothing.
+        """Record a ``log.step`` marker (its dict is built only when read), and
+        publish it on the bus when someone listens."""
+        self._log.append((name, status, decision, error))
         if self.bus.listening("log.step"):
-            await self.bus.publish("log.step", details)
+            await self.bus.publish("log.step", _details(name, status, decision, error))
+
+    def _signal_payload(self, outcome: StepOutcome) -> dict[str, Any]:
+        return {
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "step": outcome.name,
+            "status": outcome.status,
+            "forced": outcome.forced,
+            "reasons": list(outcome.reasons),
+        }
 
 
-class _BodyCheck:
-    """How a done step that keeps its result (or reruns on a new version) is
-    decided again from its marker's body."""
+class _Flight:
+    """A step in flight in a runner, which later calls of the same name wait for."""
 
-    __slots__ = ("keep", "name", "on_missing", "rerun_on_new_version", "runner", "store")
+    __slots__ = ("_ended", "outcome")
 
-    def __init__(
-        self,
-        runner: Runner,
-        name: str,
-        keep: object,
-        on_missing: OnMissingResult,
-        rerun_on_new_version: bool,
-        store: DoneStore,
-    ) -> None:
-        self.runner = runner
-        self.name = name
-        self.keep = keep
-        self.on_missing = on_missing
-        self.rerun_on_new_version = rerun_on_new_version
-        self.store = store
+    def __init__(self) -> None:
+        self.outcome: StepOutcome | None = None
+        self._ended: anyio.Event | None = None  # made when someone waits: most never are
 
-    @staticmethod
-    def needed(decision: Decision) -> bool:
-        """Only a skip because the step is done (no pattern decided it)."""
-        return not decision.run and not decision.forced
+    async def finished(self) -> StepOutcome | None:
+        """Wait for the step to end; its outcome if it completed or was skipped,
+        None if it failed or was cancelled."""
+        if self._ended is None:
+            self._ended = anyio.Event()
+        await self._ended.wait()
+        outcome = self.outcome
+        return outcome if outcome is not None and outcome.status != "failed" else None
 
-    async def check(self, decision: Decision) -> tuple[Decision, KeptResult]:
-        return await self.runner._decide_with_body(
-            self.name, decision, self.keep, self.on_missing, self.rerun_on_new_version, self.store
-        )
+    def finish(self, outcome: StepOutcome | None) -> None:
+        self.outcome = outcome
+        if self._ended is not None:
+            self._ended.set()
 
 
-class _Record(Protocol):
-    async def __call__(
-        self, name: str, status: str, decision: Decision, error: Exception | None = None
-    ) -> None: ...
-
-
-class _Execution:
-    """One executed step as it goes through the phases: what they need to know
-    of the runner (its store, prefix, marker body, done set and marker log),
-    and what they find out (whether the activities ran, their result)."""
-
-    __slots__ = (
-        "activities",
-        "body",
-        "decision",
-        "done",
-        "keep_result",
-        "max_result_bytes",
-        "name",
-        "prefix",
-        "ran",
-        "record",
-        "result",
-        "store",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        decision: Decision,
-        activities: Activity,
-        store: DoneStore,
-        prefix: str,
-        body: Mapping[str, Any],
-        done: set[str] | None,
-        record: _Record,
-        keep_result: object,
-        max_result_bytes: int,
-    ) -> None:
-        self.name = name
-        self.decision = decision
-        self.activities = activities
-        self.store = store
-        self.prefix = prefix
-        self.body = body
-        self.done = done
-        self.record = record
-        self.keep_result = keep_result
-        self.max_result_bytes = max_result_bytes
-        self.ran = False
-        self.result: Any = None
-
-
-# The phases of an executed step, in the reference document's order, as one
-# Chain for the whole process: each phase takes the step's _Execution and
-# hands it on (send_result=True).
-
-
-async def _scheduled(ex: _Execution) -> _Execution:
-    await ex.record(ex.name, "scheduled", ex.decision)
-    return ex
-
-
-async def _run_activities(ex: _Execution) -> _Execution:
-    ex.ran = True
-    ex.result = await start_activity(ex.activities)
-    return ex
-
-
-async def _mark_done(ex: _Execution) -> _Execution:
-    body = ex.body
-    if ex.keep_result:  # the result goes in the same single write as the marker
+async def _run_holding(held: Held, activities: Activity) -> Any:
+    """Run ``activities`` while ``held`` is renewed; a lost claim cancels them."""
+    scope = anyio.CancelScope()
+    error: Exception | None = None
+    result: Any = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(held.keep, scope)
         try:
-            value = encode_result(ex.result, ex.keep_result, ex.max_result_bytes)
-        except ValueError as exc:
-            raise ResultNotKept(ex.name, ex.result, str(exc)) from exc
-        body = {**body, RESULT_KEY: value}
-    try:
-        await ex.store.mark_done(ex.prefix, ex.name, body)
-    except Exception as exc:
-        raise MarkDoneError(ex.name, ex.result, prefix=ex.prefix, cause=exc) from exc
-    if ex.done is not None:
-        ex.done.add(ex.name)
-    return ex
+            with scope:
+                result = await start_activity(activities)
+        except Exception as exc:
+            error = exc
+        tg.cancel_scope.cancel()
+    if held.lost is not None:
+        raise ClaimLost(held.name, held.lost)
+    if error is not None:
+        raise error
+    return result
 
 
-async def _completed(ex: _Execution) -> _Execution:
-    await ex.record(ex.name, "completed", ex.decision)
-    return ex
+def _needs_body(decision: Decision) -> bool:
+    """Only a skip because the step is done (no pattern decided it) is
+    reconsidered from its marker's body."""
+    return not decision.run and not decision.forced
 
 
-EXECUTED_STEP_PHASES = Chain(_scheduled, _run_activities, _mark_done, _completed, send_result=True)
-"""marker ``scheduled`` -> the activities -> mark done -> marker ``completed``."""
+def _details(
+    name: str, status: str, decision: Decision, error: BaseException | None
+) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "step": name,
+        "status": status,
+        "forced": decision.forced,
+        "reasons": list(decision.reasons),
+    }
+    if error is not None:
+        details["error"] = describe(error)
+    return details
 
 
 def _outcome(
@@ -535,18 +625,26 @@ def _outcome(
     decision: Decision,
     started: float | None = None,
     result: Any = None,
-    error: Exception | None = None,
+    error: BaseException | None = None,
 ) -> StepOutcome:
     return StepOutcome(
-        name=name,
-        status=status,
-        forced=decision.forced,
-        reasons=list(decision.reasons),
-        result=result,
-        error=error,
-        decision=decision.action,
-        patterns=decision.patterns,
-        duration=0.0 if started is None else time.perf_counter() - started,
+        name,
+        status,
+        decision.forced,
+        decision.reasons,
+        result,
+        error,
+        decision.action,
+        decision.patterns,
+        0.0 if started is None else time.perf_counter() - started,
+    )
+
+
+def _unknown_options(options: Mapping[str, Any]) -> str:
+    unknown = sorted(set(options) - STEP_OPTIONS)
+    return (
+        f"unknown step option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+        f"the options are {', '.join(sorted(STEP_OPTIONS))}"
     )
 
 

@@ -46,6 +46,14 @@ class StepOptions(TypedDict, total=False):
     (the default), skip it with ``"none"`` as result, or fail with ``"error"``."""
     rerun_on_new_version: bool
     """Run a done step again when its marker was written by another version."""
+    exclusive: bool | None
+    """Claim the step in the store before running it, so that runners in other
+    processes or machines never run it at the same time (see
+    :class:`~asteps.Runner`); ``None`` follows the runner's ``exclusive``."""
+
+
+STEP_OPTIONS = frozenset(StepOptions.__annotations__)
+"""The names :meth:`Runner.step <asteps.Runner.step>` accepts as options."""
 
 
 class Step(BaseModel):
@@ -67,6 +75,7 @@ class Step(BaseModel):
     keep_result: Any = False
     on_missing_result: OnMissingResult = "run"
     rerun_on_new_version: bool = False
+    exclusive: bool | None = None
 
     def __init__(self, name: str, activities: Activity, **options: Unpack[StepOptions]) -> None:
         # Validate here rather than in a field validator: pydantic would wrap
@@ -99,20 +108,26 @@ class Step(BaseModel):
             keep_result=self.keep_result,
             on_missing_result=self.on_missing_result,
             rerun_on_new_version=self.rerun_on_new_version,
+            exclusive=self.exclusive,
         )
 
 
-class StepOutcome(BaseModel):
-    """What happened to one submitted step. Built once, by the runner."""
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What happened to one submitted step. Built once, by the runner.
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    A frozen, slotted dataclass: the runner builds one per step, so it stays
+    light (pydantic is kept for what crosses the process's edges).
+    ``dataclasses.asdict(outcome)`` gives it as a dict.
+    """
 
     name: str
     status: Status
     forced: bool
-    reasons: list[str]
+    reasons: tuple[str, ...]
+    """Why it was decided so, in order (the decision's own tuple, shared)."""
     result: Any = None
-    error: Exception | None = None
+    error: BaseException | None = None
     """The activities' exception for a failed step (or the :class:`MarkDoneError`)."""
     decision: Literal["run", "skip"] = "run"
     """What the decision was; a failed step was decided ``run``."""

@@ -77,6 +77,21 @@ class ResultNotKept(AstepsError):
         self.result = result
 
 
+class ClaimLost(AstepsError):
+    """An exclusive step's claim was taken over by another runner while the step
+    ran (its renewal was refused, or could not be made before the lease could
+    expire): the step's activities were cancelled and it was *not* marked done,
+    so that the other runner's run stands."""
+
+    def __init__(self, step: str, why: str) -> None:
+        super().__init__(f"step {step!r} lost its claim and was not marked done: {why}")
+        self.step = step
+
+
+class ClaimsNotSupported(AstepsError, TypeError):
+    """``exclusive=True`` on a store that cannot hold claims."""
+
+
 class ResultMissing(AstepsError):
     """A done step's kept result is missing or invalid, and the step was asked
     to fail in that case (``on_missing_result="error"``)."""

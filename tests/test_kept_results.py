@@ -78,7 +78,7 @@ async def test_a_typed_result_comes_back_on_the_next_run_equal_and_of_its_type(s
     assert second.status == "skipped"
     assert isinstance(second.result, Export)
     assert second.result == EXPORT
-    assert second.reasons == [ALREADY_PLAYED, "result kept"]
+    assert list(second.reasons) == [ALREADY_PLAYED, "result kept"]
 
 
 async def test_the_result_is_in_the_marker_body_beside_simpleflows_keys(store: Any) -> None:
@@ -115,7 +115,7 @@ async def test_a_forced_step_recomputes_and_rewrites_its_result(store: Any) -> N
 async def test_a_marker_without_a_result_runs_the_step_again_with_a_reason(store: Any) -> None:
     await Runner(store, "wf").step("n", lambda: 1)  # keeps nothing
     outcome = await Runner(store, "wf").step("n", lambda: 5, keep_result=int)
-    assert (outcome.status, outcome.forced, outcome.reasons) == (
+    assert (outcome.status, outcome.forced, list(outcome.reasons)) == (
         "completed",
         True,
         ["result missing"],
@@ -136,7 +136,7 @@ async def test_on_missing_result_none_skips_with_no_result(store: Any) -> None:
         "n", lambda: 5, keep_result=int, on_missing_result="none"
     )
     assert (outcome.status, outcome.result) == ("skipped", None)
-    assert outcome.reasons == [ALREADY_PLAYED, "result missing"]
+    assert list(outcome.reasons) == [ALREADY_PLAYED, "result missing"]
 
 
 async def test_on_missing_result_error_fails_the_step_clearly(store: Any) -> None:
@@ -172,7 +172,7 @@ async def test_a_new_version_reruns_a_done_step_with_the_versions_as_reason(stor
     after = await Runner(store, "wf", version="2").step("a", work, rerun_on_new_version=True)
     assert calls == [1, 1]
     assert same.status == "skipped"
-    assert (new.status, new.forced, new.reasons) == ("completed", True, ["version 1 -> 2"])
+    assert (new.status, new.forced, list(new.reasons)) == ("completed", True, ["version 1 -> 2"])
     assert after.status == "skipped"
 
 
@@ -182,7 +182,7 @@ async def test_a_rerun_on_a_new_version_forces_the_steps_dependents(store: Any) 
     runner = Runner(store, "wf", version="2")
     await runner.step("a", lambda: None, rerun_on_new_version=True, force_steps_if_executed=["b"])
     b = await runner.step("b", lambda: None)
-    assert (b.status, b.reasons) == ("completed", ["Dep of a"])
+    assert (b.status, list(b.reasons)) == ("completed", ["Dep of a"])
 
 
 async def test_a_dry_run_reads_the_bodies_and_says_why(store: Any) -> None:
@@ -191,12 +191,12 @@ async def test_a_dry_run_reads_the_bodies_and_says_why(store: Any) -> None:
     plan = Runner(store, "wf", dry_run=True)
     kept = await plan.step("kept", lambda: 1, keep_result=int)
     missing = await plan.step("bare", lambda: 1, keep_result=int)
-    assert (kept.decision, kept.reasons, kept.result) == (
+    assert (kept.decision, list(kept.reasons), kept.result) == (
         "skip",
         [ALREADY_PLAYED, "result kept"],
         None,
     )
-    assert (missing.decision, missing.reasons) == ("run", ["result missing"])
+    assert (missing.decision, list(missing.reasons)) == ("run", ["result missing"])
 
 
 async def test_a_step_model_keeps_its_result_too(store: Any) -> None:
@@ -257,7 +257,7 @@ async def test_a_marker_written_by_simpleflow_has_no_result_so_the_step_runs_aga
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", aws.endpoint_url)
     await anyio.to_thread.run_sync(MarkStepDoneTask("steps", "wf/steps", "export").execute)
     outcome = await Runner(s3, "wf").step("export", lambda: EXPORT, keep_result=Export)
-    assert (outcome.status, outcome.reasons) == ("completed", ["result missing"])
+    assert (outcome.status, list(outcome.reasons)) == ("completed", ["result missing"])
     again = await Runner(s3, "wf").step("export", lambda: None, keep_result=Export)
     assert again.result == EXPORT
 
@@ -301,8 +301,8 @@ async def test_a_step_rerun_on_a_new_version_forces_a_dependent_submitted_with_i
         runner.step("a", lambda: 1, rerun_on_new_version=True, force_steps_if_executed=["b"]),
         runner.step("b", lambda: 2),
     )
-    assert (a.status, a.reasons) == ("completed", ["version 1 -> 2"])
-    assert (b.status, b.reasons) == ("completed", ["Dep of a"])
+    assert (a.status, list(a.reasons)) == ("completed", ["version 1 -> 2"])
+    assert (b.status, list(b.reasons)) == ("completed", ["Dep of a"])
 
 
 async def test_a_missing_result_forces_a_dependent_submitted_with_it(store: Any) -> None:
@@ -313,7 +313,7 @@ async def test_a_missing_result_forces_a_dependent_submitted_with_it(store: Any)
         runner.step("a", lambda: 1, keep_result=int, force_steps_if_executed=["b"]),
         runner.step("b", lambda: 2),
     )
-    assert (a.status, b.status, b.reasons) == ("completed", "completed", ["Dep of a"])
+    assert (a.status, b.status, list(b.reasons)) == ("completed", "completed", ["Dep of a"])
 
 
 @pytest.mark.parametrize("bad", ["100", 0, -1, 1.5, True])
@@ -343,5 +343,5 @@ async def test_with_the_done_list_known_a_step_waits_for_one_reading_its_body_fi
         runner.step("a", lambda: 1, rerun_on_new_version=True, force_steps_if_executed=["b"]),
         runner.step("b", lambda: 2),
     )
-    assert (a.status, a.reasons) == ("completed", ["version 1 -> 2"])
-    assert (b.status, b.reasons) == ("completed", ["Dep of a"])
+    assert (a.status, list(a.reasons)) == ("completed", ["version 1 -> 2"])
+    assert (b.status, list(b.reasons)) == ("completed", ["Dep of a"])

@@ -81,6 +81,44 @@ class ReadsMarkers(Protocol):
         ...
 
 
+CLAIMS_ROOT = ".asteps-claims/"
+"""Where a store keeps the claims of exclusive steps: the claim of marker
+``<prefix><name>`` is ``.asteps-claims/<prefix><name>``, under the store's own
+root. No listing of a workflow's markers (asteps' or simpleflow's, both under
+``<workflow_id>/...``) can return it, and no workflow id starts with ``.``."""
+
+
+@runtime_checkable
+class HoldsClaims(Protocol):
+    """A store that can hold the claims of exclusive steps (``exclusive=True``),
+    as MemoryStore, FileStore and S3Store can.
+
+    A claim is an object beside the store's markers with a *token* that changes
+    at every write (S3's ETag). The algorithm that uses these primitives
+    (take, renew, release, wait, take over a stale claim) is in
+    ``asteps._claims``; a store only supplies them.
+    """
+
+    async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
+        """Create the claim if there is none; its token, or None when it is held."""
+        ...
+
+    async def read_claim(self, prefix: str, name: str) -> str | None:
+        """The claim's token; None when there is no live claim."""
+        ...
+
+    async def replace_claim(
+        self, prefix: str, name: str, token: str, body: Mapping[str, Any]
+    ) -> str | None:
+        """Rewrite the claim if its token is still ``token`` (compare-and-swap):
+        its new token, or None when it changed or is gone."""
+        ...
+
+    async def delete_claim(self, prefix: str, name: str, token: str) -> None:
+        """Remove the claim if its token is still ``token``; otherwise do nothing."""
+        ...
+
+
 def parse_body(raw: bytes | str, where: str) -> Mapping[str, Any]:
     """A marker body as written by asteps or simpleflow: a JSON object."""
     try:

@@ -4,6 +4,8 @@ the same layout as S3 keys, so a tree can be synced to a bucket and back."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import itertools
 import json
 import os
 import secrets
@@ -17,7 +19,7 @@ import anyio.to_thread
 
 from .._names import is_valid_name
 from ..errors import StoreError
-from .base import HoldsNothing, parse_body
+from .base import CLAIMS_ROOT, HoldsNothing, parse_body
 
 TMP_PREFIX = ".tmp-"
 """Temporary files start with this: never a valid step name, so never listed."""
@@ -56,6 +58,8 @@ class FileStore(HoldsNothing):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         super().__init__()
         self.root = Path(root)
+        self._held: dict[str, int] = {}  # the claims this store holds: token -> locked fd
+        self._tokens = itertools.count(1)
 
     def _split(self, prefix: str) -> tuple[Path, str]:
         directory, _, start = prefix.rpartition("/")
@@ -176,6 +180,81 @@ class FileStore(HoldsNothing):
                     f"cannot remove marker {name!r} under {directory}: {exc.strerror}",
                     prefix=prefix,
                 ) from exc
+
+    # -- claims of exclusive steps (see asteps.stores.base.HoldsClaims) ------------
+    # A claim is a file under root/.asteps-claims/ locked with flock(2). The
+    # kernel drops the lock when its holder dies, so a dead holder's claim is
+    # free at once: no lease has to run out. Its token stays the same while it
+    # is held (a live holder never looks stale), and renewing it writes nothing.
+
+    def _claim_path(self, prefix: str, name: str) -> Path:
+        return self.root / (CLAIMS_ROOT + prefix + name)
+
+    async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
+        self._check_not_closed()
+        return await anyio.to_thread.run_sync(self._lock_claim, prefix, name, json.dumps(body))
+
+    def _lock_claim(self, prefix: str, name: str, content: str) -> str | None:
+        path = self._claim_path(prefix, name)
+        try:
+            _make_directories(path.parent)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), _FILE_MODE)
+        except OSError as exc:
+            raise StoreError(f"cannot create claim {path}: {exc.strerror}", prefix=prefix) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The holder before may have removed the file between our open and
+            # our lock: then this lock is on a file nobody else will look at.
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                raise BlockingIOError
+        except OSError:  # BlockingIOError: held; FileNotFoundError: just removed
+            os.close(fd)
+            return None
+        os.ftruncate(fd, 0)
+        os.write(fd, content.encode("utf-8"))
+        token = f"{os.fstat(fd).st_ino}:{next(self._tokens)}"
+        self._held[token] = fd
+        return token
+
+    async def read_claim(self, prefix: str, name: str) -> str | None:
+        self._check_not_closed()
+        return await anyio.to_thread.run_sync(self._claim_holder, prefix, name)
+
+    def _claim_holder(self, prefix: str, name: str) -> str | None:
+        path = self._claim_path(prefix, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"held:{os.fstat(fd).st_ino}"
+        else:
+            return None  # nobody holds it: released, or its holder died
+        finally:
+            os.close(fd)  # drops the shared lock taken to look
+
+    async def replace_claim(
+        self, prefix: str, name: str, token: str, body: Mapping[str, Any]
+    ) -> str | None:
+        self._check_not_closed()
+        if token in self._held:  # our own: the kernel keeps it ours
+            return token
+        # Another's claim, seen unchanged for a lease: take it if its lock is free.
+        return await self.create_claim(prefix, name, body)
+
+    async def delete_claim(self, prefix: str, name: str, token: str) -> None:
+        self._check_not_closed()
+        fd = self._held.pop(token, None)
+        if fd is not None:
+            await anyio.to_thread.run_sync(self._unlock_claim, prefix, name, fd)
+
+    def _unlock_claim(self, prefix: str, name: str, fd: int) -> None:
+        try:  # removed while locked: a waiter that opened it sees another inode
+            self._claim_path(prefix, name).unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any
 
@@ -23,6 +24,8 @@ class MemoryStore(HoldsNothing):
     def __init__(self) -> None:
         super().__init__()
         self._dirs: dict[str, dict[str, Mapping[str, Any]]] = {}
+        self._claims: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        self._tokens = itertools.count(1)
 
     @property
     def objects(self) -> dict[str, Mapping[str, Any]]:
@@ -74,6 +77,43 @@ class MemoryStore(HoldsNothing):
         for name in names:
             directory, _, leaf = (prefix + name).rpartition("/")
             self._dirs.get(directory, {}).pop(leaf, None)
+
+    # -- claims of exclusive steps (see asteps.stores.base.HoldsClaims) ------------
+    # One event loop: each operation is atomic, so claims exclude the runners
+    # of one process.
+
+    async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
+        self._check_not_closed()
+        key = prefix + name
+        if key in self._claims:
+            return None
+        token = str(next(self._tokens))
+        self._claims[key] = (token, body)
+        return token
+
+    async def read_claim(self, prefix: str, name: str) -> str | None:
+        self._check_not_closed()
+        claim = self._claims.get(prefix + name)
+        return None if claim is None else claim[0]
+
+    async def replace_claim(
+        self, prefix: str, name: str, token: str, body: Mapping[str, Any]
+    ) -> str | None:
+        self._check_not_closed()
+        key = prefix + name
+        claim = self._claims.get(key)
+        if claim is None or claim[0] != token:
+            return None
+        new = str(next(self._tokens))
+        self._claims[key] = (new, body)
+        return new
+
+    async def delete_claim(self, prefix: str, name: str, token: str) -> None:
+        self._check_not_closed()
+        key = prefix + name
+        claim = self._claims.get(key)
+        if claim is not None and claim[0] == token:
+            del self._claims[key]
 
     def __repr__(self) -> str:
         return f"MemoryStore({sum(map(len, self._dirs.values()))} markers)"

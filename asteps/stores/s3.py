@@ -39,7 +39,7 @@ from ._s3_args import (
     check_sse,
     parse_bucket,
 )
-from .base import parse_body
+from .base import CLAIMS_ROOT, parse_body
 
 DELETE_BATCH = 1000
 """DeleteObjects takes at most 1,000 keys a request."""
@@ -244,6 +244,76 @@ class S3Store:
                     prefix=prefix,
                 )
 
+    # -- claims of exclusive steps (see asteps.stores.base.HoldsClaims) ------------
+    # S3's conditional writes: a claim is created with If-None-Match: *,
+    # renewed or taken over with If-Match on its ETag, and deleted with
+    # If-Match. A refused condition (412, a conflict 409, or a claim gone 404)
+    # is an answer, not an error.
+
+    def _claim_key(self, prefix: str, name: str) -> str:
+        return self.key_root + CLAIMS_ROOT + prefix + name
+
+    async def _conditional(self, method: Any, prefix: str, doing: str, **kwargs: Any) -> Any:
+        """The response, or None when S3 refused the request's condition."""
+
+        async def call() -> Any:
+            try:
+                return await method(**kwargs)
+            except ClientError as exc:
+                if _refused_condition(exc):
+                    return None
+                raise
+
+        return await self._call(call, prefix, doing)
+
+    async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
+        response = await self._conditional(
+            self.client.put_object,
+            prefix,
+            "create a claim in",
+            Bucket=self.bucket,
+            Key=self._claim_key(prefix, name),
+            Body=json.dumps(dict(body)).encode(),
+            ContentType="application/json",
+            IfNoneMatch="*",
+        )
+        return None if response is None else str(response["ETag"])
+
+    async def read_claim(self, prefix: str, name: str) -> str | None:
+        response = await self._conditional(
+            self.client.head_object,
+            prefix,
+            "read a claim in",
+            Bucket=self.bucket,
+            Key=self._claim_key(prefix, name),
+        )
+        return None if response is None else str(response["ETag"])
+
+    async def replace_claim(
+        self, prefix: str, name: str, token: str, body: Mapping[str, Any]
+    ) -> str | None:
+        response = await self._conditional(
+            self.client.put_object,
+            prefix,
+            "renew a claim in",
+            Bucket=self.bucket,
+            Key=self._claim_key(prefix, name),
+            Body=json.dumps(dict(body)).encode(),
+            ContentType="application/json",
+            IfMatch=token,
+        )
+        return None if response is None else str(response["ETag"])
+
+    async def delete_claim(self, prefix: str, name: str, token: str) -> None:
+        await self._conditional(
+            self.client.delete_object,
+            prefix,
+            "release a claim in",
+            Bucket=self.bucket,
+            Key=self._claim_key(prefix, name),
+            IfMatch=token,
+        )
+
     # -- every request goes through here ------------------------------------------
 
     async def _call(self, method: Any, prefix: str, doing: str, **kwargs: Any) -> Any:
@@ -282,3 +352,11 @@ class S3Store:
             ) from exc
         except BotoCoreError as exc:
             raise StoreError(f"cannot {doing} {where}: {exc}", prefix=prefix) from exc
+
+
+def _refused_condition(exc: ClientError) -> bool:
+    """PreconditionFailed (412), ConditionalRequestConflict (409), or a claim
+    that is gone (404, but not a missing bucket)."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = exc.response.get("Error", {}).get("Code")
+    return status in (409, 412) or (status == 404 and code != "NoSuchBucket")

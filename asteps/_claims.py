@@ -1,0 +1,221 @@
+"""Exclusive steps: run once across runners, processes and machines.
+
+A runner that runs an exclusive step first *claims* it: it creates a claim
+object beside the store's markers, and only the runner whose create succeeded
+runs the step. Each store supplies four primitives (``HoldsClaims`` in
+``asteps.stores.base``): create if absent, read the token, compare-and-swap,
+and delete if the token matches. This module is the algorithm built on them.
+
+- **Take.** Create the claim. Having won, read the step's marker once more (it
+  may have been marked since the listing): if it is there, release and skip.
+- **Renew** every ``lease / 3`` with compare-and-swap. A refused renewal means
+  another runner took the claim over: the step's activities are cancelled and
+  the step is not marked (``ClaimLost``).
+- **Never mark late.** The marker is written only while the lease certainly
+  holds: within ``lease`` of the moment the last successful write was *sent*,
+  less a margin of ``lease / 3``; otherwise the claim is renewed first.
+- **Release** with a conditional delete, after the marker is written and on
+  failure or cancellation too (shielded).
+- **Wait.** A runner that finds the claim held polls, with back-off, for the
+  marker (then it skips the step: done by the claim's holder) or for the claim
+  to go stale. Stale means its token has not changed for a full lease
+  *measured on the waiter's own clock*: no clocks are compared between
+  machines. Then the waiter takes it over with compare-and-swap on the stale
+  token, and exactly one waiter wins.
+
+What this cannot guarantee (nor can any lease without a fencing token on the
+marker write, which S3 does not have): a holder paused for longer than its
+lease between its last check and its marker write (a stop-the-world pause, a
+suspended VM) may still write its marker after another took over. The margin
+makes that window a pause of more than ``lease / 3`` in the middle of one
+request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from .errors import ClaimLost
+from .stores.base import HoldsClaims, ReadsMarkers
+
+logger = logging.getLogger("asteps")
+
+DEFAULT_LEASE = 60.0
+MIN_LEASE = 0.05
+FIRST_POLL = 0.05
+"""Seconds a waiter first waits before it looks again; doubled up to
+``lease / 4`` (and at most ``MAX_POLL``)."""
+MAX_POLL = 5.0
+
+
+def check_lease(lease: object) -> float:
+    """``lease`` is a finite number of seconds, at least ``MIN_LEASE``."""
+    if (
+        isinstance(lease, bool)
+        or not isinstance(lease, int | float)
+        or not lease >= MIN_LEASE
+        or lease == float("inf")
+    ):
+        raise ValueError(f"lease must be a finite number of seconds >= {MIN_LEASE}, got {lease!r}")
+    return float(lease)
+
+
+@dataclass
+class Claims:
+    """How a runner claims its exclusive steps: the store, the lease, and the
+    clock and sleep it measures them with (injectable, for tests)."""
+
+    store: HoldsClaims
+    lease: float
+    run_id: str
+    workflow_id: str
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+
+    def body(self, name: str, renewals: int) -> dict[str, Any]:
+        """What a claim says of its holder (a renewal changes it, and so its token)."""
+        return {
+            "step": name,
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "lease": self.lease,
+            "renewals": renewals,
+            "written_at": datetime.now(UTC).isoformat(),
+        }
+
+    async def take(self, prefix: str, name: str, *, forced: bool) -> Held | Mapping[str, Any]:
+        """Claim step ``name``: a :class:`Held` claim to run it under, or the
+        body of the marker another runner wrote while this one waited (skip)."""
+        store = self.store
+        sent = self.clock()
+        token = await store.create_claim(prefix, name, self.body(name, 0))
+        waited = False
+        before: object = _UNREAD  # the marker's run id when this runner first looked
+        seen: str | None = None
+        seen_at = 0.0
+        pause = FIRST_POLL
+        while token is None:
+            if not waited:
+                logger.debug("step %s: claim held, waiting", name)
+            waited = True
+            marker = await self._marker(prefix, name)
+            run_id = None if marker is None else marker.get("run_id")
+            if before is _UNREAD:
+                before = run_id
+            if marker is not None and (not forced or run_id != before):
+                return marker
+            current = await store.read_claim(prefix, name)
+            now = self.clock()
+            if current is None:  # released, or its holder died (a file's lock)
+                sent = now
+                token = await store.create_claim(prefix, name, self.body(name, 0))
+                continue
+            if current != seen:
+                seen, seen_at = current, now
+            elif now - seen_at >= self.lease:  # unchanged for a lease: stale
+                sent = now
+                token = await store.replace_claim(prefix, name, current, self.body(name, 0))
+                if token is not None:
+                    logger.warning(
+                        "step %s: took over a claim unchanged for %.1f s", name, now - seen_at
+                    )
+                    continue
+            await self.sleep(pause)
+            pause = min(pause * 2, self.lease / 4, MAX_POLL)
+        held = Held(self, prefix, name, token, sent)
+        if not forced or waited:
+            marker = await self._marker(prefix, name)
+            if marker is not None and (not forced or marker.get("run_id") != before):
+                await held.release()
+                return marker
+        return held
+
+    async def _marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
+        assert isinstance(self.store, ReadsMarkers)  # checked when the runner was built
+        return await self.store.read_marker(prefix, name)
+
+
+_UNREAD = object()
+
+
+@dataclass
+class Held:
+    """A claim this runner holds: renewed while the step runs, released after."""
+
+    claims: Claims
+    prefix: str
+    name: str
+    token: str
+    sent: float
+    """When the last successful write of the claim was sent (this runner's clock)."""
+    renewals: int = 0
+    lost: str | None = None
+    """Why the claim was lost, once it is."""
+    _released: bool = field(default=False, repr=False)
+
+    def safe(self) -> bool:
+        """True while no other runner can have taken the claim over, with a
+        margin of a third of the lease for the write that follows."""
+        lease = self.claims.lease
+        return self.claims.clock() < self.sent + lease - lease / 3
+
+    async def renew(self) -> bool:
+        """Renew now; False when the claim was taken over (and :attr:`lost` says why)."""
+        self.renewals += 1
+        sent = self.claims.clock()
+        body = self.claims.body(self.name, self.renewals)
+        try:
+            token = await self.claims.store.replace_claim(self.prefix, self.name, self.token, body)
+        except Exception as exc:  # a store error: the claim may still hold; retry
+            logger.warning("step %s: cannot renew its claim: %s", self.name, exc)
+            if not self.safe():
+                self.lost = f"its claim could not be renewed before the lease could expire ({exc})"
+            return self.lost is None
+        if token is None:
+            self.lost = "another runner took its claim over"
+            return False
+        self.token, self.sent = token, sent
+        return True
+
+    async def keep(self, scope: anyio.CancelScope) -> None:
+        """Renew every ``lease / 3`` until cancelled; on a loss, cancel ``scope``
+        (the step's activities)."""
+        lease = self.claims.lease
+        while True:
+            await self.claims.sleep(lease / 3 if self.lost is None and self.safe() else lease / 12)
+            if not await self.renew():
+                scope.cancel()
+                return
+
+    async def check(self) -> None:
+        """Before the marker write: raise :class:`ClaimLost` unless the claim
+        certainly holds (renewing it first when the lease runs short)."""
+        if self.lost is None and not self.safe():
+            await self.renew()
+            if self.lost is None and not self.safe():
+                self.lost = "the lease could expire before the marker is written"
+        if self.lost is not None:
+            raise ClaimLost(self.name, self.lost)
+
+    async def release(self) -> None:
+        """Delete the claim if it is still this runner's (shielded; a failure is
+        logged: the claim then goes stale after a lease)."""
+        if self._released or self.lost is not None:
+            return
+        self._released = True
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.claims.store.delete_claim(self.prefix, self.name, self.token)
+            except Exception as exc:
+                logger.warning("step %s: cannot release its claim: %s", self.name, exc)
