@@ -8,11 +8,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from ._names import shown
 from .errors import FlowError, describe
 
 Flow: TypeAlias = Callable[..., Awaitable[Any]]
@@ -35,6 +37,37 @@ def load_flow(spec: str) -> Flow:
         raise FlowError(f"{module_part!r} has no attribute {attr!r}{hint}") from None
     check_flow(flow, spec)
     return flow  # type: ignore[no-any-return]
+
+
+def flow_names(spec: str, flow: Flow | None = None) -> frozenset[str]:
+    """What the flow ``spec`` resolves to, found without importing anything, so
+    that spellings of one flow compare equal (``flows.py:flow``,
+    ``./flows.py:flow``, an absolute path, a symlink):
+    ``file:<real path>:<attr>`` for a file, ``module:<name>:<attr>`` for a
+    module. Given the ``flow`` loaded from a module spec, its file is added.
+
+    Raises :class:`FlowError` for a spec that is not a flow spec.
+    """
+    module_part, sep, attr = spec.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise FlowError(
+            f"flow {shown(spec)} must be 'package.module:function' or 'path/to/file.py:function'"
+        )
+    if not _is_file(module_part):
+        names = {f"module:{module_part}:{attr}"}
+        module = sys.modules.get(getattr(flow, "__module__", "")) if flow is not None else None
+        where = getattr(module, "__file__", None)
+        if isinstance(where, str):
+            names.add(f"file:{os.path.realpath(where)}:{attr}")
+        return frozenset(names)
+    try:
+        return frozenset({f"file:{os.path.realpath(module_part)}:{attr}"})
+    except (ValueError, OSError) as exc:  # a NUL byte, a path too long
+        raise FlowError(f"flow {shown(spec)} is not a file path: {describe(exc)}") from None
+
+
+def _is_file(module_part: str) -> bool:
+    return module_part.endswith(".py") or "/" in module_part
 
 
 def check_flow(flow: object, name: str = "flow") -> None:
@@ -94,7 +127,7 @@ def check_params(flow: Flow, params: Mapping[str, str]) -> None:
 
 
 def _import(module_part: str, spec: str) -> Any:
-    if module_part.endswith(".py") or "/" in module_part:
+    if _is_file(module_part):
         path = Path(module_part)
         if not path.is_file():
             raise FlowError(f"flow file {str(path)!r} does not exist (from {spec!r})")

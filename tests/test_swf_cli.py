@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 
+import click
+import pytest
+from click.testing import CliRunner
+
+from asteps.cli.app import FiniteFloat, main
+from asteps.cli.swf import swf as swf_group
 from asteps.swf import FLOW_TYPE
 from asteps.testing import MotoServer
 
@@ -72,3 +78,70 @@ async def test_status_counts_by_state_and_since(aws: MotoServer) -> None:
         "failed_ids": [],
     }
     assert "terminated" in table.stdout
+
+
+def float_options() -> list[tuple[str, str]]:
+    """(command, option) for every float option of every `asteps swf` command."""
+    found = []
+    for name, command in sorted(swf_group.commands.items()):
+        for param in command.params:
+            if isinstance(param, click.Option) and isinstance(param.type, click.FloatRange):
+                found.append((name, param.opts[0]))
+    return found
+
+
+def test_every_float_option_is_a_finite_float() -> None:
+    options = float_options()
+    assert ("worker", "--heartbeat") in options
+    assert ("submit", "--rps") in options
+    swf_floats = [
+        p.type
+        for c in swf_group.commands.values()
+        for p in c.params
+        if isinstance(p.type, click.types.FloatParamType)
+    ]
+    assert all(isinstance(t, FiniteFloat) for t in swf_floats)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+@pytest.mark.parametrize(("command", "option"), float_options())
+def test_nan_and_infinity_exit_2_naming_the_option(command: str, option: str, value: str) -> None:
+    args = {
+        "worker": ["swf", "worker", FLOW, "--domain", DOMAIN],
+        "submit": ["swf", "submit", FLOW, "--domain", DOMAIN, "--ids", "-"],
+    }[command]
+    done = CliRunner().invoke(main, [*args, option, value])
+    assert done.exit_code == 2, done.output
+    assert option in done.output
+    assert "finite" in done.output
+
+
+@pytest.mark.parametrize(
+    ("since", "message"),
+    [
+        ("99999999999d", "at most 1000d"),
+        ("1001d", "at most 1000d"),
+        ("0s", "over 0"),
+        ("0", "with its unit"),
+        ("90", "with its unit"),
+        ("1e3d", "with its unit"),
+    ],
+)
+def test_status_refuses_a_duration_without_a_unit_or_out_of_bounds(
+    aws: MotoServer, since: str, message: str
+) -> None:
+    done = asteps(aws, "swf", "status", "--domain", DOMAIN, "--since", since)
+    assert done.returncode == 2, done.stderr
+    assert message in " ".join(done.stderr.split())
+
+
+def test_a_worker_given_a_retry_policy_says_it_belongs_to_submit(aws: MotoServer) -> None:
+    done = asteps(aws, "swf", "worker", FLOW, "--domain", "nope", "--max-attempts", "5")
+    assert "swf submit --max-attempts" in " ".join(done.stderr.split())
+    assert done.returncode == 2  # then the unknown domain
+
+
+def test_a_worker_refuses_a_malformed_allowed_store_before_polling(aws: MotoServer) -> None:
+    done = asteps(aws, "swf", "worker", FLOW, "--domain", DOMAIN, "--allow-store", "ftp://x")
+    assert done.returncode == 3
+    assert "ftp://x" in done.stderr

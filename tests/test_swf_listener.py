@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 
 from asteps import EventBus, MemoryStore, Runner
+from asteps.swf import SwfSignalListener
+from asteps.testing import MotoServer
 
 from .conftest import RequestCounter, SwfWorld
 from .test_swf import listener
@@ -67,3 +70,33 @@ async def test_the_listener_stops_polling_a_closed_execution(swf: SwfWorld) -> N
         counter = RequestCounter().attach(li.client)
         await anyio.sleep(0.2)  # ten poll intervals
         assert counter.calls["GetWorkflowExecutionHistory"] == 0
+
+
+async def test_a_persistent_error_is_retried_with_capped_exponential_back_off(
+    swf: SwfWorld, aws: MotoServer
+) -> None:
+    await swf.start("wf")
+    waits: list[float] = []
+    six_waits = anyio.Event()
+
+    async def recorded(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 6:
+            six_waits.set()
+            await anyio.sleep_forever()  # until the listener closes
+        await anyio.lowlevel.checkpoint()
+
+    async with listener(swf, EventBus(), "wf", poll_interval=0.5, max_backoff=3, sleep=recorded):
+        aws.reset()  # the domain is gone: every history read fails from now on
+        with anyio.fail_after(30):
+            await six_waits.wait()
+    failing = [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    # The listener's first poll may come before the reset and succeed.
+    assert waits in (failing, [0.5, *failing[:-1]])
+
+
+async def test_the_back_off_doubles_from_the_poll_interval_to_its_ceiling() -> None:
+    li = SwfSignalListener(
+        EventBus(), domain="d", workflow_id="wf", poll_interval=0.5, max_backoff=3
+    )
+    assert [li.backoff(n) for n in (1, 2, 3, 4, 100, 10_000)] == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]

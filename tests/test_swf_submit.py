@@ -9,16 +9,18 @@ from typing import Any
 
 import anyio
 import pytest
+from pydantic import ValidationError
 
-from asteps._flows import load_flow
+import asteps._demo as asteps_demo
+from asteps._flows import flow_names, load_flow
 from asteps.errors import FlowError, InvalidStepName
-from asteps.swf import FlowInput, FlowInputError, SwfNotSetUp, prepare, submit
-from asteps.swf._activity import accept
-from asteps.swf._submit import RateLimiter
+from asteps.swf import FlowInput, FlowInputError, RetryPolicy, SwfNotSetUp, prepare, submit
+from asteps.swf._activity import StoreAllowList, accept
+from asteps.swf._submit import RateLimiter, spelling_warning
 from asteps.testing import MotoServer
 
 from .conftest import FlakyProxy
-from .test_swf_worker import DOMAIN, FLOW, asteps
+from .test_swf_worker import DOMAIN, FLOW, FLOWS, asteps
 
 PARAMS = {"log": "/dev/null"}
 
@@ -60,6 +62,7 @@ async def test_each_id_starts_one_execution_whose_input_names_the_flow(
         "reason": None,
         "prefix": "{workflow_id}/steps/",
         "store": None,
+        "retry": {"max_attempts": 3, "retry_delay": 5.0, "max_retry_delay": 300.0},
     }
 
 
@@ -154,21 +157,79 @@ def test_prepare_refuses_what_no_worker_could_run() -> None:
         prepare(FLOW, params=PARAMS, prefix="shared/steps/")
 
 
-async def test_submit_refuses_an_input_whose_prefix_workflows_would_share(
-    aws: MotoServer, domain: str
+def test_an_input_whose_prefix_workflows_would_share_cannot_even_be_built() -> None:
+    with pytest.raises(ValidationError, match="does not hold"):
+        FlowInput(flow=FLOW, params=PARAMS, prefix="steps/{workflow_id}")
+
+
+def accept_input(data: dict[str, Any], *allowed: str) -> Any:
+    """What a worker running FLOW on memory:// (and ``allowed``) makes of ``data``."""
+    task = {"input": json.dumps(data), "workflowExecution": {"workflowId": "w1"}}
+    return accept(task, load_flow(FLOW), flow_names(FLOW), StoreAllowList("memory://", allowed))
+
+
+GOOD = {"flow": FLOW, "params": PARAMS}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"force": "abc"}, "force", "valid array"),
+        ({"skip": {"a": 1}}, "skip", "valid array"),
+        ({"force": ["a", 1]}, "force.1", "valid string"),
+        ({"force": ["a..b"]}, "force", "empty segment"),
+        ({"params": ["log", "x"]}, "params", "should be an object"),
+        ({"prefix": "{workflow_id}/../{workflow_id}/"}, "prefix", "must be relative"),
+        ({"params": {"log": 1}}, "params.log", "valid string"),
+        ({"reason": 42}, "reason", "valid string"),
+        ({"reason": "r" * 5000}, "reason", "at most 4096"),
+        ({"prefix": "shared/"}, "prefix", "does not hold"),
+        ({"prefix": "{workflow_id!r}/"}, "prefix", "conversion"),
+        ({"prefix": ""}, "prefix", "at least 1"),
+        ({"store": 1}, "store", "valid string"),
+        ({"retry": {"max_attempts": "3"}}, "retry.max_attempts", "valid integer"),
+        ({"retry": {"max_attempts": 0}}, "retry.max_attempts", "greater than or equal to 1"),
+        ({"retry": {"retry_delay": 1e308 * 10}}, "retry.retry_delay", "finite"),
+        ({"flow": None}, "flow", "valid string"),
+        ({"endpoint_url": "http://x"}, "endpoint_url", "Extra inputs"),
+    ],
+)
+def test_a_worker_refuses_input_of_the_wrong_shape_naming_the_field(
+    change: dict[str, Any], field: str, message: str
 ) -> None:
-    spec = FlowInput(FLOW, PARAMS, prefix="steps/{workflow_id}")  # not from prepare()
-    with pytest.raises(InvalidStepName, match="does not hold"):
-        await submit(spec, ["w1", "w12"], domain=DOMAIN, session=aws.session(),
-                     endpoint_url=aws.endpoint_url)  # fmt: skip
-    assert await open_inputs(aws) == {}
+    with pytest.raises(FlowInputError) as refused:
+        accept_input({**GOOD, **change})
+    assert f"{field}: " in str(refused.value)
+    assert message in str(refused.value)
 
 
-def test_a_worker_refuses_an_input_whose_prefix_workflows_would_share() -> None:
-    spec = FlowInput(FLOW, PARAMS, prefix="shared/")
-    task = {"input": spec.to_json(), "workflowExecution": {"workflowId": "w1"}}
-    with pytest.raises(InvalidStepName, match="does not hold"):
-        accept(task, FLOW, load_flow(FLOW))
+def test_a_worker_refuses_an_input_whose_prefix_is_too_long_for_this_workflow() -> None:
+    data = {**GOOD, "prefix": "{workflow_id}/" * 4}
+    task = {"input": json.dumps(data), "workflowExecution": {"workflowId": "w" * 250}}
+    with pytest.raises(InvalidStepName, match="S3's 1024-byte limit"):
+        accept(task, load_flow(FLOW), flow_names(FLOW), StoreAllowList("memory://"))
+
+
+def test_a_worker_accepts_its_flow_however_it_is_spelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(FLOWS.parent)
+    for spelling in (FLOW, "swf_flows.py:three_steps", "./swf_flows.py:three_steps",
+                     f"../flows/{FLOWS.name}:three_steps"):  # fmt: skip
+        spec, store = accept_input({**GOOD, "flow": spelling})
+        assert (spec.flow, store) == (spelling, "memory://")
+    (tmp_path / "copy.py").write_text(FLOWS.read_text())
+    for other in (f"{tmp_path / 'copy.py'}:three_steps", f"{FLOWS}:slow", "swf_flows:three_steps"):
+        with pytest.raises(FlowInputError, match="another flow"):
+            accept_input({**GOOD, "flow": other})
+
+
+def test_a_module_spelling_matches_a_worker_started_from_that_module_or_its_file() -> None:
+    names = flow_names("asteps._demo:demo_flow", load_flow("asteps._demo:demo_flow"))
+    assert flow_names("asteps._demo:demo_flow") <= names
+    demo_file = Path(asteps_demo.__file__)
+    assert flow_names(f"{demo_file}:demo_flow") <= names
+    assert not flow_names("asteps._demo:other") & names
 
 
 async def test_submit_to_a_domain_without_types_raises_before_starting(aws: MotoServer) -> None:
@@ -195,8 +256,56 @@ async def test_starts_are_spaced_to_the_rate_asked() -> None:
 
 
 def test_an_execution_input_round_trips_and_refuses_what_is_not_one() -> None:
-    spec = FlowInput(FLOW, {"k": "v"}, ("a",), ("b",), "why", "p/{workflow_id}/", "memory://")
+    spec = FlowInput(
+        flow=FLOW,
+        params={"k": "v"},
+        force=("a",),
+        skip=("b",),
+        reason="why",
+        prefix="p/{workflow_id}/",
+        store="memory://",
+        retry=RetryPolicy(max_attempts=5, retry_delay=0.5),
+    )
     assert FlowInput.from_json(spec.to_json()) == spec
-    for text in ("not json", "[]", '{"flow": 1}', '{"flow": "f", "params": {"k": 1}}'):
+    for text in (None, "", "not json", "[]", '{"flow": 1}', '{"flow": "f", "params": {"k": 1}}'):
         with pytest.raises(FlowInputError):
             FlowInput.from_json(text)
+
+
+def test_the_input_size_counts_characters_as_swf_does() -> None:
+    # 20,000 characters of non-ASCII text fit: SWF counts é as one character.
+    spec = prepare(FLOW, params={"log": "é" * 20_000})
+    assert len(spec.to_json()) < 32_768
+    assert json.loads(spec.to_json())["params"]["log"] == "é" * 20_000
+
+
+@pytest.mark.parametrize(
+    ("options", "blamed"),
+    [
+        ({"reason": "x" * 5000}, "--reason: String should have at most 4096 characters"),
+        ({"reason": "x" * 4000, "params": {"log": "y" * 29_000}}, "--param values take 29,"),
+        ({"force": ["a" * 200] * 200}, "--force patterns take 40,"),
+    ],
+)
+def test_an_input_too_long_blames_the_option_that_makes_it_long(
+    options: dict[str, Any], blamed: str
+) -> None:
+    with pytest.raises(FlowInputError) as refused:
+        prepare(FLOW, **{"params": PARAMS, **options})
+    assert blamed in str(refused.value)
+    assert "swf submit" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("flow", "warned"),
+    [
+        (FLOW, True),  # an absolute path
+        ("tests/flows/swf_flows.py:three_steps", False),
+        ("../wt/flows.py:flow", True),
+        ("package.module:flow", False),
+    ],
+)
+def test_submit_warns_of_a_flow_spelled_by_its_place_on_this_machine(
+    flow: str, warned: bool
+) -> None:
+    assert (spelling_warning(flow) is not None) == warned

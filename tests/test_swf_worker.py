@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import anyio
 import pytest
 
 from asteps import FileStore
-from asteps.swf import FlowInput, SwfWorker, prepare, submit, swf_status
+from asteps.swf import FlowInput, RetryPolicy, SwfWorker, prepare, submit, swf_status
 from asteps.testing import FAKE_CREDENTIALS, MotoServer
 
 from .conftest import SWF_DOMAIN
@@ -172,14 +174,14 @@ async def test_two_workers_complete_a_batch_and_mark_each_step_once(
 
 
 async def history(aws: MotoServer, workflow_id: str) -> list[str]:
-    """The event types of the (only) execution of ``workflow_id``."""
+    """The event types of the (only) execution of ``workflow_id``, open or closed."""
     async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
-        page = await client.list_closed_workflow_executions(
-            domain=DOMAIN,
-            startTimeFilter={"oldestDate": 0},
-        )
+        infos = []
+        for call in (client.list_open_workflow_executions, client.list_closed_workflow_executions):
+            page = await call(domain=DOMAIN, startTimeFilter={"oldestDate": 0})
+            infos += page["executionInfos"]
         # moto ignores an executionFilter: pick the execution here.
-        [info] = [i for i in page["executionInfos"] if i["execution"]["workflowId"] == workflow_id]
+        [info] = [i for i in infos if i["execution"]["workflowId"] == workflow_id]
         events = await client.get_workflow_execution_history(
             domain=DOMAIN, execution=info["execution"]
         )
@@ -273,7 +275,7 @@ async def test_an_execution_for_another_flow_fails_at_once_without_retries(
     aws: MotoServer, domain: str, tmp_path: Path
 ) -> None:
     await start(aws, prepare(f"{FLOWS}:slow", params={"started": "x"}), "elsewhere")
-    worker = in_process_worker(aws, FLOW, tmp_path / "store", retry_delay=0)
+    worker = in_process_worker(aws, FLOW, tmp_path / "store")
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run, stop)
@@ -293,9 +295,7 @@ async def test_stopping_drains_then_hands_unfinished_flows_back_to_swf(
     slow = f"{FLOWS}:slow"
     await start(aws, prepare(slow, params={"started": str(flag)}), "long")
     reports: list[Any] = []
-    worker = in_process_worker(
-        aws, slow, tmp_path / "store", drain=0.3, max_attempts=1, on_workflow=reports.append
-    )
+    worker = in_process_worker(aws, slow, tmp_path / "store", drain=0.3, on_workflow=reports.append)
     stop = anyio.Event()
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
@@ -304,6 +304,7 @@ async def test_stopping_drains_then_hands_unfinished_flows_back_to_swf(
             stop.set()
 
     assert [r.outcome for r in reports] == ["stopped"]
+    assert reports[0].duration > 0  # how long the flow ran, not "0.00 s"
     assert await markers(tmp_path / "store") == []  # cancelled: not marked
     async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
         found = await swf_status(DOMAIN, session=aws.session(), endpoint_url=aws.endpoint_url)
@@ -355,3 +356,113 @@ async def test_with_json_logs_submit_and_worker_write_only_json_lines_on_stderr(
     assert finished["message"].startswith("completed j1 (steps: 3 completed)")
     [interrupted] = [r for r in records if r["message"].startswith("interrupted")]
     assert "running flows get up to 2 s to finish" in interrupted["message"]
+
+
+async def run_worker_until(worker: SwfWorker, done: Callable[[], Any]) -> None:
+    """Run ``worker`` until ``done()`` (awaited if it returns an awaitable), then stop it."""
+    stop = anyio.Event()
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run, stop)
+            result = done()
+            if hasattr(result, "__await__"):
+                await result
+            stop.set()
+
+
+async def test_three_rolling_deploys_hand_a_flow_back_without_using_its_attempts(
+    aws: MotoServer, domain: str, tmp_path: Path
+) -> None:
+    flow, started, release = f"{FLOWS}:until_released", tmp_path / "started", tmp_path / "go"
+    # One attempt in all, and an hour's back-off: a drain that counted would fail it.
+    spec = prepare(
+        flow,
+        params={"started": str(started), "release": str(release)},
+        retry=RetryPolicy(max_attempts=1, retry_delay=3600),
+    )
+    await start(aws, spec, "deployed")
+    reports: list[Any] = []
+    for deploy in (1, 2, 3):
+        worker = in_process_worker(
+            aws, flow, tmp_path / "store", drain=0, on_workflow=reports.append
+        )
+
+        def attempts(n: int = deploy) -> bool:
+            return started.exists() and len(started.read_text().splitlines()) == n
+
+        await run_worker_until(worker, partial(until, attempts))
+    release.touch()
+    last = in_process_worker(aws, flow, tmp_path / "store", on_workflow=reports.append)
+    await run_worker_until(last, partial(wait_closed, aws, 1))
+
+    assert [r.outcome for r in reports] == ["stopped"] * 3 + ["completed"]
+    assert all(r.duration > 0 for r in reports)
+    events = await history(aws, "deployed")
+    assert events.count("ActivityTaskScheduled") == 4
+    assert "TimerStarted" not in events  # no back-off after a drain
+    assert events[-1] == "WorkflowExecutionCompleted"
+
+
+async def test_an_input_store_the_operator_did_not_allow_fails_at_once_and_is_never_opened(
+    aws: MotoServer, domain: str, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        for wid, store in [
+            ("to-a-dir", f"file://{elsewhere}"),
+            ("to-a-host", f"s3://b?endpoint_url=http://127.0.0.1:{port}"),
+            ("to-an-allowed-store", f"file:{tmp_path}/./allowed/"),
+        ]:
+            await start(aws, prepare(FLOW, params={"log": "/dev/null", "delay": "0"},
+                                     store=store), wid)  # fmt: skip
+        worker = in_process_worker(
+            aws, FLOW, tmp_path / "store", allow_stores=[f"file://{tmp_path}/allowed"]
+        )
+        await run_worker_until(worker, partial(wait_closed, aws, 3))
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing ever connected
+
+    assert not elsewhere.exists()
+    for wid in ("to-a-dir", "to-a-host"):
+        events = await history(aws, wid)
+        assert events.count("ActivityTaskScheduled") == 1  # not retried
+        assert events[-1] == "WorkflowExecutionFailed"
+    assert await markers(tmp_path / "allowed") == [("to-an-allowed-store", s) for s in "abc"]
+    assert await markers(tmp_path / "store") == []
+    assert worker.stats.flows == {"failed": 2, "completed": 1}
+
+
+async def test_a_completion_under_way_when_the_worker_stops_still_reaches_swf(
+    aws: MotoServer, domain: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await start(aws, prepare(FLOW, params={"log": "/dev/null", "delay": "0"}), "finishing")
+    stop = anyio.Event()
+    session = aws.session()
+
+    async def stop_while_completing(**_: Any) -> None:
+        # The flow is done and its completion is being sent: stop the worker
+        # now, and let the drain (of 0 s) cancel what still runs.
+        stop.set()
+        await until(lambda: "cancelling them" in caplog.text)
+
+    session.events.register("before-call.swf.RespondActivityTaskCompleted", stop_while_completing)
+    reports: list[Any] = []
+    worker = SwfWorker(
+        FLOW,
+        domain=DOMAIN,
+        store=f"file:{tmp_path / 'store'}",
+        session=session,
+        endpoint_url=aws.endpoint_url,
+        drain=0,
+        on_workflow=reports.append,
+    )
+    with anyio.fail_after(60):
+        await worker.run(stop)
+
+    assert [r.outcome for r in reports] == ["completed"]
+    events = await history(aws, "finishing")
+    assert "ActivityTaskCompleted" in events

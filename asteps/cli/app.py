@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -172,6 +173,20 @@ def emit_json(data: Any) -> None:
 
 
 # -- shared options ------------------------------------------------------------
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option in a range, never NaN or infinity: ``nan`` compares false
+    with every bound, so click's own ``FloatRange`` lets it through. Every float
+    option of the CLI uses this type."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):  # before the range, which NaN would pass
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 def store_option(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -30,10 +30,16 @@ from .._flows import parse_params
 from ..errors import FlowError, InvalidStepName, StoreError, describe
 from ..swf._activity import FlowReport
 from ..swf._client import SwfClientOptions
-from ..swf._decider import RetryPolicy
 from ..swf._registration import DEFAULT_RETENTION_DAYS, init_domain
-from ..swf._submit import Outcome, SubmitSummary, prepare, submit
-from ..swf._types import DEFAULT_TASK_LIST, DEFAULT_VERSION, FlowInputError
+from ..swf._submit import Outcome, SubmitSummary, prepare, spelling_warning, submit
+from ..swf._types import (
+    DEFAULT_TASK_LIST,
+    DEFAULT_VERSION,
+    MAX_ATTEMPTS,
+    MAX_DELAY,
+    FlowInputError,
+    RetryPolicy,
+)
 from ..swf.status import STATES, SwfStatus, parse_duration, swf_status
 from ..swf.worker import SwfWorker
 from ._output import cell
@@ -42,6 +48,7 @@ from .app import (
     EXIT_FAILED,
     EXIT_STORE,
     EXIT_USAGE,
+    FiniteFloat,
     Interruption,
     emit_json,
     err,
@@ -171,8 +178,29 @@ def init(
     "--rps",
     default=50.0,
     show_default=True,
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloat(min=0.1),
     help="At most this many executions started per second (SWF throttles).",
+)
+@click.option(
+    "--max-attempts",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, MAX_ATTEMPTS),
+    help="Attempts per execution in all, recorded in its input (a drained attempt does not count).",
+)
+@click.option(
+    "--retry-delay",
+    default=5.0,
+    show_default=True,
+    type=FiniteFloat(min=0, max=MAX_DELAY),
+    help="Seconds before an execution's 2nd attempt, doubling after each failure.",
+)
+@click.option(
+    "--max-retry-delay",
+    default=300.0,
+    show_default=True,
+    type=FiniteFloat(min=0, max=MAX_DELAY),
+    help="The longest wait between two attempts, in seconds.",
 )
 @click.option(
     "--concurrency",
@@ -216,6 +244,9 @@ def submit_command(
     reason: str | None,
     params: tuple[str, ...],
     rps: float,
+    max_attempts: int,
+    retry_delay: float,
+    max_retry_delay: float,
     concurrency: int,
     failed_file: Path | None,
     store_url: str | None,
@@ -228,6 +259,8 @@ def submit_command(
 
     Everything is checked first (the flow loads, its parameters fit, patterns,
     ids, the input's size); then executions start, at most --rps a second.
+    Each execution's input records its retry policy (--max-attempts,
+    --retry-delay), which every worker follows.
     An id whose execution is open is "already running", not an error. Refused
     ids go to a retry file that --ids takes back.
 
@@ -248,12 +281,19 @@ def submit_command(
             reason=reason,
             prefix=prefix,
             store=store_url,
+            retry=RetryPolicy(
+                max_attempts=max_attempts,
+                retry_delay=retry_delay,
+                max_retry_delay=max_retry_delay,
+            ),
         )
     except (FlowError, InvalidStepName, FlowInputError) as exc:
         fail(str(exc), EXIT_USAGE)
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)
     _check_retry_location(failed_file)
+    if (warning := spelling_warning(flow)) is not None:
+        tell(warning, logging.WARNING, label="[yellow]warning:[/]")
     interruption = Interruption(cancels=False, later="stopping, writing the retry file…")
 
     async def start_all() -> int:
@@ -358,31 +398,39 @@ def _submit_table(summary: SubmitSummary, retry_file: Path | None) -> Table:
     "--heartbeat",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloat(min=0.1, max=MAX_DELAY),
     help="Seconds between heartbeats; SWF times an attempt out after 3 times that.",
 )
 @click.option(
     "--max-attempts",
-    default=3,
-    show_default=True,
-    type=click.IntRange(1, 100),
-    help="Attempts per execution in all (this worker's decisions).",
+    default=None,
+    type=click.IntRange(1, MAX_ATTEMPTS),
+    hidden=True,
+    help="Ignored: an execution's retry policy is its own (swf submit --max-attempts).",
 )
 @click.option(
     "--retry-delay",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Seconds before the 2nd attempt, doubling after each failure.",
+    default=None,
+    type=FiniteFloat(min=0, max=MAX_DELAY),
+    hidden=True,
+    help="Ignored: an execution's retry policy is its own (swf submit --retry-delay).",
 )
 @click.option(
     "--drain",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0, max=MAX_DELAY),
     help="On SIGINT/SIGTERM, seconds running flows get to finish.",
 )
 @store_option
+@click.option(
+    "--allow-store",
+    "allow_stores",
+    multiple=True,
+    metavar="URL",
+    help="A store URL an execution's input may name (`swf submit --store`), besides "
+    "--store (repeatable); an input naming any other store fails at once.",
+)
 @click.option(
     "--signals", is_flag=True, help="Send each runner's step.<name> signals to its execution."
 )
@@ -397,10 +445,11 @@ def worker(
     task_list: str,
     concurrency: int,
     heartbeat: float,
-    max_attempts: int,
-    retry_delay: float,
+    max_attempts: int | None,
+    retry_delay: float | None,
     drain: float,
     store_url: str | None,
+    allow_stores: tuple[str, ...],
     signals: bool,
     version: str,
     identity: str | None,
@@ -411,25 +460,35 @@ def worker(
     workflow attempt finished (JSON lines on stdout with --json). SIGINT or
     SIGTERM stops polling and lets running flows finish within --drain
     seconds; those still running then are cancelled (no step is marked) and
-    handed back to SWF for another worker.
+    handed back to SWF for another worker, without using up an attempt.
+
+    Flows run on --store; an execution may name another store only if it is
+    listed with --allow-store. Each execution is retried by its own policy,
+    set by `swf submit`.
 
     \b
     Examples:
       asteps swf worker flows.py:flow --domain exports --store s3://my-markers
       asteps swf worker pkg.flows:export --domain exports --concurrency 32 --heartbeat 30
     """
+    for name, value in (("--max-attempts", max_attempts), ("--retry-delay", retry_delay)):
+        if value is not None:
+            tell(
+                f"{name} is ignored by workers: each execution is retried by its own "
+                f"policy; give `asteps swf submit {name}` instead",
+                logging.WARNING,
+                label="[yellow]warning:[/]",
+            )
     try:
-        RetryPolicy(max_attempts=max_attempts, heartbeat=heartbeat, retry_delay=retry_delay)
         the_worker = SwfWorker(
             flow,
             domain=domain,
             task_list=task_list,
             concurrency=concurrency,
             heartbeat=heartbeat,
-            max_attempts=max_attempts,
-            retry_delay=retry_delay,
             drain=drain,
             store=store_url,
+            allow_stores=allow_stores,
             signals=signals,
             version=version,
             identity=identity,

@@ -47,7 +47,7 @@ Why it works this way:
 from ..errors import SignalDeliveryError, SignalError
 from ._activity import FlowReport
 from ._client import Execution
-from ._decider import RetryPolicy, decide
+from ._decider import decide
 from ._echo import EchoGuard
 from ._registration import init_domain
 from ._signals import SWF_INPUT_LIMIT, execution_source, swf_input
@@ -57,6 +57,7 @@ from ._types import (
     FLOW_TYPE,
     FlowInput,
     FlowInputError,
+    RetryPolicy,
     SwfError,
     SwfNotSetUp,
 )

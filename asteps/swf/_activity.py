@@ -1,7 +1,8 @@
 """One activity task: the flow for one workflow id, as ``asteps run`` runs it.
 
 :func:`accept` checks a task's input before anything runs (what it refuses
-can never succeed, so it is not retried); :func:`run_flow` runs the flow with
+can never succeed, so it is not retried) and picks its store among those the
+operator allowed (:class:`StoreAllowList`); :func:`run_flow` runs the flow with
 a :class:`Runner` whose ``run_id`` is the SWF run id; :class:`Heartbeat`
 tells SWF the worker is alive and hears a cancellation request.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +23,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .._batch import BatchRun
 from .._bus import EventBus
-from .._flows import Flow, check_params
-from .._names import (
-    check_prefix_per_workflow,
-    format_prefix,
-    validate_patterns,
-    validate_workflow_id,
-)
+from .._flows import Flow, check_params, flow_names
+from .._names import format_prefix, shown, validate_workflow_id
+from ..errors import StoreError
 from ..stores.base import DoneStore
 from ..stores.urls import open_store, parse_store_url
 from ._client import explain
@@ -64,31 +62,78 @@ class FlowReport:
         )
 
 
-def accept(task: Mapping[str, Any], flow_spec: str, flow: Flow) -> FlowInput:
-    """The task's input, checked against the worker's flow.
+class StoreAllowList:
+    """The stores an execution's input may name: the worker's own, and those its
+    operator allowed (``--allow-store``), compared after normalisation.
 
-    Raises :class:`FlowInputError`, :class:`~asteps.errors.FlowError`,
-    :class:`~asteps.errors.InvalidStepName` or
-    :class:`~asteps.errors.StoreError` (a malformed store URL): input that no
-    retry would make runnable.
+    The input only picks one of them: the worker opens the operator's URL, so
+    no input ever sets an endpoint, a region, credentials or a local path, and
+    the set of stores a worker opens is bounded by its command line.
+    """
+
+    def __init__(self, own: str, allowed: Sequence[str] = ()) -> None:
+        self.own = own
+        self._urls: dict[tuple[str, ...], str] = {}
+        for url in (*allowed, own):  # malformed URLs fail here, before any I/O
+            self._urls.setdefault(normalise_store_url(url), url)
+
+    def resolve(self, asked: str | None) -> str:
+        """The operator's URL for the store an input asks for (its own store for
+        none); :class:`FlowInputError` for a store the operator did not allow."""
+        if asked is None:
+            return self.own
+        try:
+            found = self._urls.get(normalise_store_url(asked))
+        except StoreError:
+            found = None
+        if found is None:
+            raise FlowInputError(
+                f"the execution asks for the store {shown(asked)}, which this worker's "
+                "operator did not allow: start workers with --allow-store URL for it, "
+                "or submit without --store"
+            )
+        return found
+
+
+def normalise_store_url(url: str) -> tuple[str, ...]:
+    """A store URL parsed, so that spellings of one store compare equal:
+    ``file:store``, ``file:./store/`` and ``file:///abs/store`` (from the working
+    directory ``/abs``), or S3 options in any order. Nothing is opened or
+    resolved on disk."""
+    parsed = parse_store_url(url)
+    location = parsed.location
+    if parsed.scheme == "file":
+        location = os.path.abspath(location)
+    options = (f"{k}={v}" for k, v in sorted(parsed.options.items()))
+    return (parsed.scheme, location, parsed.key_root, *options)
+
+
+def accept(
+    task: Mapping[str, Any], flow: Flow, flows: frozenset[str], stores: StoreAllowList
+) -> tuple[FlowInput, str]:
+    """The task's input, checked against the worker's ``flow`` (its names in
+    ``flows``, from :func:`~asteps._flows.flow_names`) and stores; and the URL
+    of the store to open.
+
+    Raises :class:`FlowInputError`, :class:`~asteps.errors.FlowError` or
+    :class:`~asteps.errors.InvalidStepName`: input that no retry would make
+    runnable.
     """
     spec = FlowInput.from_json(task.get("input"))
-    if spec.flow != flow_spec:
-        # A worker runs the one flow it was started with: the input must not
-        # make it import code of the submitter's choosing.
+    # A worker runs the one flow it was started with: the input must not
+    # make it import code of the submitter's choosing. Spellings of that
+    # flow are compared by what they resolve to, without importing them.
+    if not flow_names(spec.flow) & flows:
         raise FlowInputError(
-            f"this worker runs flow {flow_spec!r}, the execution asks for {spec.flow!r}: "
-            "give each flow its own --task-list, with workers started for that flow"
+            f"this worker runs another flow than {shown(spec.flow)} (it runs "
+            f"{', '.join(sorted(flows))}): give each flow its own --task-list, with "
+            "workers started for that flow"
         )
     workflow_id = task["workflowExecution"]["workflowId"]
     validate_workflow_id(workflow_id)
     check_params(flow, spec.params)
-    validate_patterns([*spec.force, *spec.skip])
-    check_prefix_per_workflow(spec.prefix)  # a worker runs many workflows
     format_prefix(spec.prefix, workflow_id, None)
-    if spec.store is not None:
-        parse_store_url(spec.store)
-    return spec
+    return spec, stores.resolve(spec.store)
 
 
 async def run_flow(

@@ -8,12 +8,17 @@ An asteps execution is one activity (the flow for one workflow id), retried:
   then, on ``TimerFired``, schedule the next attempt; after ``max_attempts``
   in all, or at once for a failure marked not retryable, fail the execution
   with the failure's reason;
+- ``ActivityTaskFailed`` marked drained (a worker stopped and handed the
+  attempt back): schedule the next attempt at once, and do not count it;
 - a cancellation request: cancel the activity if it runs, else the execution;
 - anything else (a signal, say): nothing to decide.
 
 Why stateless: every decision is made again from the whole history, so any
 worker can take any decision task, and a worker that dies between two
-decisions loses nothing.
+decisions loses nothing. For the same reason the retry policy is the
+execution's own, read from its input (:class:`RetryPolicy`): whichever worker
+decides, the execution is retried alike. The deciding worker sets only the
+heartbeat timeout and the activity type's version.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ._types import (
@@ -29,6 +35,9 @@ from ._types import (
     FLOW_TYPE,
     SWF_DETAILS_LIMIT,
     SWF_REASON_LIMIT,
+    FlowInput,
+    FlowInputError,
+    RetryPolicy,
     clip,
     read_failure_details,
 )
@@ -62,38 +71,9 @@ _OUTCOMES = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How the activity is scheduled and retried.
-
-    ``heartbeat`` is the activity's heartbeat period in seconds: SWF times it
-    out after three missed heartbeats. After the n-th failed attempt the next
-    one waits ``retry_delay * 2**(n-1)`` seconds, at most ``max_retry_delay``.
-    """
-
-    max_attempts: int = 3
-    heartbeat: float = 10.0
-    retry_delay: float = 5.0
-    max_retry_delay: float = 300.0
-    activity_version: str = DEFAULT_VERSION
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        if self.heartbeat <= 0:
-            raise ValueError(f"heartbeat must be positive, got {self.heartbeat}")
-        if self.retry_delay < 0:
-            raise ValueError(f"retry_delay must not be negative, got {self.retry_delay}")
-
-    @property
-    def heartbeat_timeout(self) -> int:
-        """SWF's heartbeat timeout: three heartbeat periods, in whole seconds."""
-        return max(1, math.ceil(3 * self.heartbeat))
-
-    def delay(self, failed_attempts: int) -> int:
-        """Seconds to wait before the attempt after ``failed_attempts`` failures."""
-        seconds = self.retry_delay * 2.0 ** max(failed_attempts - 1, 0)
-        return math.ceil(min(seconds, self.max_retry_delay))
+def heartbeat_timeout(heartbeat: float) -> int:
+    """SWF's heartbeat timeout for a heartbeat period: three periods, in whole seconds."""
+    return max(1, math.ceil(3 * heartbeat))
 
 
 @dataclass
@@ -102,7 +82,8 @@ class _Reading:
 
     input: str | None = None
     task_list: str | None = None
-    attempts: int = 0
+    scheduled: int = 0
+    drained: int = 0
     activity_open: bool = False
     activity_id: str | None = None
     timer_open: str | None = None
@@ -111,26 +92,53 @@ class _Reading:
     closed: bool = False
     last: Mapping[str, Any] | None = None
 
+    @property
+    def attempts(self) -> int:
+        """Attempts that count: those scheduled, less those handed back by a drain."""
+        return self.scheduled - self.drained
 
-def decide(events: Iterable[Mapping[str, Any]], policy: RetryPolicy) -> list[Decision]:
+    def policy(self) -> RetryPolicy:
+        """The execution's retry policy, from its input; the defaults for an
+        input that has none (an older submit) or that no worker can run (its
+        attempt fails at once, not retried)."""
+        try:
+            return FlowInput.from_json(self.input).retry
+        except FlowInputError:
+            return RetryPolicy()
+
+
+def decide(
+    events: Iterable[Mapping[str, Any]],
+    *,
+    heartbeat: float = 10.0,
+    activity_version: str = DEFAULT_VERSION,
+) -> list[Decision]:
     """The decisions for an execution whose history is ``events``, oldest first
-    (as PollForDecisionTask returns them, every page joined)."""
+    (as PollForDecisionTask returns them, every page joined).
+
+    Attempts are retried by the execution's own :class:`RetryPolicy` (in its
+    input); an attempt is scheduled with a heartbeat timeout of three
+    ``heartbeat`` periods, as activity type version ``activity_version``.
+    """
     h = _read(events)
     if h.closed:
         return []
     if h.cancel_requested:
         return _cancel(h)
     last = h.last
+    schedule = partial(_schedule, h, heartbeat, activity_version)
     if last is None:
-        return [_schedule(h, policy, attempt=1)]
+        return [schedule()]
     kind = last["eventType"]
     attrs = _attributes(last)
     if kind == "ActivityTaskCompleted":
         return [_close("CompleteWorkflowExecution", result=attrs.get("result"))]
+    if kind == "ActivityTaskFailed" and read_failure_details(attrs.get("details"))[1]:
+        return [schedule()]  # handed back by a stopping worker: at once, not counted
     if kind in ("ActivityTaskFailed", "ActivityTaskTimedOut"):
-        return _after_failure(h, policy, kind, attrs)
+        return _after_failure(h, h.policy(), kind, attrs)
     if kind in ("TimerFired", "StartTimerFailed", "TimerCanceled"):
-        return [_schedule(h, policy, attempt=h.attempts + 1)]
+        return [schedule()]
     if kind == "ScheduleActivityTaskFailed":
         cause = attrs.get("cause", "unknown cause")
         activity = attrs.get("activityType", {})
@@ -161,7 +169,7 @@ def _read(events: Iterable[Mapping[str, Any]]) -> _Reading:
         elif kind == "ActivityTaskCancelRequested":
             h.cancel_asked_of_activity = True
         if kind == "ActivityTaskScheduled":
-            h.attempts += 1
+            h.scheduled += 1
             h.activity_open, h.activity_id = True, attrs.get("activityId")
         elif kind.startswith("ActivityTask") and kind in _OUTCOMES:
             h.activity_open = False
@@ -169,6 +177,8 @@ def _read(events: Iterable[Mapping[str, Any]]) -> _Reading:
             h.timer_open = attrs.get("timerId")
         elif kind in ("TimerFired", "TimerCanceled"):
             h.timer_open = None
+        if kind == "ActivityTaskFailed" and read_failure_details(attrs.get("details"))[1]:
+            h.drained += 1
         if kind in _OUTCOMES:
             h.last = event
     return h
@@ -181,12 +191,13 @@ def _attributes(event: Mapping[str, Any]) -> Mapping[str, Any]:
     return found if isinstance(found, Mapping) else {}
 
 
-def _schedule(h: _Reading, policy: RetryPolicy, *, attempt: int) -> Decision:
+def _schedule(h: _Reading, heartbeat: float, activity_version: str) -> Decision:
     attributes: dict[str, Any] = {
-        "activityType": {"name": FLOW_TYPE, "version": policy.activity_version},
-        # One id per attempt: SWF refuses an id in use, moto even a closed one.
-        "activityId": f"{FLOW_TYPE}-{attempt}",
-        "heartbeatTimeout": str(policy.heartbeat_timeout),
+        "activityType": {"name": FLOW_TYPE, "version": activity_version},
+        # One id per activity scheduled: SWF refuses an id in use, moto even a
+        # closed one (drained attempts included, though they do not count).
+        "activityId": f"{FLOW_TYPE}-{h.scheduled + 1}",
+        "heartbeatTimeout": str(heartbeat_timeout(heartbeat)),
         # Only heartbeats bound an attempt: a flow may rightly run for hours,
         # and queued work may wait for a free worker as long as it takes.
         "scheduleToStartTimeout": "NONE",
@@ -210,12 +221,12 @@ def _after_failure(
         reason, retryable, error = f"timed out: {attrs.get('timeoutType', 'unknown')}", True, None
     else:
         reason = attrs.get("reason") or "the activity failed"
-        retryable, error = read_failure_details(attrs.get("details"))
+        retryable, _, error = read_failure_details(attrs.get("details"))
     if not retryable or h.attempts >= policy.max_attempts:
         details = {"attempts": h.attempts, "retryable": retryable, "error": error or reason}
         return [_fail(reason, json.dumps(details))]
     timer = {
-        "timerId": f"retry-{h.attempts}",
+        "timerId": f"retry-{h.scheduled}",
         "startToFireTimeout": str(policy.delay(h.attempts)),
     }
     return [{"decisionType": "StartTimer", "startTimerDecisionAttributes": timer}]

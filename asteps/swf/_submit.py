@@ -16,16 +16,18 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, Literal
 
 import aioboto3
 import anyio
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
 from .._batch import BadId, IdReader
 from .._flows import check_params, load_flow
-from .._names import check_prefix_per_workflow, validate_patterns, validate_workflow_id
+from .._names import check_prefix_per_workflow, shown, validate_patterns, validate_workflow_id
 from .._runner import DEFAULT_PREFIX
 from ..errors import InvalidStepName
 from ..stores.urls import parse_store_url
@@ -35,8 +37,11 @@ from ._types import (
     DEFAULT_VERSION,
     FLOW_TYPE,
     FlowInput,
+    FlowInputError,
+    RetryPolicy,
     SwfError,
     SwfNotSetUp,
+    explain_input,
 )
 
 EXECUTION_TIMEOUT = 365 * 24 * 3600
@@ -125,19 +130,57 @@ def prepare(
     reason: str | None = None,
     prefix: str = DEFAULT_PREFIX,
     store: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> FlowInput:
     """The input every execution gets, checked: raises
     :class:`~asteps.errors.FlowError`, :class:`~asteps.errors.InvalidStepName`,
-    :class:`~asteps.errors.StoreError` or :class:`FlowInputError` (too long)."""
+    :class:`~asteps.errors.StoreError` or :class:`FlowInputError` (too long,
+    or a field out of bounds). ``retry`` is the executions' retry policy (the
+    defaults without it), recorded in their input for every decider."""
     loaded = load_flow(flow)
     check_params(loaded, dict(params or {}))
     validate_patterns([*force, *skip])
     check_prefix_per_workflow(prefix)
     if store is not None:
         parse_store_url(store)
-    spec = FlowInput(flow, dict(params or {}), tuple(force), tuple(skip), reason, prefix, store)
+    try:
+        spec = FlowInput(
+            flow=flow,
+            params=dict(params or {}),
+            force=tuple(force),
+            skip=tuple(skip),
+            reason=reason,
+            prefix=prefix,
+            store=store,
+            retry=retry or RetryPolicy(),
+        )
+    except ValidationError as exc:
+        raise FlowInputError(explain_input(exc, options=True)) from None
     spec.to_json()  # the size check
     return spec
+
+
+def spelling_warning(flow: str) -> str | None:
+    """Why workers may accept none of the executions of ``flow``, as spelled, or None.
+
+    A worker accepts an execution when its flow resolves, on the worker's
+    machine and from the worker's working directory, to the worker's own
+    flow. A file spelled with an absolute path, or one reaching out of the
+    working directory with ``..``, resolves to the same file only on a
+    worker whose checkout sits at that very path.
+    """
+    module_part = flow.rpartition(":")[0]
+    if not (module_part.endswith(".py") or "/" in module_part):
+        return None
+    path = PurePath(module_part)
+    if not path.is_absolute() and ".." not in path.parts:
+        return None
+    return (
+        f"flow {shown(flow)} names a file by its place on this machine; a worker accepts "
+        "these executions only if its own flow resolves to that same path. Spell the flow "
+        "as the workers do (relative to their working directory, e.g. flows.py:flow), or "
+        "check that their checkout is at that path"
+    )
 
 
 def check_swf_workflow_id(workflow_id: str) -> str:

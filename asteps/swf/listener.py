@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -44,6 +46,13 @@ class SwfSignalListener:
     its signal name, its input decoded from JSON when it is JSON, with
     ``source`` set to the execution. No signal is published twice.
 
+    A poll that fails is logged and tried again after a wait that doubles with
+    each failure in a row, from ``poll_interval`` up to ``max_backoff`` seconds
+    (an error that persists, an access denied say, is not retried at full
+    speed forever); a poll that succeeds brings the wait back to
+    ``poll_interval``. ``sleep`` is how the listener waits (``anyio.sleep``;
+    tests pass their own).
+
     With an ``echo_guard`` shared with an :class:`SwfSignalBridge`, the
     signals that bridge sent are not published again; without one, every
     signal in the history is.
@@ -59,19 +68,25 @@ class SwfSignalListener:
         workflow_id: str,
         run_id: str | None = None,
         poll_interval: float = 1.0,
+        max_backoff: float = 60.0,
         echo_guard: EchoGuard | None = None,
         session: aioboto3.Session | None = None,
         endpoint_url: str | None = None,
         region_name: str | None = None,
         client_config: AioConfig | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
-        if poll_interval <= 0:
-            raise SignalError(f"poll_interval must be positive, got {poll_interval}")
+        if not (math.isfinite(poll_interval) and poll_interval > 0):
+            raise SignalError(f"poll_interval must be a finite number over 0, got {poll_interval}")
+        if not (math.isfinite(max_backoff) and max_backoff > 0):
+            raise SignalError(f"max_backoff must be a finite number over 0, got {max_backoff}")
         self.bus = bus
         self.domain = domain
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.poll_interval = poll_interval
+        self.max_backoff = max(max_backoff, poll_interval)
+        self._sleep = sleep
         self.echo_guard = echo_guard
         self.published = 0
         self.last_event_id = 0
@@ -162,6 +177,11 @@ class SwfSignalListener:
             return False
         return self.echo_guard.is_echo((self.domain, self.workflow_id, name, raw))
 
+    def backoff(self, failures: int) -> float:
+        """The wait after ``failures`` failed polls in a row: ``poll_interval``
+        doubled per failure after the first, at most ``max_backoff``."""
+        return min(self.poll_interval * 2.0 ** min(failures - 1, 64), self.max_backoff)
+
     async def _new_events(self) -> list[dict[str, Any]]:
         newest_first: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
@@ -187,11 +207,18 @@ class SwfSignalListener:
             kwargs["nextPageToken"] = token
 
     async def _poll_forever(self) -> None:
+        failures = 0
         while not self.closed:
             try:
                 async with self._polling:
                     await self._poll()
             except (SignalError, BotoCoreError) as exc:
-                logger.warning("SWF listener on %s: %s", self.workflow_id, exc)
-            await anyio.sleep(self.poll_interval)
+                failures += 1
+                wait = self.backoff(failures)
+                logger.warning(
+                    "SWF listener on %s: %s; polling again in %.3g s", self.workflow_id, exc, wait
+                )
+            else:
+                failures, wait = 0, self.poll_interval
+            await self._sleep(wait)
         logger.info("SWF execution %s closed: its listener stops polling", self.workflow_id)

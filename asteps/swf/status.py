@@ -19,6 +19,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .._names import shown
 from ._client import SwfClientOptions, explain
 from ._types import DEFAULT_VERSION, FLOW_TYPE, SwfError, SwfNotSetUp
 
@@ -46,15 +47,28 @@ class SwfStatus:
         return {**self.counts, "failed_ids": self.failed_ids}
 
 
+MAX_SINCE_DAYS = 1000
+"""The longest ``--since``: SWF keeps an execution at most a year open and
+90 days closed, so anything longer means "everything"."""
+
+
 def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` as seconds; ValueError otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    """``90s``, ``30m``, ``12h``, ``7d`` as seconds, over 0 and at most
+    ``MAX_SINCE_DAYS`` days; ValueError otherwise (a number needs its unit)."""
+    match = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,6})?)\s*([smhd])\s*", text)
     if not match:
         raise ValueError(
-            f"duration {text!r} is not understood: use a number with s, m, h or d (30m, 7d)"
+            f"duration {shown(text)} is not understood: use a number with its unit, "
+            "s, m, h or d (90s, 30m, 7d)"
         )
-    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return float(match.group(1)) * unit
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    seconds = float(match.group(1)) * unit
+    if not 0 < seconds <= MAX_SINCE_DAYS * 86400:
+        raise ValueError(
+            f"duration {shown(text)} must be over 0 and at most {MAX_SINCE_DAYS}d; leave "
+            "--since out to see every execution SWF keeps"
+        )
+    return seconds
 
 
 async def swf_status(

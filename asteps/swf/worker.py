@@ -16,8 +16,16 @@ Why it works this way:
   waited (real SWF holds a poll for up to 60 s; moto answers at once).
 - Stopping (``stop`` set; SIGINT/SIGTERM in the CLI): polling stops, running
   flows get ``drain`` seconds to finish, then are cancelled (no step is
-  marked by a cancellation) and reported failed to SWF, so another worker
-  retries them at once rather than after a heartbeat timeout.
+  marked by a cancellation) and handed back to SWF as a failure marked
+  drained, which the decider retries at once without counting it: rolling
+  deploys never use up an execution's attempts.
+- Answers to SWF after a flow ran (completed, failed, canceled) are shielded
+  from the worker's stop: the work is done, and SWF must hear it.
+- Trust: whoever may start an execution must not control the worker. The
+  input's flow must resolve to the worker's own; its store must be the
+  worker's or one its operator allowed (``allow_stores``), and the worker
+  opens the operator's URL; the retry policy is the execution's, recorded by
+  ``submit``.
 - What SWF no longer knows (a task completed twice, a timed-out task, a
   closed execution) is logged and dropped: another worker has it, or had it.
 """
@@ -25,11 +33,12 @@ Why it works this way:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,12 +49,13 @@ from anyio.abc import TaskGroup
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .._bus import EventBus
-from .._flows import load_flow
+from .._flows import flow_names, load_flow
+from .._names import shown
 from ..errors import FlowError, InvalidStepName, SignalError, StoreError, describe
-from ..stores.urls import default_store_url, parse_store_url
-from ._activity import FlowReport, Heartbeat, Stores, accept, run_flow
+from ..stores.urls import default_store_url
+from ._activity import FlowReport, Heartbeat, StoreAllowList, Stores, accept, run_flow
 from ._client import SwfClientOptions, explain
-from ._decider import RetryPolicy, decide
+from ._decider import decide
 from ._types import (
     DEFAULT_TASK_LIST,
     DEFAULT_VERSION,
@@ -86,12 +96,14 @@ class SwfWorker:
     ``flow`` is a flow spec (``package.module:function`` or
     ``file.py:function``), loaded now: a bad one raises
     :class:`~asteps.errors.FlowError` before any I/O. Each execution's input
-    names its flow, which must be this one. Its store is the input's, or
-    ``store`` (a store URL; default ``$ASTEPS_STORE``, else ``file:.asteps``).
+    names its flow, which must resolve to this one. Flows run on ``store`` (a
+    store URL; default ``$ASTEPS_STORE``, else ``file:.asteps``), or on one of
+    ``allow_stores`` when the input names it; an input naming any other store
+    fails at once.
 
     ``heartbeat`` seconds between heartbeats (SWF times an attempt out after
-    three times that), ``max_attempts`` attempts per execution in all, back-off
-    ``retry_delay`` seconds doubling per failure; with ``signals``, each
+    three times that); each execution is retried by the policy in its own
+    input (see :class:`~asteps.swf.RetryPolicy`); with ``signals``, each
     runner's ``step.<name>`` signals go to its own execution through an
     :class:`SwfSignalBridge`. ``on_workflow`` is called with each attempt's
     :class:`FlowReport` as it ends.
@@ -107,10 +119,9 @@ class SwfWorker:
         task_list: str = DEFAULT_TASK_LIST,
         concurrency: int = 8,
         heartbeat: float = 10.0,
-        max_attempts: int = 3,
-        retry_delay: float = 5.0,
         drain: float = 30.0,
         store: str | None = None,
+        allow_stores: Sequence[str] = (),
         signals: bool = False,
         version: str = DEFAULT_VERSION,
         identity: str | None = None,
@@ -125,21 +136,23 @@ class SwfWorker:
             raise ValueError("domain is empty: give the SWF domain to work in")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        if drain < 0:
-            raise ValueError(f"drain must not be negative, got {drain}")
+        if not (math.isfinite(drain) and drain >= 0):
+            raise ValueError(f"drain must be a finite number of seconds, 0 or more, got {drain}")
+        if not (math.isfinite(heartbeat) and heartbeat > 0):
+            raise ValueError(
+                f"heartbeat must be a finite number of seconds over 0, got {heartbeat}"
+            )
         self.flow_spec = flow
         self.flow = load_flow(flow)
+        self.flow_names = flow_names(flow, self.flow)
         self.store_url = store or default_store_url()
-        parse_store_url(self.store_url)  # a malformed URL fails before any I/O
+        # Malformed URLs fail here, before any I/O.
+        self.stores = StoreAllowList(self.store_url, allow_stores)
         self.domain = domain
         self.task_list = task_list
         self.concurrency = concurrency
-        self.policy = RetryPolicy(
-            max_attempts=max_attempts,
-            heartbeat=heartbeat,
-            retry_delay=retry_delay,
-            activity_version=version,
-        )
+        self.heartbeat = heartbeat
+        self.version = version
         self.drain = drain
         self.signals = signals
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}"
@@ -240,7 +253,7 @@ class SwfWorker:
         return task
 
     async def _decide(self, client: Any, task: dict[str, Any]) -> None:
-        decisions = decide(task["events"], self.policy)
+        decisions = decide(task["events"], heartbeat=self.heartbeat, activity_version=self.version)
         workflow_id = task["workflowExecution"]["workflowId"]
         logger.debug(
             "workflow %s: %s", workflow_id, [d["decisionType"] for d in decisions] or "waiting"
@@ -309,30 +322,37 @@ class SwfWorker:
         workflow_id = task["workflowExecution"]["workflowId"]
         run_id = task["workflowExecution"]["runId"]
         try:
-            spec = accept(task, self.flow_spec, self.flow)
-        except (FlowInputError, FlowError, InvalidStepName, StoreError) as exc:
+            spec, store_url = accept(task, self.flow, self.flow_names, self.stores)
+        except (FlowInputError, FlowError, InvalidStepName) as exc:
+            logger.warning("workflow %s: input refused, not retried: %s", shown(workflow_id), exc)
             refused = FlowReport(workflow_id, run_id, ok=False, error=str(exc), retryable=False)
-            refused.outcome = "failed" if await self._failed(client, token, refused) else "dropped"
+            with _shielded():
+                ok = await self._failed(client, token, refused)
+            refused.outcome = "failed" if ok else "dropped"
             return refused
-        heartbeat = Heartbeat(client, token, self.policy.heartbeat, workflow_id)
+        heartbeat = Heartbeat(client, token, self.heartbeat, workflow_id)
         report: FlowReport | None = None
         started = time.perf_counter()
         try:
             async with anyio.create_task_group() as flow_and_heartbeat:
                 flow_and_heartbeat.start_soon(heartbeat.run, flow_and_heartbeat.cancel_scope)
                 try:
-                    report = await self._run(stores, spec, workflow_id, run_id)
+                    report = await self._run(stores, store_url, spec, workflow_id, run_id)
                 finally:
                     flow_and_heartbeat.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             # The worker stopped before the flow finished: say so, so that
             # another worker retries it now rather than after a timeout.
             stopped = FlowReport(
-                workflow_id, run_id, ok=False, error="the worker stopped before the flow ended"
+                workflow_id,
+                run_id,
+                ok=False,
+                error="the worker stopped before the flow ended",
+                duration=time.perf_counter() - started,
+                outcome="stopped",
             )
-            stopped.outcome = "stopped"
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_RESPOND_TIMEOUT):
-                await self._failed(client, token, stopped)
+            with _shielded():
+                await self._failed(client, token, stopped, drained=True)
             self._report(stopped)
             raise
         if report is None:  # SWF cancelled the attempt, or forgot it
@@ -341,24 +361,30 @@ class SwfWorker:
             )
             if heartbeat.cancel_requested:
                 report.outcome, report.error = "canceled", "cancelled at SWF's request"
-                await _respond(client.respond_activity_task_canceled, workflow_id, taskToken=token)
+                with _shielded():
+                    await _respond(
+                        client.respond_activity_task_canceled, workflow_id, taskToken=token
+                    )
             else:
                 report.outcome, report.error = "dropped", "SWF no longer knows this attempt"
             return report
-        if report.ok:
-            if not await _respond(
-                client.respond_activity_task_completed,
-                workflow_id,
-                taskToken=token,
-                result=report.result(),
-            ):
-                report.outcome = "dropped"
-        elif not await self._failed(client, token, report):
+        # The flow ran: SWF must hear how, even if the worker is stopping now.
+        with _shielded():
+            if report.ok:
+                answered = await _respond(
+                    client.respond_activity_task_completed,
+                    workflow_id,
+                    taskToken=token,
+                    result=report.result(),
+                )
+            else:
+                answered = await self._failed(client, token, report)
+        if not answered:
             report.outcome = "dropped"
         return report
 
     async def _run(
-        self, stores: Stores, spec: FlowInput, workflow_id: str, run_id: str
+        self, stores: Stores, store_url: str, spec: FlowInput, workflow_id: str, run_id: str
     ) -> FlowReport:
         """The flow on its store, with a signal bridge when asked; a store or
         bridge that cannot be opened is a (retryable) failure."""
@@ -370,7 +396,7 @@ class SwfWorker:
             )
         report: FlowReport | None = None
         try:
-            store = await stores.get(spec.store or self.store_url)
+            store = await stores.get(store_url)
             async with bridge:
                 report = await run_flow(self.flow, store, spec, workflow_id, run_id, bus)
         except (StoreError, SignalError) as exc:
@@ -390,15 +416,24 @@ class SwfWorker:
             "client_config": o.config,
         }
 
-    async def _failed(self, client: Any, token: str, report: FlowReport) -> bool:
+    async def _failed(
+        self, client: Any, token: str, report: FlowReport, *, drained: bool = False
+    ) -> bool:
         error = report.error or "failed"
         return await _respond(
             client.respond_activity_task_failed,
             report.workflow_id,
             taskToken=token,
             reason=clip(error, SWF_REASON_LIMIT),
-            details=failure_details(error, retryable=report.retryable),
+            details=failure_details(error, retryable=report.retryable, drained=drained),
         )
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    """An answer to SWF that the worker's stop must not cut short, bounded in time."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_RESPOND_TIMEOUT):
+        yield
 
 
 async def _respond(call: Callable[..., Any], what: str, **kwargs: Any) -> bool:

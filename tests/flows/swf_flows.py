@@ -38,3 +38,16 @@ async def slow(runner: Runner, started: str, seconds: str = "30") -> None:
         await anyio.sleep(float(seconds))
 
     await runner.step("wait", wait)
+
+
+async def until_released(runner: Runner, started: str, release: str) -> None:
+    """One step that appends a line to ``started`` (one per attempt), then works
+    until the file ``release`` exists."""
+
+    async def wait() -> None:
+        async with await anyio.open_file(started, "a") as lines:
+            await lines.write(f"{runner.run_id}\n")
+        while not await anyio.Path(release).exists():  # noqa: ASYNC110 (another process writes it)
+            await anyio.sleep(0.05)
+
+    await runner.step("wait", wait)
