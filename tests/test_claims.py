@@ -1,0 +1,368 @@
+"""Run once, even when callers race: single flight in a runner, and exclusive
+steps across runners on every store (claims in asteps._claims)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from asteps import FileStore, MemoryStore, Runner, S3Store
+from asteps._claims import Claims, Held
+from asteps._decision import RAN_CONCURRENTLY
+from asteps.errors import ClaimLost, ClaimsNotSupported
+from asteps.stores.base import CLAIMS_ROOT
+
+from .conftest import CountingStore
+
+# -- single flight in one runner -------------------------------------------------
+
+
+async def test_five_same_name_steps_gathered_in_one_runner_run_the_work_once(
+    store: CountingStore,
+) -> None:
+    runner = Runner(store, "wf")
+    runs: list[int] = []
+
+    async def work() -> str:
+        runs.append(1)
+        await anyio.lowlevel.checkpoint()  # in flight while the others are submitted
+        return "rows"
+
+    outcomes: list[Any] = [None] * 5
+
+    async def one(i: int) -> None:
+        outcomes[i] = await runner.step("same", work)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(one, i)
+    assert runs == [1]
+    assert sorted(o.status for o in outcomes) == ["completed"] + ["skipped"] * 4
+    for outcome in outcomes:
+        assert outcome.result == "rows"
+        if outcome.status == "skipped":
+            assert outcome.reasons == (RAN_CONCURRENTLY,)
+    assert store.calls["mark_done"] == 1
+
+
+async def test_a_call_waiting_for_a_failed_one_decides_again_and_runs(
+    store: CountingStore,
+) -> None:
+    runner = Runner(store, "wf")
+    attempts: list[int] = []
+
+    async def flaky() -> str:
+        attempts.append(1)
+        await anyio.lowlevel.checkpoint()
+        if len(attempts) == 1:
+            raise RuntimeError("first try fails")
+        return "ok"
+
+    outcomes: list[Any] = []
+
+    async def one() -> None:
+        outcomes.append(await runner.step("s", flaky))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one)
+        tg.start_soon(one)
+    assert [o.status for o in outcomes] == ["failed", "completed"]
+    assert len(attempts) == 2
+
+
+async def test_a_call_waiting_for_a_cancelled_one_decides_again() -> None:
+    runner = Runner(MemoryStore(), "wf", done=[])
+    started = anyio.Event()
+
+    async def hangs() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        first = anyio.CancelScope()
+
+        async def cancelled() -> None:
+            with first:
+                await runner.step("s", hangs)
+
+        tg.start_soon(cancelled)
+        await started.wait()
+        second: list[Any] = []
+
+        async def waits() -> None:
+            second.append(await runner.step("s", lambda: "second"))
+
+        tg.start_soon(waits)
+        await anyio.wait_all_tasks_blocked()
+        first.cancel()
+    assert second[0].status == "completed"
+    assert second[0].result == "second"
+
+
+# -- exclusive steps, on every store -------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "file", "s3"])
+async def claims_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield MemoryStore()
+    elif request.param == "file":
+        yield FileStore(tmp_path)
+    else:
+        aws = request.getfixturevalue("aws")  # a clean moto server
+        async with S3Store("steps", endpoint_url=aws.endpoint_url, session=aws.session()) as s3:
+            await s3.client.create_bucket(Bucket="steps")
+            yield s3
+
+
+async def test_two_runners_racing_over_exclusive_steps_run_each_once(claims_store: Any) -> None:
+    ran: list[str] = []
+
+    def work(name: str) -> Any:
+        async def run() -> str:
+            ran.append(name)
+            await anyio.sleep(0.01)
+            return name
+
+        return run
+
+    async def flow(runner: Runner) -> None:
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(runner.step, f"s{i}", work(f"s{i}"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(2):
+            tg.start_soon(flow, Runner(claims_store, "wf", exclusive=True, lease=5.0))
+    assert sorted(ran) == sorted(f"s{i}" for i in range(10))
+    assert await claims_store.list_done("wf/steps/") == {f"s{i}" for i in range(10)}
+
+
+async def test_a_waiter_returns_the_winners_kept_result_without_running(claims_store: Any) -> None:
+    holder = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    waiter = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    inside = anyio.Event()
+    release = anyio.Event()
+
+    async def slow() -> dict[str, int]:
+        inside.set()
+        await release.wait()
+        return {"rows": 12}
+
+    outcomes: dict[str, Any] = {}
+
+    async def run(who: str, runner: Runner, work: Any) -> None:
+        outcomes[who] = await runner.step("export", work, keep_result=True)
+
+    async def never() -> None:
+        raise AssertionError("the waiter must not run the step")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, "holder", holder, slow)
+        await inside.wait()
+        tg.start_soon(run, "waiter", waiter, never)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert outcomes["holder"].status == "completed"
+    assert outcomes["waiter"].status == "skipped"
+    assert outcomes["waiter"].result == {"rows": 12}
+    assert outcomes["waiter"].reasons == (f"Step was played by run {holder.run_id}",)
+
+
+async def test_claims_live_where_no_listing_of_markers_sees_them(claims_store: Any) -> None:
+    inside = anyio.Event()
+    release = anyio.Event()
+
+    async def slow() -> None:
+        inside.set()
+        await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(Runner(claims_store, "wf", exclusive=True).step, "a", slow)
+        await inside.wait()
+        assert await claims_store.read_claim("wf/steps/", "a") is not None
+        assert await claims_store.list_done("wf/steps/") == set()
+        release.set()
+    assert await claims_store.read_claim("wf/steps/", "a") is None  # released
+
+
+async def test_simpleflows_own_listing_shows_no_claim(
+    s3: S3Store, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simpleflow.step.tasks import GetStepsDoneTask
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", aws.endpoint_url)
+    await Runner(s3, "wf").step("done", lambda: None)
+    inside = anyio.Event()
+    release = anyio.Event()
+
+    async def slow() -> None:
+        inside.set()
+        await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(Runner(s3, "wf", exclusive=True).step, "held", slow)
+        await inside.wait()
+        listed = await anyio.to_thread.run_sync(GetStepsDoneTask("steps", "wf/steps").execute)
+        keys = await s3.client.list_objects_v2(Bucket="steps")
+        release.set()
+    assert sorted(listed) == ["done"]
+    assert f"{CLAIMS_ROOT}wf/steps/held" in {k["Key"] for k in keys["Contents"]}
+
+
+async def test_an_exclusive_step_costs_four_requests_and_a_done_one_none(s3: S3Store) -> None:
+    runner = Runner(s3, "wf", exclusive=True)
+    await runner.step("a", lambda: None)
+    assert dict(s3.counter.calls) == {  # type: ignore[attr-defined]
+        "ListObjectsV2": 1,  # the workflow's one listing
+        "PutObject": 2,  # the claim (If-None-Match), the marker
+        "GetObject": 1,  # the marker once more, after winning
+        "DeleteObject": 1,  # the release (If-Match)
+    }
+    s3.counter.clear()  # type: ignore[attr-defined]
+    await Runner(s3, "wf", exclusive=True).step("a", lambda: None)
+    assert dict(s3.counter.calls) == {"ListObjectsV2": 1}  # type: ignore[attr-defined]
+
+
+async def test_exclusive_off_adds_no_request(s3: S3Store) -> None:
+    await Runner(s3, "wf").step("a", lambda: None)
+    assert dict(s3.counter.calls) == {"ListObjectsV2": 1, "PutObject": 1}  # type: ignore[attr-defined]
+
+
+async def test_a_step_can_opt_out_of_its_runners_exclusive(s3: S3Store) -> None:
+    await Runner(s3, "wf", exclusive=True).step("a", lambda: None, exclusive=False)
+    assert dict(s3.counter.calls) == {"ListObjectsV2": 1, "PutObject": 1}  # type: ignore[attr-defined]
+
+
+async def test_a_store_without_claims_is_refused_for_exclusive_steps() -> None:
+    class Minimal:
+        async def list_done(self, prefix: str) -> set[str]:
+            return set()
+
+        async def mark_done(self, prefix: str, name: str, body: Any) -> None: ...
+
+        async def unmark(self, prefix: str, names: Any) -> None: ...
+
+    with pytest.raises(ClaimsNotSupported, match="cannot hold claims"):
+        Runner(Minimal(), "wf", exclusive=True)  # type: ignore[arg-type]
+    with pytest.raises(ClaimsNotSupported):
+        await Runner(Minimal(), "wf").step("a", lambda: None, exclusive=True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("lease", [0, -1, float("nan"), float("inf"), "60", True])
+def test_a_lease_must_be_a_finite_number_of_seconds(lease: Any) -> None:
+    with pytest.raises(ValueError, match="lease"):
+        Runner(MemoryStore(), "wf", exclusive=True, lease=lease)
+
+
+# -- the lease, on an injected clock --------------------------------------------------
+
+
+class Clock:
+    """A clock that moves only when a sleep is awaited: leases without real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+def claims(store: Any, clock: Clock, run_id: str, lease: float = 30.0) -> Claims:
+    return Claims(store, lease, run_id, "wf", clock=clock, sleep=clock.sleep)
+
+
+async def test_a_claim_left_unchanged_for_a_lease_is_taken_over_by_one_waiter() -> None:
+    store = MemoryStore()
+    clock = Clock()
+    dead = await claims(store, clock, "dead").take("wf/steps/", "a", forced=False)
+    assert isinstance(dead, Held)  # and its holder never renews it: it died
+    won: list[Any] = []
+
+    async with anyio.create_task_group() as tg:
+
+        async def wait(run_id: str) -> None:
+            won.append(await claims(store, clock, run_id).take("wf/steps/", "a", forced=False))
+            tg.cancel_scope.cancel()  # the first to win ends the race
+
+        tg.start_soon(wait, "w1")
+        tg.start_soon(wait, "w2")
+    assert len(won) == 1
+    assert isinstance(won[0], Held)
+    assert clock.now >= 30.0  # not before a full lease, on the waiters' own clock
+    assert store._claims["wf/steps/a"][1]["run_id"] in ("w1", "w2")
+
+
+async def test_a_renewed_claim_is_never_taken_over() -> None:
+    store = MemoryStore()
+    clock = Clock()
+    held = await claims(store, clock, "holder").take("wf/steps/", "a", forced=False)
+    assert isinstance(held, Held)
+    won: list[Any] = []
+
+    async with anyio.create_task_group() as tg:
+
+        async def wait() -> None:
+            won.append(await claims(store, clock, "waiter").take("wf/steps/", "a", forced=False))
+
+        tg.start_soon(wait)
+        while clock.now < 300.0:  # ten leases
+            assert await held.renew()
+            await clock.sleep(10.0)
+        tg.cancel_scope.cancel()
+    assert won == []
+
+
+async def test_a_holder_whose_renewal_is_refused_is_cancelled_and_does_not_mark() -> None:
+    store = MemoryStore()
+    clock = Clock()
+    runner = Runner(store, "wf", exclusive=True, lease=30.0)
+    inside = anyio.Event()
+    cancelled: list[bool] = []
+
+    async def work() -> None:
+        inside.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(True)
+            raise
+
+    async def steal() -> None:
+        await inside.wait()
+        token = await store.read_claim("wf/steps/", "a")
+        assert token is not None
+        assert await store.replace_claim("wf/steps/", "a", token, {"run_id": "thief"})
+
+    runner._claims = lambda s: claims(s, clock, runner.run_id)  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(steal)
+        outcome = await runner.step("a", work)
+    assert outcome.status == "failed"
+    assert isinstance(outcome.error, ClaimLost)
+    assert cancelled == [True]
+    assert await store.list_done("wf/steps/") == set()
+
+
+async def test_a_holder_that_cannot_renew_in_time_does_not_mark() -> None:
+    store = MemoryStore()
+    clock = Clock()
+    held = await claims(store, clock, "holder").take("wf/steps/", "a", forced=False)
+    assert isinstance(held, Held)
+    clock.now += 25.0  # paused past lease - margin, and the claim was taken meanwhile
+    token = await store.read_claim("wf/steps/", "a")
+    assert token is not None
+    await store.replace_claim("wf/steps/", "a", token, {"run_id": "other"})
+    with pytest.raises(ClaimLost, match="took its claim over"):
+        await held.check()
