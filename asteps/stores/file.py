@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from .._json import MAX_BODY_BYTES
 from .._names import is_valid_name
 from ..errors import StoreError
 from .base import HoldsNothing, parse_body
@@ -155,7 +156,8 @@ class FileStore(HoldsNothing):
         directory, start = self._split(prefix)
         path = directory / (start + name)
         try:
-            raw = path.read_bytes()
+            with path.open("rb") as f:
+                raw = f.read(MAX_BODY_BYTES + 1)  # more is refused: no need to read it
         except FileNotFoundError:
             return None
         except OSError as exc:
