@@ -68,6 +68,7 @@ MAX_LINE_BYTES = 4096
 """A longer line of an ids file is a bad id (a workflow id has 255 bytes at most)."""
 
 _CHUNK_BYTES = 65536
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -160,9 +161,12 @@ def read_ids(chunks: Iterable[bytes]) -> Iterator[str | BadId]:
     Lines are stripped of ASCII whitespace; blank lines and ``#`` comments are
     skipped. A line that is not UTF-8, or longer than ``MAX_LINE_BYTES``, is a
     :class:`BadId` whose reason names its line number: one bad line spoils
-    nothing else.
+    nothing else. A UTF-8 byte order mark at the start (some editors write
+    one) is not part of the first id.
     """
     for number, line in enumerate(_lines(chunks), start=1):
+        if number == 1 and line.startswith(_BOM):
+            line = line[len(_BOM) :]
         if len(line) > MAX_LINE_BYTES:
             # The line as read (cut just past the limit): written back to a retry
             # file it fails again, where a shortened stand-in could be a valid id.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from collections import Counter
 from typing import Any
 
@@ -46,6 +47,21 @@ def test_an_undecodable_or_over_long_line_is_one_bad_id_naming_its_line() -> Non
     assert undecodable.text.encode("utf-8", "surrogateescape") == b"bad-\xff"  # retried as is
     assert isinstance(too_long, BadId)
     assert f"line 3 is longer than {MAX_LINE_BYTES} bytes" in too_long.reason
+
+
+async def test_a_byte_order_mark_at_the_start_of_an_ids_file_is_not_part_of_the_first_id(
+    tmp_path: Path,
+) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"\xef\xbb\xbfa\r\nb\n\xef\xbb\xbfc\n")
+    with ids.open("rb") as stream:
+        reader = IdReader(stream)
+        reader.start()
+        store = MemoryStore()
+        summary = await BatchRun(one_step, store).run(reader)
+    assert summary.succeeded == 2  # only the first line's mark is one
+    assert summary.failed_ids == ["\ufeffc"]
+    assert sorted(store.objects) == ["a/steps/only", "b/steps/only"]
 
 
 def test_only_ascii_whitespace_is_stripped_from_an_id() -> None:
