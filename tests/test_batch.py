@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import anyio
