@@ -171,3 +171,16 @@ async def test_a_stopped_batch_over_discovered_ids_lists_the_rest_for_the_retry_
     assert summary.interrupted
     assert summary.finished + len(summary.unfinished_ids) == 50
     assert "w49" in summary.unfinished_ids
+
+
+async def test_the_file_store_does_not_discover_a_directory_that_links_out_of_its_root(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    store = FileStore(root)
+    await store.mark_done("w1/steps/", "a", BODY)
+    (tmp_path / "elsewhere" / "steps").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "steps" / "a").write_text("{}")
+    (root / "out").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "alias").symlink_to(root / "w1", target_is_directory=True)  # inside: kept
+    assert await found(store) == ["alias", "w1"]
