@@ -144,8 +144,11 @@ async def test_a_store_that_fails_mid_batch_stops_it_with_a_resumable_summary(
     assert summary.aborted is not None
     assert "cannot list bucket 'steps'" in summary.aborted
     assert summary.finished >= 1
-    assert summary.finished + len(summary.unfinished_ids) == 40
-    assert not set(summary.unfinished_ids) & {r.workflow_id for r in reports}
+    read = summary.finished + len(summary.unfinished_ids)
+    assert summary.stopped_at == f"after {read} ids"  # the others were not read
+    assert sorted(summary.unfinished_ids + [r.workflow_id for r in reports]) == [
+        f"w{i:02d}" for i in range(read)
+    ]
 
 
 @pytest.mark.parametrize("concurrency", [0, -1])
@@ -181,7 +184,9 @@ async def test_a_marker_write_failure_stops_the_batch_like_a_listing_failure() -
     assert summary.aborted is not None
     assert "disk full" in summary.aborted
     assert 1 <= len(summary.failed_ids) <= 2  # the workflows that hit it first
-    assert len(summary.failed_ids) + len(summary.unfinished_ids) == 20
+    read = len(summary.failed_ids) + len(summary.unfinished_ids)
+    assert read <= 3 * 2  # in flight, listed, being listed: the rest is not read
+    assert summary.stopped_at == f"after {read} ids"
 
 
 # -- no chunk barrier: each workflow starts on its own listing ---------------------
@@ -271,7 +276,8 @@ async def test_ids_are_read_ahead_only_a_bounded_number() -> None:
         summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(ids(), stop=stop)
     # 4 running, 4 listed and waiting for a worker, 4 being listed
     assert 0 < read_when_stopped <= 3 * 4
-    assert len(summary.unfinished_ids) == 10_000 - summary.finished
+    assert read <= 3 * 4 + 1  # a stop reads no further (one read found the stop)
+    assert summary.stopped_at == f"after {summary.finished + len(summary.unfinished_ids)} ids"
 
 
 async def test_workflows_run_at_the_store_limit_under_exponential_latency() -> None:
@@ -382,3 +388,88 @@ async def test_one_workflow_may_use_any_prefix() -> None:
     report = await BatchRun(flow, store, prefix="shared/").run_one("w1")
     assert report.ok
     assert await store.list_done("shared/") == {"export"}
+
+
+# -- a stop costs what is in flight, not the ids left (issue 23) ------------------
+
+
+async def test_a_stop_reads_no_further_and_says_the_line_to_go_on_from(tmp_path: Path) -> None:
+    ids = [f"w{i:05d}" for i in range(50_000)]
+    path = tmp_path / "ids.txt"
+    path.write_text("".join(f"{wid}\n" for wid in ids))
+    stop = anyio.Event()
+    ran: list[str] = []
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        ran.append(runner.workflow_id)
+        if len(ran) == 10:
+            stop.set()
+        await runner.step("only", anyio.sleep_forever if len(ran) >= 10 else _noop)
+
+    with path.open("rb") as stream:
+        reader = IdReader(stream, buffer=16)
+        reader.start()
+        summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(reader, stop=stop)
+    line = summary.next_line
+    assert line is not None
+    assert summary.stopped_at == f"line {line:,}"
+    # Every id before that line finished or is in the retry file; none after it is.
+    finished = set(ran) - set(summary.unfinished_ids)
+    assert sorted(finished | set(summary.unfinished_ids)) == ids[: line - 1]
+    assert len(summary.unfinished_ids) <= 2 * 4 + 16  # in flight, listed, buffered
+
+
+async def test_a_stop_after_the_last_line_was_read_has_no_line_to_go_on_from() -> None:
+    stop = anyio.Event()
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        stop.set()
+        await anyio.sleep_forever()
+
+    reader = IdReader(io.BytesIO(b"a\nb\n"), buffer=16)
+    reader.start()
+    summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(reader, stop=stop)
+    assert sorted(summary.unfinished_ids) == ["a", "b"]
+    assert (summary.stopped_at, summary.next_line) == (None, None)
+
+
+# -- run always returns its summary (issue 24) -----------------------------------
+
+
+class _BrokenDisk(io.RawIOBase):
+    """A stream whose disk fails after its first bytes, as a bad sector would."""
+
+    def __init__(self) -> None:
+        self._given = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._given:
+            raise OSError(5, "Input/output error")
+        self._given = True
+        data = b"a\nb\n"
+        buffer[: len(data)] = data
+        return len(data)
+
+
+async def test_an_io_error_reading_the_ids_stops_the_batch_with_its_summary() -> None:
+    reader = IdReader(_BrokenDisk(), buffer=16)  # type: ignore[arg-type]
+    reader.start()
+    summary = await BatchRun(one_step, MemoryStore()).run(reader)
+    assert summary.unreadable is not None
+    assert "reading the ids failed: OSError" in summary.unreadable
+    assert "Input/output error" in summary.unreadable
+    assert summary.succeeded + len(summary.unfinished_ids) == 2
+    assert summary.aborted is None
+
+
+async def test_an_iterator_of_ids_that_raises_stops_the_batch_with_its_summary() -> None:
+    def ids() -> Any:
+        yield "a"
+        raise ValueError("the ids database went away")
+
+    summary = await BatchRun(one_step, MemoryStore()).run(ids())
+    assert summary.unreadable == "reading the ids failed: ValueError: the ids database went away"
+    assert summary.succeeded + len(summary.unfinished_ids) == 1
