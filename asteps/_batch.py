@@ -78,6 +78,13 @@ from .stores.base import DoneStore
 MAX_LINE_BYTES = 4096
 """A longer line of an ids file is a bad id (a workflow id has 255 bytes at most)."""
 
+MAX_REASONS = 20
+"""Reasons a batch's summary tells apart; the others count as ``OTHER_REASONS``."""
+OTHER_REASONS = "other reasons"
+NOT_DONE = "not done"
+"""The reason counted for a step that runs only because it never completed."""
+_MAX_REASON_CHARS = 120  # a reason may quote a marker's body (a version)
+
 _CHUNK_BYTES = 65536
 _BOM = b"\xef\xbb\xbf"
 
@@ -132,6 +139,12 @@ class BatchSummary:
     """After a stop of a batch over an ids file (an :class:`IdReader`): the
     line to go on from (1-based); the ids of the lines before it that did not
     finish are in ``unfinished_ids`` or ``failed_ids``."""
+    run_reasons: Counter[str] = field(default_factory=Counter)
+    """Why the steps that ran (or would run, in a dry run) did: how many
+    steps for each reason (their decision's reasons joined by ``"; "``:
+    ``"result missing"``, ``"version 1 -> 2"``, ``"forced by export"``;
+    ``"not done"`` when the step had never completed). At most
+    ``MAX_REASONS`` are told apart, the rest counted as ``"other reasons"``."""
 
     @property
     def stopped(self) -> bool:
@@ -154,6 +167,7 @@ class BatchSummary:
             },
             "passed_over": self.passed_over,
             "steps": dict(self.steps),
+            "run_reasons": dict(self.run_reasons.most_common()),
             "elapsed": round(self.elapsed, 3),
             "interrupted": self.interrupted,
             "aborted": self.aborted,
@@ -757,6 +771,9 @@ class BatchRun:
             summary.failed_ids.append(report.workflow_id)
             summary.errors[report.workflow_id] = report.error or "failed"
         summary.steps.update(report.steps)
+        for outcome in report.outcomes:
+            if outcome.decision == "run":
+                _count_reason(summary.run_reasons, run_reason(outcome))
         if self.on_workflow is not None:
             self.on_workflow(report, summary)
 
@@ -768,6 +785,25 @@ def _new_ids(items: Iterable[str | BadId], books: _Books) -> Iterator[str]:
         if wid not in books.seen:
             books.seen.add(wid)
             yield wid
+
+
+def run_reason(outcome: StepOutcome) -> str:
+    """Why a step ran or would run, in one line, as a batch's summary counts it."""
+    if outcome.reasons:
+        return "; ".join(outcome.reasons)
+    if outcome.forced:
+        return "forced by " + ", ".join(outcome.patterns) if outcome.patterns else "forced"
+    return NOT_DONE
+
+
+def _count_reason(counter: Counter[str], reason: str) -> None:
+    """Count ``reason``, within bounds: reasons may quote a marker's body, so
+    the text is cut short and at most ``MAX_REASONS`` are told apart."""
+    if len(reason) > _MAX_REASON_CHARS:
+        reason = reason[:_MAX_REASON_CHARS] + "..."
+    if reason not in counter and len(counter) - (OTHER_REASONS in counter) >= MAX_REASONS:
+        reason = OTHER_REASONS
+    counter[reason] += 1
 
 
 def _first_error(failed: list[StepOutcome]) -> str:

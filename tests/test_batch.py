@@ -15,6 +15,8 @@ from aiobotocore.config import AioConfig
 from asteps import InvalidStepName, MemoryStore, Runner, S3Store
 from asteps._batch import (
     MAX_LINE_BYTES,
+    MAX_REASONS,
+    OTHER_REASONS,
     BadId,
     BatchRun,
     BatchSummary,
@@ -473,3 +475,52 @@ async def test_an_iterator_of_ids_that_raises_stops_the_batch_with_its_summary()
     summary = await BatchRun(one_step, MemoryStore()).run(ids())
     assert summary.unreadable == "reading the ids failed: ValueError: the ids database went away"
     assert summary.succeeded + len(summary.unfinished_ids) == 1
+
+
+# -- a dry run says why (issue 21) ------------------------------------------------
+
+
+async def kept_and_versioned(runner: Runner, **_: Any) -> None:
+    await runner.step("a", lambda: 1, keep_result=int)
+    await runner.step("b", lambda: None, rerun_on_new_version=True)
+
+
+async def test_a_dry_run_counts_why_steps_would_run_over_the_batch() -> None:
+    store = MemoryStore()
+    await store.mark_done("w2/steps/", "a", {"version": "2"})  # no result
+    await store.mark_done("w2/steps/", "b", {"version": "1"})
+    await store.mark_done("w3/steps/", "a", {"version": "2", "result": 5})
+    await store.mark_done("w3/steps/", "b", {"version": "2"})
+    batch = BatchRun(kept_and_versioned, store, dry_run=True, version="2")
+    summary = await batch.run(["w1", "w2", "w3"])
+    assert summary.steps == {"would run": 4, "would skip": 2}
+    assert summary.run_reasons == {"not done": 2, "result missing": 1, "version 1 -> 2": 1}
+    assert summary.as_dict()["run_reasons"] == {
+        "not done": 2,
+        "result missing": 1,
+        "version 1 -> 2": 1,
+    }
+
+
+async def test_forced_steps_count_the_reason_given_or_the_pattern() -> None:
+    store = MemoryStore()
+    plain = await BatchRun(one_step, store, dry_run=True, force=["only"]).run(["w1"])
+    assert plain.run_reasons == {"forced by only": 1}
+    told = BatchRun(one_step, store, dry_run=True, force=["only"], reason="template changed")
+    assert (await told.run(["w1"])).run_reasons == {"template changed": 1}
+
+
+async def test_the_reasons_told_apart_are_bounded_and_cut_short() -> None:
+    store = MemoryStore()
+    for i in range(MAX_REASONS + 10):
+        await store.mark_done(f"w{i}/steps/", "b", {"version": f"v{i}" * (1 + 100 * (i == 0))})
+
+    async def versioned(runner: Runner, **_: Any) -> None:
+        await runner.step("b", lambda: None, rerun_on_new_version=True)
+
+    batch = BatchRun(versioned, store, dry_run=True, version="2")
+    summary = await batch.run([f"w{i}" for i in range(MAX_REASONS + 10)])
+    assert len(summary.run_reasons) == MAX_REASONS + 1
+    assert summary.run_reasons[OTHER_REASONS] == 10
+    assert sum(summary.run_reasons.values()) == summary.steps["would run"] == MAX_REASONS + 10
+    assert max(len(reason) for reason in summary.run_reasons) < 200

@@ -252,6 +252,21 @@ def test_rerun_dry_run_counts_what_would_happen_and_writes_nothing(
     assert sorted(p.name for p in Path(".asteps").iterdir()) == ["c1"]
 
 
+def test_rerun_dry_run_says_why_steps_would_run_in_the_table_and_in_json(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    ids = write_ids(tmp_path / "ids.txt", ["c1", "c2", "c3"])
+    invoke(cli, "run", FLOW, "--workflow-id", "c1")
+    args = ["rerun", FLOW, "--ids", ids, "--force", "export", "--dry-run", "--no-progress"]
+    reasons = as_json(invoke(cli, *args, "--json"))["run_reasons"]
+    assert sum(reasons.values()) == 13  # type: ignore[union-attr]
+    assert reasons["not done"] > 0  # type: ignore[index]
+    assert any(r.startswith("forced by export") for r in reasons)  # type: ignore[union-attr]
+    table = invoke(cli, *args).stdout
+    assert "would run" in table
+    assert "13: not done" in table or "13: forced by export" in table
+
+
 def test_rerun_reads_ids_from_stdin(cli: CliRunner) -> None:
     result = invoke(cli, "rerun", FLOW, "--ids", "-", "--no-progress", "--json", input="a\nb\n")
     assert as_json(result)["workflows"]["succeeded"] == 2  # type: ignore[index]

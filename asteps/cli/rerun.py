@@ -340,7 +340,10 @@ def _summary_table(
         table.add_row("[yellow]reading stopped[/]", cell(_go_on(summary, ids_name)))
     planned = [k for k in ("would run", "would skip") if k in summary.steps]
     for status in planned or ["completed", "skipped", "failed"]:
-        table.add_row(f"steps {status}", str(summary.steps[status]))
+        count = str(summary.steps[status])
+        if status == "would run" and summary.run_reasons:
+            count += ": " + ", ".join(f"{r} {n}" for r, n in summary.run_reasons.most_common())
+        table.add_row(f"steps {status}", cell(count))
     rate = summary.finished / summary.elapsed if summary.elapsed else 0.0
     table.add_row("elapsed", f"{summary.elapsed:.1f} s ({rate:,.0f} workflows/s)")
     for wid, error in list(summary.errors.items())[:5]:
