@@ -24,10 +24,15 @@ once), about 100 bytes per id (a million ids take about 100 MB), plus the
 ids and errors of failed workflows for the summary.
 
 Stopping (Ctrl-C in the CLI) stops reading ids, cancels the workflows in
-flight (cancellation never marks a step done) and reports every id that did
-not finish: in flight, listed but not started, and not yet read. A store that
-fails (a listing after its retries, or a marker that cannot be written) stops
-the batch the same way.
+flight (cancellation never marks a step done) and reports every id read that
+did not finish: in flight, listed but not started, and read ahead into the
+reader's buffer. The ids not yet read are not read: a stop costs time and
+memory in proportion to the work in flight, never to the ids left (a file of
+millions, a bucket of millions of workflows). The summary says where reading
+stopped instead (``stopped_at``; for a file, ``next_line``, the line to go on
+from). A store that fails (a listing after its retries, or a marker that
+cannot be written), or ids that cannot be read (an I/O error, an iterator
+that raises), stop the batch the same way: ``run`` always returns its summary.
 """
 
 from __future__ import annotations
@@ -57,7 +62,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._bus import EventBus
 from ._flows import Flow
-from ._names import check_prefix_per_workflow, covers, format_prefix, validate_patterns
+from ._names import (
+    check_prefix_per_workflow,
+    covers,
+    format_prefix,
+    shown,
+    validate_patterns,
+)
 from ._runner import DEFAULT_PREFIX, Runner
 from ._step import StepOutcome
 from ._telemetry import batch_span, workflow_span
@@ -67,7 +78,15 @@ from .stores.base import DoneStore
 MAX_LINE_BYTES = 4096
 """A longer line of an ids file is a bad id (a workflow id has 255 bytes at most)."""
 
+MAX_REASONS = 20
+"""Reasons a batch's summary tells apart; the others count as ``OTHER_REASONS``."""
+OTHER_REASONS = "other reasons"
+NOT_DONE = "not done"
+"""The reason counted for a step that runs only because it never completed."""
+_MAX_REASON_CHARS = 120  # a reason may quote a marker's body (a version)
+
 _CHUNK_BYTES = 65536
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -106,12 +125,31 @@ class BatchSummary:
     interrupted: bool = False
     aborted: str | None = None
     """Why the batch stopped early on its own (the store failed), if it did."""
+    unreadable: str | None = None
+    """Why the batch stopped early because its ids could not be read on (an
+    I/O error of the ids file, an iterator that raised), if it did."""
     passed_over: int = 0
     """Workflows listed but not run: their done set did not match ``missing``
     or ``only_with_markers``."""
-    unlisted: str | None = None
-    """After a stop of a batch over discovered ids: why the ids not yet
-    discovered could not be listed (then ``unfinished_ids`` lacks them)."""
+    stopped_at: str | None = None
+    """After a stop: where reading the ids stopped, in words (``line 1,235``,
+    ``after workflow 'w0042' of the store's listing``); None when every id
+    was read. The ids from there on are in neither list: go on from there."""
+    next_line: int | None = None
+    """After a stop of a batch over an ids file (an :class:`IdReader`): the
+    line to go on from (1-based); the ids of the lines before it that did not
+    finish are in ``unfinished_ids`` or ``failed_ids``."""
+    run_reasons: Counter[str] = field(default_factory=Counter)
+    """Why the steps that ran (or would run, in a dry run) did: how many
+    steps for each reason (their decision's reasons joined by ``"; "``:
+    ``"result missing"``, ``"version 1 -> 2"``, ``"forced by export"``;
+    ``"not done"`` when the step had never completed). At most
+    ``MAX_REASONS`` are told apart, the rest counted as ``"other reasons"``."""
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the batch stopped before its ids were over (see ``stopped_at``)."""
+        return self.interrupted or self.aborted is not None or self.unreadable is not None
 
     @property
     def finished(self) -> int:
@@ -129,10 +167,13 @@ class BatchSummary:
             },
             "passed_over": self.passed_over,
             "steps": dict(self.steps),
+            "run_reasons": dict(self.run_reasons.most_common()),
             "elapsed": round(self.elapsed, 3),
             "interrupted": self.interrupted,
             "aborted": self.aborted,
-            "unlisted": self.unlisted,
+            "unreadable": self.unreadable,
+            "stopped_at": self.stopped_at,
+            "next_line": self.next_line,
             "failed_ids": self.failed_ids,
             "unfinished_ids": self.unfinished_ids,
             "errors": self.errors,
@@ -160,24 +201,34 @@ def read_ids(chunks: Iterable[bytes]) -> Iterator[str | BadId]:
     Lines are stripped of ASCII whitespace; blank lines and ``#`` comments are
     skipped. A line that is not UTF-8, or longer than ``MAX_LINE_BYTES``, is a
     :class:`BadId` whose reason names its line number: one bad line spoils
-    nothing else.
+    nothing else. A UTF-8 byte order mark at the start (some editors write
+    one) is not part of the first id.
     """
+    for _, item in numbered_ids(chunks):
+        yield item
+
+
+def numbered_ids(chunks: Iterable[bytes]) -> Iterator[tuple[int, str | BadId]]:
+    """The ids of :func:`read_ids`, each with its line number."""
     for number, line in enumerate(_lines(chunks), start=1):
+        if number == 1 and line.startswith(_BOM):
+            line = line[len(_BOM) :]
         if len(line) > MAX_LINE_BYTES:
             # The line as read (cut just past the limit): written back to a retry
             # file it fails again, where a shortened stand-in could be a valid id.
             text = line.decode("utf-8", "surrogateescape")
-            yield BadId(text, f"line {number} is longer than {MAX_LINE_BYTES} bytes")
+            yield number, BadId(text, f"line {number} is longer than {MAX_LINE_BYTES} bytes")
             continue
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
             shown = line.strip().decode("utf-8", "surrogateescape")
-            yield BadId(shown, f"line {number} is not UTF-8 ({exc.reason} at byte {exc.start})")
+            reason = f"line {number} is not UTF-8 ({exc.reason} at byte {exc.start})"
+            yield number, BadId(shown, reason)
             continue
         wid = text.strip(" \t\r\n\v\f")
         if wid and not wid.startswith("#"):
-            yield wid
+            yield number, wid
 
 
 def stream_chunks(stream: IO[bytes], *, offset: int | None = None) -> Iterator[bytes]:
@@ -228,8 +279,10 @@ class IdReader:
     loop at most once a batch, and only when a ``get`` waits. ``get`` waits
     for the next one, and ``rest`` gives every id not
     taken: to the end of a regular file, or those already read from a pipe that
-    may never close (ids still in the pipe are not read). The thread is a daemon:
-    a pipe held open never keeps the process alive.
+    may never close (ids still in the pipe are not read). ``stop`` is the
+    bounded end of a batch: it stops reading and gives the ids already read
+    and not taken, with the line to go on from. The thread is a daemon: a
+    pipe held open never keeps the process alive.
     """
 
     def __init__(self, stream: IO[bytes], *, buffer: int = 1024) -> None:
@@ -244,6 +297,7 @@ class IdReader:
         self._draining = False  # read to the end, without waiting for room
         self._arrived: anyio.Event | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._next_line = 1  # the line after the last id handed over
 
     def start(self) -> None:
         """Start reading (from inside the event loop)."""
@@ -275,6 +329,18 @@ class IdReader:
             to_the_end.append(item)
         return to_the_end
 
+    def stop(self) -> _Left:
+        """Stop reading: the ids read and not taken (at most the buffer), and
+        the line to go on from, unless every line was read."""
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+            left = list(self._items)
+            self._items.clear()
+            if self._ended and self._error is None:
+                return _Left(left)
+            return _Left(left, f"line {self._next_line:,}", self._next_line)
+
     def _take(self) -> str | BadId | None:
         if self._items:
             item = self._items.popleft()
@@ -290,30 +356,36 @@ class IdReader:
     def _pump(self) -> None:
         batch: list[str | BadId] = []
         half = max(1, self._buffer // 2)
+        line = 0  # of the last id in batch
 
         def chunks() -> Iterator[bytes]:
             for chunk in stream_chunks(self._stream):
                 yield chunk
-                self._hand_over(batch, room=half)  # before a read that could block
+                self._hand_over(batch, line, room=half)  # before a read that could block
 
         try:
-            for item in read_ids(chunks()):
+            for line, item in numbered_ids(chunks()):
                 batch.append(item)
                 if len(batch) >= half:
-                    self._hand_over(batch, room=half)
+                    self._hand_over(batch, line, room=half)
                 if self._stopped:
                     return
         except Exception as exc:  # an I/O error: the reader of ids sees it
             self._error = exc
         finally:
-            self._hand_over(batch, room=half, ended=True)
+            self._hand_over(batch, line, room=half, ended=True)
 
-    def _hand_over(self, batch: list[str | BadId], *, room: int, ended: bool = False) -> None:
-        """Move ``batch`` to the ids a ``get`` takes, waking the event loop if one
-        waits; then wait until ``room`` more ids fit in the buffer."""
+    def _hand_over(
+        self, batch: list[str | BadId], line: int, *, room: int, ended: bool = False
+    ) -> None:
+        """Move ``batch`` (whose last id is on ``line``) to the ids a ``get``
+        takes, waking the event loop if one waits; then wait until ``room``
+        more ids fit in the buffer."""
         with self._lock:
             if not self._stopped:
                 self._items.extend(batch)
+                if batch:
+                    self._next_line = line + 1
             batch.clear()
             self._ended = ended
             waiting = None
@@ -342,17 +414,34 @@ def _is_finite(stream: IO[bytes]) -> bool:
         return True
 
 
+@dataclass(frozen=True)
+class _Left:
+    """What a source of ids gives back when a batch stops: the ids it had
+    read and not handed out (bounded by its buffer), and where it stopped."""
+
+    ids: list[str | BadId]
+    where: str | None = None
+    """None when every id was read."""
+    next_line: int | None = None
+
+
 class _IterableIds:
     """Ids from an iterable, as an :class:`IdReader` gives them."""
 
     def __init__(self, ids: Iterable[str | BadId]) -> None:
         self._ids = iter(ids)
+        self._taken = 0
+        self._over = False
 
     async def get(self) -> str | BadId | None:
-        return next(self._ids, None)
+        item = next(self._ids, None)
+        self._over = item is None
+        self._taken += item is not None
+        return item
 
-    async def rest(self) -> list[str | BadId]:
-        return list(self._ids)
+    def stop(self) -> _Left:
+        """Nothing read ahead; the rest of the iterable is left as it is."""
+        return _Left([]) if self._over else _Left([], f"after {self._taken:,} ids")
 
 
 class _DiscoveredIds:
@@ -361,22 +450,24 @@ class _DiscoveredIds:
 
     def __init__(self, ids: AsyncIterator[str]) -> None:
         self._ids = ids
-        self.unlisted: str | None = None
-        """Why the rest of the ids could not be listed after a stop, if so."""
+        self._last: str | None = None
+        self._over = False
 
     async def get(self) -> str | BadId | None:
-        return await anext(self._ids, None)
+        wid = await anext(self._ids, None)
+        self._over = wid is None
+        if wid is not None:
+            self._last = wid
+        return wid
 
-    async def rest(self) -> list[str | BadId]:
-        """The ids not yet listed: the listing goes on to its end (one request
-        per 1,000 ids on S3), so that the retry file is complete."""
-        rest: list[str | BadId] = []
-        try:
-            async for wid in self._ids:
-                rest.append(wid)
-        except StoreError as exc:
-            self.unlisted = str(exc)
-        return rest
+    def stop(self) -> _Left:
+        """The listing is not gone on with: the workflows after the last one
+        listed are for another run."""
+        if self._over:
+            return _Left([])
+        if self._last is None:
+            return _Left([], "before the first workflow of the store's listing")
+        return _Left([], f"after workflow {shown(self._last)} of the store's listing")
 
     async def aclose(self) -> None:
         if isinstance(self._ids, AsyncGenerator):
@@ -469,12 +560,12 @@ class BatchRun:
             with batch_span():
                 await self._pipeline(source, books, stop)
             summary = books.summary
-            if summary.interrupted or summary.aborted:
-                with anyio.CancelScope(shield=True):  # the ids left are the point of stopping
-                    rest = _new_ids(await source.rest(), books)
-                    summary.unfinished_ids = [*books.pending, *rest]
-                if isinstance(source, _DiscoveredIds):
-                    summary.unlisted = source.unlisted
+            if summary.stopped:
+                # What was read, not what is left to read: the stop costs what
+                # is in flight, however many ids follow.
+                left = source.stop()
+                summary.unfinished_ids = [*books.pending, *_new_ids(left.ids, books)]
+                summary.stopped_at, summary.next_line = left.where, left.next_line
         finally:
             if isinstance(source, _DiscoveredIds):
                 with anyio.CancelScope(shield=True):
@@ -520,14 +611,16 @@ class BatchRun:
                 try:
                     async with reading:
                         taken = await self._next(source, books)
-                except StoreError as exc:  # the store's own listing of ids failed
-                    self._abort(exc, books.summary, work)
+                except Exception as exc:
+                    # The ids cannot be read on: the store's own listing failed,
+                    # an ids file hit an I/O error, an iterator raised.
+                    self._abort(exc, books.summary, work, reading=True)
                     return
                 if taken is None:
                     return
                 try:
                     done = await taken.steps_done()  # the runner keeps it
-                except StoreError as exc:
+                except Exception as exc:
                     # The store is gone (after its retries): stop the batch, but
                     # keep what it did and the ids left, so it can be resumed.
                     self._abort(exc, books.summary, work)
@@ -585,9 +678,22 @@ class BatchRun:
                     self._abort(failure, books.summary, work)
                     return
 
-    def _abort(self, exc: StoreError, summary: BatchSummary, work: anyio.CancelScope) -> None:
-        if summary.aborted is None:
-            summary.aborted = str(exc)
+    def _abort(
+        self,
+        exc: Exception,
+        summary: BatchSummary,
+        work: anyio.CancelScope,
+        *,
+        reading: bool = False,
+    ) -> None:
+        """Stop the batch on a failure that is not one workflow's: the store's
+        (``aborted``), or, while reading the ids, anything but the store's
+        (``unreadable``)."""
+        if reading and not isinstance(exc, StoreError):
+            if summary.unreadable is None:
+                summary.unreadable = f"reading the ids failed: {describe(exc)}"
+        elif summary.aborted is None:
+            summary.aborted = str(exc) if isinstance(exc, StoreError) else describe(exc)
         work.cancel()
 
     async def run_one(
@@ -665,6 +771,9 @@ class BatchRun:
             summary.failed_ids.append(report.workflow_id)
             summary.errors[report.workflow_id] = report.error or "failed"
         summary.steps.update(report.steps)
+        for outcome in report.outcomes:
+            if outcome.decision == "run":
+                _count_reason(summary.run_reasons, run_reason(outcome))
         if self.on_workflow is not None:
             self.on_workflow(report, summary)
 
@@ -676,6 +785,25 @@ def _new_ids(items: Iterable[str | BadId], books: _Books) -> Iterator[str]:
         if wid not in books.seen:
             books.seen.add(wid)
             yield wid
+
+
+def run_reason(outcome: StepOutcome) -> str:
+    """Why a step ran or would run, in one line, as a batch's summary counts it."""
+    if outcome.reasons:
+        return "; ".join(outcome.reasons)
+    if outcome.forced:
+        return "forced by " + ", ".join(outcome.patterns) if outcome.patterns else "forced"
+    return NOT_DONE
+
+
+def _count_reason(counter: Counter[str], reason: str) -> None:
+    """Count ``reason``, within bounds: reasons may quote a marker's body, so
+    the text is cut short and at most ``MAX_REASONS`` are told apart."""
+    if len(reason) > _MAX_REASON_CHARS:
+        reason = reason[:_MAX_REASON_CHARS] + "..."
+    if reason not in counter and len(counter) - (OTHER_REASONS in counter) >= MAX_REASONS:
+        reason = OTHER_REASONS
+    counter[reason] += 1
 
 
 def _first_error(failed: list[StepOutcome]) -> str:

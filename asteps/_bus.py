@@ -10,6 +10,13 @@ bridge, where losing a signal is worse than waiting for it.
 
 Patterns match hierarchically, as for steps: ``step`` receives ``step.a`` and
 ``step.a.b``; ``*`` receives everything.
+
+Memory: the bus remembers the last signal of each name, for waiters that ask
+for a signal already published, but of at most ``remember`` names (1,024 by
+default): signal names may come from outside (an SWF listener), and a
+long-lived bus must not keep every one of them for ever. The name least
+recently published or asked for is forgotten first; a waiter for it then
+waits for its next signal.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +40,8 @@ logger = logging.getLogger("asteps.bus")
 
 Overflow = Literal["drop_oldest", "block"]
 MAX_SIGNAL_NAME = 256
+DEFAULT_REMEMBER = 1024
+"""How many names a bus remembers the last signal of, unless told otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,17 +140,28 @@ class EventBus:
 
     The bus also remembers the last signal of each name, so a waiter may ask
     for one that was published before it started waiting (``include_past``),
-    the way an SWF workflow sees a signal already in its history.
+    the way an SWF workflow sees a signal already in its history. It
+    remembers at most ``remember`` names, forgetting the least recently used
+    first (see the module docstring).
     """
 
-    def __init__(self, *, buffer: int = 1024, overflow: Overflow = "drop_oldest") -> None:
+    def __init__(
+        self,
+        *,
+        buffer: int = 1024,
+        overflow: Overflow = "drop_oldest",
+        remember: int = DEFAULT_REMEMBER,
+    ) -> None:
         if buffer < 1:
             raise ValueError(f"buffer must be at least 1, got {buffer}")
+        if isinstance(remember, bool) or not isinstance(remember, int) or remember < 1:
+            raise ValueError(f"remember must be a positive int, got {remember!r}")
         self._buffer = buffer
         self._overflow: Overflow = overflow
         self._subscriptions: list[Subscription] = []
         self._waiters: dict[str, list[_Waiter]] = {}
-        self._last: dict[str, Signal] = {}
+        self._remember = remember
+        self._last: OrderedDict[str, Signal] = OrderedDict()
 
     async def publish(self, name: str, payload: Any = None, *, source: str | None = None) -> Signal:
         """Deliver a signal to every subscription and waiter that it concerns."""
@@ -151,6 +172,9 @@ class EventBus:
             )
         signal = Signal(name, payload, source)
         self._last[name] = signal
+        self._last.move_to_end(name)
+        if len(self._last) > self._remember:
+            self._last.popitem(last=False)  # the least recently used name
         waiters = self._waiters.pop(name, None)
         if waiters:
             for waiter in waiters:
@@ -221,6 +245,7 @@ class EventBus:
         is returned at once. Raises :class:`SignalTimeout` after ``timeout``.
         """
         if include_past and (seen := self._last.get(name)) is not None:
+            self._last.move_to_end(name)
             return seen
         waiter = _Waiter()
         self._waiters.setdefault(name, []).append(waiter)

@@ -113,7 +113,8 @@ def decide_with_body(
     Only for a decision ``skip`` that no pattern made (``forced`` is False).
     """
     if rerun_on_new_version and stored_version != version:
-        return Decision(run=True, forced=True, reasons=(f"version {stored_version} -> {version}",))
+        shown = _shown_version(stored_version)
+        return Decision(run=True, forced=True, reasons=(f"version {shown} -> {version}",))
     if not keeps_result:
         return decision
     if result_problem is None:
@@ -121,3 +122,14 @@ def decide_with_body(
     if on_missing_result == "run":
         return Decision(run=True, forced=True, reasons=(result_problem,))
     return Decision(run=False, forced=False, reasons=(*decision.reasons, result_problem))
+
+
+_MAX_VERSION_SHOWN = 64
+
+
+def _shown_version(value: object) -> str:
+    """A marker's version in a reason: the body is anyone's, so it is cut short."""
+    text = str(value)
+    if len(text) <= _MAX_VERSION_SHOWN:
+        return text
+    return f"{text[:_MAX_VERSION_SHOWN]}... ({len(text):,} characters)"

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from pydantic.errors import PydanticSchemaGenerationError
+from pydantic.errors import PydanticUndefinedAnnotation, PydanticUserError
+
+from ._json import MAX_DEPTH, MAX_RESULT_BYTES, JsonBoundsError, check_bounds
+from ._names import shown
 
 RESULT_KEY = "result"
 """The key of the kept result in a marker's body."""
@@ -28,22 +31,38 @@ def _adapter(keep: Any) -> TypeAdapter[Any]:
 
 
 def check_keep(keep: Any) -> None:
-    """``keep_result`` is False, True, or a type pydantic can validate."""
+    """``keep_result`` is False, True, or a type pydantic can validate.
+
+    Raises ``TypeError`` otherwise. A string is refused though pydantic would
+    take it as a forward reference: ``keep_result="yes"`` is a mistake, and
+    ``"int"`` would resolve in asteps' namespace, not the caller's.
+    """
     if keep is True or keep is False:
         return
-    try:
-        _adapter(keep)
-    except (PydanticSchemaGenerationError, TypeError) as exc:
-        raise TypeError(
-            f"keep_result must be True or a type pydantic can validate (a model, a "
-            f"dataclass, list[int], ...), got {keep!r}"
-        ) from exc
+    problem = "a string is not a type: give the type itself (int, not 'int')"
+    if not isinstance(keep, str):
+        try:
+            _adapter(keep).rebuild(raise_errors=True)  # builds now, not at the first value
+            return
+        except (PydanticUserError, PydanticUndefinedAnnotation, TypeError) as exc:
+            problem = str(exc).partition("\n")[0]
+    raise TypeError(
+        f"keep_result must be True or a type pydantic can validate (a model, a dataclass, "
+        f"list[int], ...), got {shown(keep)}: {problem}"
+    )
 
 
 def check_max_result_bytes(value: object) -> int:
-    """``max_result_bytes`` is a positive int (checked before any step runs)."""
+    """``max_result_bytes`` is a positive int up to ``MAX_RESULT_BYTES`` (16 MiB),
+    since a larger body would be refused when read (checked before any step runs)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_result_bytes must be a positive int, got {value!r}")
+        raise ValueError(f"max_result_bytes must be a positive int, got {shown(value)}")
+    if value > MAX_RESULT_BYTES:
+        raise ValueError(
+            f"max_result_bytes must be at most {MAX_RESULT_BYTES:,} (a larger marker body "
+            f"is refused when read), got {value:,}: store the data elsewhere and keep a "
+            "reference to it"
+        )
     return value
 
 
@@ -63,25 +82,63 @@ def encode_result(result: Any, keep: Any, max_bytes: int) -> Any:
     """The result as JSON data, ready for the marker body.
 
     Raises ``ValueError`` with a message that says what to do when the result
-    cannot be turned into JSON or its JSON is over ``max_bytes``.
+    cannot be turned into JSON, does not validate against ``keep`` (a type),
+    nests deeper than ``MAX_DEPTH`` or its JSON is over ``max_bytes``: what is
+    written must read back as a valid result, or every later run would run
+    the step again without a word.
     """
     adapter = _adapter(keep)
+    if keep is not True:
+        try:
+            # Validated first: pydantic would otherwise only warn about a str
+            # for an int, and write it.
+            result = adapter.validate_python(result)
+        except ValidationError as exc:
+            raise ValueError(
+                f"its result ({type(result).__name__}) is not of the type keep_result "
+                f"declares ({_type_name(keep)}): {_first_problem(exc)}; return a value of that type"
+            ) from exc
     try:
         if _non_finite(adapter.dump_python(result)):
             raise ValueError("it holds NaN or infinity, which JSON cannot hold")
         value = adapter.dump_python(result, mode="json")
-        size = len(json.dumps(value).encode("utf-8"))
+        raw = json.dumps(value).encode("utf-8")
     except Exception as exc:  # pydantic and json raise several kinds
         raise ValueError(
             f"its result ({type(result).__name__}) cannot be written as JSON: {exc}; "
             "return JSON-able data, a pydantic model or a dataclass"
         ) from exc
-    if size > max_bytes:
+    if len(raw) > max_bytes:
         raise ValueError(
-            f"its result is {size:,} bytes of JSON, over max_result_bytes={max_bytes:,}: store "
-            "the data elsewhere (an S3 object, a file) and return a reference to it"
+            f"its result is {len(raw):,} bytes of JSON, over max_result_bytes={max_bytes:,}: "
+            "store the data elsewhere (an S3 object, a file) and return a reference to it"
         )
+    try:
+        check_bounds(raw, max_bytes=max_bytes)
+    except JsonBoundsError as exc:
+        raise ValueError(
+            f"its result cannot be read back: {exc} (at most {MAX_DEPTH} levels of "
+            "lists and objects); flatten it"
+        ) from exc
+    if keep is not True:
+        # The same check a later run makes on the body it reads.
+        problem = decode_result({RESULT_KEY: value}, keep).problem
+        if problem is not None:
+            raise ValueError(
+                f"its result, written as JSON, would not read back as {_type_name(keep)} "
+                f"({problem}); return a value of the declared type"
+            )
     return value
+
+
+def _type_name(keep: Any) -> str:
+    return keep.__name__ if isinstance(keep, type) else shown(keep)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "value"
+    return f"{where}: {first['msg']}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +160,4 @@ def decode_result(body: Mapping[str, Any] | None, keep: Any) -> KeptResult:
     try:
         return KeptResult(_adapter(keep).validate_python(raw))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "value"
-        return KeptResult(problem=f"result invalid: {where}: {first['msg']}")
+        return KeptResult(problem=f"result invalid: {_first_problem(exc)}")

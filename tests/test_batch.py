@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,6 +15,8 @@ from aiobotocore.config import AioConfig
 from asteps import InvalidStepName, MemoryStore, Runner, S3Store
 from asteps._batch import (
     MAX_LINE_BYTES,
+    MAX_REASONS,
+    OTHER_REASONS,
     BadId,
     BatchRun,
     BatchSummary,
@@ -46,6 +49,21 @@ def test_an_undecodable_or_over_long_line_is_one_bad_id_naming_its_line() -> Non
     assert undecodable.text.encode("utf-8", "surrogateescape") == b"bad-\xff"  # retried as is
     assert isinstance(too_long, BadId)
     assert f"line 3 is longer than {MAX_LINE_BYTES} bytes" in too_long.reason
+
+
+async def test_a_byte_order_mark_at_the_start_of_an_ids_file_is_not_part_of_the_first_id(
+    tmp_path: Path,
+) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"\xef\xbb\xbfa\r\nb\n\xef\xbb\xbfc\n")
+    with ids.open("rb") as stream:
+        reader = IdReader(stream)
+        reader.start()
+        store = MemoryStore()
+        summary = await BatchRun(one_step, store).run(reader)
+    assert summary.succeeded == 2  # only the first line's mark is one
+    assert summary.failed_ids == ["\ufeffc"]
+    assert sorted(store.objects) == ["a/steps/only", "b/steps/only"]
 
 
 def test_only_ascii_whitespace_is_stripped_from_an_id() -> None:
@@ -128,8 +146,11 @@ async def test_a_store_that_fails_mid_batch_stops_it_with_a_resumable_summary(
     assert summary.aborted is not None
     assert "cannot list bucket 'steps'" in summary.aborted
     assert summary.finished >= 1
-    assert summary.finished + len(summary.unfinished_ids) == 40
-    assert not set(summary.unfinished_ids) & {r.workflow_id for r in reports}
+    read = summary.finished + len(summary.unfinished_ids)
+    assert summary.stopped_at == f"after {read} ids"  # the others were not read
+    assert sorted(summary.unfinished_ids + [r.workflow_id for r in reports]) == [
+        f"w{i:02d}" for i in range(read)
+    ]
 
 
 @pytest.mark.parametrize("concurrency", [0, -1])
@@ -165,7 +186,9 @@ async def test_a_marker_write_failure_stops_the_batch_like_a_listing_failure() -
     assert summary.aborted is not None
     assert "disk full" in summary.aborted
     assert 1 <= len(summary.failed_ids) <= 2  # the workflows that hit it first
-    assert len(summary.failed_ids) + len(summary.unfinished_ids) == 20
+    read = len(summary.failed_ids) + len(summary.unfinished_ids)
+    assert read <= 3 * 2  # in flight, listed, being listed: the rest is not read
+    assert summary.stopped_at == f"after {read} ids"
 
 
 # -- no chunk barrier: each workflow starts on its own listing ---------------------
@@ -255,7 +278,8 @@ async def test_ids_are_read_ahead_only_a_bounded_number() -> None:
         summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(ids(), stop=stop)
     # 4 running, 4 listed and waiting for a worker, 4 being listed
     assert 0 < read_when_stopped <= 3 * 4
-    assert len(summary.unfinished_ids) == 10_000 - summary.finished
+    assert read <= 3 * 4 + 1  # a stop reads no further (one read found the stop)
+    assert summary.stopped_at == f"after {summary.finished + len(summary.unfinished_ids)} ids"
 
 
 async def test_workflows_run_at_the_store_limit_under_exponential_latency() -> None:
@@ -366,3 +390,137 @@ async def test_one_workflow_may_use_any_prefix() -> None:
     report = await BatchRun(flow, store, prefix="shared/").run_one("w1")
     assert report.ok
     assert await store.list_done("shared/") == {"export"}
+
+
+# -- a stop costs what is in flight, not the ids left (issue 23) ------------------
+
+
+async def test_a_stop_reads_no_further_and_says_the_line_to_go_on_from(tmp_path: Path) -> None:
+    ids = [f"w{i:05d}" for i in range(50_000)]
+    path = tmp_path / "ids.txt"
+    path.write_text("".join(f"{wid}\n" for wid in ids))
+    stop = anyio.Event()
+    ran: list[str] = []
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        ran.append(runner.workflow_id)
+        if len(ran) == 10:
+            stop.set()
+        await runner.step("only", anyio.sleep_forever if len(ran) >= 10 else _noop)
+
+    with path.open("rb") as stream:
+        reader = IdReader(stream, buffer=16)
+        reader.start()
+        summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(reader, stop=stop)
+    line = summary.next_line
+    assert line is not None
+    assert summary.stopped_at == f"line {line:,}"
+    # Every id before that line finished or is in the retry file; none after it is.
+    finished = set(ran) - set(summary.unfinished_ids)
+    assert sorted(finished | set(summary.unfinished_ids)) == ids[: line - 1]
+    assert len(summary.unfinished_ids) <= 2 * 4 + 16  # in flight, listed, buffered
+
+
+async def test_a_stop_after_the_last_line_was_read_has_no_line_to_go_on_from() -> None:
+    stop = anyio.Event()
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        stop.set()
+        await anyio.sleep_forever()
+
+    reader = IdReader(io.BytesIO(b"a\nb\n"), buffer=16)
+    reader.start()
+    summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(reader, stop=stop)
+    assert sorted(summary.unfinished_ids) == ["a", "b"]
+    assert (summary.stopped_at, summary.next_line) == (None, None)
+
+
+# -- run always returns its summary (issue 24) -----------------------------------
+
+
+class _BrokenDisk(io.RawIOBase):
+    """A stream whose disk fails after its first bytes, as a bad sector would."""
+
+    def __init__(self) -> None:
+        self._given = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._given:
+            raise OSError(5, "Input/output error")
+        self._given = True
+        data = b"a\nb\n"
+        buffer[: len(data)] = data
+        return len(data)
+
+
+async def test_an_io_error_reading_the_ids_stops_the_batch_with_its_summary() -> None:
+    reader = IdReader(_BrokenDisk(), buffer=16)  # type: ignore[arg-type]
+    reader.start()
+    summary = await BatchRun(one_step, MemoryStore()).run(reader)
+    assert summary.unreadable is not None
+    assert "reading the ids failed: OSError" in summary.unreadable
+    assert "Input/output error" in summary.unreadable
+    assert summary.succeeded + len(summary.unfinished_ids) == 2
+    assert summary.aborted is None
+
+
+async def test_an_iterator_of_ids_that_raises_stops_the_batch_with_its_summary() -> None:
+    def ids() -> Any:
+        yield "a"
+        raise ValueError("the ids database went away")
+
+    summary = await BatchRun(one_step, MemoryStore()).run(ids())
+    assert summary.unreadable == "reading the ids failed: ValueError: the ids database went away"
+    assert summary.succeeded + len(summary.unfinished_ids) == 1
+
+
+# -- a dry run says why (issue 21) ------------------------------------------------
+
+
+async def kept_and_versioned(runner: Runner, **_: Any) -> None:
+    await runner.step("a", lambda: 1, keep_result=int)
+    await runner.step("b", lambda: None, rerun_on_new_version=True)
+
+
+async def test_a_dry_run_counts_why_steps_would_run_over_the_batch() -> None:
+    store = MemoryStore()
+    await store.mark_done("w2/steps/", "a", {"version": "2"})  # no result
+    await store.mark_done("w2/steps/", "b", {"version": "1"})
+    await store.mark_done("w3/steps/", "a", {"version": "2", "result": 5})
+    await store.mark_done("w3/steps/", "b", {"version": "2"})
+    batch = BatchRun(kept_and_versioned, store, dry_run=True, version="2")
+    summary = await batch.run(["w1", "w2", "w3"])
+    assert summary.steps == {"would run": 4, "would skip": 2}
+    assert summary.run_reasons == {"not done": 2, "result missing": 1, "version 1 -> 2": 1}
+    assert summary.as_dict()["run_reasons"] == {
+        "not done": 2,
+        "result missing": 1,
+        "version 1 -> 2": 1,
+    }
+
+
+async def test_forced_steps_count_the_reason_given_or_the_pattern() -> None:
+    store = MemoryStore()
+    plain = await BatchRun(one_step, store, dry_run=True, force=["only"]).run(["w1"])
+    assert plain.run_reasons == {"forced by only": 1}
+    told = BatchRun(one_step, store, dry_run=True, force=["only"], reason="template changed")
+    assert (await told.run(["w1"])).run_reasons == {"template changed": 1}
+
+
+async def test_the_reasons_told_apart_are_bounded_and_cut_short() -> None:
+    store = MemoryStore()
+    for i in range(MAX_REASONS + 10):
+        await store.mark_done(f"w{i}/steps/", "b", {"version": f"v{i}" * (1 + 100 * (i == 0))})
+
+    async def versioned(runner: Runner, **_: Any) -> None:
+        await runner.step("b", lambda: None, rerun_on_new_version=True)
+
+    batch = BatchRun(versioned, store, dry_run=True, version="2")
+    summary = await batch.run([f"w{i}" for i in range(MAX_REASONS + 10)])
+    assert len(summary.run_reasons) == MAX_REASONS + 1
+    assert summary.run_reasons[OTHER_REASONS] == 10
+    assert sum(summary.run_reasons.values()) == summary.steps["would run"] == MAX_REASONS + 10
+    assert max(len(reason) for reason in summary.run_reasons) < 200

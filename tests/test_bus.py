@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
+import anyio.lowlevel
 import pytest
 
 from asteps import EventBus, Signal, SignalError, SignalTimeout
@@ -75,6 +78,47 @@ async def test_wait_may_include_a_signal_already_published() -> None:
     assert (await bus.wait("ready", timeout=1, include_past=True)).payload == 1
     with pytest.raises(SignalTimeout):
         await bus.wait("ready", timeout=0.01)
+
+
+async def _next_signal_of(bus: EventBus, name: str, payload: str) -> Signal:
+    """What ``wait(name, include_past=True)`` returns when ``payload`` is
+    published under ``name`` once the waiter waits."""
+    got: list[Signal] = []
+
+    async def waiter() -> None:
+        got.append(await bus.wait(name, include_past=True))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        while not bus.listening(name) and not got:
+            await anyio.lowlevel.checkpoint()
+        if not got:
+            await bus.publish(name, payload)
+    return got[0]
+
+
+async def test_the_bus_remembers_the_last_signal_of_a_bounded_number_of_names() -> None:
+    bus = EventBus(remember=2)
+    await bus.publish("a", "old a")
+    await bus.publish("b", "old b")
+    assert (await bus.wait("a", include_past=True)).payload == "old a"  # a: used last
+    await bus.publish("c", "c")  # b, the least recently used, is forgotten
+    assert (await _next_signal_of(bus, "c", "new c")).payload == "c"
+    assert (await _next_signal_of(bus, "a", "new a")).payload == "old a"
+    assert (await _next_signal_of(bus, "b", "new b")).payload == "new b"
+
+
+async def test_a_bus_of_many_names_keeps_only_as_many_as_it_remembers() -> None:
+    bus = EventBus(remember=3)
+    for i in range(1000):
+        await bus.publish(f"name.{i}", "x" * 1000)
+    assert len(bus._last) == 3
+
+
+@pytest.mark.parametrize("remember", [0, -1, True, 1.5])
+def test_remember_must_be_a_positive_int(remember: Any) -> None:
+    with pytest.raises(ValueError, match="remember must be a positive int"):
+        EventBus(remember=remember)
 
 
 async def test_iterating_a_subscription_ends_when_it_closes() -> None:

@@ -162,6 +162,13 @@ def write_ids(path: Path, ids: list[str]) -> str:
     return str(path)
 
 
+def not_read(summary: Any, ids: list[str]) -> list[str]:
+    """The ids of a stopped rerun that were not read: from its ``next_line`` on
+    (one id a line in ``ids``)."""
+    line = summary["next_line"]
+    return [] if line is None else ids[line - 1 :]
+
+
 def test_rerun_runs_every_id_once_and_summarises(cli: CliRunner, tmp_path: Path) -> None:
     ids = write_ids(tmp_path / "ids.txt", ["c1", "c2", "# comment", "", "c3", "c2"])
     result = invoke(cli, "rerun", FLOW, "--ids", ids, "--no-progress", "--json")
@@ -245,6 +252,21 @@ def test_rerun_dry_run_counts_what_would_happen_and_writes_nothing(
     assert sorted(p.name for p in Path(".asteps").iterdir()) == ["c1"]
 
 
+def test_rerun_dry_run_says_why_steps_would_run_in_the_table_and_in_json(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    ids = write_ids(tmp_path / "ids.txt", ["c1", "c2", "c3"])
+    invoke(cli, "run", FLOW, "--workflow-id", "c1")
+    args = ["rerun", FLOW, "--ids", ids, "--force", "export", "--dry-run", "--no-progress"]
+    reasons = as_json(invoke(cli, *args, "--json"))["run_reasons"]
+    assert sum(reasons.values()) == 13  # type: ignore[union-attr]
+    assert reasons["not done"] > 0  # type: ignore[index]
+    assert any(r.startswith("forced by export") for r in reasons)  # type: ignore[union-attr]
+    table = invoke(cli, *args).stdout
+    assert "would run" in table
+    assert "13: not done" in table or "13: forced by export" in table
+
+
 def test_rerun_reads_ids_from_stdin(cli: CliRunner) -> None:
     result = invoke(cli, "rerun", FLOW, "--ids", "-", "--no-progress", "--json", input="a\nb\n")
     assert as_json(result)["workflows"]["succeeded"] == 2  # type: ignore[index]
@@ -286,7 +308,8 @@ def test_ctrl_c_cancels_cleanly_and_writes_the_unfinished_ids(tmp_path: Path) ->
         "    await runner.step('only', slow)\n"
     )
     (tmp_path / "finished").mkdir()
-    ids = write_ids(tmp_path / "ids.txt", [f"w{i:03d}" for i in range(200)])
+    all_ids = [f"w{i:03d}" for i in range(200)]
+    ids = write_ids(tmp_path / "ids.txt", all_ids)
     env = {**os.environ, "ASTEPS_STORE": f"file:{tmp_path / 'store'}"}
     process = subprocess.Popen(
         [
@@ -322,7 +345,8 @@ def test_ctrl_c_cancels_cleanly_and_writes_the_unfinished_ids(tmp_path: Path) ->
     assert summary["interrupted"] is True
     finished, unfinished = summary["workflows"]["finished"], summary["unfinished_ids"]
     assert 0 < finished < 200
-    assert finished + len(unfinished) == 200
+    assert finished + len(unfinished) + len(not_read(summary, all_ids)) == 200
+    assert len(unfinished) <= 3 * 10 + 4 * 10  # in flight, listed, being listed, buffered
     assert sorted(Path(tmp_path / "left.txt").read_text().split()) == sorted(unfinished)
     marked = {p.parent.parent.name for p in (tmp_path / "store").glob("*/steps/only")}
     activity_finished = {p.name for p in (tmp_path / "finished").iterdir()}
@@ -590,7 +614,8 @@ def test_a_second_signal_during_the_drain_keeps_the_summary_and_the_retry_file(
     code: int,
     kill_later: Callable[[Any], Any],
 ) -> None:
-    ids = write_ids(tmp_path / "ids.txt", [f"w{i}" for i in range(10)])
+    all_ids = [f"w{i}" for i in range(10)]
+    ids = write_ids(tmp_path / "ids.txt", all_ids)
     process = kill_later(
         rerun_process(
             tmp_path,
@@ -625,7 +650,7 @@ def test_a_second_signal_during_the_drain_keeps_the_summary_and_the_retry_file(
     assert summary["interrupted"] is True
     left = (tmp_path / "left.txt").read_text().split()
     assert sorted(left) == sorted(summary["unfinished_ids"])
-    assert summary["workflows"]["finished"] + len(left) == 10
+    assert summary["workflows"]["finished"] + len(left) + len(not_read(summary, all_ids)) == 10
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -916,3 +941,25 @@ def test_flow_version_is_written_in_markers_and_a_new_one_reruns_the_steps_that_
     assert rerun.exit_code == 0
     marker = json.loads((tmp_path / ".asteps" / "c1" / "steps" / "model").read_text())
     assert marker["version"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("stopped_at", "next_line", "ids_name", "says"),
+    [
+        ("line 1,235", 1235, "my ids.txt", "go on with: tail -n +1235 'my ids.txt'"),
+        ("line 7", 7, "<stdin>", "at line 7 of the ids: the ids from there on were not read"),
+        ("after workflow 'w9' of the store's listing", None, None, "after workflow 'w9'"),
+    ],
+)
+def test_a_stopped_rerun_says_where_reading_stopped_and_how_to_go_on(
+    stopped_at: str, next_line: int | None, ids_name: str | None, says: str
+) -> None:
+    from rich.console import Console
+
+    from asteps._batch import BatchSummary
+    from asteps.cli.rerun import _summary_table
+
+    summary = BatchSummary(interrupted=True, stopped_at=stopped_at, next_line=next_line)
+    console = Console(width=300, record=True)
+    console.print(_summary_table(summary, None, ids_name=ids_name))
+    assert says in console.export_text()

@@ -154,14 +154,18 @@ async def test_a_batch_runs_every_discovered_workflow(any_store: Any) -> None:
     assert summary.steps == {"skipped": 2, "completed": 2}
 
 
-async def test_a_stopped_batch_over_discovered_ids_lists_the_rest_for_the_retry_file() -> None:
+async def test_a_stopped_batch_over_discovered_ids_lists_no_further_and_says_where_it_stopped() -> (
+    None
+):
     store = MemoryStore()
-    for i in range(50):
-        await store.mark_done(f"w{i:02d}/steps/", "a", BODY)
+    for i in range(1000):
+        await store.mark_done(f"w{i:03d}/steps/", "a", BODY)
     stop = anyio.Event()
+    ran: list[str] = []
 
     async def flow(runner: Runner, **_: Any) -> None:
-        if runner.workflow_id == "w03":
+        ran.append(runner.workflow_id)
+        if runner.workflow_id == "w003":
             stop.set()
             await anyio.sleep_forever()
 
@@ -169,5 +173,26 @@ async def test_a_stopped_batch_over_discovered_ids_lists_the_rest_for_the_retry_
         discover_workflows(store, "{workflow_id}/steps/"), stop=stop
     )
     assert summary.interrupted
-    assert summary.finished + len(summary.unfinished_ids) == 50
-    assert "w49" in summary.unfinished_ids
+    handled = {*ran, *summary.unfinished_ids}
+    assert len(handled) <= 20  # what was in flight when it stopped: the rest is not listed
+    assert summary.stopped_at == f"after workflow {max(handled)!r} of the store's listing"
+
+
+async def test_the_file_store_does_not_discover_a_directory_that_links_out_of_its_root(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    store = FileStore(root)
+    await store.mark_done("w1/steps/", "a", BODY)
+    (tmp_path / "elsewhere" / "steps").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "steps" / "a").write_text("{}")
+    (root / "out").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "alias").symlink_to(root / "w1", target_is_directory=True)  # inside: kept
+    assert await found(store) == ["alias", "w1"]
+
+
+def test_discovery_refuses_before_the_first_anext() -> None:
+    with pytest.raises(InvalidStepName, match="--ids instead"):
+        discover_workflows(MemoryStore(), "steps/{workflow_id}/")  # not iterated
+    with pytest.raises(StoreError, match="cannot list workflows"):
+        discover_workflows(object(), "{workflow_id}/steps/")

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,67 @@ async def test_markers_get_the_mode_of_any_new_file(tmp_path: Path, umask: int) 
         os.umask(previous)
     mode = stat.S_IMODE((tmp_path / "wf" / "steps" / "a").stat().st_mode)
     assert oct(mode) == oct(0o666 & ~umask)
+
+
+# -- symbolic links never lead out of the root (issue 19) ------------------------
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory beside the store's root, that links may point to."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "steps").mkdir(parents=True)
+    (elsewhere / "steps" / "a").write_text('{"result": "secret"}')
+    return elsewhere
+
+
+async def test_a_workflow_directory_that_links_out_of_the_root_is_refused(
+    tmp_path: Path, outside: Path
+) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "wf").symlink_to(outside, target_is_directory=True)
+    store = FileStore(root)
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.mark_done("wf/steps/", "b", {}),
+        lambda: store.list_done("wf/steps/"),
+        lambda: store.read_marker("wf/steps/", "a"),
+        lambda: store.unmark("wf/steps/", ["a"]),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError, match=r"outside the store root.*remove the link"):
+            await call()
+    assert sorted(p.name for p in (outside / "steps").iterdir()) == ["a"]
+
+
+async def test_a_prefix_that_climbs_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    with pytest.raises(StoreError, match="outside the store root"):
+        await store.mark_done("../x/", "a", {})
+    assert not (tmp_path / "x").exists()
+
+
+async def test_links_that_stay_inside_the_root_are_followed(tmp_path: Path) -> None:
+    real_root = tmp_path / "real"
+    (real_root / "shared").mkdir(parents=True)
+    (tmp_path / "root").symlink_to(real_root, target_is_directory=True)  # the root itself
+    (real_root / "wf").symlink_to(real_root / "shared", target_is_directory=True)
+    store = FileStore(tmp_path / "root")
+    await store.mark_done("wf/steps/", "a", {"result": 1})
+    assert (real_root / "shared" / "steps" / "a").is_file()
+    assert await store.list_done("wf/steps/") == {"a"}
+    assert await store.read_marker("wf/steps/", "a") == {"result": 1}
+
+
+async def test_a_marker_that_links_out_of_the_root_is_not_done_nor_read(
+    tmp_path: Path, outside: Path
+) -> None:
+    store = FileStore(tmp_path / "store")
+    await store.mark_done("wf/steps/", "b", {})
+    (tmp_path / "store" / "wf" / "steps" / "a").symlink_to(outside / "steps" / "a")
+    assert await store.list_done("wf/steps/") == {"b"}
+    with pytest.raises(StoreError, match="outside the store root"):
+        await store.read_marker("wf/steps/", "a")
+    await store.mark_done("wf/steps/", "a", {"result": 2})  # replaces the link itself
+    assert (outside / "steps" / "a").read_text() == '{"result": "secret"}'
+    assert await store.read_marker("wf/steps/", "a") == {"result": 2}

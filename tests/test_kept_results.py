@@ -27,7 +27,9 @@ from asteps import (
     StepOutcome,
 )
 from asteps._decision import ALREADY_PLAYED
-from asteps.errors import AstepsError, ResultNotKept
+from asteps._json import MAX_BODY_BYTES, MAX_DEPTH, MAX_RESULT_BYTES
+from asteps.errors import AstepsError, MarkerBodyError, ResultNotKept
+from asteps.stores.base import parse_body
 
 
 class Export(BaseModel):
@@ -345,3 +347,128 @@ async def test_with_the_done_list_known_a_step_waits_for_one_reading_its_body_fi
     )
     assert (a.status, list(a.reasons)) == ("completed", ["version 1 -> 2"])
     assert (b.status, list(b.reasons)) == ("completed", ["Dep of a"])
+
+
+# -- bodies and results from outside: bounded, typed (issue 6, 7, 8) ------------
+
+
+async def _write_body(store: Any, name: str, raw: bytes) -> None:
+    """Put ``raw`` as the body of marker ``wf/steps/<name>``, as another writer would."""
+    if isinstance(store, FileStore):
+        path = store.root / "wf" / "steps" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(raw)
+    else:
+        await store.client.put_object(Bucket="steps", Key=f"wf/steps/{name}", Body=raw)
+
+
+@pytest.fixture(params=["file", "s3"])
+async def raw_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A store whose bodies are bytes another writer may have put there."""
+    if request.param == "file":
+        yield FileStore(tmp_path / "store")
+    else:
+        aws = request.getfixturevalue("aws")
+        async with S3Store("steps", endpoint_url=aws.endpoint_url, session=aws.session()) as s3:
+            await s3.client.create_bucket(Bucket="steps")
+            yield s3
+
+
+DEEP = b'{"result": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.mark.parametrize(
+    ("on_missing", "status"), [("run", "completed"), ("none", "skipped"), ("error", "failed")]
+)
+async def test_a_deeply_nested_body_is_an_invalid_result_that_on_missing_result_decides(
+    raw_store: Any, on_missing: str, status: str
+) -> None:
+    await _write_body(raw_store, "n", DEEP)
+    outcome = await Runner(raw_store, "wf").step(
+        "n", lambda: 5, keep_result=int, on_missing_result=on_missing
+    )
+    assert outcome.status == status
+    problem = next(r for r in outcome.reasons if r.startswith("result invalid"))
+    assert f"over {MAX_DEPTH}" in problem
+    assert len(problem) < 300
+
+
+async def test_a_deeply_nested_body_reruns_a_step_on_a_new_version(raw_store: Any) -> None:
+    await _write_body(raw_store, "n", DEEP)
+    outcome = await Runner(raw_store, "wf", version="2").step(
+        "n", lambda: None, rerun_on_new_version=True
+    )
+    assert (outcome.status, list(outcome.reasons)) == ("completed", ["version None -> 2"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"[" * 100_000, f"over {MAX_DEPTH}"),
+        (b" " * (MAX_BODY_BYTES + 1), f"over {MAX_BODY_BYTES:,} bytes"),
+        (b"[1, 2]", "holds a list"),
+        (b'"a string"', "holds a str"),
+        (b"\xff{}", "not JSON"),
+        (b"{", "not JSON"),
+    ],
+)
+def test_a_body_that_cannot_be_decoded_is_one_marker_body_error(raw: bytes, says: str) -> None:
+    with pytest.raises(MarkerBodyError, match=says):
+        parse_body(raw, "wf/steps/n")
+
+
+def test_brackets_inside_strings_do_not_count_as_depth() -> None:
+    body = {"result": "[" * 1000, "version": '\\"[[[['}
+    assert parse_body(json.dumps(body), "here") == body
+
+
+async def test_a_file_body_is_read_no_further_than_the_bound(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await _write_body(store, "n", b'{"result": 1}' + b" " * (2 * MAX_BODY_BYTES))
+    with pytest.raises(MarkerBodyError, match="bytes"):
+        await store.read_marker("wf/steps/", "n")
+
+
+@pytest.mark.parametrize(
+    ("result", "keep", "says"),
+    [
+        ("abc", int, "not of the type keep_result declares \\(int\\)"),
+        ({"rows": "many"}, Export, "rows"),
+        ([1, "x"], list[int], "1: Input should be a valid integer"),
+    ],
+)
+async def test_a_result_not_of_the_declared_type_is_refused_and_the_step_not_marked(
+    store: Any, result: Any, keep: Any, says: str
+) -> None:
+    with pytest.raises(ResultNotKept, match=says) as raised:
+        await Runner(store, "wf").step("n", lambda: result, keep_result=keep)
+    assert raised.value.result == result
+    assert await store.list_done("wf/steps/") == set()
+
+
+async def test_a_result_that_validates_is_written_as_its_type(store: Any) -> None:
+    await Runner(store, "wf").step("n", lambda: (1, "2"), keep_result=list[int])
+    assert (await store.read_marker("wf/steps/", "n"))["result"] == [1, 2]
+    again = await Runner(store, "wf").step("n", lambda: [0], keep_result=list[int])
+    assert (again.status, again.result) == ("skipped", [1, 2])
+
+
+async def test_a_result_nested_deeper_than_a_body_may_be_is_refused(store: Any) -> None:
+    deep: list[Any] = []
+    for _ in range(MAX_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(ResultNotKept, match="flatten it"):
+        await Runner(store, "wf").step("n", lambda: deep, keep_result=True)
+    assert await store.list_done("wf/steps/") == set()
+
+
+@pytest.mark.parametrize("keep", ["yes", "int", 1, 2.5, list["Nope"]])  # type: ignore[name-defined]  # noqa: F821
+async def test_keep_result_that_is_not_a_type_is_a_type_error(keep: Any) -> None:
+    with pytest.raises(TypeError, match="keep_result must be True or a type"):
+        await Runner(MemoryStore(), "wf").step("s", lambda: 1, keep_result=keep)
+
+
+def test_max_result_bytes_is_at_most_what_a_body_may_hold() -> None:
+    Runner(MemoryStore(), "wf", max_result_bytes=MAX_RESULT_BYTES)
+    with pytest.raises(ValueError, match="at most"):
+        Runner(MemoryStore(), "wf", max_result_bytes=MAX_RESULT_BYTES + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import stat
 import sys
 import time
@@ -187,10 +188,13 @@ def rerun(
                     ids = reader
                 summary = await run.run(ids, stop=interruption.stop)
         # Still inside the signal handlers: a signal now cannot cut the report short.
-        _report(summary, failed_file, as_json)
+        _report(summary, failed_file, as_json, getattr(ids_file, "name", None))
         if summary.aborted:
             tell(f"the batch stopped: {summary.aborted}", logging.ERROR, label=ERROR_LABEL)
             return EXIT_STORE
+        if summary.unreadable:
+            tell(f"the batch stopped: {summary.unreadable}", logging.ERROR, label=ERROR_LABEL)
+            return EXIT_FAILED
         if summary.interrupted:
             return interruption.exit_code
         return EXIT_FAILED if summary.failed_ids else 0
@@ -291,36 +295,55 @@ def _progress(
         yield on_workflow
 
 
-def _report(summary: BatchSummary, path: Path | None, as_json: bool) -> None:
+def _report(summary: BatchSummary, path: Path | None, as_json: bool, ids_name: object) -> None:
     """The summary on stdout and the ids to retry in a file; if the file cannot
     be written after all, the ids go to stderr instead."""
     ids = [*summary.failed_ids, *summary.unfinished_ids]
-    kind = "unfinished" if summary.interrupted or summary.aborted else "failed"
-    table = partial(_summary_table, summary)
+    kind = "unfinished" if summary.stopped else "failed"
+    table = partial(_summary_table, summary, ids_name=ids_name)
     report_batch(summary.as_dict(), table, ids, path, kind, as_json)
 
 
-def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:
+def _go_on(summary: BatchSummary, ids_name: object) -> str:
+    """Where reading the ids stopped, and how to go on from there."""
+    line = summary.next_line
+    if line is not None and isinstance(ids_name, str) and not ids_name.startswith("<"):
+        return (
+            f"at line {line:,} of {ids_name}: the ids from there on are not in the retry "
+            f"file; go on with: tail -n +{line} {shlex.quote(ids_name)}"
+        )
+    if line is not None:
+        return f"at line {line:,} of the ids: the ids from there on were not read"
+    return f"{summary.stopped_at}: the workflows not yet listed are not in the retry file"
+
+
+def _summary_table(
+    summary: BatchSummary, retry_file: Path | None, *, ids_name: object = None
+) -> Table:
     title = "rerun summary"
-    if summary.interrupted or summary.aborted:
-        title = "rerun stopped: store failed" if summary.aborted else "rerun interrupted"
+    if summary.stopped:
+        title = "rerun interrupted"
+        if summary.aborted:
+            title = "rerun stopped: store failed"
+        elif summary.unreadable:
+            title = "rerun stopped: ids unreadable"
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value")
     table.add_row("workflows succeeded", str(summary.succeeded))
     table.add_row("workflows failed", f"[red]{len(summary.failed_ids)}[/]")
-    if summary.interrupted or summary.aborted:
+    if summary.stopped:
         table.add_row("workflows unfinished", f"[yellow]{len(summary.unfinished_ids)}[/]")
     if summary.passed_over:
         table.add_row("workflows not selected", str(summary.passed_over))
-    if summary.unlisted:
-        table.add_row(
-            "[yellow]not listed[/]",
-            cell(f"the workflows not yet discovered are not in the retry file: {summary.unlisted}"),
-        )
+    if summary.stopped_at is not None:
+        table.add_row("[yellow]reading stopped[/]", cell(_go_on(summary, ids_name)))
     planned = [k for k in ("would run", "would skip") if k in summary.steps]
     for status in planned or ["completed", "skipped", "failed"]:
-        table.add_row(f"steps {status}", str(summary.steps[status]))
+        count = str(summary.steps[status])
+        if status == "would run" and summary.run_reasons:
+            count += ": " + ", ".join(f"{r} {n}" for r, n in summary.run_reasons.most_common())
+        table.add_row(f"steps {status}", cell(count))
     rate = summary.finished / summary.elapsed if summary.elapsed else 0.0
     table.add_row("elapsed", f"{summary.elapsed:.1f} s ({rate:,.0f} workflows/s)")
     for wid, error in list(summary.errors.items())[:5]:

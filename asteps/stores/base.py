@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
 from .._concurrency import for_each
+from .._json import JsonBoundsError, check_bounds
 from .._lifecycle import Lifecycle, State
 from .._names import covers, validate_patterns
 from ..errors import MarkerBodyError, StoreError
@@ -120,9 +121,19 @@ class HoldsClaims(Protocol):
 
 
 def parse_body(raw: bytes | str, where: str) -> Mapping[str, Any]:
-    """A marker body as written by asteps or simpleflow: a JSON object."""
+    """A marker body as written by asteps or simpleflow: a JSON object.
+
+    Raises :class:`~asteps.errors.MarkerBodyError` for any body that cannot be
+    decoded: not JSON, not an object, over ``MAX_BODY_BYTES`` or nested deeper
+    than ``MAX_DEPTH`` (checked before parsing: see ``asteps._json``). A store
+    reads at most ``MAX_BODY_BYTES + 1`` bytes of a body.
+    """
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     try:
-        body = json.loads(raw)
+        check_bounds(data)
+        body = json.loads(data)
+    except JsonBoundsError as exc:
+        raise MarkerBodyError(f"marker {where} is refused: {exc}") from None
     except ValueError as exc:
         raise MarkerBodyError(f"marker {where} is not JSON ({exc})") from None
     if not isinstance(body, dict):

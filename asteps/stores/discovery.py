@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Protocol, runtime_checkable
 
-from .._names import validate_workflow_id
+from .._names import shown, validate_workflow_id
 from ..errors import InvalidStepName, StoreError
 
 WORKFLOW_DIRECTORY = "{workflow_id}/"
@@ -45,21 +45,27 @@ def check_discoverable(template: str) -> None:
         )
 
 
-async def discover_workflows(store: object, template: str) -> AsyncGenerator[str, None]:
+def discover_workflows(store: object, template: str) -> AsyncGenerator[str, None]:
     """Every workflow id that has a "directory" at the root of ``store``,
     streamed one listing page at a time.
 
     Names that cannot be workflow ids (a ``/``, control characters, ``.``)
-    are passed over: asteps never wrote them. Raises ``InvalidStepName`` for a
+    are passed over: asteps never wrote them, and the FileStore passes over
+    directories that link out of its root. Raises ``InvalidStepName`` for a
     template :func:`check_discoverable` refuses and ``StoreError`` for a store
-    without ``list_workflows``, both before any I/O.
+    without ``list_workflows``, both when called, before any I/O (not at the
+    first ``anext``: a plain function that returns the async generator).
     """
     check_discoverable(template)
     if not isinstance(store, ListsWorkflows):
         raise StoreError(
-            f"{store!r} cannot list workflows (it has no list_workflows(root)): give the "
-            "ids with --ids, or use MemoryStore, FileStore or S3Store"
+            f"{shown(store)} cannot list workflows (it has no list_workflows(root)): give "
+            "the ids with --ids, or use MemoryStore, FileStore or S3Store"
         )
+    return _discovered(store)
+
+
+async def _discovered(store: ListsWorkflows) -> AsyncGenerator[str, None]:
     async with aclosing(store.list_workflows("")) as names:
         async for name in names:
             try:

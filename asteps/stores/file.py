@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from .._json import MAX_BODY_BYTES
 from .._names import is_valid_name
 from ..errors import StoreError
 from .base import CLAIMS_ROOT, HoldsNothing, parse_body
@@ -51,6 +52,12 @@ class FileStore(HoldsNothing):
     A listing also removes the temporary files that crashed writers left in
     that directory, once they are older than ``STALE_TMP_AGE`` (an hour).
 
+    Nothing is read or written outside ``root``: a workflow directory or a
+    marker that resolves outside it (a symbolic link out of the root, a
+    prefix with ``..``) is refused with a ``StoreError``, a marker file that
+    links out of the root is not listed, and discovery passes over
+    directories that link out of it. The root itself may be a link.
+
     It needs no opening; ``async with`` and ``aclose()`` follow the rule of
     every store (see ``HoldsNothing``): once closed, it refuses every call.
     """
@@ -62,8 +69,28 @@ class FileStore(HoldsNothing):
         self._tokens = itertools.count(1)
 
     def _split(self, prefix: str) -> tuple[Path, str]:
+        """The directory of ``prefix`` with every link resolved, and the start of
+        its markers' names; ``StoreError`` when it is outside the root."""
         directory, _, start = prefix.rpartition("/")
-        return self.root / directory, start
+        return self._inside(self.root / directory, prefix), start
+
+    def _inside(self, path: Path, prefix: str) -> Path:
+        """``path`` resolved (links followed), if it stays inside the root.
+
+        Resolved once and then used as resolved: what is checked is what is
+        opened (short of a link swapped in between, by someone who can already
+        write in the root).
+        """
+        root = self.root.resolve()
+        resolved = path.resolve()
+        if resolved != root and not resolved.is_relative_to(root):
+            raise StoreError(
+                f"{path} resolves to {resolved}, outside the store root {root}: a symbolic "
+                "link (or '..') leads out of the root, and FileStore never follows one "
+                f"there; remove the link, or make {resolved.parent} the store root",
+                prefix=prefix,
+            )
+        return resolved
 
     async def list_done(self, prefix: str) -> set[str]:
         self._check_not_closed()
@@ -81,7 +108,12 @@ class FileStore(HoldsNothing):
                         # The listing reads the directory anyway: the cleanup costs
                         # nothing until a leftover is there.
                         _remove_if_stale(entry)
-                    elif entry.name.startswith(start) and is_valid_name(name) and entry.is_file():
+                    elif (
+                        entry.name.startswith(start)
+                        and is_valid_name(name)
+                        and entry.is_file()
+                        and (not entry.is_symlink() or _links_inside(entry, self.root))
+                    ):
                         names.add(name)
         except FileNotFoundError:
             return set()
@@ -99,7 +131,7 @@ class FileStore(HoldsNothing):
         asks the directory entry's type and never stats a file; a directory
         that holds no marker is listed too, and its own listing finds nothing."""
         self._check_not_closed()
-        directory = self.root / root
+        directory = await anyio.to_thread.run_sync(self._inside, self.root / root, root)
         try:
             entries = await anyio.to_thread.run_sync(os.scandir, directory)
         except FileNotFoundError:
@@ -113,7 +145,7 @@ class FileStore(HoldsNothing):
         with entries:
             while True:
                 try:
-                    batch = await anyio.to_thread.run_sync(_directories, entries)
+                    batch = await anyio.to_thread.run_sync(_directories, entries, self.root)
                 except OSError as exc:
                     raise StoreError(
                         f"cannot list workflows in {directory}: {exc.strerror}", prefix=root
@@ -158,8 +190,11 @@ class FileStore(HoldsNothing):
     def _read(self, prefix: str, name: str) -> Mapping[str, Any] | None:
         directory, start = self._split(prefix)
         path = directory / (start + name)
+        if path.is_symlink():
+            path = self._inside(path, prefix)
         try:
-            raw = path.read_bytes()
+            with path.open("rb") as f:
+                raw = f.read(MAX_BODY_BYTES + 1)  # more is refused: no need to read it
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -260,15 +295,30 @@ class FileStore(HoldsNothing):
         return f"FileStore({str(self.root)!r})"
 
 
-def _directories(entries: Iterator[os.DirEntry[str]]) -> list[str]:
+def _directories(entries: Iterator[os.DirEntry[str]], root: Path) -> list[str]:
     """The names of the directories among the next ``DISCOVERY_BATCH`` entries
-    (an empty list once the entries are over)."""
+    (an empty list once the entries are over); a link to a directory counts
+    only if it stays inside ``root``."""
     names: list[str] = []
     while chunk := list(islice(entries, DISCOVERY_BATCH)):
-        names.extend(e.name for e in chunk if e.is_dir() and not e.name.startswith(TMP_PREFIX))
+        names.extend(
+            e.name
+            for e in chunk
+            if e.is_dir()
+            and not e.name.startswith(TMP_PREFIX)
+            and (not e.is_symlink() or _links_inside(e, root))
+        )
         if names:
             return names
     return names
+
+
+def _links_inside(entry: os.DirEntry[str], root: Path) -> bool:
+    """Whether the link ``entry`` resolves inside ``root`` (links are rare: the
+    entries that are not links cost no system call)."""
+    resolved_root = root.resolve()
+    resolved = Path(entry.path).resolve()
+    return resolved == resolved_root or resolved.is_relative_to(resolved_root)
 
 
 def _make_directories(directory: Path) -> None:

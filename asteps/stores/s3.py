@@ -28,6 +28,7 @@ from botocore.exceptions import (
 
 from .._aws import client_config as aws_config
 from .._aws import open_client
+from .._json import MAX_BODY_BYTES
 from .._lifecycle import Lifecycle
 from .._names import is_valid_name
 from ..errors import StoreError, describe
@@ -214,8 +215,9 @@ class S3Store:
                 if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     return None
                 raise
-            async with response["Body"] as stream:
-                raw: bytes = await stream.read()
+            body = response["Body"]
+            async with body:  # releases the connection, read to the end or not
+                raw: bytes = await body.read(MAX_BODY_BYTES + 1)  # more is refused
             return raw
 
         raw = await self._call(get_body, prefix, "read a marker from")
