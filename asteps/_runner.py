@@ -274,7 +274,8 @@ class Runner:
                         alternative_result = await run_activity(alternative)
                         if result is None:  # a kept result is what the step returns
                             result = alternative_result
-                    await self._record(name, "skipped", decision)
+                    if (details := self._record(name, "skipped", decision)) is not None:
+                        await self.bus.publish("log.step", details)
                 except Exception as exc:
                     outcome = await self._failed(name, decision, exc, started, bubbles)
                 else:
@@ -449,7 +450,8 @@ class Runner:
                 if not isinstance(taken, Held):  # another runner played it meanwhile
                     return await self._played_elsewhere(name, taken, keep, started)
                 held = taken
-            await self._record(name, "scheduled", decision)
+            if (details := self._record(name, "scheduled", decision)) is not None:
+                await self.bus.publish("log.step", details)
             ran = True
             try:
                 if held is None:
@@ -476,7 +478,8 @@ class Runner:
                 return await self._failed(name, decision, exc, started, bubbles)
             except (MarkDoneError, ResultNotKept) as exc:
                 # The work is done but not marked: raised, with the result in hand.
-                await self._record(name, "failed", decision, exc)
+                if (details := self._record(name, "failed", decision, exc)) is not None:
+                    await self.bus.publish("log.step", details)
                 logger.error(
                     "%s: %s",
                     self.workflow_id,
@@ -488,7 +491,8 @@ class Runner:
                 raise
             if self._done is not None:
                 self._done.add(name)
-            await self._record(name, "completed", decision)
+            if (details := self._record(name, "completed", decision)) is not None:
+                await self.bus.publish("log.step", details)
             return _outcome(name, "completed", decision, started, result)
         finally:
             if not ran:
@@ -504,12 +508,14 @@ class Runner:
         result = decode_result(marker, keep).value if keep else None
         if self._done is not None:
             self._done.add(name)
-        await self._record(name, "skipped", decision)
+        if (details := self._record(name, "skipped", decision)) is not None:
+            await self.bus.publish("log.step", details)
         return _outcome(name, "skipped", decision, started, result)
 
     async def _joined(self, name: str, first: StepOutcome, options: StepOptions) -> StepOutcome:
         """Skipped: a call of the same name in flight in this runner played it."""
-        await self._record(name, "skipped", JOINED)
+        if (details := self._record(name, "skipped", JOINED)) is not None:
+            await self.bus.publish("log.step", details)
         outcome = _outcome(name, "skipped", JOINED, result=first.result)
         if options.get("emit_signal", False):
             await self.bus.publish(f"step.{name}", self._signal_payload(outcome))
@@ -519,7 +525,8 @@ class Runner:
     async def _failed(
         self, name: str, decision: Decision, exc: Exception, started: float, bubbles: bool
     ) -> StepOutcome:
-        await self._record(name, "failed", decision, exc)
+        if (details := self._record(name, "failed", decision, exc)) is not None:
+            await self.bus.publish("log.step", details)
         logger.warning(
             "%s: step %s failed: %s",
             self.workflow_id,
@@ -535,14 +542,15 @@ class Runner:
 
     # -- markers and signals ---------------------------------------------------------
 
-    async def _record(
+    def _record(
         self, name: str, status: str, decision: Decision, error: BaseException | None = None
-    ) -> None:
-        """Record a ``log.step`` marker (its dict is built only when read), and
-        publish it on the bus when someone listens."""
+    ) -> dict[str, Any] | None:
+        """Record a ``log.step`` marker (its dict is built only when read); the
+        marker's details when someone listens on the bus, for the caller to publish."""
         self._log.append((name, status, decision, error))
         if self.bus.listening("log.step"):
-            await self.bus.publish("log.step", _details(name, status, decision, error))
+            return _details(name, status, decision, error)
+        return None
 
     def _signal_payload(self, outcome: StepOutcome) -> dict[str, Any]:
         return {
