@@ -85,6 +85,22 @@ def test_a_failing_step_makes_run_exit_1(cli: CliRunner) -> None:
     assert "HTTP 503" in result.output
 
 
+REOPENING_FLOW = """
+async def flow(runner):
+    async with runner.store:  # the CLI opened it already: a bug in the flow
+        pass
+"""
+
+
+def test_a_flow_that_opens_the_store_again_fails_as_a_bug_not_as_an_unreachable_store(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "reopening.py").write_text(REOPENING_FLOW)
+    result = invoke(cli, "run", "reopening.py:flow", "--workflow-id", "c1", "--store", "memory://")
+    assert result.exit_code == 1, result.output  # a failed workflow, not exit 3
+    assert "RuntimeError: this MemoryStore is already open: share it" in result.output
+
+
 @pytest.mark.parametrize(
     ("flow", "message"),
     [

@@ -23,7 +23,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from .._concurrency import for_each
 from .._lifecycle import Lifecycle, State
 from .._names import covers, validate_patterns
-from ..errors import MarkerBodyError, StoreError
+from ..errors import MarkerBodyError
 
 
 @runtime_checkable
@@ -98,12 +98,12 @@ class HoldsNothing:
     Such a store needs no opening: it can be used as soon as it is built. It
     still follows the rule every asteps resource follows, so that code tested
     on a local store behaves the same on S3: ``async with`` opens it once (a
-    second open, or one after closing, raises ``StoreError``), ``aclose()`` is
+    second open, or one after closing, raises ``RuntimeError``), ``aclose()`` is
     idempotent, and a closed store refuses every call.
     """
 
     def __init__(self) -> None:
-        self._lifecycle = Lifecycle(f"this {type(self).__name__}", StoreError)
+        self._lifecycle = Lifecycle(f"this {type(self).__name__}")
 
     async def __aenter__(self) -> Self:
         self._lifecycle.opening()
