@@ -260,3 +260,28 @@ def test_otel_without_the_extra_exits_2_naming_the_extra(tmp_path: Path) -> None
     assert done.returncode == 2
     assert "pip install 'asteps[otel]'" in done.stderr
     assert done.stdout == ""
+
+
+def test_steps_mark_and_unmark_send_a_span_for_every_store_call(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    store = f"file:{tmp_path / 'store'}"
+    env = otel_env(receiver.endpoint)
+    marked = asteps(
+        "steps", "mark", "--workflow-id", "c-1", "export.csv", "--store", store, "--otel",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert marked.returncode == 0, marked.stderr
+    unmarked = asteps(
+        "steps", "unmark", "--workflow-id", "c-1", "export", "--yes", "--store", store, "--otel",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert unmarked.returncode == 0, unmarked.stderr
+    names = [s["name"] for s in receiver.traces()]
+    assert sorted(names) == [
+        "asteps.store.list_done",
+        "asteps.store.mark_done",
+        "asteps.store.unmark",
+    ]
+    [unmark] = [s for s in receiver.traces() if s["name"] == "asteps.store.unmark"]
+    assert unmark["attributes"]["asteps.store.prefix"] == "c-1/steps/"

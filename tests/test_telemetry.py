@@ -249,6 +249,25 @@ async def test_reading_a_marker_body_is_a_span(otel: Telemetry) -> None:
     assert attrs(read)["asteps.store.kind"] == "memory"
 
 
+async def test_the_store_helpers_make_a_span_of_every_store_call(
+    otel: Telemetry, tmp_path: Any
+) -> None:
+    async with FileStore(tmp_path) as store:
+        await store.mark_done("wf/steps/", "a.b", {})
+        assert await asteps.unmark_matching(store, "wf/steps/", "a") == ["a.b"]
+        await asteps.list_done_many(store, ["wf/steps/", "other/steps/"])
+    unmark = otel.span("asteps.store.unmark")
+    assert attrs(unmark) == {"asteps.store.kind": "file", "asteps.store.prefix": "wf/steps/"}
+    listed = [attrs(s)["asteps.store.prefix"] for s in otel.spans("asteps.store.list_done")]
+    assert sorted(listed) == ["other/steps/", "wf/steps/", "wf/steps/"]
+    assert (
+        otel.points("asteps.store.requests")[
+            frozenset({("operation", "unmark"), ("outcome", "ok")})
+        ]
+        == 1
+    )
+
+
 class ListOnlyStore:
     """A user's own store with the three methods of the protocol, and no read_marker."""
 

@@ -131,8 +131,10 @@ async def list_done_many(
 ) -> dict[str, frozenset[str]]:
     """List several prefixes concurrently, at most ``concurrency`` at once.
 
-    The result is in the order of ``prefixes`` (each listed once).
+    The result is in the order of ``prefixes`` (each listed once). While
+    telemetry is on, each listing is a span, as every store call is.
     """
+    store = _traced(store)
     results = dict.fromkeys(prefixes, frozenset[str]())
 
     async def one(prefix: str) -> None:
@@ -151,8 +153,21 @@ def matching(names: Iterable[str], patterns: str | Iterable[str]) -> list[str]:
 async def unmark_matching(
     store: DoneStore, prefix: str, patterns: str | Iterable[str], *, dry_run: bool = False
 ) -> list[str]:
-    """Remove every marker under ``prefix`` that a pattern covers; return their names."""
+    """Remove every marker under ``prefix`` that a pattern covers; return their names.
+
+    While telemetry is on, the listing and the removal are spans, as every
+    store call is.
+    """
+    store = _traced(store)
     names = matching(await store.list_done(prefix), patterns)
     if names and not dry_run:
         await store.unmark(prefix, names)
     return names
+
+
+def _traced(store: DoneStore) -> DoneStore:
+    """``store`` with every call a span while telemetry is on, else itself."""
+    # Imported here: the telemetry module builds on this one.
+    from .._telemetry import traced_store
+
+    return traced_store(store)
