@@ -240,6 +240,33 @@ def test_rerun_writes_failed_ids_for_an_exact_retry(cli: CliRunner, tmp_path: Pa
     assert again["steps"] == {"completed": 9, "skipped": 6}  # type: ignore[index]
 
 
+def test_the_rerun_summary_counts_the_failures_it_leaves_out_and_keeps_reasons_readable(
+    tmp_path: Path,
+) -> None:
+    """14 failures, 5 shown: the table says 9 more exist; a 60-character id
+    does not squeeze the reasons to one word per line in 80 columns."""
+    long_id = "w" + "x" * 59
+    write_ids(tmp_path / "ids.txt", [long_id, *(f"customer-{i}" for i in range(13))])
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "asteps", "rerun", FLOW, "--ids", "ids.txt",
+            "--store", "memory://", "--param", "fail=export.csv", "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "80"},
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "and 9 more failed" in done.stdout
+    assert sum("upstream returned HTTP 503" in line for line in lines) == 5, done.stdout
+    assert "--ids asteps-failed-" in done.stdout  # the retry file's name is not cut
+
+
 def test_rerun_dry_run_counts_what_would_happen_and_writes_nothing(
     cli: CliRunner, tmp_path: Path
 ) -> None:

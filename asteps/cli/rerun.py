@@ -300,12 +300,20 @@ def _report(summary: BatchSummary, path: Path | None, as_json: bool) -> None:
     report_batch(summary.as_dict(), table, ids, path, kind, as_json)
 
 
+SHOWN_ERRORS = 5
+"""The summary table shows the reasons of this many failed workflows."""
+SHOWN_ID_WIDTH = 24
+"""The width of the summary's first column, where a long id folds."""
+
+
 def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:
     title = "rerun summary"
     if summary.interrupted or summary.aborted:
         title = "rerun stopped: store failed" if summary.aborted else "rerun interrupted"
     table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column("what", no_wrap=True)
+    # The labels fit in 24 columns; a long workflow id folds within them, so
+    # that the reasons beside it keep the rest of the line.
+    table.add_column("what", max_width=SHOWN_ID_WIDTH, overflow="fold")
     table.add_column("value")
     table.add_row("workflows succeeded", str(summary.succeeded))
     table.add_row("workflows failed", f"[red]{len(summary.failed_ids)}[/]")
@@ -323,10 +331,13 @@ def _summary_table(summary: BatchSummary, retry_file: Path | None) -> Table:
         table.add_row(f"steps {status}", str(summary.steps[status]))
     rate = summary.finished / summary.elapsed if summary.elapsed else 0.0
     table.add_row("elapsed", f"{summary.elapsed:.1f} s ({rate:,.0f} workflows/s)")
-    for wid, error in list(summary.errors.items())[:5]:
+    for wid, error in list(summary.errors.items())[:SHOWN_ERRORS]:
         if len(wid) > 60:  # a bad line may be 4 KB long: the start says which
             wid = wid[:60] + "..."
         table.add_row(f"[red]{cell(wid)}[/]", cell(error))
+    if (hidden := len(summary.errors) - SHOWN_ERRORS) > 0:
+        where = "their ids are in the retry file; " if retry_file is not None else ""
+        table.add_row(f"[red]and {hidden:,} more failed[/]", f"{where}--json gives every reason")
     if retry_file is not None:
         table.add_row("retry with", f"--ids {cell(str(retry_file))}")
     return table
