@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
 import pytest
 from click.testing import CliRunner, Result
@@ -736,6 +737,56 @@ def test_a_retry_file_that_cannot_be_written_at_the_end_goes_to_stderr(
     assert "workflows failed" in result.stdout  # the summary
     assert "could not write the retry file out/retry.txt" in result.stderr
     assert sorted(result.stderr.split()[-2:]) == ["c1", "c2"]
+
+
+async def test_the_retry_file_is_written_off_the_event_loop(tmp_path: Path) -> None:
+    """A retry file on a file system that stalls (here a FIFO, whose writer waits
+    for a reader) must not stop the event loop, and with it the signal handlers.
+
+    The reader runs on the event loop: it can open the FIFO, and so let the
+    write finish, only if the write does not hold the loop. Were it to hold
+    it, a timer thread takes the ids after a minute, then ends the reader's
+    wait, so that the test fails instead of hanging; a passing run never
+    waits for that timer.
+    """
+    from rich.table import Table
+
+    from asteps.cli.app import finish_batch
+
+    fifo = tmp_path / "retry.txt"
+    os.mkfifo(fifo)
+
+    def take_the_ids_then_hang_up() -> None:
+        fifo.read_bytes()
+        fifo.open("wb").close()
+
+    rescue = threading.Timer(60, take_the_ids_then_hang_up)
+    rescue.daemon = True
+    received = bytearray()
+
+    async def read_on_the_loop() -> None:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            while True:
+                await anyio.wait_readable(fd)
+                try:
+                    chunk = os.read(fd, 4096)
+                except BlockingIOError:  # no writer has opened it yet
+                    continue
+                if not chunk:
+                    return
+                received.extend(chunk)
+        finally:
+            os.close(fd)
+
+    rescue.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(finish_batch, {}, lambda _: Table(), ["c1", "c2"], fifo, "failed", True)
+            tg.start_soon(read_on_the_loop)
+    finally:
+        rescue.cancel()
+    assert bytes(received) == b"c1\nc2\n"
 
 
 def test_input_is_shown_with_control_characters_escaped(cli: CliRunner, tmp_path: Path) -> None:

@@ -406,6 +406,24 @@ def guarded(fn: Callable[..., T], *args: Any) -> T:
 # -- retry files -----------------------------------------------------------------
 
 
+async def finish_batch(
+    data: dict[str, Any],
+    table: Callable[[Path | None], Table],
+    ids: Sequence[str],
+    path: Path | None,
+    kind: str,
+    as_json: bool,
+) -> None:
+    """A batch's end: the ids to retry in a file (``save_retry_ids``, in a
+    worker thread: a slow or stuck file system must not stop the event loop,
+    and with it the signal handlers), then the summary on stdout, as JSON
+    (``data`` and ``retry_file``) or as the ``table`` built for the file
+    written. If the file cannot be written after all, the ids go to stderr
+    instead."""
+    saved = await anyio.to_thread.run_sync(save_retry_ids, ids, path, kind)
+    _show_batch(data, table, ids, path, saved, as_json)
+
+
 def report_batch(
     data: dict[str, Any],
     table: Callable[[Path | None], Table],
@@ -414,11 +432,20 @@ def report_batch(
     kind: str,
     as_json: bool,
 ) -> None:
-    """A batch's end: the ids to retry in a file (``save_retry_ids``), then the
-    summary on stdout, as JSON (``data`` and ``retry_file``) or as the ``table``
-    built for the file written. If the file cannot be written after all, the
-    ids go to stderr instead."""
-    retry_file, problem = save_retry_ids(ids, path, kind)
+    """:func:`finish_batch` for a caller outside the event loop: it writes the
+    file with blocking calls. Inside an async command, await ``finish_batch``."""
+    _show_batch(data, table, ids, path, save_retry_ids(ids, path, kind), as_json)
+
+
+def _show_batch(
+    data: dict[str, Any],
+    table: Callable[[Path | None], Table],
+    ids: Sequence[str],
+    path: Path | None,
+    saved: tuple[Path | None, OSError | None],
+    as_json: bool,
+) -> None:
+    retry_file, problem = saved
     if as_json:
         emit_json({**data, "retry_file": str(retry_file) if retry_file else None})
     else:

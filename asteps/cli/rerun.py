@@ -40,6 +40,7 @@ from .app import (
     Interruption,
     err,
     fail,
+    finish_batch,
     flow_version_option,
     guarded,
     json_logs,
@@ -50,7 +51,6 @@ from .app import (
     param_option,
     pattern_options,
     prefix_option,
-    report_batch,
     run_async,
     store_option,
     tell,
@@ -187,7 +187,7 @@ def rerun(
                     ids = reader
                 summary = await run.run(ids, stop=interruption.stop)
         # Still inside the signal handlers: a signal now cannot cut the report short.
-        _report(summary, failed_file, as_json)
+        await _report(summary, failed_file, as_json)
         if summary.aborted:
             tell(f"the batch stopped: {summary.aborted}", logging.ERROR, label=ERROR_LABEL)
             return EXIT_STORE
@@ -291,13 +291,13 @@ def _progress(
         yield on_workflow
 
 
-def _report(summary: BatchSummary, path: Path | None, as_json: bool) -> None:
+async def _report(summary: BatchSummary, path: Path | None, as_json: bool) -> None:
     """The summary on stdout and the ids to retry in a file; if the file cannot
     be written after all, the ids go to stderr instead."""
     ids = [*summary.failed_ids, *summary.unfinished_ids]
     kind = "unfinished" if summary.interrupted or summary.aborted else "failed"
     table = partial(_summary_table, summary)
-    report_batch(summary.as_dict(), table, ids, path, kind, as_json)
+    await finish_batch(summary.as_dict(), table, ids, path, kind, as_json)
 
 
 SHOWN_ERRORS = 5
