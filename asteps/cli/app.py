@@ -289,8 +289,15 @@ def _start_otel(ctx: click.Context, param: click.Parameter, value: bool) -> bool
             fail(str(exc), EXIT_USAGE)
         # The context closes however the command ends: return, failure, or the
         # SystemExit of Ctrl-C (run_async), so what was recorded is sent.
-        ctx.call_on_close(shutdown)
+        ctx.call_on_close(lambda: _flush_telemetry(shutdown))
     return value
+
+
+def _flush_telemetry(shutdown: Callable[[], str | None]) -> None:
+    """Send what ``--otel`` recorded, within the export timeout; say what was dropped."""
+    dropped = shutdown()
+    if dropped is not None:
+        tell(dropped, logging.WARNING, label="[yellow]warning:[/]")
 
 
 def json_logs() -> bool:
