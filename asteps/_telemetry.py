@@ -5,7 +5,8 @@ Everything asteps knows of OpenTelemetry is in this module. What is emitted:
 - a span ``asteps.step`` per submitted step (child of the current span), with
   the decision and the outcome as attributes; a failed step records its
   exception and has the error status;
-- a span ``asteps.store.<operation>`` per store call a runner makes;
+- a span ``asteps.store.<operation>`` per store call a runner, a batch or a
+  helper of ``asteps.stores`` makes;
 - ``asteps.workflow`` and ``asteps.batch`` spans around a batch's workflows
   (:func:`workflow_span`, :func:`batch_span`);
 - the counters ``asteps.steps``, ``asteps.store.requests`` and
