@@ -4,13 +4,15 @@ The rule, as httpx's clients have it: a resource is *unopened*, then *opened*
 by ``async with`` (or ``__aenter__``), then *closed* by leaving the block or
 ``aclose()``. Opening it twice, or again after it closed, is refused with a
 sentence that says what to do instead; closing is idempotent.
+
+Misuse of a lifecycle is a bug in the calling code, not a failure of the
+resource: it raises ``RuntimeError``, as httpx does, so that it is never
+mistaken for a store or SWF that cannot be reached (the CLI's exit 3).
 """
 
 from __future__ import annotations
 
 import enum
-
-from .errors import AstepsError
 
 
 class State(enum.Enum):
@@ -21,11 +23,11 @@ class State(enum.Enum):
 
 class Lifecycle:
     """The state of one resource; ``what`` names it in messages (``"this S3Store"``),
-    ``error`` is the exception class raised (a ``StoreError`` for a store)."""
+    ``error`` is the exception class raised on misuse (``RuntimeError`` unless given)."""
 
     __slots__ = ("error", "state", "what")
 
-    def __init__(self, what: str, error: type[AstepsError] = AstepsError) -> None:
+    def __init__(self, what: str, error: type[Exception] = RuntimeError) -> None:
         self.what = what
         self.error = error
         self.state = State.UNOPENED

@@ -78,15 +78,16 @@ def validate_workflow_id(workflow_id: object) -> str:
     if not isinstance(workflow_id, str) or not workflow_id:
         raise InvalidStepName(f"workflow id must be a non-empty string, got {workflow_id!r}")
     if "/" in workflow_id:
+        # Only separators every command takes: SWF's workflowId refuses ':' and '|'.
         raise InvalidStepName(
-            f"workflow id {workflow_id!r} contains '/': it would change the marker layout; "
-            "use another separator such as '-' or ':'"
+            f"workflow id {shown(workflow_id)} contains '/': it would change the marker "
+            "layout; use another separator such as '-' or '_'"
         )
     for char in workflow_id:
         what = _REFUSED_CATEGORIES.get(unicodedata.category(char))
         if what is not None:
             raise InvalidStepName(
-                f"workflow id {workflow_id!r} contains {what}, U+{ord(char):04X}: "
+                f"workflow id {shown(workflow_id)} contains {what}, U+{ord(char):04X}: "
                 "ids must be printable text"
             )
     size = len(workflow_id.encode("utf-8"))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
 import pytest
 from click.testing import CliRunner, Result
@@ -83,6 +84,22 @@ def test_a_failing_step_makes_run_exit_1(cli: CliRunner) -> None:
     result = invoke(cli, "run", FLOW, "--workflow-id", "c1", "--param", "fail=export.csv")
     assert result.exit_code == 1
     assert "HTTP 503" in result.output
+
+
+REOPENING_FLOW = """
+async def flow(runner):
+    async with runner.store:  # the CLI opened it already: a bug in the flow
+        pass
+"""
+
+
+def test_a_flow_that_opens_the_store_again_fails_as_a_bug_not_as_an_unreachable_store(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "reopening.py").write_text(REOPENING_FLOW)
+    result = invoke(cli, "run", "reopening.py:flow", "--workflow-id", "c1", "--store", "memory://")
+    assert result.exit_code == 1, result.output  # a failed workflow, not exit 3
+    assert "RuntimeError: this MemoryStore is already open: share it" in result.output
 
 
 @pytest.mark.parametrize(
@@ -229,6 +246,33 @@ def test_rerun_writes_failed_ids_for_an_exact_retry(cli: CliRunner, tmp_path: Pa
     assert again["workflows"]["succeeded"] == 3  # type: ignore[index]
     # exactly those three reran their exports (and report, their dependent)
     assert again["steps"] == {"completed": 9, "skipped": 6}  # type: ignore[index]
+
+
+def test_the_rerun_summary_counts_the_failures_it_leaves_out_and_keeps_reasons_readable(
+    tmp_path: Path,
+) -> None:
+    """14 failures, 5 shown: the table says 9 more exist; a 60-character id
+    does not squeeze the reasons to one word per line in 80 columns."""
+    long_id = "w" + "x" * 59
+    write_ids(tmp_path / "ids.txt", [long_id, *(f"customer-{i}" for i in range(13))])
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "asteps", "rerun", FLOW, "--ids", "ids.txt",
+            "--store", "memory://", "--param", "fail=export.csv", "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "80"},
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "and 9 more failed" in done.stdout
+    assert sum("upstream returned HTTP 503" in line for line in lines) == 5, done.stdout
+    assert "--ids asteps-failed-" in done.stdout  # the retry file's name is not cut
 
 
 def test_rerun_dry_run_counts_what_would_happen_and_writes_nothing(
@@ -718,6 +762,56 @@ def test_a_retry_file_that_cannot_be_written_at_the_end_goes_to_stderr(
     assert "workflows failed" in result.stdout  # the summary
     assert "could not write the retry file out/retry.txt" in result.stderr
     assert sorted(result.stderr.split()[-2:]) == ["c1", "c2"]
+
+
+async def test_the_retry_file_is_written_off_the_event_loop(tmp_path: Path) -> None:
+    """A retry file on a file system that stalls (here a FIFO, whose writer waits
+    for a reader) must not stop the event loop, and with it the signal handlers.
+
+    The reader runs on the event loop: it can open the FIFO, and so let the
+    write finish, only if the write does not hold the loop. Were it to hold
+    it, a timer thread takes the ids after a minute, then ends the reader's
+    wait, so that the test fails instead of hanging; a passing run never
+    waits for that timer.
+    """
+    from rich.table import Table
+
+    from asteps.cli.app import finish_batch
+
+    fifo = tmp_path / "retry.txt"
+    os.mkfifo(fifo)
+
+    def take_the_ids_then_hang_up() -> None:
+        fifo.read_bytes()
+        fifo.open("wb").close()
+
+    rescue = threading.Timer(60, take_the_ids_then_hang_up)
+    rescue.daemon = True
+    received = bytearray()
+
+    async def read_on_the_loop() -> None:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            while True:
+                await anyio.wait_readable(fd)
+                try:
+                    chunk = os.read(fd, 4096)
+                except BlockingIOError:  # no writer has opened it yet
+                    continue
+                if not chunk:
+                    return
+                received.extend(chunk)
+        finally:
+            os.close(fd)
+
+    rescue.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(finish_batch, {}, lambda _: Table(), ["c1", "c2"], fifo, "failed", True)
+            tg.start_soon(read_on_the_loop)
+    finally:
+        rescue.cancel()
+    assert bytes(received) == b"c1\nc2\n"
 
 
 def test_input_is_shown_with_control_characters_escaped(cli: CliRunner, tmp_path: Path) -> None:

@@ -153,3 +153,26 @@ def test_an_exception_is_one_field() -> None:
     data = json.loads(JsonFormatter().format(made))
     assert data["exception"].splitlines()[-1] == "ValueError: bad"
     assert data["time"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", PIPELINE, "--workflow-id", "c-1", "--log-format", "json", "--bogus"],
+        ["run", PIPELINE, "--bogus", "--log-format=json", "--workflow-id", "c-1"],
+        ["steps", "unmark", "--workflow-id", "c-1", "a", "--log-format", "json", "--bogus"],
+        ["rerun", PIPELINE, "--log-format", "json", "--ids"],  # an option without its value
+        ["run", PIPELINE, "extra", "--log-format", "json"],  # an argument too many
+        ["--bogus", "run", PIPELINE, "--log-format", "json"],  # the group's own options
+    ],
+    ids=["unknown option", "before it", "nested group", "no value", "extra", "group option"],
+)
+def test_a_command_line_click_cannot_parse_is_one_json_error_line(
+    tmp_path: Path, args: list[str]
+) -> None:
+    done = asteps(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    [line] = json_lines(done.stderr)
+    assert (line["level"], line["logger"]) == ("ERROR", "asteps.cli")
+    assert line["message"].startswith("error: ")
+    assert "--help" in line["message"]  # where to look, as click's own usage says

@@ -168,3 +168,25 @@ def test_workflow_ids_may_not_start_with_a_dot(wid: str) -> None:
     # start with '.tmp-': such an id would never see its own markers.
     with pytest.raises(InvalidStepName, match=r"starts with '\.'"):
         validate_workflow_id(wid)
+
+
+def test_the_separators_suggested_for_a_slash_are_accepted_by_every_command() -> None:
+    """The hint for 'a/b' must not send the user to an id that `swf submit`
+    refuses (it once suggested ':', which SWF's workflowId does not take)."""
+    from asteps.swf._submit import check_swf_workflow_id
+
+    with pytest.raises(InvalidStepName, match="'/'") as caught:
+        validate_workflow_id("customer/42")
+    message = str(caught.value)
+    suggested = re.findall(r"'(.)'", message.split("such as", 1)[1])
+    assert suggested, message
+    for separator in suggested:
+        fixed = f"customer{separator}42"
+        assert validate_workflow_id(fixed) == fixed
+        assert check_swf_workflow_id(fixed) == fixed
+
+
+def test_a_long_workflow_id_with_a_slash_is_quoted_cut_short() -> None:
+    with pytest.raises(InvalidStepName, match="characters in all") as caught:
+        validate_workflow_id("a/" + "b" * 200)
+    assert len(str(caught.value)) < 300

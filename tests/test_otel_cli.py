@@ -11,6 +11,8 @@ import http.server
 import json
 import os
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -260,3 +262,87 @@ def test_otel_without_the_extra_exits_2_naming_the_extra(tmp_path: Path) -> None
     assert done.returncode == 2
     assert "pip install 'asteps[otel]'" in done.stderr
     assert done.stdout == ""
+
+
+def test_steps_mark_and_unmark_send_a_span_for_every_store_call(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    store = f"file:{tmp_path / 'store'}"
+    env = otel_env(receiver.endpoint)
+    marked = asteps(
+        "steps", "mark", "--workflow-id", "c-1", "export.csv", "--store", store, "--otel",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert marked.returncode == 0, marked.stderr
+    unmarked = asteps(
+        "steps", "unmark", "--workflow-id", "c-1", "export", "--yes", "--store", store, "--otel",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert unmarked.returncode == 0, unmarked.stderr
+    names = [s["name"] for s in receiver.traces()]
+    assert sorted(names) == [
+        "asteps.store.list_done",
+        "asteps.store.mark_done",
+        "asteps.store.unmark",
+    ]
+    [unmark] = [s for s in receiver.traces() if s["name"] == "asteps.store.unmark"]
+    assert unmark["attributes"]["asteps.store.prefix"] == "c-1/steps/"
+
+
+@pytest.fixture
+def silent_collector() -> Iterator[str]:
+    """A collector that accepts connections and never answers: the endpoint."""
+    stop = threading.Event()
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            stop.wait()  # holds the connection, reads nothing, answers nothing
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="silent collector", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def nothing_listening() -> str:
+    """An endpoint where connections are refused: a port just freed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("collector", ["silent_collector", "nothing_listening"])
+def test_an_unreachable_collector_bounds_the_flush_and_says_what_was_dropped(
+    request: pytest.FixtureRequest, collector: str, tmp_path: Path
+) -> None:
+    """The flush at exit sends spans and metrics side by side within the export
+    timeout (1 s here), then drops what the collector did not take, in one
+    warning. No wall-clock bound is asserted: the command ending while the
+    silent collector still holds its connections is the bound, and what the
+    warning says does not depend on the machine's speed (a collector that
+    never answers takes nothing, however long it is given)."""
+    endpoint = request.getfixturevalue(collector)
+    done = asteps(
+        "run", PIPELINE, "--workflow-id", "c-1", "--store", "memory://", "--otel",
+        "--log-format", "json",
+        env=otel_env(endpoint, OTEL_EXPORTER_OTLP_TIMEOUT="1"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # only JSON lines
+    [warning] = [line for line in lines if line["logger"] == "asteps.cli"]
+    assert warning["level"] == "WARNING"
+    message = warning["message"]
+    assert message.startswith("warning: telemetry dropped: ")
+    assert "spans and the last metrics" in message
+    assert f"not taken by {endpoint} within 1 s (OTEL_EXPORTER_OTLP_TIMEOUT)" in message
+    assert [line for line in lines if line["logger"].startswith("opentelemetry")] == []

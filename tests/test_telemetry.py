@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -249,6 +250,25 @@ async def test_reading_a_marker_body_is_a_span(otel: Telemetry) -> None:
     assert attrs(read)["asteps.store.kind"] == "memory"
 
 
+async def test_the_store_helpers_make_a_span_of_every_store_call(
+    otel: Telemetry, tmp_path: Any
+) -> None:
+    async with FileStore(tmp_path) as store:
+        await store.mark_done("wf/steps/", "a.b", {})
+        assert await asteps.unmark_matching(store, "wf/steps/", "a") == ["a.b"]
+        await asteps.list_done_many(store, ["wf/steps/", "other/steps/"])
+    unmark = otel.span("asteps.store.unmark")
+    assert attrs(unmark) == {"asteps.store.kind": "file", "asteps.store.prefix": "wf/steps/"}
+    listed = [attrs(s)["asteps.store.prefix"] for s in otel.spans("asteps.store.list_done")]
+    assert sorted(listed) == ["other/steps/", "wf/steps/", "wf/steps/"]
+    assert (
+        otel.points("asteps.store.requests")[
+            frozenset({("operation", "unmark"), ("outcome", "ok")})
+        ]
+        == 1
+    )
+
+
 class ListOnlyStore:
     """A user's own store with the three methods of the protocol, and no read_marker."""
 
@@ -481,3 +501,46 @@ async def test_a_batch_run_is_a_batch_span_of_workflow_spans_of_step_spans(
         frozenset({("ok", True)}): 2,
         frozenset({("ok", False)}): 1,
     }
+
+
+# -- the flush at exit (--otel) ----------------------------------------------------------
+
+
+def test_the_flush_runs_spans_and_metrics_side_by_side() -> None:
+    """Each job waits for the other to have started: one after the other, the
+    first would wait out the budget (a minute) and the test would fail."""
+    from asteps._telemetry import run_within
+
+    both_started = threading.Barrier(2)
+    late = run_within(60, {"spans": both_started.wait, "metrics": both_started.wait})
+    assert late == set()
+
+
+def test_a_job_that_never_ends_is_left_behind_when_the_budget_is_spent() -> None:
+    """The job cannot end before it is released, whatever the machine's speed:
+    the flush returns without it and names it."""
+    from asteps._telemetry import run_within
+
+    release = threading.Event()
+    try:
+        late = run_within(0.05, {"spans": release.wait, "metrics": lambda: None})
+    finally:
+        release.set()
+    assert late == {"spans"}
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(None, 10.0), ("2.5", 2.5), ("30", 30.0), ("soon", 10.0), ("0", 10.0), ("-1", 10.0),
+     ("inf", 10.0), ("nan", 10.0)],
+)  # fmt: skip
+def test_the_flush_budget_is_the_otlp_export_timeout_in_seconds(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, seconds: float
+) -> None:
+    from asteps._telemetry import export_timeout
+
+    if value is None:
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", value)
+    assert export_timeout() == seconds

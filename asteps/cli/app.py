@@ -269,14 +269,29 @@ def otel_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _set_log_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if value == "json":
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-        # The level stays the one -v chose; only the handler changes. The
-        # operator's lines, which text mode always shows, are always records.
-        level = logging.getLogger().level
-        logging.basicConfig(level=level, handlers=[handler], force=True)
-        logging.getLogger("asteps.cli").setLevel(min(level, logging.INFO))
+        _use_json_logs()
     return value
+
+
+def _use_json_logs() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    # The level stays the one -v chose; only the handler changes. The
+    # operator's lines, which text mode always shows, are always records.
+    level = logging.getLogger().level
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("asteps.cli").setLevel(min(level, logging.INFO))
+
+
+def _asks_for_json(args: Sequence[str]) -> bool:
+    """Whether a command line holds ``--log-format json`` (or ``=json``), read
+    before click parses it: a line click cannot parse never reaches the option."""
+    for token, following in zip(args, [*args[1:], ""], strict=True):
+        if token == "--":
+            return False
+        if token == "--log-format=json" or (token == "--log-format" and following == "json"):
+            return True
+    return False
 
 
 def _start_otel(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -289,8 +304,15 @@ def _start_otel(ctx: click.Context, param: click.Parameter, value: bool) -> bool
             fail(str(exc), EXIT_USAGE)
         # The context closes however the command ends: return, failure, or the
         # SystemExit of Ctrl-C (run_async), so what was recorded is sent.
-        ctx.call_on_close(shutdown)
+        ctx.call_on_close(lambda: _flush_telemetry(shutdown))
     return value
+
+
+def _flush_telemetry(shutdown: Callable[[], str | None]) -> None:
+    """Send what ``--otel`` recorded, within the export timeout; say what was dropped."""
+    dropped = shutdown()
+    if dropped is not None:
+        tell(dropped, logging.WARNING, label="[yellow]warning:[/]")
 
 
 def json_logs() -> bool:
@@ -324,18 +346,48 @@ class JsonFormatter(logging.Formatter):
 
 
 class _Commands(click.Group):
-    """The asteps group. With ``--log-format json`` (an eager option, read
-    first), click's own usage errors are log records too, so that stderr stays
-    one JSON object per line."""
+    """The asteps group. With ``--log-format json``, click's own usage errors
+    are log records too, so that stderr stays one JSON object per line.
+
+    The option is eager, so it acts before the other options are checked; but
+    a command line click cannot parse at all (an unknown option, an option
+    without its value, an argument too many) fails before any option acts.
+    For those, the group looks for the option in the raw command line first.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_JSON_ASKED] = _asks_for_json(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:
+            _report_usage_error(ctx, exc)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.ClickException as exc:
-            if not json_logs():
-                raise
-            tell(exc.format_message(), logging.ERROR, label=ERROR_LABEL)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            _report_usage_error(ctx, exc)
+
+
+_JSON_ASKED = "asteps.json_logs_asked"
+
+
+def _report_usage_error(ctx: click.Context, exc: click.ClickException) -> NoReturn:
+    """Re-raise ``exc`` for click to print, or, when JSON logs were asked for,
+    log it as one record and exit with its code."""
+    if not (json_logs() or ctx.meta.get(_JSON_ASKED)):
+        raise exc
+    if not json_logs():
+        _use_json_logs()
+    message = exc.format_message()
+    if isinstance(exc, click.UsageError):
+        if exc.ctx is not None:
+            path = exc.ctx.command_path
+        else:  # the parser does not say which command: the one being started
+            path = " ".join(filter(None, [ctx.command_path, ctx.invoked_subcommand]))
+        message += f" (see '{path} --help')"
+    tell(message, logging.ERROR, label=ERROR_LABEL)
+    raise click.exceptions.Exit(exc.exit_code) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -376,6 +428,24 @@ def guarded(fn: Callable[..., T], *args: Any) -> T:
 # -- retry files -----------------------------------------------------------------
 
 
+async def finish_batch(
+    data: dict[str, Any],
+    table: Callable[[Path | None], Table],
+    ids: Sequence[str],
+    path: Path | None,
+    kind: str,
+    as_json: bool,
+) -> None:
+    """A batch's end: the ids to retry in a file (``save_retry_ids``, in a
+    worker thread: a slow or stuck file system must not stop the event loop,
+    and with it the signal handlers), then the summary on stdout, as JSON
+    (``data`` and ``retry_file``) or as the ``table`` built for the file
+    written. If the file cannot be written after all, the ids go to stderr
+    instead."""
+    saved = await anyio.to_thread.run_sync(save_retry_ids, ids, path, kind)
+    _show_batch(data, table, ids, path, saved, as_json)
+
+
 def report_batch(
     data: dict[str, Any],
     table: Callable[[Path | None], Table],
@@ -384,11 +454,20 @@ def report_batch(
     kind: str,
     as_json: bool,
 ) -> None:
-    """A batch's end: the ids to retry in a file (``save_retry_ids``), then the
-    summary on stdout, as JSON (``data`` and ``retry_file``) or as the ``table``
-    built for the file written. If the file cannot be written after all, the
-    ids go to stderr instead."""
-    retry_file, problem = save_retry_ids(ids, path, kind)
+    """:func:`finish_batch` for a caller outside the event loop: it writes the
+    file with blocking calls. Inside an async command, await ``finish_batch``."""
+    _show_batch(data, table, ids, path, save_retry_ids(ids, path, kind), as_json)
+
+
+def _show_batch(
+    data: dict[str, Any],
+    table: Callable[[Path | None], Table],
+    ids: Sequence[str],
+    path: Path | None,
+    saved: tuple[Path | None, OSError | None],
+    as_json: bool,
+) -> None:
+    retry_file, problem = saved
     if as_json:
         emit_json({**data, "retry_file": str(retry_file) if retry_file else None})
     else:

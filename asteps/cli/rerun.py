@@ -41,6 +41,7 @@ from .app import (
     Interruption,
     err,
     fail,
+    finish_batch,
     flow_version_option,
     guarded,
     json_logs,
@@ -51,7 +52,6 @@ from .app import (
     param_option,
     pattern_options,
     prefix_option,
-    report_batch,
     run_async,
     store_option,
     tell,
@@ -188,7 +188,7 @@ def rerun(
                     ids = reader
                 summary = await run.run(ids, stop=interruption.stop)
         # Still inside the signal handlers: a signal now cannot cut the report short.
-        _report(summary, failed_file, as_json, getattr(ids_file, "name", None))
+        await _report(summary, failed_file, as_json, getattr(ids_file, "name", None))
         if summary.aborted:
             tell(f"the batch stopped: {summary.aborted}", logging.ERROR, label=ERROR_LABEL)
             return EXIT_STORE
@@ -295,13 +295,21 @@ def _progress(
         yield on_workflow
 
 
-def _report(summary: BatchSummary, path: Path | None, as_json: bool, ids_name: object) -> None:
+async def _report(
+    summary: BatchSummary, path: Path | None, as_json: bool, ids_name: object
+) -> None:
     """The summary on stdout and the ids to retry in a file; if the file cannot
     be written after all, the ids go to stderr instead."""
     ids = [*summary.failed_ids, *summary.unfinished_ids]
     kind = "unfinished" if summary.stopped else "failed"
     table = partial(_summary_table, summary, ids_name=ids_name)
-    report_batch(summary.as_dict(), table, ids, path, kind, as_json)
+    await finish_batch(summary.as_dict(), table, ids, path, kind, as_json)
+
+
+SHOWN_ERRORS = 5
+"""The summary table shows the reasons of this many failed workflows."""
+SHOWN_ID_WIDTH = 24
+"""The width of the summary's first column, where a long id folds."""
 
 
 def _go_on(summary: BatchSummary, ids_name: object) -> str:
@@ -328,7 +336,9 @@ def _summary_table(
         elif summary.unreadable:
             title = "rerun stopped: ids unreadable"
     table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column("what", no_wrap=True)
+    # The labels fit in 24 columns; a long workflow id folds within them, so
+    # that the reasons beside it keep the rest of the line.
+    table.add_column("what", max_width=SHOWN_ID_WIDTH, overflow="fold")
     table.add_column("value")
     table.add_row("workflows succeeded", str(summary.succeeded))
     table.add_row("workflows failed", f"[red]{len(summary.failed_ids)}[/]")
@@ -346,10 +356,13 @@ def _summary_table(
         table.add_row(f"steps {status}", cell(count))
     rate = summary.finished / summary.elapsed if summary.elapsed else 0.0
     table.add_row("elapsed", f"{summary.elapsed:.1f} s ({rate:,.0f} workflows/s)")
-    for wid, error in list(summary.errors.items())[:5]:
+    for wid, error in list(summary.errors.items())[:SHOWN_ERRORS]:
         if len(wid) > 60:  # a bad line may be 4 KB long: the start says which
             wid = wid[:60] + "..."
         table.add_row(f"[red]{cell(wid)}[/]", cell(error))
+    if (hidden := len(summary.errors) - SHOWN_ERRORS) > 0:
+        where = "their ids are in the retry file; " if retry_file is not None else ""
+        table.add_row(f"[red]and {hidden:,} more failed[/]", f"{where}--json gives every reason")
     if retry_file is not None:
         table.add_row("retry with", f"--ids {cell(str(retry_file))}")
     return table

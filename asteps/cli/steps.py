@@ -18,6 +18,7 @@ from .._names import (
     validate_patterns,
     validate_workflow_id,
 )
+from .._telemetry import traced_store
 from ..errors import MarkerBodyError, StoreError
 from ..stores.base import DoneStore, ReadsMarkers, list_done_many, matching
 from ..stores.discovery import check_discoverable, discover_workflows
@@ -33,6 +34,7 @@ from .app import (
     json_option,
     log_format_option,
     main,
+    otel_option,
     out,
     prefix_option,
     run_async,
@@ -110,6 +112,7 @@ VERSIONS_ASK_ABOVE = 1000
 @store_option
 @prefix_option
 @json_option
+@otel_option
 @log_format_option
 def steps_list(
     workflow_id: str | None,
@@ -205,7 +208,8 @@ async def _read_versions(
         for wid, names in done.items()
     }
 
-    async with open_store(store_url) as store:
+    async with open_store(store_url) as opened:
+        store = traced_store(opened)
         if not isinstance(store, ReadsMarkers):
             raise StoreError(f"{store!r} cannot read marker bodies (it has no read_marker)")
 
@@ -230,6 +234,7 @@ async def _read_versions(
 @store_option
 @prefix_option
 @json_option
+@otel_option
 @log_format_option
 def steps_mark(
     workflow_id: str | None,
@@ -261,7 +266,8 @@ async def _mark(ids: list[str], names: tuple[str, ...], store_url: str | None, p
         body = {"run_id": MANUAL_RUN_ID, "workflow_id": wid, "version": None}
         await store.mark_done(format_prefix(prefix, wid, None), name, body)
 
-    async with open_store(store_url) as store:
+    async with open_store(store_url) as opened:
+        store = traced_store(opened)
         pairs = ((wid, name) for wid in ids for name in names)
         await for_each(pairs, mark, concurrency=BULK_CONCURRENCY)
 
@@ -274,6 +280,7 @@ async def _mark(ids: list[str], names: tuple[str, ...], store_url: str | None, p
 @store_option
 @prefix_option
 @json_option
+@otel_option
 @log_format_option
 def steps_unmark(
     workflow_id: str | None,
@@ -336,7 +343,8 @@ async def _unmark(removable: dict[str, list[str]], store_url: str | None, prefix
         wid, names = item
         await store.unmark(format_prefix(prefix, wid, None), names)
 
-    async with open_store(store_url) as store:
+    async with open_store(store_url) as opened:
+        store = traced_store(opened)
         await for_each(removable.items(), unmark, concurrency=BULK_CONCURRENCY)
 
 

@@ -24,7 +24,7 @@ from .._concurrency import for_each
 from .._json import JsonBoundsError, check_bounds
 from .._lifecycle import Lifecycle, State
 from .._names import covers, validate_patterns
-from ..errors import MarkerBodyError, StoreError
+from ..errors import MarkerBodyError
 
 
 @runtime_checkable
@@ -147,12 +147,12 @@ class HoldsNothing:
     Such a store needs no opening: it can be used as soon as it is built. It
     still follows the rule every asteps resource follows, so that code tested
     on a local store behaves the same on S3: ``async with`` opens it once (a
-    second open, or one after closing, raises ``StoreError``), ``aclose()`` is
+    second open, or one after closing, raises ``RuntimeError``), ``aclose()`` is
     idempotent, and a closed store refuses every call.
     """
 
     def __init__(self) -> None:
-        self._lifecycle = Lifecycle(f"this {type(self).__name__}", StoreError)
+        self._lifecycle = Lifecycle(f"this {type(self).__name__}")
 
     async def __aenter__(self) -> Self:
         self._lifecycle.opening()
@@ -180,8 +180,10 @@ async def list_done_many(
 ) -> dict[str, frozenset[str]]:
     """List several prefixes concurrently, at most ``concurrency`` at once.
 
-    The result is in the order of ``prefixes`` (each listed once).
+    The result is in the order of ``prefixes`` (each listed once). While
+    telemetry is on, each listing is a span, as every store call is.
     """
+    store = _traced(store)
     results = dict.fromkeys(prefixes, frozenset[str]())
 
     async def one(prefix: str) -> None:
@@ -200,8 +202,21 @@ def matching(names: Iterable[str], patterns: str | Iterable[str]) -> list[str]:
 async def unmark_matching(
     store: DoneStore, prefix: str, patterns: str | Iterable[str], *, dry_run: bool = False
 ) -> list[str]:
-    """Remove every marker under ``prefix`` that a pattern covers; return their names."""
+    """Remove every marker under ``prefix`` that a pattern covers; return their names.
+
+    While telemetry is on, the listing and the removal are spans, as every
+    store call is.
+    """
+    store = _traced(store)
     names = matching(await store.list_done(prefix), patterns)
     if names and not dry_run:
         await store.unmark(prefix, names)
     return names
+
+
+def _traced(store: DoneStore) -> DoneStore:
+    """``store`` with every call a span while telemetry is on, else itself."""
+    # Imported here: the telemetry module builds on this one.
+    from .._telemetry import traced_store
+
+    return traced_store(store)

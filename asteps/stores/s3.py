@@ -60,7 +60,7 @@ class S3Store:
 
     Lifecycle: unopened, then opened by ``async with`` (or ``__aenter__``),
     then closed by leaving the block or ``aclose()``. Opening it twice, or again
-    once closed, raises ``StoreError``; ``aclose()`` may be called any number
+    once closed, raises ``RuntimeError``; ``aclose()`` may be called any number
     of times.
     """
 
@@ -92,7 +92,7 @@ class S3Store:
             self._put_extra["SSEKMSKeyId"] = sse_kms_key_id
         self._config = aws_config(client_config, max_pool_connections=max_concurrency)
         self._session = session
-        self._lifecycle = Lifecycle("this S3Store", StoreError)
+        self._lifecycle = Lifecycle("this S3Store")
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         # A request that can start now starts without a pause: it waits on the
