@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from .errors import describe
-from .stores.base import DoneStore, ReadsMarkers
+from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -168,6 +168,8 @@ class Telemetry:
             return store
         # What isinstance(store, ReadsMarkers) checks, without the protocol
         # machinery's cost on every step.
+        if hasattr(store, "create_claim") and hasattr(store, "read_marker"):
+            return TracedClaimsStore(store, self)
         if hasattr(store, "read_marker"):
             return TracedMarkerStore(store, self)
         return TracedStore(store, self)
@@ -253,6 +255,33 @@ class TracedMarkerStore(TracedStore):
         assert isinstance(self.store, ReadsMarkers)
         with self._telemetry.store_call("read_marker", self.kind, prefix):
             return await self.store.read_marker(prefix, name)
+
+
+class TracedClaimsStore(TracedMarkerStore):
+    """A :class:`TracedMarkerStore` for a store that holds the claims of
+    exclusive steps: each claim operation is a span too."""
+
+    def _claims(self) -> HoldsClaims:
+        assert isinstance(self.store, HoldsClaims)
+        return self.store
+
+    async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
+        with self._telemetry.store_call("create_claim", self.kind, prefix):
+            return await self._claims().create_claim(prefix, name, body)
+
+    async def read_claim(self, prefix: str, name: str) -> str | None:
+        with self._telemetry.store_call("read_claim", self.kind, prefix):
+            return await self._claims().read_claim(prefix, name)
+
+    async def replace_claim(
+        self, prefix: str, name: str, token: str, body: Mapping[str, Any]
+    ) -> str | None:
+        with self._telemetry.store_call("replace_claim", self.kind, prefix):
+            return await self._claims().replace_claim(prefix, name, token, body)
+
+    async def delete_claim(self, prefix: str, name: str, token: str) -> None:
+        with self._telemetry.store_call("delete_claim", self.kind, prefix):
+            await self._claims().delete_claim(prefix, name, token)
 
 
 # -- batches -----------------------------------------------------------------------

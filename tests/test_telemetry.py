@@ -250,6 +250,16 @@ async def test_reading_a_marker_body_is_a_span(otel: Telemetry) -> None:
     assert attrs(read)["asteps.store.kind"] == "memory"
 
 
+async def test_an_exclusive_steps_claim_operations_are_spans_inside_its_step(
+    otel: Telemetry,
+) -> None:
+    outcome = await Runner(MemoryStore(), "wf", exclusive=True).step("a", work)
+    assert outcome.status == "completed"
+    step = otel.span("asteps.step")
+    for operation in ("create_claim", "read_marker", "mark_done", "delete_claim"):
+        assert parent_id(otel.span(f"asteps.store.{operation}")) == span_id(step)
+
+
 async def test_the_store_helpers_make_a_span_of_every_store_call(
     otel: Telemetry, tmp_path: Any
 ) -> None:
