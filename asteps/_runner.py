@@ -8,14 +8,19 @@ A step is decided, then either run or skipped (simpleflow's reference document):
 
 Why it works this way:
 
-- **Decisions follow submission order.** The first step lists the store under
-  the runner's lock; anyio's Lock is FIFO and hands ownership straight to the
-  next waiter, so it stays locked while anyone is queued. Once the done set is
-  listed and nobody waits, a step decides synchronously: deciding and forcing
-  its dependents with no ``await`` in between is atomic on one event loop. So
-  the store is listed once per runner and a step's dependents are forced before
-  any step decided after it. A step with dependents whose marker body must be
-  read (``keep_result``, ``rerun_on_new_version``) reads it under the lock.
+- **Decisions follow submission order.** The first step lists the store;
+  steps submitted meanwhile queue as *turns*, and when the listing ends, every
+  queued step is decided in that same pass, in order, and woken together
+  (anyio's Lock would hand over to one waiter per event-loop iteration: 2,000
+  gathered steps took 2,012 iterations; see ``docs/choices.md``). Once the
+  done set is listed and nobody waits, a step decides synchronously: deciding
+  and forcing its dependents with no ``await`` in between is atomic on one
+  event loop. So the store is listed once per runner and a step's dependents
+  are forced before any step decided after it. A step with dependents whose
+  marker body must be read (``keep_result``, ``rerun_on_new_version``) reads
+  it in its turn, before the steps behind it decide. A step cancelled, or
+  whose listing fails, while it works through the turns hands the work to the
+  first step still waiting, which lists again.
 - **Single flight.** A step submitted while a step of the same name is in
   flight in this runner waits for it: if that one completed (or was skipped),
   this one is skipped with its result; if it failed or was cancelled, this one
@@ -40,6 +45,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Unpack
 
@@ -143,7 +149,9 @@ class Runner:
         self._forced: dict[str, list[str]] = {}
         self._skipped: dict[str, list[str]] = {}
         self._done: set[str] | None = set(done) if done is not None else None
-        self._deciding = anyio.Lock(fast_acquire=True)
+        self._turns: deque[_Turn] = deque()  # steps waiting to decide, in order
+        self._working = False  # a step is working through the turns
+        self._pass: anyio.Event | None = None  # what the waiting steps wait for
         self._body = {"run_id": self.run_id, "workflow_id": workflow_id, "version": version}
 
     def __repr__(self) -> str:
@@ -224,14 +232,16 @@ class Runner:
                     return await self._joined(name, first, options)
                 if (
                     self._done is not None
-                    and not self._deciding.locked()
+                    and not self._turns
+                    and not self._working
                     and not (reread and patterns)
                 ):
-                    # Listed, and nobody waits for the lock: this is the step's turn.
+                    # Listed, and no step waits to decide: this is the step's turn.
                     decision, flight = self._decide_now(name, force, patterns, reread)
                     kept = _NOTHING_KEPT
                     break
-                decided = await self._decide_in_turn(name, force, patterns, reread, options, store)
+                turn = _Turn(name, force, patterns, reread, options, store)
+                decided = await self._wait_turn(turn)
                 if decided is not None:
                     decision, kept, flight = decided
                     break
@@ -242,7 +252,7 @@ class Runner:
         try:
             if reread and not patterns and _needs_body(decision):
                 # Done, and only its marker's body can tell whether that stands.
-                # With no dependents to force, it is read outside the lock.
+                # With no dependents to force, it is read outside its turn.
                 decision, kept = await self._reread(name, decision, options, store)
             if logger.isEnabledFor(logging.DEBUG):  # building the arguments costs too
                 self._log_decision(name, decision)
@@ -321,54 +331,103 @@ class Runner:
             flight = self._flights[name] = _Flight()
         return decision, flight
 
-    async def _decide_in_turn(
-        self,
-        name: str,
-        force: bool,
-        deps: list[str] | None,
-        reread: bool,
-        options: StepOptions,
-        store: DoneStore,
-    ) -> tuple[Decision, KeptResult, _Flight | None] | None:
-        """Decide under the lock, listing the store first if nothing is listed.
-        None when a step of the same name went in flight meanwhile."""
-        async with self._deciding:
-            if self._done is None:
-                self._done = set(await store.list_done(self.prefix))
-                logger.debug(
-                    "%s: %d steps done under %r",
-                    self.workflow_id,
-                    len(self._done),
-                    self.prefix,
-                    extra={"workflow_id": self.workflow_id},
-                )
-            if name in self._flights:
-                return None
-            if not (reread and deps):
-                decision, flight = self._decide_now(name, force, deps, reread)
-                return decision, _NOTHING_KEPT, flight
-            # Its dependents must be forced before any step decided after it: a
-            # step with dependents reads its marker's body under the lock.
-            decision = decide(
-                name, force=force, forced=self._forced, skipped=self._skipped, done=self._done
-            )
-            kept = _NOTHING_KEPT
-            if _needs_body(decision):
-                decision, kept = await self._reread(name, decision, options, store)
-            if decision.run:
-                self.add_forced_steps(deps, reason=f"Dep of {name}")
-            flight = None
-            if decision.run and not self.dry_run:
-                flight = self._flights[name] = _Flight()
-            return decision, kept, flight
+    async def _wait_turn(self, turn: _Turn) -> _Decided | None:
+        """Queue ``turn`` and wait until it is decided; None when a step of the
+        same name went in flight meanwhile (the caller joins it)."""
+        self._turns.append(turn)
+        try:
+            while turn.pending:
+                if not self._working:  # nobody is deciding the queue: this step does
+                    await self._work_through(turn)
+                    continue
+                if self._pass is None:
+                    self._pass = anyio.Event()
+                await self._pass.wait()
+        finally:
+            if turn.pending:  # cancelled, or its listing failed: out of the queue
+                self._turns.remove(turn)
+            if self._turns and not self._working:
+                self._end_pass()  # the steps still waiting go on deciding
+        if turn.error is not None:
+            raise turn.error
+        return turn.decided
+
+    async def _work_through(self, mine: _Turn) -> None:
+        """Decide every waiting step in submission order, listing the store first
+        if nothing is listed yet, and reading the marker body of a step with
+        dependents before deciding those after it.
+
+        One step works for all: when the listing ends, every step queued behind
+        it is decided in that same pass, and woken together. If this step is
+        cancelled or the listing fails, the first step still waiting takes over
+        (and lists again). Once its own turn is decided, it leaves the body read
+        of a later step to that step.
+        """
+        self._working = True
+        try:
+            while self._turns:
+                turn = self._turns[0]
+                if not mine.pending and turn.reread and turn.deps:
+                    break  # an await for another step: that step does it
+                if self._done is None:
+                    self._end_pass()  # the steps decided so far go on meanwhile
+                    self._done = set(await turn.store.list_done(self.prefix))
+                    logger.debug(
+                        "%s: %d steps done under %r",
+                        self.workflow_id,
+                        len(self._done),
+                        self.prefix,
+                        extra={"workflow_id": self.workflow_id},
+                    )
+                    continue
+                try:
+                    turn.decided = await self._decide_turn(turn)
+                except Exception as exc:  # its body could not be read: its own failure
+                    turn.error = exc
+                self._turns.popleft()
+                turn.pending = False
+        finally:
+            self._working = False
+            self._end_pass()
+
+    def _end_pass(self) -> None:
+        """Wake every waiting step: the decided go on, the others look again."""
+        if self._pass is not None:
+            self._pass.set()
+            self._pass = None
+
+    async def _decide_turn(self, turn: _Turn) -> _Decided | None:
+        """Decide one waiting step, reading its body first if it has dependents."""
+        name = turn.name
+        if name is None or name in self._flights:
+            return None
+        if not (turn.reread and turn.deps):
+            decision, flight = self._decide_now(name, turn.force, turn.deps, turn.reread)
+            return decision, _NOTHING_KEPT, flight
+        # Its dependents must be forced before any step decided after it: its
+        # marker's body is read before the steps behind it are decided.
+        assert self._done is not None
+        decision = decide(
+            name, force=turn.force, forced=self._forced, skipped=self._skipped, done=self._done
+        )
+        kept = _NOTHING_KEPT
+        if _needs_body(decision):
+            self._end_pass()  # the steps decided so far go on meanwhile
+            decision, kept = await self._reread(name, decision, turn.options, turn.store)
+        if decision.run:
+            self.add_forced_steps(turn.deps, reason=f"Dep of {name}")
+        flight = None
+        if decision.run and not self.dry_run:
+            flight = self._flights[name] = _Flight()
+        return decision, kept, flight
 
     async def steps_done(self) -> frozenset[str]:
         """The steps done for this workflow, listed from the store once."""
-        async with self._deciding:
-            if self._done is None:
-                store = _telemetry.traced_store(self.store)
-                self._done = set(await store.list_done(self.prefix))
-            return frozenset(self._done)
+        if self._done is None or self._turns or self._working:
+            store = _telemetry.traced_store(self.store)
+            await self._wait_turn(_Turn(None, False, None, False, {}, store))
+        assert self._done is not None
+        return frozenset(self._done)
 
     async def _reread(
         self, name: str, decision: Decision, options: StepOptions, store: DoneStore
@@ -561,6 +620,45 @@ class Runner:
             "forced": outcome.forced,
             "reasons": list(outcome.reasons),
         }
+
+
+_Decided = tuple[Decision, KeptResult, "_Flight | None"]
+
+
+class _Turn:
+    """A step waiting to decide: submitted while the store is being listed, or
+    while a step with dependents reads its marker's body."""
+
+    __slots__ = (
+        "decided",
+        "deps",
+        "error",
+        "force",
+        "name",
+        "options",
+        "pending",
+        "reread",
+        "store",
+    )
+
+    def __init__(
+        self,
+        name: str | None,
+        force: bool,
+        deps: list[str] | None,
+        reread: bool,
+        options: StepOptions,
+        store: DoneStore,
+    ) -> None:
+        self.name = name  # None: only waits for the listing (steps_done)
+        self.force = force
+        self.deps = deps
+        self.reread = reread
+        self.options = options
+        self.store = store
+        self.pending = True
+        self.decided: _Decided | None = None
+        self.error: Exception | None = None
 
 
 class _Flight:
