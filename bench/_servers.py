@@ -21,6 +21,16 @@ with LatencyProxy(sys.argv[1], latency=float(sys.argv[2])) as proxy:
 """
 
 
+SERIAL_MOTO = """
+import sys, time
+from asteps.testing import moto_server
+with moto_server(serial=True) as server:
+    print(server.endpoint_url, flush=True)
+    while True:
+        time.sleep(3600)
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,6 +58,19 @@ def moto_process() -> Iterator[str]:
         else:
             raise RuntimeError("moto did not start")
         yield url
+    finally:
+        child.terminate()
+        child.wait()
+
+
+@contextmanager
+def serial_moto_process() -> Iterator[str]:
+    """moto in a child process, answering one request at a time (its
+    conditional writes then atomic, as S3's are); yields its endpoint URL."""
+    child = subprocess.Popen([sys.executable, "-c", SERIAL_MOTO], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        yield child.stdout.readline().strip()
     finally:
         child.terminate()
         child.wait()

@@ -5,10 +5,11 @@ examples and the benchmarks. Needs the ``moto[server]`` package."""
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import aioboto3
@@ -61,11 +62,17 @@ class MotoServer:
 
 
 @contextmanager
-def moto_server() -> Iterator[MotoServer]:
+def moto_server(*, serial: bool = False) -> Iterator[MotoServer]:
     """Start moto on a free loopback port for the duration of the block.
 
     Clients reach it with ``endpoint_url=server.endpoint_url`` and
     ``session=server.session()``.
+
+    With ``serial=True`` it answers one request at a time. moto checks a
+    conditional write's condition (``If-None-Match``, ``If-Match``) and then
+    writes, with no lock between the two: processes racing to create one key
+    could, rarely, both succeed, which S3 never allows. Serial, its conditional
+    writes are atomic, as S3's are: use it where processes race for claims.
     """
     try:
         from moto.server import ThreadedMotoServer
@@ -78,7 +85,24 @@ def moto_server() -> Iterator[MotoServer]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
+        if serial:
+            # moto's werkzeug server, set by start(); it reads its app at every request.
+            wsgi = server._server
+            assert wsgi is not None
+            wsgi.app = _Serial(wsgi.app)
         host, port = server.get_host_and_port()
         yield MotoServer(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+class _Serial:
+    """A WSGI app that lets one request at a time through to ``app``."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with self.lock:
+            return list(self.app(environ, start_response))
