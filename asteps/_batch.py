@@ -61,6 +61,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._bus import EventBus
+from ._claims import DEFAULT_LEASE, check_lease
 from ._flows import Flow
 from ._names import (
     check_prefix_per_workflow,
@@ -72,8 +73,8 @@ from ._names import (
 from ._runner import DEFAULT_PREFIX, Runner
 from ._step import StepOutcome
 from ._telemetry import batch_span, workflow_span
-from .errors import InvalidStepName, StoreError, describe
-from .stores.base import DoneStore
+from .errors import ClaimsNotSupported, InvalidStepName, StoreError, describe
+from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
 
 MAX_LINE_BYTES = 4096
 """A longer line of an ids file is a bad id (a workflow id has 255 bytes at most)."""
@@ -496,6 +497,12 @@ class BatchRun:
     never completed); ``only_with_markers`` keeps only those with at least one
     done step. Both are decided on the workflow's listing, which the run uses
     anyway; the others are counted in ``summary.passed_over`` and not run.
+
+    ``exclusive`` and ``lease`` go to every workflow's :class:`Runner`: with
+    ``exclusive=True`` each step is claimed in the store before it runs, so
+    that two batches (or a batch and a service) over the same ids never run
+    a step at the same time. A store that cannot hold claims raises
+    :class:`~asteps.errors.ClaimsNotSupported` here, before any workflow.
     """
 
     def __init__(
@@ -515,9 +522,19 @@ class BatchRun:
         missing: Sequence[str] = (),
         only_with_markers: bool = False,
         on_workflow: Callable[[WorkflowReport, BatchSummary], None] | None = None,
+        exclusive: bool = False,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.exclusive = bool(exclusive)
+        self.lease = check_lease(lease)
+        if self.exclusive and not dry_run and not _holds_claims(store):
+            # Once, here: not as many times as there are workflows.
+            raise ClaimsNotSupported(
+                f"{store!r} cannot hold claims, which exclusive steps need: use "
+                "MemoryStore, FileStore or S3Store, or run without exclusive"
+            )
         self.flow = flow
         self.store = store
         self.force = validate_patterns(force)
@@ -731,6 +748,8 @@ class BatchRun:
             context=self.context,
             dry_run=self.dry_run,
             done=done,
+            exclusive=self.exclusive,
+            lease=self.lease,
         )
         if self.force:
             runner.add_forced_steps(self.force, reason=self.reason)
@@ -776,6 +795,11 @@ class BatchRun:
                 _count_reason(summary.run_reasons, run_reason(outcome))
         if self.on_workflow is not None:
             self.on_workflow(report, summary)
+
+
+def _holds_claims(store: DoneStore) -> bool:
+    """Whether ``store`` gives what exclusive steps need (as the runner checks)."""
+    return isinstance(store, HoldsClaims) and isinstance(store, ReadsMarkers)
 
 
 def _new_ids(items: Iterable[str | BadId], books: _Books) -> Iterator[str]:

@@ -40,6 +40,7 @@ from .app import (
     EXIT_USAGE,
     Interruption,
     err,
+    exclusive_options,
     fail,
     flow_version_option,
     guarded,
@@ -104,6 +105,7 @@ from .app import (
     is_flag=True,
     help="Plan every workflow: count what would run or be skipped; run and write nothing.",
 )
+@exclusive_options
 @json_option
 @otel_option
 @log_format_option
@@ -123,6 +125,8 @@ def rerun(
     failed_file: Path | None,
     no_progress: bool,
     dry_run: bool,
+    exclusive: bool,
+    lease: float,
     as_json: bool,
 ) -> None:
     """Run FLOW for every workflow id in --ids (or --all), at most --concurrency at once.
@@ -135,7 +139,9 @@ def rerun(
     --all. Failed workflows' ids are written to a file that --ids takes back
     to retry exactly those. Ctrl-C (or SIGTERM) stops starting workflows,
     cancels those in flight (no step is marked that did not finish) and
-    writes the unfinished ids.
+    writes the unfinished ids. --exclusive claims each step in the store
+    before it runs: two reruns (or a rerun and a worker) over the same ids
+    never run a step twice at once.
 
     \b
     Examples:
@@ -180,6 +186,8 @@ def rerun(
                     missing=missing,
                     only_with_markers=all_workflows,
                     on_workflow=on_workflow,
+                    exclusive=exclusive,
+                    lease=lease,
                 )
                 if reader is None:
                     ids: IdReader | AsyncIterator[str] = discover_workflows(store, prefix)

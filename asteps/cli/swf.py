@@ -52,6 +52,7 @@ from .app import (
     Interruption,
     emit_json,
     err,
+    exclusive_options,
     fail,
     guarded,
     json_logs,
@@ -434,6 +435,7 @@ def _submit_table(summary: SubmitSummary, retry_file: Path | None) -> Table:
 @click.option(
     "--signals", is_flag=True, help="Send each runner's step.<name> signals to its execution."
 )
+@exclusive_options
 @version_option
 @click.option("--identity", default=None, help="Worker name in SWF (default: host:pid).")
 @otel_option
@@ -451,6 +453,8 @@ def worker(
     store_url: str | None,
     allow_stores: tuple[str, ...],
     signals: bool,
+    exclusive: bool,
+    lease: float,
     version: str,
     identity: str | None,
 ) -> None:
@@ -464,7 +468,9 @@ def worker(
 
     Flows run on --store; an execution may name another store only if it is
     listed with --allow-store. Each execution is retried by its own policy,
-    set by `swf submit`.
+    set by `swf submit`. With --exclusive each step is claimed in the store
+    before it runs: a slow worker still running an attempt that SWF timed out
+    and the worker given the retry never both run a step.
 
     \b
     Examples:
@@ -494,6 +500,8 @@ def worker(
             identity=identity,
             endpoint_url=endpoint_url,
             on_workflow=_workflow_line(as_json),
+            exclusive=exclusive,
+            lease=lease,
         )
     except (FlowError, InvalidStepName, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)
