@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import threading
 import time
 from collections import Counter, deque
@@ -278,24 +277,21 @@ class IdReader:
     batches of half of that, or sooner when its next read could block (the
     ids of one pipe write arrive without waiting for more): it wakes the event
     loop at most once a batch, and only when a ``get`` waits. ``get`` waits
-    for the next one, and ``rest`` gives every id not
-    taken: to the end of a regular file, or those already read from a pipe that
-    may never close (ids still in the pipe are not read). ``stop`` is the
-    bounded end of a batch: it stops reading and gives the ids already read
-    and not taken, with the line to go on from. The thread is a daemon: a
-    pipe held open never keeps the process alive.
+    for the next one. ``stop`` is the bounded end of a batch (a rerun, a
+    submit): it stops reading and gives the ids already read and not taken,
+    with the line to go on from; the ids after it are never read, so a stop
+    costs what is buffered, not what is left. The thread is a daemon: a pipe
+    held open never keeps the process alive.
     """
 
     def __init__(self, stream: IO[bytes], *, buffer: int = 1024) -> None:
         self._stream = stream
         self._buffer = buffer
-        self._finite = _is_finite(stream)
         self._items: deque[str | BadId] = deque()
         self._lock = threading.Condition()
         self._ended = False
         self._error: Exception | None = None
         self._stopped = False  # what the thread reads from now on is dropped
-        self._draining = False  # read to the end, without waiting for room
         self._arrived: anyio.Event | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._next_line = 1  # the line after the last id handed over
@@ -313,22 +309,6 @@ class IdReader:
                     return self._take()
                 self._arrived = anyio.Event()
             await self._arrived.wait()
-
-    async def rest(self) -> list[str | BadId]:
-        """Stop reading and return the ids not taken (see the class docstring)."""
-        with self._lock:
-            if not self._finite:
-                self._stopped = True
-                self._lock.notify_all()
-                read = list(self._items)
-                self._items.clear()
-                return read
-            self._draining = True
-            self._lock.notify_all()
-        to_the_end: list[str | BadId] = []
-        while (item := await self.get()) is not None:
-            to_the_end.append(item)
-        return to_the_end
 
     def stop(self) -> _Left:
         """Stop reading: the ids read and not taken (at most the buffer), and
@@ -395,24 +375,12 @@ class IdReader:
         if waiting is not None:  # only a waiting get() needs the event loop
             self._wake(waiting)
         with self._lock:
-            while (
-                not ended
-                and len(self._items) > self._buffer - room
-                and not (self._stopped or self._draining)
-            ):
+            while not ended and len(self._items) > self._buffer - room and not self._stopped:
                 self._lock.wait()
 
     def _wake(self, event: anyio.Event) -> None:
         with contextlib.suppress(anyio.RunFinishedError):  # nobody is waiting any more
             anyio.from_thread.run_sync(event.set, token=self._token)
-
-
-def _is_finite(stream: IO[bytes]) -> bool:
-    """A regular file (or one in memory) ends; a pipe, a FIFO or a terminal may not."""
-    try:
-        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (OSError, ValueError):
-        return True
 
 
 @dataclass(frozen=True)
@@ -426,7 +394,7 @@ class _Left:
     next_line: int | None = None
 
 
-class _IterableIds:
+class IterableIds:
     """Ids from an iterable, as an :class:`IdReader` gives them."""
 
     def __init__(self, ids: Iterable[str | BadId]) -> None:
@@ -475,7 +443,7 @@ class _DiscoveredIds:
             await self._ids.aclose()
 
 
-_Source = IdReader | _IterableIds | _DiscoveredIds
+_Source = IdReader | IterableIds | _DiscoveredIds
 
 
 @dataclass
@@ -570,7 +538,7 @@ class BatchRun:
         elif isinstance(ids, AsyncIterator):
             source = _DiscoveredIds(ids)
         else:
-            source = _IterableIds(ids)
+            source = IterableIds(ids)
         books = _Books(BatchSummary())
         started = time.perf_counter()
         try:

@@ -312,9 +312,10 @@ def _report(summary: BatchSummary, path: Path | None, as_json: bool, ids_name: o
     report_batch(summary.as_dict(), table, ids, path, kind, as_json)
 
 
-def _go_on(summary: BatchSummary, ids_name: object) -> str:
-    """Where reading the ids stopped, and how to go on from there."""
-    line = summary.next_line
+def _go_on(stopped_at: str, next_line: int | None, ids_name: object) -> str:
+    """Where reading the ids stopped (a batch's or a submit's ``stopped_at``
+    and ``next_line``), and how to go on from there."""
+    line = next_line
     if line is not None and isinstance(ids_name, str) and not ids_name.startswith("<"):
         return (
             f"at line {line:,} of {ids_name}: the ids from there on are not in the retry "
@@ -322,7 +323,7 @@ def _go_on(summary: BatchSummary, ids_name: object) -> str:
         )
     if line is not None:
         return f"at line {line:,} of the ids: the ids from there on were not read"
-    return f"{summary.stopped_at}: the workflows not yet listed are not in the retry file"
+    return f"{stopped_at}: the ids not yet read are not in the retry file"
 
 
 def _summary_table(
@@ -345,7 +346,8 @@ def _summary_table(
     if summary.passed_over:
         table.add_row("workflows not selected", str(summary.passed_over))
     if summary.stopped_at is not None:
-        table.add_row("[yellow]reading stopped[/]", cell(_go_on(summary, ids_name)))
+        where = _go_on(summary.stopped_at, summary.next_line, ids_name)
+        table.add_row("[yellow]reading stopped[/]", cell(where))
     planned = [k for k in ("would run", "would skip") if k in summary.steps]
     for status in planned or ["completed", "skipped", "failed"]:
         count = str(summary.steps[status])
