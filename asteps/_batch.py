@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import threading
 import time
 from collections import Counter, deque
@@ -61,6 +60,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._bus import EventBus
+from ._claims import DEFAULT_LEASE, check_lease
 from ._flows import Flow
 from ._names import (
     check_prefix_per_workflow,
@@ -72,8 +72,8 @@ from ._names import (
 from ._runner import DEFAULT_PREFIX, Runner
 from ._step import StepOutcome
 from ._telemetry import batch_span, workflow_span
-from .errors import InvalidStepName, StoreError, describe
-from .stores.base import DoneStore
+from .errors import ClaimsNotSupported, InvalidStepName, StoreError, describe
+from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
 
 MAX_LINE_BYTES = 4096
 """A longer line of an ids file is a bad id (a workflow id has 255 bytes at most)."""
@@ -277,24 +277,21 @@ class IdReader:
     batches of half of that, or sooner when its next read could block (the
     ids of one pipe write arrive without waiting for more): it wakes the event
     loop at most once a batch, and only when a ``get`` waits. ``get`` waits
-    for the next one, and ``rest`` gives every id not
-    taken: to the end of a regular file, or those already read from a pipe that
-    may never close (ids still in the pipe are not read). ``stop`` is the
-    bounded end of a batch: it stops reading and gives the ids already read
-    and not taken, with the line to go on from. The thread is a daemon: a
-    pipe held open never keeps the process alive.
+    for the next one. ``stop`` is the bounded end of a batch (a rerun, a
+    submit): it stops reading and gives the ids already read and not taken,
+    with the line to go on from; the ids after it are never read, so a stop
+    costs what is buffered, not what is left. The thread is a daemon: a pipe
+    held open never keeps the process alive.
     """
 
     def __init__(self, stream: IO[bytes], *, buffer: int = 1024) -> None:
         self._stream = stream
         self._buffer = buffer
-        self._finite = _is_finite(stream)
         self._items: deque[str | BadId] = deque()
         self._lock = threading.Condition()
         self._ended = False
         self._error: Exception | None = None
         self._stopped = False  # what the thread reads from now on is dropped
-        self._draining = False  # read to the end, without waiting for room
         self._arrived: anyio.Event | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._next_line = 1  # the line after the last id handed over
@@ -312,22 +309,6 @@ class IdReader:
                     return self._take()
                 self._arrived = anyio.Event()
             await self._arrived.wait()
-
-    async def rest(self) -> list[str | BadId]:
-        """Stop reading and return the ids not taken (see the class docstring)."""
-        with self._lock:
-            if not self._finite:
-                self._stopped = True
-                self._lock.notify_all()
-                read = list(self._items)
-                self._items.clear()
-                return read
-            self._draining = True
-            self._lock.notify_all()
-        to_the_end: list[str | BadId] = []
-        while (item := await self.get()) is not None:
-            to_the_end.append(item)
-        return to_the_end
 
     def stop(self) -> _Left:
         """Stop reading: the ids read and not taken (at most the buffer), and
@@ -394,24 +375,12 @@ class IdReader:
         if waiting is not None:  # only a waiting get() needs the event loop
             self._wake(waiting)
         with self._lock:
-            while (
-                not ended
-                and len(self._items) > self._buffer - room
-                and not (self._stopped or self._draining)
-            ):
+            while not ended and len(self._items) > self._buffer - room and not self._stopped:
                 self._lock.wait()
 
     def _wake(self, event: anyio.Event) -> None:
         with contextlib.suppress(anyio.RunFinishedError):  # nobody is waiting any more
             anyio.from_thread.run_sync(event.set, token=self._token)
-
-
-def _is_finite(stream: IO[bytes]) -> bool:
-    """A regular file (or one in memory) ends; a pipe, a FIFO or a terminal may not."""
-    try:
-        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (OSError, ValueError):
-        return True
 
 
 @dataclass(frozen=True)
@@ -425,7 +394,7 @@ class _Left:
     next_line: int | None = None
 
 
-class _IterableIds:
+class IterableIds:
     """Ids from an iterable, as an :class:`IdReader` gives them."""
 
     def __init__(self, ids: Iterable[str | BadId]) -> None:
@@ -474,7 +443,7 @@ class _DiscoveredIds:
             await self._ids.aclose()
 
 
-_Source = IdReader | _IterableIds | _DiscoveredIds
+_Source = IdReader | IterableIds | _DiscoveredIds
 
 
 @dataclass
@@ -496,6 +465,12 @@ class BatchRun:
     never completed); ``only_with_markers`` keeps only those with at least one
     done step. Both are decided on the workflow's listing, which the run uses
     anyway; the others are counted in ``summary.passed_over`` and not run.
+
+    ``exclusive`` and ``lease`` go to every workflow's :class:`Runner`: with
+    ``exclusive=True`` each step is claimed in the store before it runs, so
+    that two batches (or a batch and a service) over the same ids never run
+    a step at the same time. A store that cannot hold claims raises
+    :class:`~asteps.errors.ClaimsNotSupported` here, before any workflow.
     """
 
     def __init__(
@@ -515,9 +490,19 @@ class BatchRun:
         missing: Sequence[str] = (),
         only_with_markers: bool = False,
         on_workflow: Callable[[WorkflowReport, BatchSummary], None] | None = None,
+        exclusive: bool = False,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.exclusive = bool(exclusive)
+        self.lease = check_lease(lease)
+        if self.exclusive and not dry_run and not _holds_claims(store):
+            # Once, here: not as many times as there are workflows.
+            raise ClaimsNotSupported(
+                f"{store!r} cannot hold claims, which exclusive steps need: use "
+                "MemoryStore, FileStore or S3Store, or run without exclusive"
+            )
         self.flow = flow
         self.store = store
         self.force = validate_patterns(force)
@@ -553,7 +538,7 @@ class BatchRun:
         elif isinstance(ids, AsyncIterator):
             source = _DiscoveredIds(ids)
         else:
-            source = _IterableIds(ids)
+            source = IterableIds(ids)
         books = _Books(BatchSummary())
         started = time.perf_counter()
         try:
@@ -731,6 +716,8 @@ class BatchRun:
             context=self.context,
             dry_run=self.dry_run,
             done=done,
+            exclusive=self.exclusive,
+            lease=self.lease,
         )
         if self.force:
             runner.add_forced_steps(self.force, reason=self.reason)
@@ -776,6 +763,11 @@ class BatchRun:
                 _count_reason(summary.run_reasons, run_reason(outcome))
         if self.on_workflow is not None:
             self.on_workflow(report, summary)
+
+
+def _holds_claims(store: DoneStore) -> bool:
+    """Whether ``store`` gives what exclusive steps need (as the runner checks)."""
+    return isinstance(store, HoldsClaims) and isinstance(store, ReadsMarkers)
 
 
 def _new_ids(items: Iterable[str | BadId], books: _Books) -> Iterator[str]:

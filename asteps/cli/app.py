@@ -33,10 +33,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from .._claims import DEFAULT_LEASE, MIN_LEASE
 from .._concurrency import first_exception
 from .._runner import DEFAULT_PREFIX
 from ..errors import (
     AstepsError,
+    ClaimsNotSupported,
     FlowError,
     InvalidStepName,
     StoreError,
@@ -142,7 +144,7 @@ def run_async(
             result = anyio.run(_with_signals, fn, args, interruption)
         except ExceptionGroup as group:  # from a task group: report its first error
             raise first_exception(group) from None
-    except (FlowError, InvalidStepName, SwfNotSetUp) as exc:
+    except (FlowError, InvalidStepName, SwfNotSetUp, ClaimsNotSupported) as exc:
         fail(str(exc), EXIT_USAGE)
     except (StoreError, SwfError) as exc:
         fail(str(exc), EXIT_STORE)
@@ -237,6 +239,30 @@ def flow_version_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 def param_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--param", "params", multiple=True, metavar="KEY=VALUE", help="Flow parameter."
+    )(fn)
+
+
+MAX_LEASE = 86400.0
+"""The longest lease the CLI takes (a day): a claim whose holder died blocks
+its step for a lease."""
+
+
+def exclusive_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--exclusive`` and ``--lease SECONDS``, for the runners a command builds."""
+    fn = click.option(
+        "--lease",
+        default=DEFAULT_LEASE,
+        show_default=True,
+        type=FiniteFloat(min=MIN_LEASE, max=MAX_LEASE),
+        help="Seconds a claim on an exclusive step holds, renewed every third of it; "
+        "a claim whose holder died is taken over after it (also for the steps the "
+        "flow itself makes exclusive).",
+    )(fn)
+    return click.option(
+        "--exclusive",
+        is_flag=True,
+        help="Claim every step in the store before running it, so that no other "
+        "runner (another rerun, a worker, a service) runs it at the same time.",
     )(fn)
 
 

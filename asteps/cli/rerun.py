@@ -40,6 +40,7 @@ from .app import (
     EXIT_USAGE,
     Interruption,
     err,
+    exclusive_options,
     fail,
     finish_batch,
     flow_version_option,
@@ -104,6 +105,7 @@ from .app import (
     is_flag=True,
     help="Plan every workflow: count what would run or be skipped; run and write nothing.",
 )
+@exclusive_options
 @json_option
 @otel_option
 @log_format_option
@@ -123,6 +125,8 @@ def rerun(
     failed_file: Path | None,
     no_progress: bool,
     dry_run: bool,
+    exclusive: bool,
+    lease: float,
     as_json: bool,
 ) -> None:
     """Run FLOW for every workflow id in --ids (or --all), at most --concurrency at once.
@@ -135,7 +139,9 @@ def rerun(
     --all. Failed workflows' ids are written to a file that --ids takes back
     to retry exactly those. Ctrl-C (or SIGTERM) stops starting workflows,
     cancels those in flight (no step is marked that did not finish) and
-    writes the unfinished ids.
+    writes the unfinished ids. --exclusive claims each step in the store
+    before it runs: two reruns (or a rerun and a worker) over the same ids
+    never run a step twice at once.
 
     \b
     Examples:
@@ -180,6 +186,8 @@ def rerun(
                     missing=missing,
                     only_with_markers=all_workflows,
                     on_workflow=on_workflow,
+                    exclusive=exclusive,
+                    lease=lease,
                 )
                 if reader is None:
                     ids: IdReader | AsyncIterator[str] = discover_workflows(store, prefix)
@@ -312,9 +320,10 @@ SHOWN_ID_WIDTH = 24
 """The width of the summary's first column, where a long id folds."""
 
 
-def _go_on(summary: BatchSummary, ids_name: object) -> str:
-    """Where reading the ids stopped, and how to go on from there."""
-    line = summary.next_line
+def _go_on(stopped_at: str, next_line: int | None, ids_name: object) -> str:
+    """Where reading the ids stopped (a batch's or a submit's ``stopped_at``
+    and ``next_line``), and how to go on from there."""
+    line = next_line
     if line is not None and isinstance(ids_name, str) and not ids_name.startswith("<"):
         return (
             f"at line {line:,} of {ids_name}: the ids from there on are not in the retry "
@@ -322,7 +331,7 @@ def _go_on(summary: BatchSummary, ids_name: object) -> str:
         )
     if line is not None:
         return f"at line {line:,} of the ids: the ids from there on were not read"
-    return f"{summary.stopped_at}: the workflows not yet listed are not in the retry file"
+    return f"{stopped_at}: the ids not yet read are not in the retry file"
 
 
 def _summary_table(
@@ -347,7 +356,8 @@ def _summary_table(
     if summary.passed_over:
         table.add_row("workflows not selected", str(summary.passed_over))
     if summary.stopped_at is not None:
-        table.add_row("[yellow]reading stopped[/]", cell(_go_on(summary, ids_name)))
+        where = _go_on(summary.stopped_at, summary.next_line, ids_name)
+        table.add_row("[yellow]reading stopped[/]", cell(where))
     planned = [k for k in ("would run", "would skip") if k in summary.steps]
     for status in planned or ["completed", "skipped", "failed"]:
         count = str(summary.steps[status])

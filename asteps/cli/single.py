@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from .._batch import BatchRun, WorkflowReport
+from .._claims import DEFAULT_LEASE
 from .._flows import check_params, load_flow, parse_params
 from .._names import format_prefix, validate_patterns, validate_workflow_id
 from .._step import StepOutcome
@@ -19,6 +20,7 @@ from .app import (
     EXIT_FAILED,
     EXIT_STORE,
     emit_json,
+    exclusive_options,
     fail,
     flow_version_option,
     guarded,
@@ -56,6 +58,7 @@ def single_workflow_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @main.command()
 @single_workflow_options
+@exclusive_options
 def run(**options: Any) -> None:
     """Run FLOW for one workflow and show its steps.
 
@@ -64,6 +67,7 @@ def run(**options: Any) -> None:
       asteps run examples/export_pipeline.py:flow --workflow-id customer-42
       asteps run examples/export_pipeline.py:flow --workflow-id customer-42 \\
           --force export --reason "new CSV columns"
+      asteps run flows.py:flow --workflow-id customer-42 --exclusive --lease 120
     """
     _single(dry_run=False, **options)
 
@@ -96,6 +100,8 @@ def _single(
     prefix: str,
     as_json: bool,
     dry_run: bool,
+    exclusive: bool = False,
+    lease: float = DEFAULT_LEASE,
 ) -> None:
     # Every input is checked before the store is opened.
     loaded = guarded(load_flow, flow)
@@ -117,6 +123,8 @@ def _single(
                 prefix=prefix,
                 dry_run=dry_run,
                 version=flow_version,
+                exclusive=exclusive,
+                lease=lease,
             )
             return await batch.run_one(workflow_id)
 

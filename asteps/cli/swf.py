@@ -52,6 +52,7 @@ from .app import (
     Interruption,
     emit_json,
     err,
+    exclusive_options,
     fail,
     guarded,
     json_logs,
@@ -68,7 +69,7 @@ from .app import (
     store_option,
     tell,
 )
-from .rerun import _check_retry_location, _count_ids
+from .rerun import _check_retry_location, _count_ids, _go_on
 
 
 @main.group()
@@ -316,7 +317,7 @@ def submit_command(
                 on_id=on_id,
                 endpoint_url=endpoint_url,
             )
-        _submit_report(summary, failed_file, as_json)
+        _submit_report(summary, failed_file, as_json, getattr(ids_file, "name", None))
         if summary.aborted:
             tell(f"the submit stopped: {summary.aborted}", logging.ERROR, label=ERROR_LABEL)
             return EXIT_STORE
@@ -354,15 +355,19 @@ def _submit_progress(
         yield on_id
 
 
-def _submit_report(summary: SubmitSummary, path: Path | None, as_json: bool) -> None:
-    kind = "unfinished" if summary.interrupted or summary.aborted else "refused"
-    table = partial(_submit_table, summary)
+def _submit_report(
+    summary: SubmitSummary, path: Path | None, as_json: bool, ids_name: object
+) -> None:
+    kind = "unfinished" if summary.stopped else "refused"
+    table = partial(_submit_table, summary, ids_name=ids_name)
     report_batch(summary.as_dict(), table, summary.retry_ids, path, kind, as_json)
 
 
-def _submit_table(summary: SubmitSummary, retry_file: Path | None) -> Table:
+def _submit_table(
+    summary: SubmitSummary, retry_file: Path | None, *, ids_name: object = None
+) -> Table:
     title = "swf submit summary"
-    if summary.interrupted or summary.aborted:
+    if summary.stopped:
         title = "swf submit stopped: SWF failed" if summary.aborted else "swf submit interrupted"
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("what", no_wrap=True)
@@ -370,8 +375,11 @@ def _submit_table(summary: SubmitSummary, retry_file: Path | None) -> Table:
     table.add_row("started", f"[green]{len(summary.started)}[/]")
     table.add_row("already running", f"[cyan]{len(summary.already_running)}[/]")
     table.add_row("refused", f"[red]{len(summary.refused)}[/]")
-    if summary.interrupted or summary.aborted:
+    if summary.stopped:
         table.add_row("not tried", f"[yellow]{len(summary.unfinished)}[/]")
+    if summary.stopped_at is not None:
+        where = _go_on(summary.stopped_at, summary.next_line, ids_name)
+        table.add_row("[yellow]reading stopped[/]", cell(where))
     table.add_row("elapsed", f"{summary.elapsed:.1f} s")
     for wid, why in list(summary.refused.items())[:5]:
         table.add_row(f"[red]{cell(wid)}[/]", cell(why))
@@ -434,6 +442,7 @@ def _submit_table(summary: SubmitSummary, retry_file: Path | None) -> Table:
 @click.option(
     "--signals", is_flag=True, help="Send each runner's step.<name> signals to its execution."
 )
+@exclusive_options
 @version_option
 @click.option("--identity", default=None, help="Worker name in SWF (default: host:pid).")
 @otel_option
@@ -451,6 +460,8 @@ def worker(
     store_url: str | None,
     allow_stores: tuple[str, ...],
     signals: bool,
+    exclusive: bool,
+    lease: float,
     version: str,
     identity: str | None,
 ) -> None:
@@ -464,7 +475,9 @@ def worker(
 
     Flows run on --store; an execution may name another store only if it is
     listed with --allow-store. Each execution is retried by its own policy,
-    set by `swf submit`.
+    set by `swf submit`. With --exclusive each step is claimed in the store
+    before it runs: a slow worker still running an attempt that SWF timed out
+    and the worker given the retry never both run a step.
 
     \b
     Examples:
@@ -494,6 +507,8 @@ def worker(
             identity=identity,
             endpoint_url=endpoint_url,
             on_workflow=_workflow_line(as_json),
+            exclusive=exclusive,
+            lease=lease,
         )
     except (FlowError, InvalidStepName, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)

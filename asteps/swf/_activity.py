@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .._batch import BatchRun
 from .._bus import EventBus
+from .._claims import DEFAULT_LEASE
 from .._flows import Flow, check_params, flow_names
 from .._names import format_prefix, shown, validate_workflow_id
 from ..errors import StoreError
@@ -137,12 +138,23 @@ def accept(
 
 
 async def run_flow(
-    flow: Flow, store: DoneStore, spec: FlowInput, workflow_id: str, run_id: str, bus: EventBus
+    flow: Flow,
+    store: DoneStore,
+    spec: FlowInput,
+    workflow_id: str,
+    run_id: str,
+    bus: EventBus,
+    *,
+    exclusive: bool = False,
+    lease: float = DEFAULT_LEASE,
 ) -> FlowReport:
     """Run the flow for one workflow; a failure is reported, not raised.
 
     The workflow fails when the flow raises or one of its steps failed, as in
-    ``asteps run`` and ``rerun``.
+    ``asteps run`` and ``rerun``. ``exclusive`` and ``lease`` are the
+    worker's (never the input's): with ``exclusive=True`` each step is claimed
+    before it runs, so a slow attempt and the retry SWF gave another worker
+    never run a step at the same time.
     """
     batch = BatchRun(
         flow,
@@ -152,6 +164,8 @@ async def run_flow(
         reason=spec.reason,
         params=spec.params,
         prefix=spec.prefix,
+        exclusive=exclusive,
+        lease=lease,
     )
     report = await batch.run_one(workflow_id, run_id=run_id, bus=bus)
     return FlowReport(

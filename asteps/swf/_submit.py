@@ -8,6 +8,11 @@ calls at once. A throttled start is retried: by botocore (5 attempts in all),
 then here, after 1, 2, 4, 8 and 16 seconds. An id whose execution is open
 already is "already running": SWF refuses a second open execution of one
 workflow id, so nothing runs twice at once.
+
+A stop (``stop`` set, SWF refusing every call) stops reading the ids where
+they are: it costs time and memory in proportion to the starts in flight,
+never to the ids left, and the summary says the line to go on from
+(``next_line``), as a stopped ``rerun`` does.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from .._batch import BadId, IdReader
+from .._batch import BadId, IdReader, IterableIds
 from .._flows import check_params, load_flow
 from .._names import check_prefix_per_workflow, shown, validate_patterns, validate_workflow_id
 from .._runner import DEFAULT_PREFIX
@@ -80,6 +85,18 @@ class SubmitSummary:
     aborted: str | None = None
     """Why the submit stopped on its own (SWF refused every call), if it did."""
     elapsed: float = 0.0
+    stopped_at: str | None = None
+    """After a stop: where reading the ids stopped, in words (``line 1,235``);
+    None when every id was read. The ids from there on are in no list."""
+    next_line: int | None = None
+    """After a stop of a submit over an ids file (an :class:`IdReader`): the
+    line to go on from (1-based); the ids before it that were not started are
+    in ``refused`` or ``unfinished``."""
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the submit stopped before its ids were over."""
+        return self.interrupted or self.aborted is not None
 
     @property
     def retry_ids(self) -> list[str]:
@@ -96,6 +113,8 @@ class SubmitSummary:
             "interrupted": self.interrupted,
             "aborted": self.aborted,
             "elapsed": round(self.elapsed, 3),
+            "stopped_at": self.stopped_at,
+            "next_line": self.next_line,
             "already_running_ids": self.already_running,
             "refused_ids": self.refused,
             "unfinished_ids": self.unfinished,
@@ -217,14 +236,16 @@ async def submit(
 
     Raises :class:`SwfNotSetUp` (domain or type missing) or :class:`SwfError`
     (SWF unreachable) before starting anything. Setting ``stop`` stops
-    starting; the ids not tried are in :attr:`SubmitSummary.unfinished`.
+    starting and reading: the ids read and not tried are in
+    :attr:`SubmitSummary.unfinished`, and :attr:`SubmitSummary.next_line` is
+    the line of the ids file to go on from.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     check_prefix_per_workflow(spec.prefix)  # a FlowInput need not come from prepare()
     text = spec.to_json()
     limiter = RateLimiter(rps)
-    source = ids if isinstance(ids, IdReader) else _Ids(ids)
+    source = ids if isinstance(ids, IdReader) else IterableIds(ids)
     summary = SubmitSummary()
     seen: set[str] = set()
     pending: dict[str, None] = {}
@@ -328,11 +349,13 @@ async def submit(
                         tg.start_soon(starter, receive.clone())
                     receive.close()
             outer.cancel_scope.cancel()
-        if summary.interrupted or summary.aborted:
-            with anyio.CancelScope(shield=True):
-                rest = await source.rest()
-            left = (i.text if isinstance(i, BadId) else i for i in rest)
-            summary.unfinished = [*pending, *dict.fromkeys(w for w in left if w not in seen)]
+        if summary.stopped:
+            # What was read, not what is left to read: the ids after it stay
+            # in the file (or the pipe), and the summary says where.
+            left = source.stop()
+            read = (i.text if isinstance(i, BadId) else i for i in left.ids)
+            summary.unfinished = [*pending, *dict.fromkeys(w for w in read if w not in seen)]
+            summary.stopped_at, summary.next_line = left.where, left.next_line
     summary.elapsed = time.perf_counter() - started
     return summary
 
@@ -353,16 +376,3 @@ async def check_setup(client: Any, domain: str, version: str) -> None:
         raise SwfError(f"SWF domain {domain!r}: {explain(exc)}") from None
     except BotoCoreError as exc:
         raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from None
-
-
-class _Ids:
-    """Ids from an iterable, as an :class:`IdReader` gives them."""
-
-    def __init__(self, ids: Iterable[str | BadId]) -> None:
-        self._ids = iter(ids)
-
-    async def get(self) -> str | BadId | None:
-        return next(self._ids, None)
-
-    async def rest(self) -> list[str | BadId]:
-        return list(self._ids)

@@ -49,9 +49,17 @@ from anyio.abc import TaskGroup
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .._bus import EventBus
+from .._claims import DEFAULT_LEASE, check_lease
 from .._flows import flow_names, load_flow
 from .._names import shown
-from ..errors import FlowError, InvalidStepName, SignalError, StoreError, describe
+from ..errors import (
+    ClaimsNotSupported,
+    FlowError,
+    InvalidStepName,
+    SignalError,
+    StoreError,
+    describe,
+)
 from ..stores.urls import default_store_url
 from ._activity import FlowReport, Heartbeat, StoreAllowList, Stores, accept, run_flow
 from ._client import SwfClientOptions, explain
@@ -108,6 +116,12 @@ class SwfWorker:
     :class:`SwfSignalBridge`. ``on_workflow`` is called with each attempt's
     :class:`FlowReport` as it ends.
 
+    With ``exclusive=True`` every step is claimed in the store for ``lease``
+    seconds (renewed while it runs) before it runs: an attempt SWF timed out
+    and gave to another worker, still running on a slow machine, and the
+    retry never run a step at the same time; the second one to reach a step
+    waits for the first and skips it once it is marked.
+
     Run it with ``await worker.run(stop)``; setting ``stop`` drains and returns.
     """
 
@@ -131,6 +145,8 @@ class SwfWorker:
         client_config: AioConfig | None = None,
         on_workflow: Callable[[FlowReport], None] | None = None,
         idle_wait: float = 1.0,
+        exclusive: bool = False,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         if not domain:
             raise ValueError("domain is empty: give the SWF domain to work in")
@@ -142,6 +158,8 @@ class SwfWorker:
             raise ValueError(
                 f"heartbeat must be a finite number of seconds over 0, got {heartbeat}"
             )
+        self.exclusive = bool(exclusive)
+        self.lease = check_lease(lease)
         self.flow_spec = flow
         self.flow = load_flow(flow)
         self.flow_names = flow_names(flow, self.flow)
@@ -398,7 +416,18 @@ class SwfWorker:
         try:
             store = await stores.get(store_url)
             async with bridge:
-                report = await run_flow(self.flow, store, spec, workflow_id, run_id, bus)
+                report = await run_flow(
+                    self.flow,
+                    store,
+                    spec,
+                    workflow_id,
+                    run_id,
+                    bus,
+                    exclusive=self.exclusive,
+                    lease=self.lease,
+                )
+        except ClaimsNotSupported as exc:  # no attempt can do better: not retried
+            return FlowReport(workflow_id, run_id, ok=False, error=str(exc), retryable=False)
         except (StoreError, SignalError) as exc:
             if report is None:
                 return FlowReport(workflow_id, run_id, ok=False, error=describe(exc))
