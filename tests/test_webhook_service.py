@@ -254,8 +254,7 @@ async def test_with_telemetry_each_step_span_is_a_child_of_its_request_span(
     requests = {s["span_id"]: s for s in servers if s["name"].startswith("POST")}
     assert len(requests) == 2 * len(ids)
     step_spans = [s for s in found if s["name"] == "asteps.step"]
-    # Every request has step spans (all three once exclusive steps run with
-    # telemetry on: see the xfail below), and every step span has a request.
+    # Every request has step spans, and every step span has a request.
     assert {s["parent_span_id"] for s in step_spans} == set(requests)
     for step in step_spans:
         request = requests[step["parent_span_id"]]  # the step's parent is its request
@@ -265,11 +264,6 @@ async def test_with_telemetry_each_step_span_is_a_child_of_its_request_span(
         assert request["trace_id"] == step["trace_id"] == traceparent(wid).split("-")[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asteps/_telemetry.py's TracedStore does not forward create_claim, read_claim, "
-    "replace_claim, delete_claim: with telemetry on, exclusive steps raise ClaimsNotSupported",
-)
 async def test_with_telemetry_exclusive_steps_still_run_once(
     aws: MotoServer, bucket: str, tmp_path: Path, replicas: list[Replica]
 ) -> None:
@@ -291,11 +285,6 @@ def instrumented() -> Iterator[None]:
         asteps.uninstrument()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asteps/_telemetry.py's TracedStore does not forward the claim methods "
-    "(create_claim, read_claim, replace_claim, delete_claim)",
-)
 @pytest.mark.usefixtures("instrumented")
 async def test_an_exclusive_step_runs_with_telemetry_on() -> None:
     runner = Runner(MemoryStore(), "w1", exclusive=True)

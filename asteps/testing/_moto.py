@@ -9,7 +9,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import aioboto3
@@ -74,26 +74,64 @@ def moto_server(*, serial: bool = False) -> Iterator[MotoServer]:
     could, rarely, both succeed, which S3 never allows. Serial, its conditional
     writes are atomic, as S3's are: use it where processes race for claims.
     """
+    # werkzeug logs every request at INFO; a demo or benchmark drowns in it.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server: ThreadedServer = _SerialServer() if serial else _threaded_moto_server()
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield MotoServer(f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+class ThreadedServer(Protocol):
+    def start(self) -> None: ...
+    def get_host_and_port(self) -> tuple[str, int]: ...
+    def stop(self) -> None: ...
+
+
+def _threaded_moto_server() -> ThreadedServer:
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError(
             "moto is not installed: pip install 'moto[server]' (or the 'test' extra)"
         ) from exc
-    # werkzeug logs every request at INFO; a demo or benchmark drowns in it.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        if serial:
-            # moto's werkzeug server, set by start(); it reads its app at every request.
-            wsgi = server._server
-            assert wsgi is not None
-            wsgi.app = _Serial(wsgi.app)
-        host, port = server.get_host_and_port()
-        yield MotoServer(f"http://{host}:{port}")
-    finally:
-        server.stop()
+    server: ThreadedServer = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    return server
+
+
+class _SerialServer:
+    """moto's own WSGI application (the one ThreadedMotoServer serves), served
+    by werkzeug on a loopback port with one request at a time let through."""
+
+    def __init__(self) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        app = _Serial(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            "127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="asteps serial moto", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
 
 
 class _Serial:
