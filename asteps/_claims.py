@@ -170,18 +170,29 @@ class Held:
         lease = self.claims.lease
         return self.claims.clock() < self.sent + lease - lease / 3
 
-    async def renew(self) -> bool:
-        """Renew now; False when the claim was taken over (and :attr:`lost` says why)."""
+    async def renew(self, within: float) -> bool:
+        """Renew now, waiting at most ``within`` seconds for the store; False
+        when the claim was taken over, or could not be renewed in time (and
+        :attr:`lost` says why)."""
         self.renewals += 1
         sent = self.claims.clock()
         body = self.claims.body(self.name, self.renewals)
-        try:
-            token = await self.claims.store.replace_claim(self.prefix, self.name, self.token, body)
-        except Exception as exc:  # a store error: the claim may still hold; retry
-            logger.warning("step %s: cannot renew its claim: %s", self.name, exc)
-            if not self.safe():
-                self.lost = f"its claim could not be renewed before the lease could expire ({exc})"
-            return self.lost is None
+        token: str | None = None
+        with anyio.move_on_after(max(within, 0.0)) as scope:
+            try:
+                token = await self.claims.store.replace_claim(
+                    self.prefix, self.name, self.token, body
+                )
+            except Exception as exc:  # a store error: the claim may still hold; retry
+                logger.warning("step %s: cannot renew its claim: %s", self.name, exc)
+                if not self.safe():
+                    self.lost = (
+                        f"its claim could not be renewed before the lease could expire ({exc})"
+                    )
+                return self.lost is None
+        if scope.cancelled_caught:  # a store that does not answer (a partition)
+            self.lost = "the store did not answer a renewal before the lease could expire"
+            return False
         if token is None:
             self.lost = "another runner took its claim over"
             return False
@@ -190,11 +201,13 @@ class Held:
 
     async def keep(self, scope: anyio.CancelScope) -> None:
         """Renew every ``lease / 3`` until cancelled; on a loss, cancel ``scope``
-        (the step's activities)."""
+        (the step's activities). A renewal waits for the store only until the
+        lease could expire: a partitioned holder stops its work then, not when
+        the store's client gives up."""
         lease = self.claims.lease
         while True:
-            await self.claims.sleep(lease / 3 if self.lost is None and self.safe() else lease / 12)
-            if not await self.renew():
+            await self.claims.sleep(lease / 3 if self.safe() else lease / 12)
+            if not await self.renew(within=self.sent + lease - self.claims.clock()):
                 scope.cancel()
                 return
 
@@ -202,7 +215,7 @@ class Held:
         """Before the marker write: raise :class:`ClaimLost` unless the claim
         certainly holds (renewing it first when the lease runs short)."""
         if self.lost is None and not self.safe():
-            await self.renew()
+            await self.renew(within=self.claims.lease / 3)
             if self.lost is None and not self.safe():
                 self.lost = "the lease could expire before the marker is written"
         if self.lost is not None:

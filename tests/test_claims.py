@@ -143,9 +143,49 @@ async def test_two_runners_racing_over_exclusive_steps_run_each_once(claims_stor
     assert await claims_store.list_done("wf/steps/") == {f"s{i}" for i in range(10)}
 
 
+class Watched:
+    """A store as another runner sees it, telling when that runner first found
+    the claim held (it read the claim's token)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.found_held = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def list_done(self, prefix: str) -> set[str]:
+        return set(await self.store.list_done(prefix))
+
+    async def mark_done(self, prefix: str, name: str, body: Any) -> None:
+        await self.store.mark_done(prefix, name, body)
+
+    async def unmark(self, prefix: str, names: Any) -> None:
+        await self.store.unmark(prefix, names)
+
+    async def read_marker(self, prefix: str, name: str) -> Any:
+        return await self.store.read_marker(prefix, name)
+
+    async def create_claim(self, prefix: str, name: str, body: Any) -> str | None:
+        return await self.store.create_claim(prefix, name, body)  # type: ignore[no-any-return]
+
+    async def read_claim(self, prefix: str, name: str) -> str | None:
+        token = await self.store.read_claim(prefix, name)
+        if token is not None:
+            self.found_held.set()
+        return token  # type: ignore[no-any-return]
+
+    async def replace_claim(self, prefix: str, name: str, token: str, body: Any) -> str | None:
+        return await self.store.replace_claim(prefix, name, token, body)  # type: ignore[no-any-return]
+
+    async def delete_claim(self, prefix: str, name: str, token: str) -> None:
+        await self.store.delete_claim(prefix, name, token)
+
+
 async def test_a_waiter_returns_the_winners_kept_result_without_running(claims_store: Any) -> None:
     holder = Runner(claims_store, "wf", exclusive=True, lease=5.0)
-    waiter = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    watched = Watched(claims_store)
+    waiter = Runner(watched, "wf", exclusive=True, lease=5.0)  # type: ignore[arg-type]
     inside = anyio.Event()
     release = anyio.Event()
 
@@ -166,7 +206,7 @@ async def test_a_waiter_returns_the_winners_kept_result_without_running(claims_s
         tg.start_soon(run, "holder", holder, slow)
         await inside.wait()
         tg.start_soon(run, "waiter", waiter, never)
-        await anyio.wait_all_tasks_blocked()
+        await watched.found_held.wait()  # it listed before the marker, and waits
         release.set()
     assert outcomes["holder"].status == "completed"
     assert outcomes["waiter"].status == "skipped"
@@ -318,7 +358,7 @@ async def test_a_renewed_claim_is_never_taken_over() -> None:
 
         tg.start_soon(wait)
         while clock.now < 300.0:  # ten leases
-            assert await held.renew()
+            assert await held.renew(within=30.0)
             await clock.sleep(10.0)
         tg.cancel_scope.cancel()
     assert won == []
@@ -366,3 +406,34 @@ async def test_a_holder_that_cannot_renew_in_time_does_not_mark() -> None:
     await store.replace_claim("wf/steps/", "a", token, {"run_id": "other"})
     with pytest.raises(ClaimLost, match="took its claim over"):
         await held.check()
+
+
+class PartitionedStore(MemoryStore):
+    """Creates claims, then never answers a renewal: a holder cut off from S3."""
+
+    async def replace_claim(self, prefix: str, name: str, token: str, body: Any) -> str | None:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_a_holder_cut_off_from_the_store_stops_its_work_when_the_lease_could_expire() -> None:
+    # Before, a renewal waited as long as the store's client did (minutes of
+    # retries), and the work went on after another runner could have taken over.
+    store = PartitionedStore()
+    runner = Runner(store, "wf", exclusive=True, lease=0.3)
+    cancelled: list[bool] = []
+
+    async def work() -> None:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(True)
+            raise
+
+    with anyio.fail_after(30):  # only a hang reaches this
+        outcome = await runner.step("a", work)
+    assert outcome.status == "failed"
+    assert isinstance(outcome.error, ClaimLost)
+    assert "did not answer" in str(outcome.error)
+    assert cancelled == [True]
+    assert await store.list_done("wf/steps/") == set()
