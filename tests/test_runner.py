@@ -558,3 +558,20 @@ async def test_a_step_started_in_a_cancelled_scope_neither_runs_nor_is_marked() 
         tg.start_soon(runner.step, "s", never_awaits)
     assert ran == []
     assert await store.list_done("wf/steps/") == set()
+
+
+@pytest.mark.parametrize("option", ["emit_signals", "timeout", "retries"])
+async def test_a_misspelt_option_is_a_type_error_before_anything_runs(
+    store: CountingStore, option: str
+) -> None:
+    ran: list[str] = []
+
+    async def work() -> None:
+        ran.append("x")
+
+    coroutine = work()
+    with pytest.raises(TypeError, match=rf"unknown step option '{option}': the options are"):
+        await Runner(store, "wf").step("s", coroutine, **{option: True})  # type: ignore[arg-type]
+    assert ran == []
+    assert store.calls == {}
+    assert coroutine.cr_frame is None  # closed: it will never run
