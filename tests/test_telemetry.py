@@ -115,6 +115,7 @@ async def test_a_completed_step_is_a_span_with_its_decision_and_outcome(otel: Te
         "asteps.step.forced": False,
         "asteps.step.reasons": (),
         "asteps.step.patterns": (),
+        "asteps.step.attempts": 1,
     }
     assert span.status.status_code is StatusCode.UNSET
 
