@@ -13,6 +13,7 @@ from ._bus import EventBus, Signal, Subscription
 from ._canvas import Chain, Group, run_activity
 from ._decision import Decision, decide
 from ._names import covers, validate_name, validate_pattern
+from ._retries import Retry
 from ._runner import Runner
 from ._step import Activity, Marker, Step, StepOptions, StepOutcome
 
@@ -29,6 +30,7 @@ from .errors import (
     SignalDeliveryError,
     SignalError,
     SignalTimeout,
+    StepTimeout,
     StoreError,
 )
 from .stores import (
@@ -98,6 +100,7 @@ __all__ = [
     "ReadsMarkers",
     "ResultMissing",
     "ResultNotKept",
+    "Retry",
     "Runner",
     "S3Store",
     "Signal",
@@ -107,6 +110,7 @@ __all__ = [
     "Step",
     "StepOptions",
     "StepOutcome",
+    "StepTimeout",
     "StoreError",
     "Subscription",
     "SwfSignalBridge",

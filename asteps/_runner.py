@@ -34,6 +34,11 @@ Why it works this way:
   including one whose sync activity's thread returns late (``_canvas`` checks
   for it when the thread returns). A plain skip has no side effect to guard
   and returns even in a cancelled scope (``docs/choices.md``).
+- **Retries and time limits** (``retry=``, ``time_limit=``) wrap the
+  activities only, inside the claim and between the markers ``scheduled`` and
+  ``completed``: each failed attempt that is retried is a marker ``retrying``,
+  and the step is marked done once, after the attempt that succeeded
+  (``asteps._retries``). A step with neither runs its activities directly.
 - **Telemetry** (``asteps.instrument()``) costs one look at
   ``_telemetry.active`` per step while it is off. While on, the step runs in a
   span on a traced store: the store a step uses is passed down, never swapped
@@ -46,7 +51,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any, Unpack
 
 import anyio
@@ -67,6 +72,7 @@ from ._results import (
     decode_result,
     encode_result,
 )
+from ._retries import Attempts, Retry, check_retry, check_time_limit
 from ._step import (
     STEP_OPTIONS,
     Activity,
@@ -105,6 +111,8 @@ class Runner:
     nothing is written or signalled. ``done``, when given, is used as the done
     list instead of listing the store (batch reruns list many at once).
     ``max_result_bytes`` bounds the JSON of a kept result (``keep_result``).
+    ``retry`` and ``time_limit`` are the defaults of every step's options of
+    those names (see :class:`Retry`).
 
     With ``exclusive=True`` every step is claimed in the store before it runs,
     so that no other runner (in this process, another, or another machine)
@@ -129,6 +137,8 @@ class Runner:
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         exclusive: bool = False,
         lease: float = DEFAULT_LEASE,
+        retry: Retry | None = None,
+        time_limit: float | None = None,
     ) -> None:
         self.workflow_id = validate_workflow_id(workflow_id)
         self.prefix = format_prefix(prefix, workflow_id, context)
@@ -140,11 +150,15 @@ class Runner:
         self.max_result_bytes = check_max_result_bytes(max_result_bytes)
         self.exclusive = bool(exclusive)
         self.lease = check_lease(lease)
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be an asteps.Retry or None, got {retry!r}")
+        self.retry = retry
+        self.time_limit = check_time_limit(time_limit)
         if self.exclusive and not dry_run:
             self._check_claims(store)
         self.outcomes: list[StepOutcome] = []
         """Every step's outcome, in the order the steps finished."""
-        self._log: list[tuple[str, str, Decision, BaseException | None]] = []
+        self._log: list[_Entry] = []
         self._flights: dict[str, _Flight] = {}
         self._forced: dict[str, list[str]] = {}
         self._skipped: dict[str, list[str]] = {}
@@ -220,6 +234,11 @@ class Runner:
             force = bool(options.get("force", False))
             exclusive = options.get("exclusive")
             claims = self._claims(store) if self._exclusive(exclusive) else None
+            retry = options.get("retry")
+            retry = check_retry(self.retry if retry is None else retry, activities)
+            time_limit = check_time_limit(options.get("time_limit"))
+            if time_limit is None:
+                time_limit = self.time_limit
 
             # 2. The decision, in submission order, and once per name in flight.
             while True:
@@ -270,8 +289,11 @@ class Runner:
                 outcome = await self._failed(name, decision, missing, time.perf_counter(), bubbles)
             elif decision.run:
                 close_unawaited(alternative)
+                attempts = None
+                if retry is not None or time_limit is not None:
+                    attempts = self._attempts(name, decision, retry, time_limit)
                 outcome = await self._execute(
-                    name, decision, activities, keep, store, claims, bubbles
+                    name, decision, activities, keep, store, claims, bubbles, attempts
                 )
             else:
                 close_unawaited(activities)
@@ -496,9 +518,11 @@ class Runner:
         store: DoneStore,
         claims: Claims | None,
         bubbles: bool,
+        attempts: Attempts | None,
     ) -> StepOutcome:
         """The phases of a step that runs, in order: claim (exclusive steps),
-        marker ``scheduled``, the activities, mark done, marker ``completed``."""
+        marker ``scheduled``, the activities (attempted again as ``attempts``
+        says, if given), mark done, marker ``completed``."""
         started = time.perf_counter()
         held: Held | None = None
         ran = False
@@ -514,11 +538,13 @@ class Runner:
             ran = True
             try:
                 if held is None:
-                    result = await start_activity(activities)
+                    result = await _start(activities, attempts)
                 else:
-                    result = await _run_holding(held, activities)
+                    result = await _run_holding(held, activities, attempts)
             except Exception as exc:
-                return await self._failed(name, decision, exc, started, bubbles)
+                tries = 1 if attempts is None else attempts.count
+                return await self._failed(name, decision, exc, started, bubbles, tries)
+            tries = 1 if attempts is None else attempts.count
             try:
                 body: Mapping[str, Any] = self._body
                 if keep:  # the result goes in the same single write as the marker
@@ -534,7 +560,7 @@ class Runner:
                 except Exception as exc:
                     raise MarkDoneError(name, result, prefix=self.prefix, cause=exc) from exc
             except ClaimLost as exc:
-                return await self._failed(name, decision, exc, started, bubbles)
+                return await self._failed(name, decision, exc, started, bubbles, tries)
             except (MarkDoneError, ResultNotKept) as exc:
                 # The work is done but not marked: raised, with the result in hand.
                 if (details := self._record(name, "failed", decision, exc)) is not None:
@@ -545,14 +571,15 @@ class Runner:
                     exc,
                     extra={"workflow_id": self.workflow_id, "step": name, "status": "failed"},
                 )
-                outcome = _outcome(name, "failed", decision, started, result, exc)
+                outcome = _outcome(name, "failed", decision, started, result, exc, tries)
                 self.outcomes.append(outcome)  # raised, not returned: keep it on record
                 raise
             if self._done is not None:
                 self._done.add(name)
-            if (details := self._record(name, "completed", decision)) is not None:
+            more = {"attempts": tries} if tries > 1 else None
+            if (details := self._record(name, "completed", decision, None, more)) is not None:
                 await self.bus.publish("log.step", details)
-            return _outcome(name, "completed", decision, started, result)
+            return _outcome(name, "completed", decision, started, result, None, tries)
         finally:
             if not ran:
                 close_unawaited(activities)
@@ -582,9 +609,16 @@ class Runner:
         return outcome
 
     async def _failed(
-        self, name: str, decision: Decision, exc: Exception, started: float, bubbles: bool
+        self,
+        name: str,
+        decision: Decision,
+        exc: Exception,
+        started: float,
+        bubbles: bool,
+        attempts: int = 1,
     ) -> StepOutcome:
-        if (details := self._record(name, "failed", decision, exc)) is not None:
+        more = {"attempts": attempts} if attempts > 1 else None
+        if (details := self._record(name, "failed", decision, exc, more)) is not None:
             await self.bus.publish("log.step", details)
         logger.warning(
             "%s: step %s failed: %s",
@@ -593,22 +627,51 @@ class Runner:
             describe(exc),
             extra={"workflow_id": self.workflow_id, "step": name, "status": "failed"},
         )
-        outcome = _outcome(name, "failed", decision, started, error=exc)
+        outcome = _outcome(name, "failed", decision, started, error=exc, attempts=attempts)
         if bubbles:
             self.outcomes.append(outcome)  # raised, not returned: keep it on record
             raise exc
         return outcome
 
+    def _attempts(
+        self, name: str, decision: Decision, retry: Retry | None, time_limit: float | None
+    ) -> Attempts:
+        """The attempts of a step with a retry or a time limit; each failed
+        attempt that is retried is a marker ``retrying`` and a span event."""
+
+        async def retrying(attempt: int, exc: Exception, delay: float) -> None:
+            _telemetry.attempt_failed(exc, attempt, delay)
+            more = {"attempt": attempt, "delay": round(delay, 3)}
+            if (details := self._record(name, "retrying", decision, exc, more)) is not None:
+                await self.bus.publish("log.step", details)
+            logger.info(
+                "%s: step %s attempt %d failed (%s); next attempt in %.3g s",
+                self.workflow_id,
+                name,
+                attempt,
+                describe(exc),
+                delay,
+                extra={"workflow_id": self.workflow_id, "step": name, "status": "retrying"},
+            )
+
+        return Attempts(name, retry, time_limit, retrying)
+
     # -- markers and signals ---------------------------------------------------------
 
     def _record(
-        self, name: str, status: str, decision: Decision, error: BaseException | None = None
+        self,
+        name: str,
+        status: str,
+        decision: Decision,
+        error: BaseException | None = None,
+        more: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Record a ``log.step`` marker (its dict is built only when read); the
-        marker's details when someone listens on the bus, for the caller to publish."""
-        self._log.append((name, status, decision, error))
+        marker's details when someone listens on the bus, for the caller to publish.
+        ``more`` adds to the details (a retried step's attempts)."""
+        self._log.append((name, status, decision, error, more))
         if self.bus.listening("log.step"):
-            return _details(name, status, decision, error)
+            return _details(name, status, decision, error, more)
         return None
 
     def _signal_payload(self, outcome: StepOutcome) -> dict[str, Any]:
@@ -623,6 +686,8 @@ class Runner:
 
 
 _Decided = tuple[Decision, KeptResult, "_Flight | None"]
+_Entry = tuple[str, str, Decision, BaseException | None, Mapping[str, Any] | None]
+"""A ``log.step`` marker as recorded: step, status, decision, error, more details."""
 
 
 class _Turn:
@@ -685,8 +750,15 @@ class _Flight:
             self._ended.set()
 
 
-async def _run_holding(held: Held, activities: Activity) -> Any:
-    """Run ``activities`` while ``held`` is renewed; a lost claim cancels them."""
+def _start(activities: Activity, attempts: Attempts | None) -> Awaitable[Any]:
+    """The awaitable that runs ``activities``, through ``attempts`` if given (a
+    plain function, like ``start_activity``: no frame of its own)."""
+    return start_activity(activities) if attempts is None else attempts.run(activities)
+
+
+async def _run_holding(held: Held, activities: Activity, attempts: Attempts | None) -> Any:
+    """Run ``activities`` while ``held`` is renewed, across all their attempts;
+    a lost claim cancels them."""
     scope = anyio.CancelScope()
     error: Exception | None = None
     result: Any = None
@@ -694,7 +766,7 @@ async def _run_holding(held: Held, activities: Activity) -> Any:
         tg.start_soon(held.keep, scope)
         try:
             with scope:
-                result = await start_activity(activities)
+                result = await _start(activities, attempts)
         except Exception as exc:
             error = exc
         tg.cancel_scope.cancel()
@@ -712,7 +784,11 @@ def _needs_body(decision: Decision) -> bool:
 
 
 def _details(
-    name: str, status: str, decision: Decision, error: BaseException | None
+    name: str,
+    status: str,
+    decision: Decision,
+    error: BaseException | None,
+    more: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     details: dict[str, Any] = {
         "step": name,
@@ -722,6 +798,8 @@ def _details(
     }
     if error is not None:
         details["error"] = describe(error)
+    if more:
+        details.update(more)
     return details
 
 
@@ -732,6 +810,7 @@ def _outcome(
     started: float | None = None,
     result: Any = None,
     error: BaseException | None = None,
+    attempts: int = 1,
 ) -> StepOutcome:
     return StepOutcome(
         name,
@@ -743,6 +822,7 @@ def _outcome(
         decision.action,
         decision.patterns,
         0.0 if started is None else time.perf_counter() - started,
+        attempts,
     )
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._names import validate_name, validate_patterns
+
+if TYPE_CHECKING:
+    from ._retries import Retry
 
 Activity: TypeAlias = Callable[..., Any] | tuple[Any, ...] | Awaitable[Any]
 """What a step runs: an async or sync callable, a ``(callable, *args)`` tuple,
@@ -50,6 +53,14 @@ class StepOptions(TypedDict, total=False):
     """Claim the step in the store before running it, so that runners in other
     processes or machines never run it at the same time (see
     :class:`~asteps.Runner`); ``None`` follows the runner's ``exclusive``."""
+    retry: Retry | None
+    """Attempt the activities again when they fail (:class:`~asteps.Retry`);
+    ``None`` follows the runner's ``retry``. Needs activities that can run
+    again: a function, a tuple, a Chain or a Group, not a coroutine."""
+    time_limit: float | None
+    """Seconds an attempt of the activities may take before it is cancelled and
+    fails with :class:`~asteps.errors.StepTimeout`; ``None`` follows the
+    runner's ``time_limit``."""
 
 
 STEP_OPTIONS = frozenset(StepOptions.__annotations__)
@@ -76,6 +87,8 @@ class Step(BaseModel):
     on_missing_result: OnMissingResult = "run"
     rerun_on_new_version: bool = False
     exclusive: bool | None = None
+    retry: Any = None
+    time_limit: float | None = None
 
     def __init__(self, name: str, activities: Activity, **options: Unpack[StepOptions]) -> None:
         # Validate here rather than in a field validator: pydantic would wrap
@@ -84,6 +97,12 @@ class Step(BaseModel):
         deps = options.get("force_steps_if_executed")
         if deps is not None:
             options["force_steps_if_executed"] = validate_patterns(deps)
+        # Checked here too, so that a bad Step fails where it is built. (Imported
+        # here: _retries runs activities, which needs this module first.)
+        from ._retries import check_retry, check_time_limit
+
+        check_retry(options.get("retry"), activities)
+        check_time_limit(options.get("time_limit"))
         super().__init__(name=name, activities=activities, **options)
 
     @field_validator("name")
@@ -109,6 +128,8 @@ class Step(BaseModel):
             on_missing_result=self.on_missing_result,
             rerun_on_new_version=self.rerun_on_new_version,
             exclusive=self.exclusive,
+            retry=self.retry,
+            time_limit=self.time_limit,
         )
 
 
@@ -135,6 +156,9 @@ class StepOutcome:
     """The forced or skipped patterns that decided the step, if any."""
     duration: float = 0.0
     """Seconds spent in the step's phases."""
+    attempts: int = 1
+    """How many attempts of the activities it took: 1 unless the step was
+    retried (:class:`~asteps.Retry`); 1 for a skipped or planned step too."""
 
     @property
     def shown_status(self) -> str:

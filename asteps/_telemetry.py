@@ -9,8 +9,11 @@ Everything asteps knows of OpenTelemetry is in this module. What is emitted:
   helper of ``asteps.stores`` makes;
 - ``asteps.workflow`` and ``asteps.batch`` spans around a batch's workflows
   (:func:`workflow_span`, :func:`batch_span`);
-- the counters ``asteps.steps``, ``asteps.store.requests`` and
-  ``asteps.workflows``, and the histogram ``asteps.step.duration`` (seconds).
+- the counters ``asteps.steps``, ``asteps.step.retries``,
+  ``asteps.store.requests`` and ``asteps.workflows``, and the histogram
+  ``asteps.step.duration`` (seconds);
+- a step's attempts (``asteps.step.attempts``) on its span, and each failed
+  attempt that is retried as an exception event on it (:func:`attempt_failed`).
 
 Why it works this way:
 
@@ -96,6 +99,11 @@ class Telemetry:
         self.steps = meter.create_counter(
             "asteps.steps", unit="{step}", description="Steps submitted, by status and forced."
         )
+        self.retries = meter.create_counter(
+            "asteps.step.retries",
+            unit="{attempt}",
+            description="Attempts of steps' activities made again after a failure, by status.",
+        )
         self.step_duration = meter.create_histogram(
             "asteps.step.duration", unit="s", description="Time spent in a step's phases."
         )
@@ -145,12 +153,15 @@ class Telemetry:
                 "asteps.step.forced": outcome.forced,
                 "asteps.step.reasons": list(outcome.reasons),
                 "asteps.step.patterns": list(outcome.patterns),
+                "asteps.step.attempts": outcome.attempts,
             }
         )
         if outcome.error is not None:
             span.record_exception(outcome.error)
             span.set_status(self.error_status, describe(outcome.error))
         self.steps.add(1, {"status": outcome.status, "forced": outcome.forced})
+        if outcome.attempts > 1:
+            self.retries.add(outcome.attempts - 1, {"status": outcome.status})
         self.step_duration.record(outcome.duration, {"status": outcome.status})
 
     def finish_workflow(self, span: Span, *, ok: bool) -> None:
@@ -193,6 +204,18 @@ def _outcome_of(outcomes: Sequence[StepOutcome], exc: Exception) -> StepOutcome 
         if outcome.error is exc:
             return outcome
     return None
+
+
+def attempt_failed(exc: Exception, attempt: int, delay: float) -> None:
+    """An attempt of the current step failed and will be retried: an exception
+    event on the step's span (nothing while telemetry is off)."""
+    if active is None:
+        return
+    from opentelemetry import trace
+
+    trace.get_current_span().record_exception(
+        exc, attributes={"asteps.step.attempt": attempt, "asteps.step.retry_delay": delay}
+    )
 
 
 def traced_store(store: DoneStore) -> DoneStore:

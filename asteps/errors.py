@@ -88,6 +88,21 @@ class ClaimLost(AstepsError):
         self.step = step
 
 
+class StepTimeout(AstepsError, TimeoutError):
+    """An attempt of a step's activities ran past the step's ``time_limit``: it
+    was cancelled, and counts as a failed attempt (retried when the step's
+    ``retry`` allows). :attr:`attempt` is its number, from 1."""
+
+    def __init__(self, step: str, attempt: int, time_limit: float) -> None:
+        super().__init__(
+            f"step {step!r} attempt {attempt} ran past its time limit of {time_limit:g} s "
+            "and was cancelled"
+        )
+        self.step = step
+        self.attempt = attempt
+        self.time_limit = time_limit
+
+
 class ClaimsNotSupported(AstepsError, TypeError):
     """``exclusive=True`` on a store that cannot hold claims."""
 

@@ -58,6 +58,41 @@ def test_run_executes_then_skips_and_shows_a_table(cli: CliRunner, tmp_path: Pat
     assert [s["status"] for s in steps] == ["skipped"] * 5
 
 
+FLAKY_FLOW = """
+from asteps import Retry
+
+
+async def flow(runner, **_):
+    calls = 0
+
+    async def flaky():
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionError("reset by peer")
+        return "ok"
+
+    async def plain():
+        return "ok"
+
+    await runner.step("flaky", flaky, retry=Retry(3, delay=0.0, jitter=0.0))
+    await runner.step("plain", plain)
+"""
+
+
+def test_run_shows_the_attempts_of_a_retried_step(cli: CliRunner, tmp_path: Path) -> None:
+    flow = tmp_path / "flaky_flow.py"
+    flow.write_text(FLAKY_FLOW)
+    table = invoke(cli, "run", f"{flow}:flow", "--workflow-id", "c1")
+    assert table.exit_code == 0, table.output
+    assert "completed after 3 attempts" in table.stdout
+    assert table.stdout.count("attempts") == 1  # a step tried once says nothing
+
+    result = invoke(cli, "run", f"{flow}:flow", "--workflow-id", "c2", "--json")
+    rows = as_json(result)["steps"]  # type: ignore[index]
+    assert [(r["step"], r["attempts"]) for r in rows] == [("flaky", 3), ("plain", 1)]
+
+
 def test_run_force_reruns_a_subtree_with_the_reason(cli: CliRunner) -> None:
     invoke(cli, "run", FLOW, "--workflow-id", "c1")
     result = invoke(

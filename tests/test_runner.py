@@ -421,6 +421,7 @@ async def test_outcomes_are_frozen_dataclasses_that_share_the_decisions_reasons(
         "decision": "run",
         "patterns": (),
         "duration": done.duration,
+        "attempts": 1,
     }
     assert skipped.reasons == (ALREADY_PLAYED,)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -539,6 +540,8 @@ def test_a_steps_options_are_declared_once_for_step_runner_step_and_submit() -> 
         "on_missing_result": "run",
         "rerun_on_new_version": False,
         "exclusive": None,
+        "retry": None,
+        "time_limit": None,
     }
 
 

@@ -115,6 +115,7 @@ async def test_a_completed_step_is_a_span_with_its_decision_and_outcome(otel: Te
         "asteps.step.forced": False,
         "asteps.step.reasons": (),
         "asteps.step.patterns": (),
+        "asteps.step.attempts": 1,
     }
     assert span.status.status_code is StatusCode.UNSET
 
@@ -176,6 +177,42 @@ async def test_a_failed_step_records_its_exception_and_the_error_status(otel: Te
     [event] = span.events
     assert event.name == "exception"
     assert attrs(event)["exception.type"].endswith("Boom")
+
+
+async def test_a_retried_step_has_its_attempts_an_event_per_retried_failure_and_a_count(
+    otel: Telemetry,
+) -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise Boom(f"attempt {calls}")
+        return "ok"
+
+    async def no_wait(seconds: float) -> None:
+        pass
+
+    retry = asteps.Retry(3, delay=2.0, jitter=0.0, sleep=no_wait)
+    outcome = await Runner(MemoryStore(), "wf").step("export.csv", flaky, retry=retry)
+    assert outcome.status == "completed"
+    span = otel.span("asteps.step")
+    assert attrs(span)["asteps.step.attempts"] == 3
+    assert span.status.status_code is not StatusCode.ERROR
+    events = [attrs(e) for e in span.events]
+    assert [(e["exception.message"], e["asteps.step.attempt"]) for e in events] == [
+        ("attempt 1", 1),
+        ("attempt 2", 2),
+    ]
+    assert [e["asteps.step.retry_delay"] for e in events] == [2.0, 4.0]
+    assert otel.points("asteps.step.retries") == {frozenset({("status", "completed")}): 2}
+
+
+async def test_a_step_tried_once_counts_no_retry(otel: Telemetry) -> None:
+    await Runner(MemoryStore(), "wf").step("a", work, retry=asteps.Retry(3))
+    assert attrs(otel.span("asteps.step"))["asteps.step.attempts"] == 1
+    assert otel.points("asteps.step.retries") == {}
 
 
 async def test_a_failure_raised_to_the_caller_is_recorded_too(otel: Telemetry) -> None:

@@ -52,6 +52,7 @@ def outcome_row(outcome: StepOutcome) -> dict[str, Any]:
         "reasons": outcome.reasons,
         "patterns": list(outcome.patterns),
         "duration": round(outcome.duration, 6),
+        "attempts": outcome.attempts,
     }
     if outcome.error is not None:
         row["error"] = describe(outcome.error)
@@ -59,7 +60,8 @@ def outcome_row(outcome: StepOutcome) -> dict[str, Any]:
 
 
 def outcomes_table(outcomes: Iterable[StepOutcome], *, title: str | None = None) -> Table:
-    """Step, status, forced, reasons (and the deciding patterns, when any), duration."""
+    """Step, status (with the attempts of a retried step), forced, reasons (and
+    the deciding patterns, when any), duration."""
     rows = list(outcomes)
     with_patterns = any(o.patterns for o in rows)
     table = Table(title=title, title_justify="left")
@@ -75,7 +77,7 @@ def outcomes_table(outcomes: Iterable[StepOutcome], *, title: str | None = None)
             why = describe(o.error)
         cells = [
             cell(o.name),
-            f"[{_STYLE[o.status]}]{o.shown_status}[/]",
+            f"[{_STYLE[o.status]}]{o.shown_status}[/]{_attempts(o)}",
             "yes" if o.forced else "",
             cell(why),
         ]
@@ -84,6 +86,11 @@ def outcomes_table(outcomes: Iterable[StepOutcome], *, title: str | None = None)
         cells.append(f"{o.duration * 1000:.1f} ms" if o.status != "planned" else "")
         table.add_row(*cells)
     return table
+
+
+def _attempts(outcome: StepOutcome) -> str:
+    """How many attempts a retried step took, for its status cell; nothing for 1."""
+    return f" after {outcome.attempts} attempts" if outcome.attempts > 1 else ""
 
 
 def why(outcome: StepOutcome) -> str:
