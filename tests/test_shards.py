@@ -23,9 +23,7 @@ FLOW = f"{FLOWS}:three_steps"
 def test_each_id_is_in_exactly_one_of_n_shards() -> None:
     ids = [f"customer-{i}" for i in range(3000)] + ["é", "日本", "", "a b"]
     for count in (1, 2, 3, 7, 64):
-        holders = Counter(
-            wid for k in range(count) for wid in ids if Shard(k, count).holds(wid)
-        )
+        holders = Counter(wid for k in range(count) for wid in ids if Shard(k, count).holds(wid))
         assert holders == Counter(ids), count
         sizes = Counter(shard_of(wid, count) for wid in ids)
         assert len(sizes) == count  # each shard gets some: the hash spreads them
@@ -44,7 +42,12 @@ def test_an_undecodable_line_belongs_to_one_shard_too() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("0/1", Shard(0, 1)), ("3/4", Shard(3, 4)), (" 2/10 ", Shard(2, 10)), ("0/100000", Shard(0, MAX_SHARDS))],
+    [
+        ("0/1", Shard(0, 1)),
+        ("3/4", Shard(3, 4)),
+        (" 2/10 ", Shard(2, 10)),
+        ("0/100000", Shard(0, MAX_SHARDS)),
+    ],
 )
 def test_a_shard_reads_as_k_of_n_counted_from_0(text: str, expected: Shard) -> None:
     assert parse_shard(text) == expected
@@ -94,7 +97,9 @@ def ran(log: Path) -> Counter[str]:
     return Counter(line.split()[0] for line in lines if line.endswith(" a"))
 
 
-def run_shards(cli: CliRunner, tmp_path: Path, count: int, *args: str) -> tuple[Counter[str], list[Any]]:
+def run_shards(
+    cli: CliRunner, tmp_path: Path, count: int, *args: str
+) -> tuple[Counter[str], list[Any]]:
     log = tmp_path / f"ran-{len(list(tmp_path.iterdir()))}.log"
     summaries = []
     for k in range(count):
@@ -152,7 +157,10 @@ def test_the_table_says_which_shard_ran(cli: CliRunner, tmp_path: Path) -> None:
     assert "shard" in done.stdout and "1/2" in done.stdout
 
 
-@pytest.mark.parametrize("command", [["rerun", FLOW, "--ids", "-"], ["swf", "submit", FLOW, "--domain", "d", "--ids", "-"]])
+@pytest.mark.parametrize(
+    "command",
+    [["rerun", FLOW, "--ids", "-"], ["swf", "submit", FLOW, "--domain", "d", "--ids", "-"]],
+)
 @pytest.mark.parametrize("value", ["2/2", "1/0", "x", "0/100001"])
 def test_a_bad_shard_exits_2_naming_the_option(
     cli: CliRunner, command: list[str], value: str
