@@ -154,7 +154,8 @@ def test_the_table_says_which_shard_ran(cli: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "ids.txt").write_text("a\nb\nc\n")
     done = rerun(cli, tmp_path / "ran.log", "--ids", "ids.txt", "--shard", "1/2")
     assert done.exit_code == 0, done.output
-    assert "shard" in done.stdout and "1/2" in done.stdout
+    assert "shard" in done.stdout
+    assert "1/2" in done.stdout
 
 
 @pytest.mark.parametrize(

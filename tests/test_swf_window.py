@@ -86,10 +86,12 @@ async def test_a_submit_keeps_at_most_max_open_executions_open_until_all_complet
             await wait_closed(aws, 300, timeout=200)
             stop.set()
 
-    assert len(summary.started) == 300 and not summary.refused
-    assert samples and max(samples) <= 50
-    assert max(samples) > 0
-    assert True in waits and waits[-1] is False  # it waited, and said when it stopped
+    assert len(summary.started) == 300
+    assert not summary.refused
+    assert samples
+    assert 0 < max(samples) <= 50
+    assert True in waits  # it waited...
+    assert waits[-1] is False  # ...and said when it stopped
     assert summary.waited > 0
     ran = [line.split()[0] for line in log.read_text().splitlines() if line.endswith(" c")]
     assert sorted(set(ran)) == ids
@@ -118,7 +120,8 @@ async def test_swf_quota_reached_is_waited_on_not_refused(aws: MotoServer, domai
             endpoint_url=aws.endpoint_url,
         )
 
-    assert sorted(summary.started) == ["a", "b"] and not summary.refused
+    assert sorted(summary.started) == ["a", "b"]
+    assert not summary.refused
     assert waits == [True, False, True, False]
 
 
