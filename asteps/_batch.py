@@ -70,6 +70,7 @@ from ._names import (
     validate_patterns,
 )
 from ._runner import DEFAULT_PREFIX, Runner
+from ._shards import Shard
 from ._step import StepOutcome
 from ._telemetry import batch_span, workflow_span
 from .errors import ClaimsNotSupported, InvalidStepName, StoreError, describe
@@ -145,6 +146,10 @@ class BatchSummary:
     ``"result missing"``, ``"version 1 -> 2"``, ``"forced by export"``;
     ``"not done"`` when the step had never completed). At most
     ``MAX_REASONS`` are told apart, the rest counted as ``"other reasons"``."""
+    shard: str | None = None
+    """The shard that ran (``"0/4"``), when the batch ran one shard of its ids."""
+    other_shards: int = 0
+    """Ids read and left to the other shards (not run, not in any list)."""
 
     @property
     def stopped(self) -> bool:
@@ -166,6 +171,8 @@ class BatchSummary:
                 "unfinished": len(self.unfinished_ids),
             },
             "passed_over": self.passed_over,
+            "shard": self.shard,
+            "other_shards": self.other_shards,
             "steps": dict(self.steps),
             "run_reasons": dict(self.run_reasons.most_common()),
             "elapsed": round(self.elapsed, 3),
@@ -471,6 +478,10 @@ class BatchRun:
     that two batches (or a batch and a service) over the same ids never run
     a step at the same time. A store that cannot hold claims raises
     :class:`~asteps.errors.ClaimsNotSupported` here, before any workflow.
+
+    ``shard`` keeps only the ids of that shard (see ``asteps._shards``),
+    before anything is listed; the others are counted in
+    ``summary.other_shards``.
     """
 
     def __init__(
@@ -492,6 +503,7 @@ class BatchRun:
         on_workflow: Callable[[WorkflowReport, BatchSummary], None] | None = None,
         exclusive: bool = False,
         lease: float = DEFAULT_LEASE,
+        shard: Shard | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -517,6 +529,7 @@ class BatchRun:
         self.missing = validate_patterns(missing)
         self.only_with_markers = only_with_markers
         self.on_workflow = on_workflow
+        self.shard = shard
         format_prefix(prefix, "check", context)  # a bad template fails before any I/O
 
     async def run(
@@ -539,7 +552,7 @@ class BatchRun:
             source = _DiscoveredIds(ids)
         else:
             source = IterableIds(ids)
-        books = _Books(BatchSummary())
+        books = _Books(BatchSummary(shard=None if self.shard is None else str(self.shard)))
         started = time.perf_counter()
         try:
             with batch_span():
@@ -549,7 +562,8 @@ class BatchRun:
                 # What was read, not what is left to read: the stop costs what
                 # is in flight, however many ids follow.
                 left = source.stop()
-                summary.unfinished_ids = [*books.pending, *_new_ids(left.ids, books)]
+                ours = (i for i in left.ids if self._in_shard(i))
+                summary.unfinished_ids = [*books.pending, *_new_ids(ours, books)]
                 summary.stopped_at, summary.next_line = left.where, left.next_line
         finally:
             if isinstance(source, _DiscoveredIds):
@@ -631,9 +645,17 @@ class BatchRun:
             return any(not any(covers(p, name) for name in done) for p in self.missing)
         return True
 
+    def _in_shard(self, item: str | BadId) -> bool:
+        """Whether this batch runs ``item`` (every id, without a shard)."""
+        wid = item.text if isinstance(item, BadId) else item
+        return self.shard is None or self.shard.holds(wid)
+
     def _take(self, item: str | BadId, books: _Books) -> Runner | None:
         """The runner of a new, valid id; a bad or invalid one fails at once."""
         wid = item.text if isinstance(item, BadId) else item
+        if not self._in_shard(item):
+            books.summary.other_shards += 1  # not kept in seen: another shard's memory
+            return None
         if wid in books.seen:
             return None
         books.seen.add(wid)

@@ -36,6 +36,7 @@ from rich.text import Text
 from .._claims import DEFAULT_LEASE, MIN_LEASE
 from .._concurrency import first_exception
 from .._runner import DEFAULT_PREFIX
+from .._shards import MAX_SHARDS, Shard, parse_shard
 from ..errors import (
     AstepsError,
     ClaimsNotSupported,
@@ -189,6 +190,33 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):  # before the range, which NaN would pass
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return super().convert(number, param, ctx)
+
+
+class ShardType(click.ParamType[Shard]):
+    """``K/N``: shard K (0-based) of N, as :func:`asteps._shards.parse_shard` reads it."""
+
+    name = "K/N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Shard):
+            return value
+        try:
+            return parse_shard(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def shard_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--shard K/N``: only the ids of shard K of N (rerun, swf submit)."""
+    return click.option(
+        "--shard",
+        type=ShardType(),
+        default=None,
+        metavar="K/N",
+        help="Only the ids in shard K of N, K counted from 0 (0/4 to 3/4): an id's shard is "
+        "a stable hash of it, so N runs with K = 0 to N-1 (e.g. $JOB_COMPLETION_INDEX, "
+        f"$AWS_BATCH_JOB_ARRAY_INDEX) cover each id once. N is at most {MAX_SHARDS:,}.",
+    )(fn)
 
 
 def store_option(fn: Callable[..., Any]) -> Callable[..., Any]:

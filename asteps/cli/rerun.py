@@ -26,9 +26,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .._batch import BatchRun, BatchSummary, IdReader, WorkflowReport, read_ids, stream_chunks
+from .._batch import (
+    BadId,
+    BatchRun,
+    BatchSummary,
+    IdReader,
+    WorkflowReport,
+    read_ids,
+    stream_chunks,
+)
 from .._flows import check_params, load_flow, parse_params
 from .._names import check_prefix_per_workflow, validate_patterns
+from .._shards import Shard
 from ..errors import StoreError
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import open_store
@@ -54,6 +63,7 @@ from .app import (
     pattern_options,
     prefix_option,
     run_async,
+    shard_option,
     store_option,
     tell,
 )
@@ -105,6 +115,7 @@ from .app import (
     is_flag=True,
     help="Plan every workflow: count what would run or be skipped; run and write nothing.",
 )
+@shard_option
 @exclusive_options
 @json_option
 @otel_option
@@ -125,6 +136,7 @@ def rerun(
     failed_file: Path | None,
     no_progress: bool,
     dry_run: bool,
+    shard: Shard | None,
     exclusive: bool,
     lease: float,
     as_json: bool,
@@ -141,7 +153,9 @@ def rerun(
     cancels those in flight (no step is marked that did not finish) and
     writes the unfinished ids. --exclusive claims each step in the store
     before it runs: two reruns (or a rerun and a worker) over the same ids
-    never run a step twice at once.
+    never run a step twice at once. --shard K/N runs only the ids of shard K
+    (0-based) of N, from any source: N jobs with K = 0 to N-1 cover each id
+    once (with --exclusive, overlapping shards are safe too).
 
     \b
     Examples:
@@ -150,6 +164,7 @@ def rerun(
       asteps rerun flows.py:flow --ids asteps-failed-20261126-101500.txt
       asteps rerun flows.py:flow --ids customers.txt --force export --dry-run
       asteps rerun flows.py:flow --all --missing export.csv
+      asteps rerun flows.py:flow --all --shard $JOB_COMPLETION_INDEX/8 --exclusive
     """
     loaded = guarded(load_flow, flow)
     parsed = guarded(parse_params, params)
@@ -168,7 +183,7 @@ def rerun(
         reader = None if ids_file is None else IdReader(ids_file, buffer=concurrency * 4)
         total = None
         if ids_file is not None and not missing:  # chosen ones: the total is unknown
-            total = await anyio.to_thread.run_sync(_count_ids, ids_file)
+            total = await anyio.to_thread.run_sync(_count_ids, ids_file, shard)
         # A progress bar would break the JSON lines on stderr.
         with _progress(total, not (no_progress or json_logs())) as on_workflow:
             async with open_store(store_url) as store:
@@ -188,6 +203,7 @@ def rerun(
                     on_workflow=on_workflow,
                     exclusive=exclusive,
                     lease=lease,
+                    shard=shard,
                 )
                 if reader is None:
                     ids: IdReader | AsyncIterator[str] = discover_workflows(store, prefix)
@@ -257,9 +273,9 @@ def _batch_logs(*, quiet: bool) -> Iterator[None]:
             handler.removeFilter(keep)
 
 
-def _count_ids(stream: IO[bytes]) -> int | None:
-    """How many ids a regular file holds (for the ETA), without moving the
-    reader's position; None for a pipe."""
+def _count_ids(stream: IO[bytes], shard: Shard | None = None) -> int | None:
+    """How many ids a regular file holds (of ``shard``, if given: for the
+    ETA), without moving the reader's position; None for a pipe."""
     try:
         fd = stream.fileno()
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -267,7 +283,10 @@ def _count_ids(stream: IO[bytes]) -> int | None:
         offset = os.lseek(fd, 0, os.SEEK_CUR)
     except (OSError, ValueError):
         return None
-    return sum(1 for _ in read_ids(stream_chunks(stream, offset=offset)))
+    ids = read_ids(stream_chunks(stream, offset=offset))
+    if shard is None:
+        return sum(1 for _ in ids)
+    return sum(shard.holds(i.text if isinstance(i, BadId) else i) for i in ids)
 
 
 @contextmanager
@@ -349,6 +368,8 @@ def _summary_table(
     # that the reasons beside it keep the rest of the line.
     table.add_column("what", max_width=SHOWN_ID_WIDTH, overflow="fold")
     table.add_column("value")
+    if summary.shard is not None:
+        table.add_row("shard", f"{summary.shard} ({summary.other_shards:,} ids of other shards)")
     table.add_row("workflows succeeded", str(summary.succeeded))
     table.add_row("workflows failed", f"[red]{len(summary.failed_ids)}[/]")
     if summary.stopped:

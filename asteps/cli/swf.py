@@ -27,6 +27,7 @@ from rich.table import Table
 
 from .._batch import IdReader
 from .._flows import parse_params
+from .._shards import Shard
 from ..errors import FlowError, InvalidStepName, StoreError, describe
 from ..swf._activity import FlowReport
 from ..swf._client import SwfClientOptions
@@ -40,6 +41,7 @@ from ..swf._types import (
     FlowInputError,
     RetryPolicy,
 )
+from ..swf._window import DEFAULT_MAX_OPEN, SWF_OPEN_LIMIT
 from ..swf.status import STATES, SwfStatus, parse_duration, swf_status
 from ..swf.worker import SwfWorker
 from ._output import cell
@@ -66,6 +68,7 @@ from .app import (
     prefix_option,
     report_batch,
     run_async,
+    shard_option,
     store_option,
     tell,
 )
@@ -231,6 +234,15 @@ def init(
     type=click.IntRange(1, 3600),
     help="Seconds a worker may hold a decision task (SWF gives it to another after).",
 )
+@click.option(
+    "--max-open",
+    default=DEFAULT_MAX_OPEN,
+    show_default=True,
+    type=click.IntRange(1, SWF_OPEN_LIMIT),
+    help="At most this many executions of this submit open at once: past it, starts wait "
+    f"for executions to close (SWF allows {SWF_OPEN_LIMIT:,} open per domain).",
+)
+@shard_option
 @version_option
 @click.option("--no-progress", is_flag=True, help="No live progress bar on stderr.")
 def submit_command(
@@ -253,6 +265,8 @@ def submit_command(
     store_url: str | None,
     prefix: str,
     decision_timeout: int,
+    max_open: int,
+    shard: Shard | None,
     version: str,
     no_progress: bool,
 ) -> None:
@@ -264,11 +278,16 @@ def submit_command(
     --retry-delay), which every worker follows.
     An id whose execution is open is "already running", not an error. Refused
     ids go to a retry file that --ids takes back.
+    At most --max-open executions of this submit are open at once: past it,
+    and whenever SWF's quota of open executions is reached, starts wait for
+    executions to close (the progress bar says so), so any number of ids can
+    be submitted. --shard K/N submits only the ids of shard K (0-based) of N.
 
     \b
     Examples:
       asteps swf submit flows.py:flow --domain exports --ids customers.txt
       asteps swf submit flows.py:flow --domain exports --ids - --force export --reason "v2"
+      asteps swf submit flows.py:flow --domain exports --ids all.txt --max-open 50000
       asteps swf status --domain exports --failed-file f.txt && \\
         asteps swf submit flows.py:flow --domain exports --ids f.txt
     """
@@ -300,9 +319,9 @@ def submit_command(
     async def start_all() -> int:
         assert interruption.stop is not None
         reader = IdReader(ids_file, buffer=concurrency * 4)
-        total = await anyio.to_thread.run_sync(_count_ids, ids_file)
+        total = await anyio.to_thread.run_sync(_count_ids, ids_file, shard)
         # A progress bar would break the JSON lines on stderr.
-        with _submit_progress(total, not (no_progress or json_logs())) as on_id:
+        with _submit_progress(total, not (no_progress or json_logs())) as (on_id, on_wait):
             reader.start()
             summary = await submit(
                 spec,
@@ -313,8 +332,11 @@ def submit_command(
                 rps=rps,
                 concurrency=concurrency,
                 decision_timeout=decision_timeout,
+                max_open=max_open,
+                shard=shard,
                 stop=interruption.stop,
                 on_id=on_id,
+                on_wait=on_wait,
                 endpoint_url=endpoint_url,
             )
         _submit_report(summary, failed_file, as_json, getattr(ids_file, "name", None))
@@ -328,20 +350,28 @@ def submit_command(
     sys.exit(run_async(start_all, interruption=interruption))
 
 
+WAITING = "[yellow]waiting for executions to close[/]"
+"""What the progress bar says while starts wait (--max-open, or SWF's quota)."""
+
+
 @contextmanager
 def _submit_progress(
     total: int | None, enabled: bool
-) -> Iterator[Callable[[str, Outcome, SubmitSummary], None]]:
+) -> Iterator[tuple[Callable[[str, Outcome, SubmitSummary], None], Callable[[bool], None]]]:
     progress = Progress(
         SpinnerColumn(),
         TextColumn("executions"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[counts]}"),
+        TextColumn("{task.fields[state]}"),
         console=err,
         disable=not enabled,
     )
-    task = progress.add_task("submit", total=total, counts="")
+    task = progress.add_task("submit", total=total, counts="", state="")
+
+    def on_wait(waiting: bool) -> None:
+        progress.update(task, state=WAITING if waiting else "")
 
     def on_id(wid: str, outcome: Outcome, s: SubmitSummary) -> None:
         progress.update(
@@ -352,7 +382,7 @@ def _submit_progress(
         )
 
     with progress:
-        yield on_id
+        yield on_id, on_wait
 
 
 def _submit_report(
@@ -372,6 +402,8 @@ def _submit_table(
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value")
+    if summary.shard is not None:
+        table.add_row("shard", f"{summary.shard} ({summary.other_shards:,} ids of other shards)")
     table.add_row("started", f"[green]{len(summary.started)}[/]")
     table.add_row("already running", f"[cyan]{len(summary.already_running)}[/]")
     table.add_row("refused", f"[red]{len(summary.refused)}[/]")
@@ -381,6 +413,9 @@ def _submit_table(
         where = _go_on(summary.stopped_at, summary.next_line, ids_name)
         table.add_row("[yellow]reading stopped[/]", cell(where))
     table.add_row("elapsed", f"{summary.elapsed:.1f} s")
+    if summary.waited:
+        what = f"{summary.waited:.1f} s (at most {summary.max_open:,} open)"
+        table.add_row("waited for executions to close", what)
     for wid, why in list(summary.refused.items())[:5]:
         table.add_row(f"[red]{cell(wid)}[/]", cell(why))
     if retry_file is not None:

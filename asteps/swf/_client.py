@@ -13,6 +13,19 @@ from botocore.exceptions import ClientError
 from .._aws import client_config, open_client
 from ..errors import SignalError, describe
 
+# Errors after which no other call can succeed either: stop (a submit, its window).
+FATAL_CODES = (
+    "AccessDenied",
+    "UnrecognizedClient",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "InvalidSignature",
+    "MissingAuthenticationToken",
+    "UnknownResource",
+    "TypeDeprecated",
+    "DomainDeprecated",
+)
+
 Execution = tuple[str, str | None]
 """``(workflow_id, run_id)``; a ``None`` run id means the open run."""
 

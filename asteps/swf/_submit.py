@@ -9,6 +9,13 @@ then here, after 1, 2, 4, 8 and 16 seconds. An id whose execution is open
 already is "already running": SWF refuses a second open execution of one
 workflow id, so nothing runs twice at once.
 
+At most ``max_open`` executions of the batch are open at once (see
+``._window``): past that, a start waits for one to close. SWF's own quota
+(100,000 open executions per domain, counting other work) is waited on the
+same way: a ``LimitExceededFault`` is retried after 1, 2, 4... up to 30
+seconds, for as long as it takes, never reported as a refused id. With
+``shard``, only the ids of that shard start (see ``asteps._shards``).
+
 A stop (``stop`` set, SWF refusing every call) stops reading the ids where
 they are: it costs time and memory in proportion to the starts in flight,
 never to the ids left, and the summary says the line to go on from
@@ -34,9 +41,10 @@ from .._batch import BadId, IdReader, IterableIds
 from .._flows import check_params, load_flow
 from .._names import check_prefix_per_workflow, shown, validate_patterns, validate_workflow_id
 from .._runner import DEFAULT_PREFIX
+from .._shards import Shard
 from ..errors import InvalidStepName
 from ..stores.urls import parse_store_url
-from ._client import SwfClientOptions, explain
+from ._client import FATAL_CODES, SwfClientOptions, explain
 from ._types import (
     DEFAULT_TASK_LIST,
     DEFAULT_VERSION,
@@ -48,26 +56,16 @@ from ._types import (
     SwfNotSetUp,
     explain_input,
 )
+from ._window import DEFAULT_MAX_OPEN, OpenWindow, batch_tag
 
 EXECUTION_TIMEOUT = 365 * 24 * 3600
 """SWF's longest: an execution may wait for a free worker, then run, as long as
 it takes; heartbeats, not this, catch a dead worker."""
 
-# Errors after which no other start can succeed either: stop the batch.
-_FATAL = (
-    "AccessDenied",
-    "UnrecognizedClient",
-    "InvalidClientTokenId",
-    "ExpiredToken",
-    "InvalidSignature",
-    "MissingAuthenticationToken",
-    "UnknownResource",
-    "TypeDeprecated",
-    "DomainDeprecated",
-)
-
 _THROTTLED = ("Throttling", "RequestLimitExceeded", "TooManyRequests")
 _THROTTLE_WAITS = (1, 2, 4, 8, 16)
+_LIMIT_EXCEEDED = "LimitExceeded"  # SWF's quota of open executions: wait, then start
+_LIMIT_WAITS = (1, 2, 4, 8, 16, 30)  # then 30 s each time
 
 Outcome = Literal["started", "already running", "refused"]
 
@@ -92,6 +90,15 @@ class SubmitSummary:
     """After a stop of a submit over an ids file (an :class:`IdReader`): the
     line to go on from (1-based); the ids before it that were not started are
     in ``refused`` or ``unfinished``."""
+    shard: str | None = None
+    """The shard submitted (``"0/4"``), when the submit took one shard of its ids."""
+    other_shards: int = 0
+    """Ids read and left to the other shards (not started, not in any list)."""
+    max_open: int | None = None
+    """The most executions of the batch kept open at once."""
+    waited: float = 0.0
+    """Seconds during which starts waited for executions to close (the
+    window full, or SWF's quota reached)."""
 
     @property
     def stopped(self) -> bool:
@@ -115,6 +122,10 @@ class SubmitSummary:
             "elapsed": round(self.elapsed, 3),
             "stopped_at": self.stopped_at,
             "next_line": self.next_line,
+            "shard": self.shard,
+            "other_shards": self.other_shards,
+            "max_open": self.max_open,
+            "waited": round(self.waited, 3),
             "already_running_ids": self.already_running,
             "refused_ids": self.refused,
             "unfinished_ids": self.unfinished,
@@ -224,8 +235,12 @@ async def submit(
     rps: float = 50.0,
     concurrency: int = 16,
     decision_timeout: int = 30,
+    max_open: int = DEFAULT_MAX_OPEN,
+    shard: Shard | None = None,
+    poll_every: float = 5.0,
     stop: anyio.Event | None = None,
     on_id: Callable[[str, Outcome, SubmitSummary], None] | None = None,
+    on_wait: Callable[[bool], None] | None = None,
     session: aioboto3.Session | None = None,
     endpoint_url: str | None = None,
     region_name: str | None = None,
@@ -239,6 +254,11 @@ async def submit(
     starting and reading: the ids read and not tried are in
     :attr:`SubmitSummary.unfinished`, and :attr:`SubmitSummary.next_line` is
     the line of the ids file to go on from.
+
+    At most ``max_open`` executions started by this submit are open at once;
+    a start waits for one to close (SWF is polled every ``poll_every``
+    seconds meanwhile), and ``on_wait`` is told when starts begin and stop
+    waiting. ``shard`` keeps only the ids of that shard.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -246,7 +266,8 @@ async def submit(
     text = spec.to_json()
     limiter = RateLimiter(rps)
     source = ids if isinstance(ids, IdReader) else IterableIds(ids)
-    summary = SubmitSummary()
+    summary = SubmitSummary(shard=None if shard is None else str(shard), max_open=max_open)
+    tag = batch_tag()
     seen: set[str] = set()
     pending: dict[str, None] = {}
     started = time.perf_counter()
@@ -257,6 +278,9 @@ async def submit(
     async with AsyncExitStack() as stack:
         client = await options.open(stack)
         await check_setup(client, domain, version)
+        window = OpenWindow(
+            client, domain, max_open, tag=tag, poll_every=poll_every, on_wait=on_wait
+        )
         work = anyio.CancelScope()
 
         def record(wid: str, outcome: Outcome, detail: str = "") -> None:
@@ -271,26 +295,32 @@ async def submit(
                 on_id(wid, outcome, summary)
 
         async def start_one(wid: str) -> None:
+            await window.acquire()
             try:
                 answer = await start_throttled(wid)
             except ClientError as exc:
+                window.release()
                 why = explain(exc)
                 if "WorkflowExecutionAlreadyStarted" in why:
                     record(wid, "already running")
-                elif any(code in why for code in _FATAL):
+                elif any(code in why for code in FATAL_CODES):
                     summary.aborted = summary.aborted or why
                     work.cancel()
                 else:
                     record(wid, "refused", why)
                 return
             except BotoCoreError as exc:
+                window.release()
                 summary.aborted = summary.aborted or f"cannot reach SWF: {explain(exc)}"
                 work.cancel()
                 return
+            window.started(str(answer["runId"]), wid)
             record(wid, "started", str(answer["runId"]))
 
         async def start_throttled(wid: str) -> Any:
-            for wait in (*_THROTTLE_WAITS, None):
+            throttles = iter(_THROTTLE_WAITS)
+            limits = 0
+            while True:
                 await limiter.wait()
                 try:
                     return await client.start_workflow_execution(
@@ -302,17 +332,31 @@ async def submit(
                         executionStartToCloseTimeout=str(EXECUTION_TIMEOUT),
                         taskStartToCloseTimeout=str(decision_timeout),
                         childPolicy="TERMINATE",
+                        tagList=[tag],
                     )
                 except ClientError as exc:
-                    if wait is None or not any(t in explain(exc) for t in _THROTTLED):
+                    why = explain(exc)
+                    if _LIMIT_EXCEEDED in why:
+                        # The domain is full (other work counts too): its
+                        # executions close in time; this id waits, as long as it takes.
+                        pause = _LIMIT_WAITS[min(limits, len(_LIMIT_WAITS) - 1)]
+                        limits += 1
+                        with window.waiting():
+                            await anyio.sleep(pause)
+                        continue
+                    if not any(t in why for t in _THROTTLED):
+                        raise
+                    if (wait := next(throttles, None)) is None:
                         raise
                 await anyio.sleep(wait)
-            raise AssertionError("unreachable: the last attempt returns or raises")
 
         async def feed(send: Any) -> None:
             async with send:
                 while (item := await source.get()) is not None:
                     wid = item.text if isinstance(item, BadId) else item
+                    if shard is not None and not shard.holds(wid):
+                        summary.other_shards += 1
+                        continue
                     if wid in seen:
                         continue
                     seen.add(wid)
@@ -341,6 +385,18 @@ async def submit(
                     work.cancel()
 
                 outer.start_soon(watch)
+
+            async def watch_window() -> None:
+                try:
+                    await window.watch()
+                except ClientError as exc:
+                    summary.aborted = summary.aborted or (
+                        f"cannot see which executions closed ({explain(exc)}): allow "
+                        "swf:ListClosedWorkflowExecutions"
+                    )
+                    work.cancel()
+
+            outer.start_soon(watch_window)
             with work:
                 send, receive = anyio.create_memory_object_stream[str](concurrency)
                 async with anyio.create_task_group() as tg:
@@ -354,8 +410,10 @@ async def submit(
             # in the file (or the pipe), and the summary says where.
             left = source.stop()
             read = (i.text if isinstance(i, BadId) else i for i in left.ids)
+            read = (w for w in read if shard is None or shard.holds(w))
             summary.unfinished = [*pending, *dict.fromkeys(w for w in read if w not in seen)]
             summary.stopped_at, summary.next_line = left.where, left.next_line
+    summary.waited = window.waited
     summary.elapsed = time.perf_counter() - started
     return summary
 
