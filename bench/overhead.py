@@ -86,7 +86,21 @@ def main() -> None:
         help="import aioboto3 first, as a service using S3Store would: a larger heap "
         "makes each full garbage collection dearer",
     )
+    parser.add_argument(
+        "--one",
+        choices=["bare", "executed", "skipped"],
+        help="run one kind once and exit (for bench/instructions.py under callgrind)",
+    )
     args = parser.parse_args()
+    if args.one:
+        names = [f"step.s{i}" for i in range(args.steps)]
+        run = {
+            "bare": lambda: bare(args.steps),
+            "executed": lambda: steps(args.steps, names, done=False),
+            "skipped": lambda: steps(args.steps, names, done=True),
+        }[args.one]
+        asyncio.run(run())
+        return
     if args.aws:
         import aioboto3  # noqa: F401
     best, in_gc = asyncio.run(measure(args.steps, args.rounds))

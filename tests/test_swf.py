@@ -9,7 +9,7 @@ import aioboto3
 import anyio
 import pytest
 
-from asteps import EventBus, MemoryStore, Runner, SignalError
+from asteps import EventBus, MemoryStore, Runner
 from asteps.swf import (
     EchoGuard,
     SwfSignalBridge,
@@ -180,16 +180,16 @@ async def test_it_opens_once_and_cannot_be_reopened(swf: SwfWorld, kind: str) ->
     resource = open_either(kind, swf, run_id)
     name = type(resource).__name__
     async with resource:
-        with pytest.raises(SignalError, match=f"this {name} is already open"):
+        with pytest.raises(RuntimeError, match=f"this {name} is already open"):
             await resource.__aenter__()
     await resource.aclose()  # closing again does nothing
-    with pytest.raises(SignalError, match=f"this {name} is closed and cannot be reopened"):
+    with pytest.raises(RuntimeError, match=f"this {name} is closed and cannot be reopened"):
         await resource.__aenter__()
 
 
 async def test_sending_or_polling_needs_an_open_resource(swf: SwfWorld) -> None:
     run_id = await swf.start("wf")
-    with pytest.raises(SignalError, match="SwfSignalBridge is not open"):
+    with pytest.raises(RuntimeError, match="SwfSignalBridge is not open"):
         await bridge(swf, EventBus(), ("wf", run_id)).send("step.a")
-    with pytest.raises(SignalError, match="SwfSignalListener is not open"):
+    with pytest.raises(RuntimeError, match="SwfSignalListener is not open"):
         await listener(swf, EventBus(), "wf").poll_once()

@@ -214,7 +214,7 @@ async def test_a_bridge_that_failed_to_open_is_closed(swf: SwfWorld) -> None:
     failed = bridge(swf, EventBus(), ("ghost", None))
     with pytest.raises(SignalError, match="no open run"):
         await failed.__aenter__()
-    with pytest.raises(SignalError, match="closed and cannot be reopened"):
+    with pytest.raises(RuntimeError, match="closed and cannot be reopened"):
         await failed.__aenter__()
 
 

@@ -500,19 +500,6 @@ async def finish_batch(
     _show_batch(data, table, ids, path, saved, as_json)
 
 
-def report_batch(
-    data: dict[str, Any],
-    table: Callable[[Path | None], Table],
-    ids: Sequence[str],
-    path: Path | None,
-    kind: str,
-    as_json: bool,
-) -> None:
-    """:func:`finish_batch` for a caller outside the event loop: it writes the
-    file with blocking calls. Inside an async command, await ``finish_batch``."""
-    _show_batch(data, table, ids, path, save_retry_ids(ids, path, kind), as_json)
-
-
 def _show_batch(
     data: dict[str, Any],
     table: Callable[[Path | None], Table],

@@ -56,6 +56,7 @@ from .app import (
     err,
     exclusive_options,
     fail,
+    finish_batch,
     guarded,
     json_logs,
     json_option,
@@ -66,7 +67,6 @@ from .app import (
     param_option,
     pattern_options,
     prefix_option,
-    report_batch,
     run_async,
     shard_option,
     store_option,
@@ -339,7 +339,7 @@ def submit_command(
                 on_wait=on_wait,
                 endpoint_url=endpoint_url,
             )
-        _submit_report(summary, failed_file, as_json, getattr(ids_file, "name", None))
+        await _submit_report(summary, failed_file, as_json, getattr(ids_file, "name", None))
         if summary.aborted:
             tell(f"the submit stopped: {summary.aborted}", logging.ERROR, label=ERROR_LABEL)
             return EXIT_STORE
@@ -385,12 +385,12 @@ def _submit_progress(
         yield on_id, on_wait
 
 
-def _submit_report(
+async def _submit_report(
     summary: SubmitSummary, path: Path | None, as_json: bool, ids_name: object
 ) -> None:
     kind = "unfinished" if summary.stopped else "refused"
     table = partial(_submit_table, summary, ids_name=ids_name)
-    report_batch(summary.as_dict(), table, summary.retry_ids, path, kind, as_json)
+    await finish_batch(summary.as_dict(), table, summary.retry_ids, path, kind, as_json)
 
 
 def _submit_table(

@@ -126,7 +126,7 @@ class SwfSignalBridge:
         self.drain_timeout = drain_timeout
         self.sent = 0
         self.undelivered: list[Undelivered] = []
-        self._lifecycle = Lifecycle("this SwfSignalBridge", SignalError)
+        self._lifecycle = Lifecycle("this SwfSignalBridge")
         self._options = SwfClientOptions(session, endpoint_url, region_name, client_config)
         self._buffer = buffer
         self._resources = ShieldedExitStack()

@@ -92,7 +92,7 @@ class SwfSignalListener:
         self.last_event_id = 0
         self.closed = False
         """True once the history shows the execution closed: polling stops then."""
-        self._lifecycle = Lifecycle("this SwfSignalListener", SignalError)
+        self._lifecycle = Lifecycle("this SwfSignalListener")
         self._options = SwfClientOptions(session, endpoint_url, region_name, client_config)
         self._polling = anyio.Lock()
         self._resources = ShieldedExitStack()
