@@ -759,6 +759,10 @@ class BatchRun:
             except Exception as exc:
                 error, exception = describe(exc), exc
             steps: Counter[str] = Counter(o.shown_status for o in runner.outcomes)
+            for outcome in runner.outcomes:
+                if outcome.attempts > 1:  # steps that needed more than one attempt
+                    steps["retried"] += 1
+                    steps["attempts"] += outcome.attempts
             failed = [o for o in runner.outcomes if o.status == "failed"]
             if failed:  # the step's name says more than the exception alone
                 error = _first_error(failed)

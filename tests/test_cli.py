@@ -93,6 +93,23 @@ def test_run_shows_the_attempts_of_a_retried_step(cli: CliRunner, tmp_path: Path
     assert [(r["step"], r["attempts"]) for r in rows] == [("flaky", 3), ("plain", 1)]
 
 
+def test_rerun_counts_the_steps_that_needed_more_than_one_attempt(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    flow = tmp_path / "flaky_flow.py"
+    flow.write_text(FLAKY_FLOW)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("w1\nw2\n")
+    table = invoke(cli, "rerun", f"{flow}:flow", "--ids", str(ids))
+    assert table.exit_code == 0, table.output
+    assert "steps retried" in table.stdout
+    assert "2 (6 attempts in all)" in table.stdout
+    (tmp_path / "again.txt").write_text("w3\n")
+    result = invoke(cli, "rerun", f"{flow}:flow", "--ids", str(tmp_path / "again.txt"), "--json")
+    steps = as_json(result)["steps"]  # type: ignore[index]
+    assert (steps["retried"], steps["attempts"], steps["completed"]) == (1, 3, 2)
+
+
 def test_run_force_reruns_a_subtree_with_the_reason(cli: CliRunner) -> None:
     invoke(cli, "run", FLOW, "--workflow-id", "c1")
     result = invoke(

@@ -385,6 +385,11 @@ def _summary_table(
         if status == "would run" and summary.run_reasons:
             count += ": " + ", ".join(f"{r} {n}" for r, n in summary.run_reasons.most_common())
         table.add_row(f"steps {status}", cell(count))
+    if summary.steps["retried"]:
+        retried = summary.steps["retried"]
+        table.add_row(
+            "steps retried", cell(f"{retried} ({summary.steps['attempts']} attempts in all)")
+        )
     rate = summary.finished / summary.elapsed if summary.elapsed else 0.0
     table.add_row("elapsed", f"{summary.elapsed:.1f} s ({rate:,.0f} workflows/s)")
     for wid, error in list(summary.errors.items())[:SHOWN_ERRORS]:
