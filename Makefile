@@ -17,7 +17,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 SYNC := $(UV) sync --frozen --python $(PYTHON)
 
 .PHONY: demo test test-latest checks lint typecheck docs docs-build pytest package \
-	bench lock clean
+	bench bench-instructions lock clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "asteps needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -104,6 +104,12 @@ bench: | $(UV)
 	  wait $$requests; counted=$$?; cat bench/results/s3_requests.txt; \
 	  test $$memory -eq 0 -a $$counted -eq 0
 	$(BIN)/python bench/peers.py
+
+# The cost of a step in instructions under callgrind (needs valgrind; a few
+# minutes, so not part of `make bench`, which must stay under 10 minutes).
+bench-instructions: | $(UV)
+	$(SYNC) --quiet --extra test --extra bench
+	$(BIN)/python bench/instructions.py | tee bench/results/instructions.txt
 
 clean:
 	rm -rf $(VENV) .venv-latest $(TOOLS) dist .pytest_cache .mypy_cache .ruff_cache *.egg-info site
