@@ -472,3 +472,11 @@ def test_max_result_bytes_is_at_most_what_a_body_may_hold() -> None:
     Runner(MemoryStore(), "wf", max_result_bytes=MAX_RESULT_BYTES)
     with pytest.raises(ValueError, match="at most"):
         Runner(MemoryStore(), "wf", max_result_bytes=MAX_RESULT_BYTES + 1)
+
+
+async def test_keep_result_1_is_not_true_even_after_true_was_used() -> None:
+    # The adapters are built once per type: 1 == True must not find True's.
+    runner = Runner(MemoryStore(), "wf")
+    await runner.step("a", lambda: 1, keep_result=True)
+    with pytest.raises(TypeError, match="keep_result must be True or a type"):
+        await runner.step("b", lambda: 1, keep_result=1)
