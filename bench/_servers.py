@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 PROXY = """
 import sys, time
@@ -64,27 +64,24 @@ def moto_process() -> Iterator[str]:
 
 
 @contextmanager
-def serial_moto_process() -> Iterator[str]:
+def _child_url(code: str, *args: str) -> Iterator[str]:
+    """Run ``code`` in a child process that prints its URL on its first line;
+    yield that URL, and stop the child after the block."""
+    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        yield child.stdout.readline().strip()
+    finally:
+        child.terminate()
+        child.wait()
+
+
+def serial_moto_process() -> AbstractContextManager[str]:
     """moto in a child process, answering one request at a time (its
     conditional writes then atomic, as S3's are); yields its endpoint URL."""
-    child = subprocess.Popen([sys.executable, "-c", SERIAL_MOTO], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        yield child.stdout.readline().strip()
-    finally:
-        child.terminate()
-        child.wait()
+    return _child_url(SERIAL_MOTO)
 
 
-@contextmanager
-def proxy_process(target: str, latency: float) -> Iterator[str]:
+def proxy_process(target: str, latency: float) -> AbstractContextManager[str]:
     """A LatencyProxy in a child process in front of ``target``; yields its URL."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", PROXY, target, str(latency)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert child.stdout is not None
-        yield child.stdout.readline().strip()
-    finally:
-        child.terminate()
-        child.wait()
+    return _child_url(PROXY, target, str(latency))
