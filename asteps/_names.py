@@ -16,6 +16,9 @@ from typing import Any
 
 from .errors import InvalidStepName
 
+DEFAULT_PREFIX = "{workflow_id}/steps/"
+"""Where a workflow's markers live unless told otherwise: one directory per workflow."""
+
 WILDCARD = "*"
 MAX_NAME_LENGTH = 200
 MAX_WORKFLOW_ID_BYTES = 255

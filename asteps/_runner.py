@@ -62,7 +62,13 @@ from ._bus import EventBus, Signal
 from ._canvas import close_unawaited, run_activity, start_activity
 from ._claims import DEFAULT_LEASE, Claims, Held, check_lease
 from ._decision import JOINED, Decision, decide, decide_with_body, played_by
-from ._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
+from ._names import (  # DEFAULT_PREFIX: importable from here too, as it was
+    DEFAULT_PREFIX,
+    format_prefix,
+    validate_name,
+    validate_patterns,
+    validate_workflow_id,
+)
 from ._results import (
     DEFAULT_MAX_RESULT_BYTES,
     RESULT_KEY,
@@ -96,8 +102,6 @@ from .errors import (
 from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
 
 logger = logging.getLogger("asteps")
-
-DEFAULT_PREFIX = "{workflow_id}/steps/"
 
 _NOTHING_KEPT = KeptResult()
 

@@ -35,7 +35,7 @@ from rich.text import Text
 
 from .._claims import DEFAULT_LEASE, MIN_LEASE
 from .._concurrency import first_exception
-from .._runner import DEFAULT_PREFIX
+from .._names import DEFAULT_PREFIX
 from .._shards import MAX_SHARDS, Shard, parse_shard
 from ..errors import (
     AstepsError,

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from .._names import MAX_NAME_LENGTH, check_prefix_per_workflow, shown, validate_pattern
-from .._runner import DEFAULT_PREFIX
+from .._names import DEFAULT_PREFIX
 from ..errors import FlowInputError, InvalidStepName, SwfError, SwfNotSetUp
 from ._signals import SWF_INPUT_LIMIT
 
