@@ -62,13 +62,8 @@ from ._bus import EventBus, Signal
 from ._canvas import close_unawaited, run_activity, start_activity
 from ._claims import DEFAULT_LEASE, Claims, Held, check_lease
 from ._decision import JOINED, Decision, decide, decide_with_body, played_by
-from ._names import (  # DEFAULT_PREFIX: importable from here too, as it was
-    DEFAULT_PREFIX,
-    format_prefix,
-    validate_name,
-    validate_patterns,
-    validate_workflow_id,
-)
+from ._names import DEFAULT_PREFIX as DEFAULT_PREFIX  # importable from here, as it was
+from ._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
 from ._results import (
     DEFAULT_MAX_RESULT_BYTES,
     RESULT_KEY,

@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from .._batch import BatchRun, WorkflowReport
 from .._claims import DEFAULT_LEASE
 from .._flows import check_params, load_flow, parse_params
 from .._names import format_prefix, validate_patterns, validate_workflow_id
 from .._step import StepOutcome
+from .._workflow import WorkflowReport, run_workflow, workflow_runner
 from ..stores.urls import open_store
 from ._output import cell, outcome_row, outcomes_table, plan_table, why
 from .app import (
@@ -113,20 +113,19 @@ def _single(
 
     async def one() -> WorkflowReport:
         async with open_store(store_url) as store:
-            batch = BatchRun(
-                loaded,
+            runner = workflow_runner(
                 store,
+                workflow_id,
                 force=force,
                 skip=skip,
                 reason=reason,
-                params=parsed,
                 prefix=prefix,
                 dry_run=dry_run,
                 version=flow_version,
                 exclusive=exclusive,
                 lease=lease,
             )
-            return await batch.run_one(workflow_id)
+            return await run_workflow(loaded, runner, parsed)
 
     report = run_async(one)
     title = f"plan for workflow {workflow_id}" if dry_run else f"workflow {workflow_id}"

@@ -21,11 +21,11 @@ from typing import Any
 import anyio
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._batch import BatchRun
 from .._bus import EventBus
 from .._claims import DEFAULT_LEASE
 from .._flows import Flow, check_params, flow_names
 from .._names import format_prefix, shown, validate_workflow_id
+from .._workflow import run_workflow, workflow_runner
 from ..errors import StoreError
 from ..stores.base import DoneStore
 from ..stores.urls import open_store, parse_store_url
@@ -156,18 +156,19 @@ async def run_flow(
     before it runs, so a slow attempt and the retry SWF gave another worker
     never run a step at the same time.
     """
-    batch = BatchRun(
-        flow,
+    runner = workflow_runner(
         store,
+        workflow_id,
         force=spec.force,
         skip=spec.skip,
         reason=spec.reason,
-        params=spec.params,
+        run_id=run_id,
+        bus=bus,
         prefix=spec.prefix,
         exclusive=exclusive,
         lease=lease,
     )
-    report = await batch.run_one(workflow_id, run_id=run_id, bus=bus)
+    report = await run_workflow(flow, runner, spec.params)
     return FlowReport(
         workflow_id,
         run_id,

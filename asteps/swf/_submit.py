@@ -39,8 +39,13 @@ from pydantic import ValidationError
 
 from .._batch import BadId, IdReader, IterableIds
 from .._flows import check_params, load_flow
-from .._names import check_prefix_per_workflow, shown, validate_patterns, validate_workflow_id
-from .._runner import DEFAULT_PREFIX
+from .._names import (
+    DEFAULT_PREFIX,
+    check_prefix_per_workflow,
+    shown,
+    validate_patterns,
+    validate_workflow_id,
+)
 from .._shards import Shard
 from ..errors import InvalidStepName
 from ..stores.urls import parse_store_url

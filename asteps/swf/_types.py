@@ -28,8 +28,13 @@ from pydantic import (
     field_validator,
 )
 
-from .._names import MAX_NAME_LENGTH, check_prefix_per_workflow, shown, validate_pattern
-from .._names import DEFAULT_PREFIX
+from .._names import (
+    DEFAULT_PREFIX,
+    MAX_NAME_LENGTH,
+    check_prefix_per_workflow,
+    shown,
+    validate_pattern,
+)
 from ..errors import FlowInputError, InvalidStepName, SwfError, SwfNotSetUp
 from ._signals import SWF_INPUT_LIMIT
 
