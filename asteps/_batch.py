@@ -298,11 +298,12 @@ class BatchRun:
 
     async def _work(
         self, runner: Runner, summary: BatchSummary, pipeline: Pipeline[Runner]
-    ) -> None:
+    ) -> bool:
         report = await run_workflow(self.flow, runner, self.params)
         self._record(report, summary)
         if (failure := report.store_error) is not None:
             pipeline.abort(str(failure))
+        return True
 
     def _selected(self, done: frozenset[str]) -> bool:
         """Whether a workflow with this done set is run (``missing``, ``only_with_markers``)."""

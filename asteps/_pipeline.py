@@ -79,7 +79,9 @@ class Pipeline(Generic[T]):
     ``prepare(id)`` gives what the work needs, or None to pass the id over
     (it was refused, or is not selected: it has said so itself); if it
     raises, the pipeline stops (``aborted``: the store failed) with the id
-    unfinished. ``work`` does it. ``refuse(id, reason)`` is told of a bad line of an ids file. With
+    unfinished. ``work`` does it, and says whether the id is done with
+    (False: it stopped the pipeline first, and the id stays unfinished).
+    ``refuse(id, reason)`` is told of a bad line of an ids file. With
     ``shard``, the ids of the other shards are counted and passed over before
     anything else. Either callback may call :meth:`abort` to stop the batch.
     """
@@ -89,7 +91,7 @@ class Pipeline(Generic[T]):
         *,
         concurrency: int,
         prepare: Callable[[str], Awaitable[T | None]],
-        work: Callable[[T], Awaitable[None]],
+        work: Callable[[T], Awaitable[bool]],
         refuse: Callable[[str, str], None],
         shard: Shard | None = None,
     ) -> None:
@@ -205,8 +207,8 @@ class Pipeline(Generic[T]):
     async def _worker(self, receive: MemoryObjectReceiveStream[tuple[str, T]]) -> None:
         async with receive:
             async for wid, prepared in receive:
-                await self._work(prepared)
-                del self.in_flight[wid]
+                if await self._work(prepared):
+                    del self.in_flight[wid]
 
     def _in_shard(self, wid: str) -> bool:
         return self.shard is None or self.shard.holds(wid)

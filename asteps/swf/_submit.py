@@ -37,8 +37,8 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from .._batch import BadId, IdReader, IterableIds
 from .._flows import check_params, load_flow
+from .._ids import BadId, IdReader, IdSource, IterableIds
 from .._names import (
     DEFAULT_PREFIX,
     check_prefix_per_workflow,
@@ -46,6 +46,7 @@ from .._names import (
     validate_patterns,
     validate_workflow_id,
 )
+from .._pipeline import Pipeline
 from .._shards import Shard
 from ..errors import InvalidStepName
 from ..stores.urls import parse_store_url
@@ -251,8 +252,11 @@ async def submit(
     region_name: str | None = None,
     client_config: AioConfig | None = None,
 ) -> SubmitSummary:
-    """Start an execution of ``spec`` (from :func:`prepare`) for every id
-    (duplicates once); a bad id is refused with its reason, the others go on.
+    """Start an execution of ``spec`` (from :func:`prepare`) for every id; a
+    bad id is refused with its reason, the others go on. This is a batch
+    pipeline (``asteps._pipeline``) whose work is StartWorkflowExecution: an
+    id is never started twice at once, and an id that comes again once its
+    execution started is "already running" (SWF refuses a second open one).
 
     Raises :class:`SwfNotSetUp` (domain or type missing) or :class:`SwfError`
     (SWF unreachable) before starting anything. Setting ``stop`` stops
@@ -270,11 +274,9 @@ async def submit(
     check_prefix_per_workflow(spec.prefix)  # a FlowInput need not come from prepare()
     text = spec.to_json()
     limiter = RateLimiter(rps)
-    source = ids if isinstance(ids, IdReader) else IterableIds(ids)
+    source: IdSource = ids if isinstance(ids, IdReader) else IterableIds(ids)
     summary = SubmitSummary(shard=None if shard is None else str(shard), max_open=max_open)
     tag = batch_tag()
-    seen: set[str] = set()
-    pending: dict[str, None] = {}
     started = time.perf_counter()
     config = AioConfig(max_pool_connections=concurrency + 2)
     options = SwfClientOptions(
@@ -286,10 +288,8 @@ async def submit(
         window = OpenWindow(
             client, domain, max_open, tag=tag, poll_every=poll_every, on_wait=on_wait
         )
-        work = anyio.CancelScope()
 
         def record(wid: str, outcome: Outcome, detail: str = "") -> None:
-            pending.pop(wid, None)
             if outcome == "started":
                 summary.started[wid] = detail
             elif outcome == "already running":
@@ -299,7 +299,15 @@ async def submit(
             if on_id is not None:
                 on_id(wid, outcome, summary)
 
-        async def start_one(wid: str) -> None:
+        async def check(wid: str) -> str | None:
+            try:
+                return check_swf_workflow_id(wid)
+            except InvalidStepName as exc:
+                record(wid, "refused", str(exc))
+                return None
+
+        async def start_one(wid: str) -> bool:
+            """Whether ``wid`` is done with: False when SWF failed the submit."""
             await window.acquire()
             try:
                 answer = await start_throttled(wid)
@@ -309,18 +317,18 @@ async def submit(
                 if "WorkflowExecutionAlreadyStarted" in why:
                     record(wid, "already running")
                 elif any(code in why for code in FATAL_CODES):
-                    summary.aborted = summary.aborted or why
-                    work.cancel()
+                    pipeline.abort(why)
+                    return False
                 else:
                     record(wid, "refused", why)
-                return
+                return True
             except BotoCoreError as exc:
                 window.release()
-                summary.aborted = summary.aborted or f"cannot reach SWF: {explain(exc)}"
-                work.cancel()
-                return
+                pipeline.abort(f"cannot reach SWF: {explain(exc)}")
+                return False
             window.started(str(answer["runId"]), wid)
             record(wid, "started", str(answer["runId"]))
+            return True
 
         async def start_throttled(wid: str) -> Any:
             throttles = iter(_THROTTLE_WAITS)
@@ -355,69 +363,30 @@ async def submit(
                         raise
                 await anyio.sleep(wait)
 
-        async def feed(send: Any) -> None:
-            async with send:
-                while (item := await source.get()) is not None:
-                    wid = item.text if isinstance(item, BadId) else item
-                    if shard is not None and not shard.holds(wid):
-                        summary.other_shards += 1
-                        continue
-                    if wid in seen:
-                        continue
-                    seen.add(wid)
-                    if isinstance(item, BadId):
-                        record(wid, "refused", item.reason)
-                        continue
-                    try:
-                        check_swf_workflow_id(wid)
-                    except InvalidStepName as exc:
-                        record(wid, "refused", str(exc))
-                        continue
-                    pending[wid] = None
-                    await send.send(wid)
+        pipeline: Pipeline[str] = Pipeline(
+            concurrency=concurrency,
+            prepare=check,
+            work=start_one,
+            refuse=lambda wid, why: record(wid, "refused", why),
+            shard=shard,
+        )
 
-        async def starter(receive: Any) -> None:
-            async with receive:
-                async for wid in receive:
-                    await start_one(wid)
+        async def watch_window() -> None:
+            try:
+                await window.watch()
+            except ClientError as exc:
+                pipeline.abort(
+                    f"cannot see which executions closed ({explain(exc)}): allow "
+                    "swf:ListClosedWorkflowExecutions"
+                )
 
-        async with anyio.create_task_group() as outer:
-            if stop is not None:
-
-                async def watch() -> None:
-                    await stop.wait()
-                    summary.interrupted = True
-                    work.cancel()
-
-                outer.start_soon(watch)
-
-            async def watch_window() -> None:
-                try:
-                    await window.watch()
-                except ClientError as exc:
-                    summary.aborted = summary.aborted or (
-                        f"cannot see which executions closed ({explain(exc)}): allow "
-                        "swf:ListClosedWorkflowExecutions"
-                    )
-                    work.cancel()
-
-            outer.start_soon(watch_window)
-            with work:
-                send, receive = anyio.create_memory_object_stream[str](concurrency)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(feed, send)
-                    for _ in range(concurrency):
-                        tg.start_soon(starter, receive.clone())
-                    receive.close()
-            outer.cancel_scope.cancel()
-        if summary.stopped:
-            # What was read, not what is left to read: the ids after it stay
-            # in the file (or the pipe), and the summary says where.
-            left = source.stop()
-            read = (i.text if isinstance(i, BadId) else i for i in left.ids)
-            read = (w for w in read if shard is None or shard.holds(w))
-            summary.unfinished = [*pending, *dict.fromkeys(w for w in read if w not in seen)]
-            summary.stopped_at, summary.next_line = left.where, left.next_line
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_window)
+            end = await pipeline.run(source, stop)
+            tg.cancel_scope.cancel()
+    summary.interrupted, summary.aborted = end.interrupted, end.aborted
+    summary.other_shards, summary.unfinished = end.other_shards, end.unfinished
+    summary.stopped_at, summary.next_line = end.stopped_at, end.next_line
     summary.waited = window.waited
     summary.elapsed = time.perf_counter() - started
     return summary
