@@ -1,21 +1,27 @@
-"""Memory of a big batch: peak RSS growth of ``rerun`` over 100,000 ids x 5 steps
-on a MemoryStore, and what it comes to per workflow id.
+"""Memory of a big batch: peak RSS growth of ``rerun`` over 1,000,000 ids, all
+steps done, from an ids file and from the store's own listing (``--all``).
 
 Each workload runs in a fresh child process, the two side by side (a
 process's RSS is its own; their times, shown for information, share the
-machine): the ids are written to a file,
-read back by an ``IdReader`` (as ``asteps rerun --ids FILE`` does) and run by
-``BatchRun`` at concurrency 64. A thread samples the process's RSS every
-10 ms; the growth is the peak during the batch less the RSS just before it.
+machine). The flow has 5 steps and every one is done, so nothing is
+written: the growth is the batch's own (the ids it remembers, the pipeline,
+the summary), which is what must stay flat in the number of ids.
 
-- none done: every step runs, so the growth includes the 500,000 markers the
-  store gains;
-- all done: the store is filled before the baseline, so the growth is the
-  batch's own (the set of ids seen, the pipeline, the summary).
+The store is a stand-in that answers every listing with the 5 steps done
+and lists its workflows lazily, page by page as S3 does: a real store of
+5,000,000 markers would cost the machine gigabytes before the batch starts,
+and its own memory is not the batch's.
 
-Goal: peak RSS growth <= 150 MB.
+- file: the ids are written to a file and read back by an ``IdReader`` (as
+  ``asteps rerun --ids FILE`` does);
+- all: the ids come from ``discover_workflows`` (as ``asteps rerun --all``).
 
-    .venv/bin/python bench/batch_memory.py [--ids 100000]
+A thread samples the process's RSS every 10 ms; the growth is the peak
+during the batch less the RSS just before it (after the ids file is written).
+
+Goal: peak RSS growth <= 50 MB for 1,000,000 ids, from both.
+
+    .venv/bin/python bench/batch_memory.py [--ids 1000000]
 """
 
 from __future__ import annotations
@@ -29,11 +35,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-GOAL_MB = 150
+GOAL_MB = 50
+STEPS = 5
 RESULTS = Path(__file__).resolve().parent / "results"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+WORKLOADS = ("file", "all")
 
 
 def rss() -> int:
@@ -63,58 +73,95 @@ class PeakRss:
         self.peak = max(self.peak, rss())
 
 
+def workflow_id(i: int) -> str:
+    return f"customer-{i:07d}"
+
+
+class AllDoneStore:
+    """``count`` workflows, each with every step done; nothing is kept."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    async def list_done(self, prefix: str) -> set[str]:
+        await asyncio.sleep(0)  # a store call yields, as a real one does
+        return {f"s{i}" for i in range(STEPS)}
+
+    async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
+        raise AssertionError("every step is done: nothing is written")
+
+    async def unmark(self, prefix: str, names: Iterable[str]) -> None:
+        raise AssertionError("nothing is unmarked")
+
+    async def list_workflows(
+        self, root: str = "", *, start_after: str | None = None
+    ) -> AsyncGenerator[str, None]:
+        for i in range(self.count):  # sorted, as S3 lists common prefixes
+            if i % 1000 == 0:
+                await asyncio.sleep(0)  # one listing request a page
+            yield workflow_id(i)
+
+    async def __aenter__(self) -> AllDoneStore:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
 async def child(workload: str, count: int) -> dict[str, float]:
     import gc
 
-    from asteps import MemoryStore, Runner
+    from asteps import Runner
     from asteps._batch import BatchRun, IdReader
+    from asteps.stores.discovery import discover_workflows
 
     async def flow(runner: Runner, **_: object) -> None:
-        for i in range(5):
+        for i in range(STEPS):
             await runner.step(f"s{i}", noop)
 
     async def noop() -> None:
-        pass
+        raise AssertionError("every step is done")
 
+    store = AllDoneStore(count)
+    run = BatchRun(flow, store, concurrency=64)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ids.txt"
-        path.write_text("".join(f"customer-{i:06d}\n" for i in range(count)))
-        store = MemoryStore()
-        before_store = rss()
-        if workload == "all-done":
-            for i in range(count):
-                for s in range(5):
-                    await store.mark_done(f"customer-{i:06d}/steps/", f"s{s}", {"run_id": "r"})
+        if workload == "file":
+            with path.open("w") as f:
+                f.writelines(f"{workflow_id(i)}\n" for i in range(count))
         gc.collect()
         baseline = rss()
         started = time.perf_counter()
-        with path.open("rb") as ids, PeakRss() as peak:
-            reader = IdReader(ids, buffer=64 * 4)
-            reader.start()
-            summary = await BatchRun(flow, store, concurrency=64).run(reader)
+        with path.open("rb") if workload == "file" else open(os.devnull, "rb") as ids:
+            with PeakRss() as peak:
+                if workload == "file":
+                    reader = IdReader(ids, buffer=64 * 4)
+                    reader.start()
+                    summary = await run.run(reader)
+                else:
+                    summary = await run.run(discover_workflows(store, "{workflow_id}/steps/"))
         elapsed = time.perf_counter() - started
         assert summary.succeeded == count, summary.as_dict()["workflows"]
-    return {
-        "store_bytes": baseline - before_store,
-        "growth_bytes": peak.peak - baseline,
-        "elapsed_s": elapsed,
-    }
+        assert summary.steps == {"skipped": count * STEPS}, summary.steps
+    return {"growth_bytes": peak.peak - baseline, "elapsed_s": elapsed}
 
 
 def main(count: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     print(
-        f"rerun of {count:,} ids x 5 steps, MemoryStore, concurrency 64 "
+        f"rerun of {count:,} ids x {STEPS} steps, all done, concurrency 64 "
         "(a fresh process each, both at once)"
     )
-    # Each process's RSS is its own: the two workloads run side by side.
     children = {
         workload: subprocess.Popen(
             [sys.executable, __file__, "--child", workload, "--ids", str(count)],
             stdout=subprocess.PIPE,
             text=True,
         )
-        for workload in ("none-done", "all-done")
+        for workload in WORKLOADS
     }
     for workload, process in children.items():
         stdout, _ = process.communicate()
@@ -124,26 +171,22 @@ def main(count: int) -> dict[str, dict[str, float]]:
         results[workload] = got
         growth_mb = got["growth_bytes"] / 1e6
         verdict = "ok" if growth_mb <= GOAL_MB else "OVER GOAL"
+        source = "--ids FILE" if workload == "file" else "--all"
         print(
-            f"  {workload:9}: peak RSS growth {growth_mb:6.1f} MB "
-            f"({got['growth_bytes'] / count:5.0f} bytes per id; goal <= {GOAL_MB} MB, {verdict})"
-            f", {got['elapsed_s']:.1f} s"
+            f"  {source:10}: peak RSS growth {growth_mb:6.1f} MB "
+            f"({got['growth_bytes'] / count:5.1f} bytes per id; goal <= {GOAL_MB} MB, {verdict})"
+            f", {got['elapsed_s']:.1f} s ({count / got['elapsed_s']:,.0f} workflows/s)"
         )
-        if workload == "all-done":
-            print(
-                f"             the store's 500,000 markers, before the batch: "
-                f"{got['store_bytes'] / 1e6:.1f} MB ({got['store_bytes'] / count:.0f} bytes per id)"
-            )
     RESULTS.mkdir(exist_ok=True)
-    out = {"ids": count, "goal_mb": GOAL_MB, **results}
+    out = {"ids": count, "steps": STEPS, "goal_mb": GOAL_MB, **results}
     (RESULTS / "batch_memory.json").write_text(json.dumps(out, indent=2) + "\n")
     return results
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ids", type=int, default=100_000)
-    parser.add_argument("--child", choices=["none-done", "all-done"], help=argparse.SUPPRESS)
+    parser.add_argument("--ids", type=int, default=1_000_000)
+    parser.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(asyncio.run(child(args.child, args.ids))))

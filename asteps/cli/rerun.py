@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
-import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -26,21 +24,24 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .._batch import (
-    BadId,
-    BatchRun,
-    BatchSummary,
-    IdReader,
-    WorkflowReport,
-    read_ids,
-    stream_chunks,
-)
+from .._batch import BatchRun, BatchSummary
 from .._flows import check_params, load_flow, parse_params
-from .._names import check_prefix_per_workflow, validate_patterns
+from .._ids import ChainedIds, DiscoveredIds, IdReader, IdSource, IterableIds
+from .._names import check_prefix_per_workflow, validate_patterns, validate_workflow_id
+from .._resume import MAX_RESUME_BYTES, ResumeError, ResumePoint, ResumeSource
 from .._shards import Shard
-from ..errors import StoreError
+from .._workflow import WorkflowReport
+from ..errors import InvalidStepName, StoreError
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import open_store
+from ._batch_io import (
+    RetryFile,
+    check_retry_location,
+    count_ids,
+    go_on,
+    resume_path,
+    save_resume_point,
+)
 from ._output import cell
 from .app import (
     ERROR_LABEL,
@@ -48,10 +49,10 @@ from .app import (
     EXIT_STORE,
     EXIT_USAGE,
     Interruption,
+    emit_json,
     err,
     exclusive_options,
     fail,
-    finish_batch,
     flow_version_option,
     guarded,
     json_logs,
@@ -59,9 +60,11 @@ from .app import (
     log_format_option,
     main,
     otel_option,
+    out,
     param_option,
     pattern_options,
     prefix_option,
+    report_unsaved_ids,
     run_async,
     shard_option,
     store_option,
@@ -109,6 +112,14 @@ from .app import (
     default=None,
     help="Where to write the ids to retry (default: asteps-failed-<time>.txt).",
 )
+@click.option(
+    "--resume",
+    "resume_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Go on from the resume point a stopped rerun wrote (give the same --ids or "
+    "--all, --store, --prefix and --shard).",
+)
 @click.option("--no-progress", is_flag=True, help="No live progress bar on stderr.")
 @click.option(
     "--dry-run",
@@ -134,6 +145,7 @@ def rerun(
     store_url: str | None,
     prefix: str,
     failed_file: Path | None,
+    resume_file: Path | None,
     no_progress: bool,
     dry_run: bool,
     shard: Shard | None,
@@ -151,11 +163,14 @@ def rerun(
     --all. Failed workflows' ids are written to a file that --ids takes back
     to retry exactly those. Ctrl-C (or SIGTERM) stops starting workflows,
     cancels those in flight (no step is marked that did not finish) and
-    writes the unfinished ids. --exclusive claims each step in the store
-    before it runs: two reruns (or a rerun and a worker) over the same ids
-    never run a step twice at once. --shard K/N runs only the ids of shard K
-    (0-based) of N, from any source: N jobs with K = 0 to N-1 cover each id
-    once (with --exclusive, overlapping shards are safe too).
+    writes the unfinished ids, with a resume point that --resume goes on
+    from (the ids in flight first, then the ids file from the line it had
+    reached, or the store's listing after the last workflow listed).
+    --exclusive claims each step in the store before it runs: two reruns (or
+    a rerun and a worker) over the same ids never run a step twice at once.
+    --shard K/N runs only the ids of shard K (0-based) of N, from any
+    source: N jobs with K = 0 to N-1 cover each id once (with --exclusive,
+    overlapping shards are safe too).
 
     \b
     Examples:
@@ -165,6 +180,7 @@ def rerun(
       asteps rerun flows.py:flow --ids customers.txt --force export --dry-run
       asteps rerun flows.py:flow --all --missing export.csv
       asteps rerun flows.py:flow --all --shard $JOB_COMPLETION_INDEX/8 --exclusive
+      asteps rerun flows.py:flow --all --resume asteps-resume-20261126-101500.json
     """
     loaded = guarded(load_flow, flow)
     parsed = guarded(parse_params, params)
@@ -175,44 +191,77 @@ def rerun(
         fail("give exactly one of --ids FILE or --all", EXIT_USAGE)
     if all_workflows:
         guarded(check_discoverable, prefix)
-    _check_retry_location(failed_file)
+    check_retry_location(failed_file)
+    source = _source_of(ids_file, store_url, prefix, shard)
+    point = None if resume_file is None else _read_resume(resume_file, source)
     interruption = Interruption(cancels=False, later="stopping, writing the retry file…")
 
     async def batch() -> int:
         assert interruption.stop is not None
-        reader = None if ids_file is None else IdReader(ids_file, buffer=concurrency * 4)
+        start_line = 1 if point is None or point.next_line is None else point.next_line
+        reader = None
+        if ids_file is not None and (point is None or not point.over):
+            reader = IdReader(ids_file, buffer=concurrency * 4, start_line=start_line)
         total = None
-        if ids_file is not None and not missing:  # chosen ones: the total is unknown
-            total = await anyio.to_thread.run_sync(_count_ids, ids_file, shard)
-        # A progress bar would break the JSON lines on stderr.
-        with _progress(total, not (no_progress or json_logs())) as on_workflow:
-            async with open_store(store_url) as store:
-                run = BatchRun(
-                    loaded,
-                    store,
-                    force=force,
-                    skip=skip,
-                    reason=reason,
-                    params=parsed,
-                    concurrency=concurrency,
-                    prefix=prefix,
-                    dry_run=dry_run,
-                    version=flow_version,
-                    missing=missing,
-                    only_with_markers=all_workflows,
-                    on_workflow=on_workflow,
-                    exclusive=exclusive,
-                    lease=lease,
-                    shard=shard,
-                )
-                if reader is None:
-                    ids: IdReader | AsyncIterator[str] = discover_workflows(store, prefix)
-                else:
-                    reader.start()
-                    ids = reader
-                summary = await run.run(ids, stop=interruption.stop)
-        # Still inside the signal handlers: a signal now cannot cut the report short.
-        await _report(summary, failed_file, as_json, getattr(ids_file, "name", None))
+        if ids_file is not None and not missing and (point is None or not point.over):
+            # chosen ones: the total is unknown
+            total = await anyio.to_thread.run_sync(
+                partial(count_ids, ids_file, shard, start_line=start_line)
+            )
+            if total is not None and point is not None:
+                total += len(point.unfinished)
+        retry = RetryFile(failed_file)
+        summary: BatchSummary | None = None
+        try:
+            with _progress(total, not (no_progress or json_logs())) as on_workflow:
+
+                def on_report(report: WorkflowReport, summary: BatchSummary) -> None:
+                    if not report.ok:
+                        retry.add(report.workflow_id)  # streamed as it fails
+                    on_workflow(report, summary)
+
+                async with open_store(store_url) as store:
+                    run = BatchRun(
+                        loaded,
+                        store,
+                        force=force,
+                        skip=skip,
+                        reason=reason,
+                        params=parsed,
+                        concurrency=concurrency,
+                        prefix=prefix,
+                        dry_run=dry_run,
+                        version=flow_version,
+                        missing=missing,
+                        only_with_markers=all_workflows,
+                        on_workflow=on_report,
+                        exclusive=exclusive,
+                        lease=lease,
+                        shard=shard,
+                    )
+                    ids: IdSource
+                    if point is not None and point.over:
+                        ids = IterableIds(())  # every id was read: the unfinished only
+                    elif reader is None:
+                        after = None if point is None else point.listed_to
+                        listing = discover_workflows(store, prefix, start_after=after)
+                        ids = DiscoveredIds(listing, start_after=after)
+                    else:
+                        reader.start()
+                        ids = reader
+                    if point is not None:
+                        ids = ChainedIds(point.unfinished, ids)
+                    summary = await run.run(ids, stop=interruption.stop)
+            for wid in summary.unfinished_ids:
+                retry.add(wid)
+        finally:
+            # Still inside the signal handlers: a signal now cannot cut the report short.
+            stopped = summary is None or summary.stopped
+            written = await anyio.to_thread.run_sync(partial(retry.close, stopped=stopped))
+        resumed_at = None
+        if summary.stopped:
+            resumed_at = await _save_resume(summary, source, point, failed_file)
+        _report(summary, retry, written, resumed_at, as_json, getattr(ids_file, "name", None))
         if summary.aborted:
             tell(f"the batch stopped: {summary.aborted}", logging.ERROR, label=ERROR_LABEL)
             return EXIT_STORE
@@ -221,31 +270,10 @@ def rerun(
             return EXIT_FAILED
         if summary.interrupted:
             return interruption.exit_code
-        return EXIT_FAILED if summary.failed_ids else 0
+        return EXIT_FAILED if summary.failed else 0
 
     with _batch_logs(quiet=not (click.get_current_context().obj or {}).get("verbose")):
         sys.exit(run_async(batch, interruption=interruption))
-
-
-def _check_retry_location(path: Path | None) -> None:
-    """The retry file must be writable before anything runs, not after."""
-    target = path if path is not None else Path("asteps-failed.txt")
-    directory = target.parent
-    if target.is_dir():
-        problem = "is a directory"
-    elif not directory.is_dir():
-        problem = f"cannot be created: {str(directory)!r} is not a directory"
-    elif not os.access(directory, os.W_OK | os.X_OK) or (
-        target.exists() and not os.access(target, os.W_OK)
-    ):
-        problem = "is not writable"
-    else:
-        return
-    where = f"--failed-file {str(target)!r}" if path is not None else "the working directory"
-    fail(
-        f"the retry file {problem} ({where}); give a writable --failed-file",
-        EXIT_USAGE,
-    )
 
 
 @contextmanager
@@ -271,22 +299,6 @@ def _batch_logs(*, quiet: bool) -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(keep)
-
-
-def _count_ids(stream: IO[bytes], shard: Shard | None = None) -> int | None:
-    """How many ids a regular file holds (of ``shard``, if given: for the
-    ETA), without moving the reader's position; None for a pipe."""
-    try:
-        fd = stream.fileno()
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        offset = os.lseek(fd, 0, os.SEEK_CUR)
-    except (OSError, ValueError):
-        return None
-    ids = read_ids(stream_chunks(stream, offset=offset))
-    if shard is None:
-        return sum(1 for _ in ids)
-    return sum(shard.holds(i.text if isinstance(i, BadId) else i) for i in ids)
 
 
 @contextmanager
@@ -322,15 +334,94 @@ def _progress(
         yield on_workflow
 
 
-async def _report(
-    summary: BatchSummary, path: Path | None, as_json: bool, ids_name: object
+def _source_of(
+    ids_file: IO[bytes] | None, store_url: str | None, prefix: str, shard: Shard | None
+) -> ResumeSource:
+    """What this rerun reads its ids from, as a resume point records it."""
+    shard_text = None if shard is None else str(shard)
+    if ids_file is None:
+        store = store_url or os.environ.get("ASTEPS_STORE") or "file:.asteps"
+        return ResumeSource(kind="all", store=store, prefix=prefix, shard=shard_text)
+    name = str(getattr(ids_file, "name", "-"))
+    if name.startswith("<"):  # stdin: the same ids must be piped again
+        return ResumeSource(kind="stdin", prefix=prefix, shard=shard_text)
+    size = None
+    with suppress(OSError, ValueError):
+        size = os.fstat(ids_file.fileno()).st_size
+    return ResumeSource(kind="file", ids_file=name, ids_size=size, prefix=prefix, shard=shard_text)
+
+
+def _read_resume(path: Path, source: ResumeSource) -> ResumePoint:
+    """The resume point in ``path``, written for ``source``; else exit 2 saying why."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_RESUME_BYTES + 1)
+        point = ResumePoint.from_json(data, str(path))
+        point.check(source)
+    except ResumeError as exc:
+        fail(f"--resume: {exc}", EXIT_USAGE)
+    except OSError as exc:
+        fail(f"--resume: cannot read {path}: {exc.strerror}", EXIT_USAGE)
+    return point
+
+
+async def _save_resume(
+    summary: BatchSummary,
+    source: ResumeSource,
+    point: ResumePoint | None,
+    failed_file: Path | None,
+) -> Path | None:
+    """Write where a stopped rerun goes on from; the file, or None if it failed (said)."""
+    ids = [wid for wid in summary.unfinished_ids if _valid(wid)]
+    over = summary.stopped_at is None or (point is not None and point.over)
+    new = ResumePoint(
+        source=source,
+        unfinished=ids,
+        next_line=None if over else summary.next_line,
+        listed_to=None if over else summary.listed_to,
+        over=over,
+    )
+    path = resume_path(failed_file)
+    problem = await anyio.to_thread.run_sync(save_resume_point, new, path)
+    if problem is not None:
+        tell(
+            f"could not write the resume point {path}: {problem}", logging.ERROR, label=ERROR_LABEL
+        )
+        return None
+    return path
+
+
+def _valid(wid: str) -> bool:
+    """Whether ``wid`` can be a workflow id (a bad line read ahead cannot: it
+    is in the retry file, not in the resume point)."""
+    try:
+        validate_workflow_id(wid)
+    except InvalidStepName:
+        return False
+    return True
+
+
+def _report(
+    summary: BatchSummary,
+    retry: RetryFile,
+    written: Path | None,
+    resume: Path | None,
+    as_json: bool,
+    ids_name: object,
 ) -> None:
-    """The summary on stdout and the ids to retry in a file; if the file cannot
-    be written after all, the ids go to stderr instead."""
-    ids = [*summary.failed_ids, *summary.unfinished_ids]
-    kind = "unfinished" if summary.stopped else "failed"
-    table = partial(_summary_table, summary, ids_name=ids_name)
-    await finish_batch(summary.as_dict(), table, ids, path, kind, as_json)
+    """The summary on stdout; if the retry file could not be written, its ids on stderr."""
+    if as_json:
+        emit_json(
+            {
+                **summary.as_dict(),
+                "retry_file": str(written) if written else None,
+                "resume_file": str(resume) if resume else None,
+            }
+        )
+    else:
+        out.print(_summary_table(summary, written, ids_name=ids_name, resume=resume))
+    if retry.problem is not None:
+        report_unsaved_ids(retry.given, retry.problem, retry.unsaved)
 
 
 SHOWN_ERRORS = 5
@@ -339,22 +430,12 @@ SHOWN_ID_WIDTH = 24
 """The width of the summary's first column, where a long id folds."""
 
 
-def _go_on(stopped_at: str, next_line: int | None, ids_name: object) -> str:
-    """Where reading the ids stopped (a batch's or a submit's ``stopped_at``
-    and ``next_line``), and how to go on from there."""
-    line = next_line
-    if line is not None and isinstance(ids_name, str) and not ids_name.startswith("<"):
-        return (
-            f"at line {line:,} of {ids_name}: the ids from there on are not in the retry "
-            f"file; go on with: tail -n +{line} {shlex.quote(ids_name)}"
-        )
-    if line is not None:
-        return f"at line {line:,} of the ids: the ids from there on were not read"
-    return f"{stopped_at}: the ids not yet read are not in the retry file"
-
-
 def _summary_table(
-    summary: BatchSummary, retry_file: Path | None, *, ids_name: object = None
+    summary: BatchSummary,
+    retry_file: Path | None,
+    *,
+    ids_name: object = None,
+    resume: Path | None = None,
 ) -> Table:
     title = "rerun summary"
     if summary.stopped:
@@ -371,13 +452,13 @@ def _summary_table(
     if summary.shard is not None:
         table.add_row("shard", f"{summary.shard} ({summary.other_shards:,} ids of other shards)")
     table.add_row("workflows succeeded", str(summary.succeeded))
-    table.add_row("workflows failed", f"[red]{len(summary.failed_ids)}[/]")
+    table.add_row("workflows failed", f"[red]{summary.failed}[/]")
     if summary.stopped:
         table.add_row("workflows unfinished", f"[yellow]{len(summary.unfinished_ids)}[/]")
     if summary.passed_over:
         table.add_row("workflows not selected", str(summary.passed_over))
     if summary.stopped_at is not None:
-        where = _go_on(summary.stopped_at, summary.next_line, ids_name)
+        where = go_on(summary.stopped_at, summary.next_line, ids_name)
         table.add_row("[yellow]reading stopped[/]", cell(where))
     planned = [k for k in ("would run", "would skip") if k in summary.steps]
     for status in planned or ["completed", "skipped", "failed"]:
@@ -396,9 +477,11 @@ def _summary_table(
         if len(wid) > 60:  # a bad line may be 4 KB long: the start says which
             wid = wid[:60] + "..."
         table.add_row(f"[red]{cell(wid)}[/]", cell(error))
-    if (hidden := len(summary.errors) - SHOWN_ERRORS) > 0:
+    if (hidden := summary.failed - min(len(summary.errors), SHOWN_ERRORS)) > 0:
         where = "their ids are in the retry file; " if retry_file is not None else ""
         table.add_row(f"[red]and {hidden:,} more failed[/]", f"{where}--json gives every reason")
     if retry_file is not None:
         table.add_row("retry with", f"--ids {cell(str(retry_file))}")
+    if resume is not None:
+        table.add_row("go on with", f"--resume {cell(str(resume))} (and the same source)")
     return table

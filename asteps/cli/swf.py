@@ -25,8 +25,8 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from .._batch import IdReader
 from .._flows import parse_params
+from .._ids import IdReader
 from .._shards import Shard
 from ..errors import FlowError, InvalidStepName, StoreError, describe
 from ..swf._activity import FlowReport
@@ -44,6 +44,7 @@ from ..swf._types import (
 from ..swf._window import DEFAULT_MAX_OPEN, SWF_OPEN_LIMIT
 from ..swf.status import STATES, SwfStatus, parse_duration, swf_status
 from ..swf.worker import SwfWorker
+from ._batch_io import check_retry_location, count_ids, go_on
 from ._output import cell
 from .app import (
     ERROR_LABEL,
@@ -72,7 +73,6 @@ from .app import (
     store_option,
     tell,
 )
-from .rerun import _check_retry_location, _count_ids, _go_on
 
 
 @main.group()
@@ -311,7 +311,7 @@ def submit_command(
         fail(str(exc), EXIT_USAGE)
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)
-    _check_retry_location(failed_file)
+    check_retry_location(failed_file)
     if (warning := spelling_warning(flow)) is not None:
         tell(warning, logging.WARNING, label="[yellow]warning:[/]")
     interruption = Interruption(cancels=False, later="stopping, writing the retry file…")
@@ -319,7 +319,7 @@ def submit_command(
     async def start_all() -> int:
         assert interruption.stop is not None
         reader = IdReader(ids_file, buffer=concurrency * 4)
-        total = await anyio.to_thread.run_sync(_count_ids, ids_file, shard)
+        total = await anyio.to_thread.run_sync(count_ids, ids_file, shard)
         # A progress bar would break the JSON lines on stderr.
         with _submit_progress(total, not (no_progress or json_logs())) as (on_id, on_wait):
             reader.start()
@@ -410,7 +410,7 @@ def _submit_table(
     if summary.stopped:
         table.add_row("not tried", f"[yellow]{len(summary.unfinished)}[/]")
     if summary.stopped_at is not None:
-        where = _go_on(summary.stopped_at, summary.next_line, ids_name)
+        where = go_on(summary.stopped_at, summary.next_line, ids_name)
         table.add_row("[yellow]reading stopped[/]", cell(where))
     table.add_row("elapsed", f"{summary.elapsed:.1f} s")
     if summary.waited:
@@ -648,7 +648,7 @@ def status(
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     if failed_file is not None:
-        _check_retry_location(failed_file)
+        check_retry_location(failed_file)
 
     async def count() -> int:
         found = await swf_status(domain, since=seconds, version=version, endpoint_url=endpoint_url)

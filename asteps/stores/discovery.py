@@ -6,6 +6,10 @@ the store, so listing the root with ``Delimiter="/"`` gives each id once,
 1,000 ids per S3 request, without reading a single marker. A template that
 puts something before ``{workflow_id}/`` (or puts ``{workflow_id}`` elsewhere)
 has no such directory, and is refused.
+
+The listing is in S3's order (of ``name + "/"``, by code point, which is the
+order of UTF-8 bytes), so that a stopped batch can go on after the last
+workflow it listed (``start_after``: S3's ``StartAfter``).
 """
 
 from __future__ import annotations
@@ -25,10 +29,19 @@ class ListsWorkflows(Protocol):
     """A store that can list the workflow "directories" at its root, as every
     store asteps ships can (MemoryStore, FileStore, S3Store)."""
 
-    def list_workflows(self, root: str = "") -> AsyncGenerator[str, None]:
-        """The names directly under ``root`` that have keys below them,
-        streamed (S3: ListObjectsV2 with ``Delimiter="/"``, page by page)."""
+    def list_workflows(
+        self, root: str = "", *, start_after: str | None = None
+    ) -> AsyncGenerator[str, None]:
+        """The names directly under ``root`` that have keys below them, in
+        :func:`listing_order`, those after ``start_after`` only, streamed (S3:
+        ListObjectsV2 with ``Delimiter="/"``, page by page)."""
         ...
+
+
+def listing_order(name: str) -> str:
+    """The key a workflow's name sorts by in a listing: ``name + "/"``, as S3
+    orders common prefixes ("a-b" before "a", since "-" comes before "/")."""
+    return name + "/"
 
 
 def check_discoverable(template: str) -> None:
@@ -45,9 +58,11 @@ def check_discoverable(template: str) -> None:
         )
 
 
-def discover_workflows(store: object, template: str) -> AsyncGenerator[str, None]:
-    """Every workflow id that has a "directory" at the root of ``store``,
-    streamed one listing page at a time.
+def discover_workflows(
+    store: object, template: str, *, start_after: str | None = None
+) -> AsyncGenerator[str, None]:
+    """Every workflow id that has a "directory" at the root of ``store`` (after
+    ``start_after`` only, when given), streamed one listing page at a time.
 
     Names that cannot be workflow ids (a ``/``, control characters, ``.``)
     are passed over: asteps never wrote them, and the FileStore passes over
@@ -62,11 +77,18 @@ def discover_workflows(store: object, template: str) -> AsyncGenerator[str, None
             f"{shown(store)} cannot list workflows (it has no list_workflows(root)): give "
             "the ids with --ids, or use MemoryStore, FileStore or S3Store"
         )
-    return _discovered(store)
+    if start_after is not None:
+        validate_workflow_id(start_after)
+    return _discovered(store, start_after)
 
 
-async def _discovered(store: ListsWorkflows) -> AsyncGenerator[str, None]:
-    async with aclosing(store.list_workflows("")) as names:
+async def _discovered(store: ListsWorkflows, start_after: str | None) -> AsyncGenerator[str, None]:
+    listing = (
+        store.list_workflows("")
+        if start_after is None
+        else store.list_workflows("", start_after=start_after)
+    )
+    async with aclosing(listing) as names:
         async for name in names:
             try:
                 validate_workflow_id(name)

@@ -21,6 +21,7 @@ from .._json import MAX_BODY_BYTES
 from .._names import is_valid_name
 from ..errors import StoreError
 from .base import CLAIMS_ROOT, HoldsNothing, parse_body
+from .discovery import listing_order
 
 TMP_PREFIX = ".tmp-"
 """Temporary files start with this: never a valid step name, so never listed."""
@@ -125,11 +126,17 @@ class FileStore(HoldsNothing):
             ) from exc
         return names
 
-    async def list_workflows(self, root: str = "") -> AsyncGenerator[str, None]:
-        """The names of the directories directly in ``root`` (``DISCOVERY_BATCH``
-        entries at a time, in directory order). Like the listing of markers, it
-        asks the directory entry's type and never stats a file; a directory
-        that holds no marker is listed too, and its own listing finds nothing."""
+    async def list_workflows(
+        self, root: str = "", *, start_after: str | None = None
+    ) -> AsyncGenerator[str, None]:
+        """The names of the directories directly in ``root``, in S3's order (of
+        ``name + "/"``), those after ``start_after`` only. Read
+        ``DISCOVERY_BATCH`` entries at a time; the order asks for every name
+        at once (about 70 bytes each while listing: a directory's own order
+        would not let a batch go on after a name). Like the listing of
+        markers, it asks the directory entry's type and never stats a file; a
+        directory that holds no marker is listed too, and its own listing
+        finds nothing."""
         self._check_not_closed()
         directory = await anyio.to_thread.run_sync(self._inside, self.root / root, root)
         try:
@@ -142,6 +149,7 @@ class FileStore(HoldsNothing):
                 "exists and is readable",
                 prefix=root,
             ) from exc
+        names: list[str] = []
         with entries:
             while True:
                 try:
@@ -151,9 +159,12 @@ class FileStore(HoldsNothing):
                         f"cannot list workflows in {directory}: {exc.strerror}", prefix=root
                     ) from exc
                 if not batch:
-                    return
-                for name in batch:
-                    yield name
+                    break
+                names.extend(batch)
+        names.sort(key=listing_order)
+        for name in names:
+            if start_after is None or listing_order(name) > listing_order(start_after):
+                yield name
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
         self._check_not_closed()

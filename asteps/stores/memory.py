@@ -8,6 +8,7 @@ from typing import Any
 
 from .._names import is_valid_name
 from .base import HoldsNothing
+from .discovery import listing_order
 
 
 class MemoryStore(HoldsNothing):
@@ -46,9 +47,11 @@ class MemoryStore(HoldsNothing):
             if leaf.startswith(start) and is_valid_name(leaf[cut:])
         }
 
-    async def list_workflows(self, root: str = "") -> AsyncGenerator[str, None]:
+    async def list_workflows(
+        self, root: str = "", *, start_after: str | None = None
+    ) -> AsyncGenerator[str, None]:
         """The names of the "directories" directly under ``root`` that hold a
-        marker somewhere below, sorted (as S3 lists common prefixes)."""
+        marker somewhere below, in S3's order, those after ``start_after`` only."""
         self._check_not_closed()
         cut = len(root)
         # A directory "d" holds keys "d/<leaf>": they fall under root's common
@@ -58,8 +61,9 @@ class MemoryStore(HoldsNothing):
             for directory, leaves in self._dirs.items()
             if leaves and directory and f"{directory}/".startswith(root) and len(directory) >= cut
         }
-        for name in sorted(names):
-            yield name
+        for name in sorted(names, key=listing_order):
+            if start_after is None or listing_order(name) > listing_order(start_after):
+                yield name
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
         self._check_not_closed()

@@ -175,18 +175,26 @@ class S3Store:
                 return names
             kwargs["ContinuationToken"] = token
 
-    async def list_workflows(self, root: str = "") -> AsyncGenerator[str, None]:
+    async def list_workflows(
+        self, root: str = "", *, start_after: str | None = None
+    ) -> AsyncGenerator[str, None]:
         """The "directories" directly under ``root``: ListObjectsV2 with
         ``Delimiter="/"``, one page (up to 1,000 names) at a time, so a bucket of
-        a million workflows is never held in memory."""
+        a million workflows is never held in memory; those after
+        ``start_after`` only (S3's ``StartAfter``)."""
         client = self.client
         key_prefix = self.key_root + root
         cut = len(key_prefix)
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": key_prefix, "Delimiter": "/"}
+        if start_after is not None:
+            # The keys after "name/": that workflow's own keys come back as its
+            # common prefix, passed over.
+            kwargs["StartAfter"] = f"{key_prefix}{start_after}/"
         while True:
             page = await self._call(client.list_objects_v2, root, "list workflows in", **kwargs)
             for common in page.get("CommonPrefixes", ()):
-                yield common["Prefix"][cut:-1]
+                if (name := common["Prefix"][cut:-1]) != start_after:
+                    yield name
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return

@@ -1,0 +1,163 @@
+"""What the batch commands (``rerun``, ``swf submit``) share: the retry file,
+streamed as ids fail, the resume point, counting ids, saying where to go on."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from .._ids import numbered_ids, stream_chunks, text_of
+from .._resume import ResumePoint
+from .._shards import Shard
+from .app import EXIT_USAGE, fail
+
+
+class RetryFile:
+    """The ids to retry, one a line, written by a thread as they come: the
+    event loop never waits on the disk, and no id is kept in memory once
+    written. The file is created with the first id (no ids, no file).
+
+    Without a ``path``, the file is ``asteps-failed-<time>.txt``, renamed
+    ``asteps-unfinished-<time>.txt`` by ``close(stopped=True)``. Ids are
+    written back as they came (``surrogateescape``), so that a line that was
+    not UTF-8 fails the same way when the file is taken back. If the file
+    cannot be written, the ids from there on are kept to be shown instead.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.given = path
+        self._stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.path = path if path is not None else Path(f"asteps-failed-{self._stamp}.txt")
+        self.written = 0
+        self.problem: OSError | None = None
+        self.unsaved: list[str] = []
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="asteps retry file")
+        self._thread.start()
+
+    def add(self, wid: str) -> None:
+        """Write ``wid`` (from the event loop: it only queues it)."""
+        self._queue.put(wid)
+
+    def close(self, *, stopped: bool = False) -> Path | None:
+        """Write what is queued and end the thread (blocking: call it in a
+        worker thread); the file written, or None (no ids, or it failed)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.written == 0 or self.problem is not None:
+            return None
+        if stopped and self.given is None:
+            target = Path(f"asteps-unfinished-{self._stamp}.txt")
+            try:
+                os.replace(self.path, target)
+            except OSError:
+                return self.path
+            self.path = target
+        return self.path
+
+    def _write(self) -> None:
+        out: IO[bytes] | None = None
+        try:
+            while (wid := self._queue.get()) is not None:
+                ids = [wid]
+                while True:  # what came meanwhile, in one write
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self._queue.put(None)
+                        break
+                    ids.append(more)
+                if self.problem is not None:
+                    self.unsaved.extend(ids)
+                    continue
+                try:
+                    if out is None:
+                        out = self.path.open("wb")
+                    out.write("".join(f"{w}\n" for w in ids).encode("utf-8", "surrogateescape"))
+                    out.flush()
+                    self.written += len(ids)
+                except OSError as exc:
+                    self.problem = exc
+                    self.unsaved.extend(ids)
+        finally:
+            if out is not None:
+                out.close()
+
+
+def resume_path(retry: Path | None) -> Path:
+    """Where a stopped rerun writes its resume point: beside ``--failed-file``
+    (``F.resume.json``), else ``asteps-resume-<time>.json``."""
+    if retry is not None:
+        return retry.with_name(retry.name + ".resume.json")
+    return Path(f"asteps-resume-{time.strftime('%Y%m%d-%H%M%S')}.json")
+
+
+def save_resume_point(point: ResumePoint, path: Path) -> OSError | None:
+    """Write ``point`` to ``path`` (a new file, then renamed: never half a
+    point); the error that stopped it, if any."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(point.to_json(), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def check_retry_location(path: Path | None) -> None:
+    """The retry file must be writable before anything runs, not after."""
+    target = path if path is not None else Path("asteps-failed.txt")
+    directory = target.parent
+    if target.is_dir():
+        problem = "is a directory"
+    elif not directory.is_dir():
+        problem = f"cannot be created: {str(directory)!r} is not a directory"
+    elif not os.access(directory, os.W_OK | os.X_OK) or (
+        target.exists() and not os.access(target, os.W_OK)
+    ):
+        problem = "is not writable"
+    else:
+        return
+    where = f"--failed-file {str(target)!r}" if path is not None else "the working directory"
+    fail(
+        f"the retry file {problem} ({where}); give a writable --failed-file",
+        EXIT_USAGE,
+    )
+
+
+def count_ids(stream: IO[bytes], shard: Shard | None = None, *, start_line: int = 1) -> int | None:
+    """How many ids a regular file holds (of ``shard``, if given: for the
+    ETA), from ``start_line`` on, without moving the reader's position; None
+    for a pipe."""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        offset = os.lseek(fd, 0, os.SEEK_CUR)
+    except (OSError, ValueError):
+        return None
+    numbered = numbered_ids(stream_chunks(stream, offset=offset))
+    ids = (text_of(item) for line, item in numbered if line >= start_line)
+    return sum(1 for wid in ids if shard is None or shard.holds(wid))
+
+
+def go_on(stopped_at: str, next_line: int | None, ids_name: object) -> str:
+    """Where reading the ids stopped (a batch's or a submit's ``stopped_at``
+    and ``next_line``), and how to go on from there."""
+    line = next_line
+    if line is not None and isinstance(ids_name, str) and not ids_name.startswith("<"):
+        return (
+            f"at line {line:,} of {ids_name}: the ids from there on are not in the retry "
+            f"file; go on with: tail -n +{line} {shlex.quote(ids_name)}"
+        )
+    if line is not None:
+        return f"at line {line:,} of the ids: the ids from there on were not read"
+    return f"{stopped_at}: the ids not yet read are not in the retry file"

@@ -1,0 +1,159 @@
+"""Resume points: a stopped rerun writes where to go on from; ``--resume`` goes on.
+
+The resume file is untrusted input when read back: a strict model, which
+never chooses a path or a store, and is refused when the source differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from asteps._resume import ResumeError, ResumePoint, ResumeSource
+
+FILE = ResumeSource(kind="file", ids_file="ids.txt", ids_size=120, prefix="{workflow_id}/steps/")
+
+
+def point_json(**fields: object) -> bytes:
+    data = {"version": 1, "source": FILE.model_dump(), "unfinished": ["a"], "next_line": 4}
+    return json.dumps({**data, **fields}).encode()
+
+
+def test_a_resume_point_reads_back_what_was_written() -> None:
+    point = ResumePoint(source=FILE, unfinished=["w1", "w2"], next_line=7)
+    assert ResumePoint.from_json(point.to_json().encode(), "p.json") == point
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"store_url": "s3://elsewhere"}, "store_url"),  # an unknown field
+        ({"version": 2}, "version"),
+        ({"unfinished": ["a/b"]}, "unfinished"),  # not a workflow id
+        ({"next_line": 0}, "next_line"),
+        ({"listed_to": "x" * 300}, "listed_to"),
+    ],
+)
+def test_a_resume_file_is_strict_untrusted_input(fields: dict[str, object], said: str) -> None:
+    with pytest.raises(ResumeError, match=said):
+        ResumePoint.from_json(point_json(**fields), "p.json")
+
+
+def test_a_resume_file_too_big_is_refused_unparsed() -> None:
+    with pytest.raises(ResumeError, match="not a resume file"):
+        ResumePoint.from_json(b" " * (16 * 1024 * 1024 + 1), "p.json")
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        (FILE.model_copy(update={"ids_file": "other.txt"}), "--ids 'ids.txt', not 'other.txt'"),
+        (FILE.model_copy(update={"ids_size": 121}), "size 120, not 121"),
+        (FILE.model_copy(update={"shard": "0/2"}), "the shard None"),
+        (ResumeSource(kind="all", store="file:s", prefix="{workflow_id}/steps/"), "kind 'file'"),
+    ],
+)
+def test_going_on_with_another_source_is_refused_naming_the_difference(
+    source: ResumeSource, said: str
+) -> None:
+    point = ResumePoint.from_json(point_json(), "p.json")
+    with pytest.raises(ResumeError, match=said.replace("(", r"\(")):
+        point.check(source)
+
+
+# -- a real rerun, stopped by SIGINT, then resumed ------------------------------------
+
+IDS = [f"w{i:03d}" for i in range(120)]
+FLOW = (
+    "import anyio, os, pathlib\n"
+    "async def flow(runner, **params):\n"
+    "    async def only():\n"
+    "        with open('started.log', 'a') as f:\n"
+    "            f.write(runner.workflow_id + '\\n')\n"
+    "        if runner.workflow_id >= 'w010' and os.path.exists('hold'):\n"
+    "            await anyio.sleep_forever()\n"
+    "        with open('finished.log', 'a') as f:\n"
+    "            f.write(runner.workflow_id + '\\n')\n"
+    "    await runner.step('only', only)\n"
+)
+
+
+def rerun(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "ASTEPS_STORE": f"file:{tmp_path / 'store'}"}
+    command = [sys.executable, "-m", "asteps", "rerun", "flow.py:flow", *args]
+    options = ["--concurrency", "5", "--failed-file", "left.txt", "--json", "--no-progress"]
+    return subprocess.Popen(
+        [*command, *options],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+@pytest.mark.parametrize("source", ["--ids", "--all"])
+def test_a_stopped_rerun_goes_on_from_its_resume_point_running_each_id_once(
+    tmp_path: Path, source: str
+) -> None:
+    (tmp_path / "flow.py").write_text(FLOW)
+    (tmp_path / "ids.txt").write_text("".join(f"{w}\n" for w in IDS))
+    if source == "--all":  # the store knows the workflows: each has a step done
+        for wid in IDS:
+            (tmp_path / "store" / wid / "steps").mkdir(parents=True)
+            (tmp_path / "store" / wid / "steps" / "seed").write_text("{}")
+    args = ["--ids", "ids.txt"] if source == "--ids" else ["--all"]
+    (tmp_path / "hold").touch()  # w010 and after wait until stopped
+    first = rerun(tmp_path, *args)
+    deadline = time.monotonic() + 180  # a bound to give up, not a timing
+    while len(lines(tmp_path / "finished.log")) < 10:  # w000 to w009 are done
+        assert time.monotonic() < deadline, "the first ten did not finish within 180 s"
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    stdout, stderr = first.communicate(timeout=60)
+    assert first.returncode == 130, stderr
+    stopped = json.loads(stdout)
+    assert stopped["resume_file"] == "left.txt.resume.json"
+    point = json.loads((tmp_path / "left.txt.resume.json").read_text())
+    assert point["unfinished"] == stopped["unfinished_ids"]
+    assert point["unfinished"]  # those in flight at least
+    if source == "--ids":
+        assert point["next_line"] > 10
+    else:
+        assert point["listed_to"] >= "w010"
+
+    (tmp_path / "hold").unlink()
+    second = rerun(tmp_path, *args, "--resume", "left.txt.resume.json")
+    stdout, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr
+    resumed = json.loads(stdout)
+    assert resumed["workflows"]["failed"] == 0
+    assert resumed["resume_file"] is None
+    # Every id ran to the end exactly once, over the two runs: the union covers all.
+    assert Counter(lines(tmp_path / "finished.log")) == Counter(IDS)
+    marked = {p.parent.parent.name for p in (tmp_path / "store").glob("*/steps/only")}
+    assert marked == set(IDS)
+
+
+def test_resume_refuses_another_ids_file_before_running_anything(tmp_path: Path) -> None:
+    (tmp_path / "flow.py").write_text(FLOW)
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    (tmp_path / "p.json").write_bytes(point_json())  # written for ids.txt of 120 bytes
+    done = rerun(tmp_path, "--ids", "ids.txt", "--resume", "p.json")
+    _, stderr = done.communicate(timeout=60)
+    assert done.returncode == 2
+    assert "size 120, not 4" in stderr
+    assert not (tmp_path / "started.log").exists()
