@@ -135,14 +135,14 @@ async def child(workload: str, count: int) -> dict[str, float]:
         gc.collect()
         baseline = rss()
         started = time.perf_counter()
-        with path.open("rb") if workload == "file" else open(os.devnull, "rb") as ids:
-            with PeakRss() as peak:
-                if workload == "file":
+        with PeakRss() as peak:
+            if workload == "file":
+                with path.open("rb") as ids:
                     reader = IdReader(ids, buffer=64 * 4)
                     reader.start()
                     summary = await run.run(reader)
-                else:
-                    summary = await run.run(discover_workflows(store, "{workflow_id}/steps/"))
+            else:
+                summary = await run.run(discover_workflows(store, "{workflow_id}/steps/"))
         elapsed = time.perf_counter() - started
         assert summary.succeeded == count, summary.as_dict()["workflows"]
         assert summary.steps == {"skipped": count * STEPS}, summary.steps
