@@ -14,6 +14,7 @@ from aiobotocore.config import AioConfig
 
 from asteps import InvalidStepName, MemoryStore, Runner, S3Store
 from asteps._batch import (
+    KEPT_FAILURES,
     MAX_LINE_BYTES,
     MAX_REASONS,
     OTHER_REASONS,
@@ -254,7 +255,6 @@ async def test_never_more_listings_in_flight_than_the_concurrency() -> None:
 
 async def test_ids_are_read_ahead_only_a_bounded_number() -> None:
     read = 0
-    running = anyio.Event()
 
     def ids() -> Any:
         nonlocal read
@@ -263,26 +263,78 @@ async def test_ids_are_read_ahead_only_a_bounded_number() -> None:
             yield f"w{i}"
 
     async def flow(runner: Runner, **_: Any) -> None:
-        running.set()
-        await anyio.sleep(0.05)
+        await anyio.sleep_forever()  # until the stop
 
     stop = anyio.Event()
     read_when_stopped = 0
 
-    async def stop_soon() -> None:
+    async def stop_when_full() -> None:
         nonlocal read_when_stopped
-        await running.wait()
-        await anyio.sleep(0.02)
+        await anyio.wait_all_tasks_blocked()  # the pipeline is full: it reads no more
         read_when_stopped = read
         stop.set()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(stop_soon)
+        tg.start_soon(stop_when_full)
         summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(ids(), stop=stop)
-    # 4 running, 4 listed and waiting for a worker, 4 being listed
-    assert 0 < read_when_stopped <= 3 * 4
-    assert read <= 3 * 4 + 1  # a stop reads no further (one read found the stop)
-    assert summary.stopped_at == f"after {summary.finished + len(summary.unfinished_ids)} ids"
+    # 4 running, 4 listed and waiting for a worker, 4 listed and waiting to hand over
+    assert read_when_stopped == 3 * 4
+    assert read == 3 * 4  # a stop reads no further
+    assert summary.stopped_at == "after 12 ids"
+    assert len(summary.unfinished_ids) == 12
+
+
+async def test_an_id_that_comes_again_while_in_flight_never_runs_twice() -> None:
+    runs: list[str] = []
+    release = anyio.Event()
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        runs.append(runner.workflow_id)
+        await release.wait()
+
+    async def release_when_all_read() -> None:
+        await anyio.wait_all_tasks_blocked()  # "a" in flight, its repeats read
+        release.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release_when_all_read)
+        summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(["a", "a", "b", "a"])
+    assert sorted(runs) == ["a", "b"]
+    assert summary.succeeded == 2
+
+
+async def test_an_id_that_comes_again_after_it_finished_costs_one_listing_and_skips() -> None:
+    store = CountingStore()
+    finished = anyio.Event()
+
+    async def ids() -> Any:
+        yield "a"
+        await finished.wait()  # "a" is done with: nothing remembers it
+        yield "a"
+
+    def on_workflow(report: WorkflowReport, summary: BatchSummary) -> None:
+        finished.set()
+
+    run = BatchRun(one_step, store, concurrency=2, on_workflow=on_workflow)
+    summary = await run.run(ids())
+    assert store.calls["list_done"] == 2
+    assert store.calls["mark_done"] == 1
+    assert summary.steps == {"completed": 1, "skipped": 1}
+
+
+async def test_a_summary_keeps_counts_and_the_first_failures_only() -> None:
+    failed: list[str] = []
+
+    def on_workflow(report: WorkflowReport, summary: BatchSummary) -> None:
+        if not report.ok:
+            failed.append(report.workflow_id)
+
+    ids = [f"bad/{i}" for i in range(KEPT_FAILURES + 5)]
+    summary = await BatchRun(one_step, MemoryStore(), on_workflow=on_workflow).run(ids)
+    assert summary.failed == summary.finished == KEPT_FAILURES + 5
+    assert summary.failed_ids == ids[:KEPT_FAILURES]
+    assert len(summary.errors) == KEPT_FAILURES
+    assert failed == ids  # every one told as it failed
 
 
 async def test_workflows_run_at_the_store_limit_under_exponential_latency() -> None:

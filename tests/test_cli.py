@@ -368,31 +368,6 @@ def test_rerun_reads_ids_from_stdin(cli: CliRunner) -> None:
     assert as_json(result)["workflows"]["succeeded"] == 2  # type: ignore[index]
 
 
-def test_rerun_of_ten_thousand_workflows_of_five_steps(cli: CliRunner, tmp_path: Path) -> None:
-    ids = write_ids(tmp_path / "ids.txt", [f"customer-{i:05d}" for i in range(10_000)])
-    started = time.perf_counter()
-    result = invoke(
-        cli,
-        "rerun",
-        FLOW,
-        "--ids",
-        ids,
-        "--store",
-        "memory://",
-        "--param",
-        "delay=0",
-        "--concurrency",
-        "64",
-        "--no-progress",
-        "--json",
-    )
-    elapsed = time.perf_counter() - started
-    summary = as_json(result)
-    assert summary["workflows"]["succeeded"] == 10_000  # type: ignore[index]
-    assert summary["steps"] == {"completed": 50_000}  # type: ignore[index]
-    print(f"10,000 workflows x 5 steps in {elapsed:.1f}s")
-
-
 def test_ctrl_c_cancels_cleanly_and_writes_the_unfinished_ids(tmp_path: Path) -> None:
     flow = tmp_path / "slow.py"
     flow.write_text(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from asteps import FileStore, MemoryStore, S3Store
 from asteps._resume import ResumeError, ResumePoint, ResumeSource
 
 FILE = ResumeSource(kind="file", ids_file="ids.txt", ids_size=120, prefix="{workflow_id}/steps/")
@@ -157,3 +158,34 @@ def test_resume_refuses_another_ids_file_before_running_anything(tmp_path: Path)
     assert done.returncode == 2
     assert "size 120, not 4" in stderr
     assert not (tmp_path / "started.log").exists()
+
+
+# -- the store's listing goes on after a workflow ------------------------------------
+
+NAMES = ["a", "a-b", "a.b", "a0", "b", "w1", "w10", "w2"]
+
+
+async def listed(store: MemoryStore | FileStore | S3Store, **kw: str) -> list[str]:
+    for name in NAMES:
+        await store.mark_done(f"{name}/steps/", "x", {})
+    return [name async for name in store.list_workflows("", **kw)]
+
+
+async def check_s3_order(store: MemoryStore | FileStore | S3Store) -> None:
+    # S3's order is that of "name/": "a-b/" and "a./" come before "a/"
+    in_order = ["a-b", "a.b", "a", "a0", "b", "w1", "w10", "w2"]
+    assert await listed(store) == in_order
+    after = [name async for name in store.list_workflows("", start_after="a")]
+    assert after == ["a0", "b", "w1", "w10", "w2"]  # none of a's own keys again
+    gone = [name async for name in store.list_workflows("", start_after="v")]
+    assert gone == ["w1", "w10", "w2"]  # a name that is not there: what sorts after it
+
+
+async def test_the_memory_and_file_stores_list_in_s3_order_after_a_name(tmp_path: Path) -> None:
+    await check_s3_order(MemoryStore())
+    async with FileStore(tmp_path / "store") as store:
+        await check_s3_order(store)
+
+
+async def test_s3_lists_workflows_after_a_name_with_start_after(s3: S3Store) -> None:
+    await check_s3_order(s3)
