@@ -3,19 +3,26 @@ streamed as ids fail, the resume point, counting ids, saying where to go on."""
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import shlex
 import stat
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
+import anyio
+
+from .._batch import BatchSummary
 from .._ids import numbered_ids, stream_chunks, text_of
-from .._resume import ResumePoint
+from .._names import validate_workflow_id
+from .._resume import MAX_RESUME_BYTES, ResumeError, ResumePoint, ResumeSource
 from .._shards import Shard
-from .app import EXIT_USAGE, fail
+from ..errors import InvalidStepName
+from .app import ERROR_LABEL, EXIT_USAGE, fail, tell
 
 
 class RetryFile:
@@ -161,3 +168,70 @@ def go_on(stopped_at: str, next_line: int | None, ids_name: object) -> str:
     if line is not None:
         return f"at line {line:,} of the ids: the ids from there on were not read"
     return f"{stopped_at}: the ids not yet read are not in the retry file"
+
+
+def source_of(
+    ids_file: IO[bytes] | None, store_url: str | None, prefix: str, shard: Shard | None
+) -> ResumeSource:
+    """What this rerun reads its ids from, as a resume point records it."""
+    shard_text = None if shard is None else str(shard)
+    if ids_file is None:
+        store = store_url or os.environ.get("ASTEPS_STORE") or "file:.asteps"
+        return ResumeSource(kind="all", store=store, prefix=prefix, shard=shard_text)
+    name = str(getattr(ids_file, "name", "-"))
+    if name.startswith("<"):  # stdin: the same ids must be piped again
+        return ResumeSource(kind="stdin", prefix=prefix, shard=shard_text)
+    size = None
+    with suppress(OSError, ValueError):
+        size = os.fstat(ids_file.fileno()).st_size
+    return ResumeSource(kind="file", ids_file=name, ids_size=size, prefix=prefix, shard=shard_text)
+
+
+def read_resume(path: Path, source: ResumeSource) -> ResumePoint:
+    """The resume point in ``path``, written for ``source``; else exit 2 saying why."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_RESUME_BYTES + 1)
+        point = ResumePoint.from_json(data, str(path))
+        point.check(source)
+    except ResumeError as exc:
+        fail(f"--resume: {exc}", EXIT_USAGE)
+    except OSError as exc:
+        fail(f"--resume: cannot read {path}: {exc.strerror}", EXIT_USAGE)
+    return point
+
+
+async def save_resume(
+    summary: BatchSummary,
+    source: ResumeSource,
+    point: ResumePoint | None,
+    failed_file: Path | None,
+) -> Path | None:
+    """Write where a stopped rerun goes on from; the file, or None if it failed (said)."""
+    ids = [wid for wid in summary.unfinished_ids if _valid(wid)]
+    over = summary.stopped_at is None or (point is not None and point.over)
+    new = ResumePoint(
+        source=source,
+        unfinished=ids,
+        next_line=None if over else summary.next_line,
+        listed_to=None if over else summary.listed_to,
+        over=over,
+    )
+    path = resume_path(failed_file)
+    problem = await anyio.to_thread.run_sync(save_resume_point, new, path)
+    if problem is not None:
+        tell(
+            f"could not write the resume point {path}: {problem}", logging.ERROR, label=ERROR_LABEL
+        )
+        return None
+    return path
+
+
+def _valid(wid: str) -> bool:
+    """Whether ``wid`` can be a workflow id (a bad line read ahead cannot: it
+    is in the retry file, not in the resume point)."""
+    try:
+        validate_workflow_id(wid)
+    except InvalidStepName:
+        return False
+    return True

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -27,11 +26,10 @@ from rich.table import Table
 from .._batch import BatchRun, BatchSummary
 from .._flows import check_params, load_flow, parse_params
 from .._ids import ChainedIds, DiscoveredIds, IdReader, IdSource, IterableIds
-from .._names import check_prefix_per_workflow, validate_patterns, validate_workflow_id
-from .._resume import MAX_RESUME_BYTES, ResumeError, ResumePoint, ResumeSource
+from .._names import check_prefix_per_workflow, validate_patterns
 from .._shards import Shard
 from .._workflow import WorkflowReport
-from ..errors import InvalidStepName, StoreError
+from ..errors import StoreError
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import open_store
 from ._batch_io import (
@@ -39,8 +37,9 @@ from ._batch_io import (
     check_retry_location,
     count_ids,
     go_on,
-    resume_path,
-    save_resume_point,
+    read_resume,
+    save_resume,
+    source_of,
 )
 from ._output import cell
 from .app import (
@@ -192,8 +191,8 @@ def rerun(
     if all_workflows:
         guarded(check_discoverable, prefix)
     check_retry_location(failed_file)
-    source = _source_of(ids_file, store_url, prefix, shard)
-    point = None if resume_file is None else _read_resume(resume_file, source)
+    source = source_of(ids_file, store_url, prefix, shard)
+    point = None if resume_file is None else read_resume(resume_file, source)
     interruption = Interruption(cancels=False, later="stopping, writing the retry file…")
 
     async def batch() -> int:
@@ -260,7 +259,7 @@ def rerun(
             written = await anyio.to_thread.run_sync(partial(retry.close, stopped=stopped))
         resumed_at = None
         if summary.stopped:
-            resumed_at = await _save_resume(summary, source, point, failed_file)
+            resumed_at = await save_resume(summary, source, point, failed_file)
         _report(summary, retry, written, resumed_at, as_json, getattr(ids_file, "name", None))
         if summary.aborted:
             tell(f"the batch stopped: {summary.aborted}", logging.ERROR, label=ERROR_LABEL)
@@ -332,73 +331,6 @@ def _progress(
 
     with progress:
         yield on_workflow
-
-
-def _source_of(
-    ids_file: IO[bytes] | None, store_url: str | None, prefix: str, shard: Shard | None
-) -> ResumeSource:
-    """What this rerun reads its ids from, as a resume point records it."""
-    shard_text = None if shard is None else str(shard)
-    if ids_file is None:
-        store = store_url or os.environ.get("ASTEPS_STORE") or "file:.asteps"
-        return ResumeSource(kind="all", store=store, prefix=prefix, shard=shard_text)
-    name = str(getattr(ids_file, "name", "-"))
-    if name.startswith("<"):  # stdin: the same ids must be piped again
-        return ResumeSource(kind="stdin", prefix=prefix, shard=shard_text)
-    size = None
-    with suppress(OSError, ValueError):
-        size = os.fstat(ids_file.fileno()).st_size
-    return ResumeSource(kind="file", ids_file=name, ids_size=size, prefix=prefix, shard=shard_text)
-
-
-def _read_resume(path: Path, source: ResumeSource) -> ResumePoint:
-    """The resume point in ``path``, written for ``source``; else exit 2 saying why."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_RESUME_BYTES + 1)
-        point = ResumePoint.from_json(data, str(path))
-        point.check(source)
-    except ResumeError as exc:
-        fail(f"--resume: {exc}", EXIT_USAGE)
-    except OSError as exc:
-        fail(f"--resume: cannot read {path}: {exc.strerror}", EXIT_USAGE)
-    return point
-
-
-async def _save_resume(
-    summary: BatchSummary,
-    source: ResumeSource,
-    point: ResumePoint | None,
-    failed_file: Path | None,
-) -> Path | None:
-    """Write where a stopped rerun goes on from; the file, or None if it failed (said)."""
-    ids = [wid for wid in summary.unfinished_ids if _valid(wid)]
-    over = summary.stopped_at is None or (point is not None and point.over)
-    new = ResumePoint(
-        source=source,
-        unfinished=ids,
-        next_line=None if over else summary.next_line,
-        listed_to=None if over else summary.listed_to,
-        over=over,
-    )
-    path = resume_path(failed_file)
-    problem = await anyio.to_thread.run_sync(save_resume_point, new, path)
-    if problem is not None:
-        tell(
-            f"could not write the resume point {path}: {problem}", logging.ERROR, label=ERROR_LABEL
-        )
-        return None
-    return path
-
-
-def _valid(wid: str) -> bool:
-    """Whether ``wid`` can be a workflow id (a bad line read ahead cannot: it
-    is in the retry file, not in the resume point)."""
-    try:
-        validate_workflow_id(wid)
-    except InvalidStepName:
-        return False
-    return True
 
 
 def _report(
