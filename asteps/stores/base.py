@@ -239,7 +239,9 @@ async def list_done_many(
     """List several prefixes concurrently, at most ``concurrency`` at once.
 
     The result is in the order of ``prefixes`` (each listed once). While
-    telemetry is on, each listing is a span, as every store call is.
+    telemetry is on, each listing is a span, as every store call is. A
+    failure cancels the other listings and comes out as an exception group
+    (``except* StoreError``), as from a task group: see ``for_each``.
     """
     store = _traced(store)
     results = dict.fromkeys(prefixes, frozenset[str]())
