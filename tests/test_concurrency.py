@@ -1,4 +1,5 @@
-"""for_each: bounded concurrency without a task per item."""
+"""for_each: bounded concurrency without a task per item; its failures come out
+as a group, as from any task group, none dropped."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from asteps._concurrency import for_each
+from asteps._concurrency import for_each, leaves
 
 
 async def test_every_item_is_processed_once_with_at_most_n_at_once() -> None:
@@ -45,14 +46,46 @@ async def test_items_are_read_lazily() -> None:
     assert len(read) == 1000
 
 
-async def test_the_first_failure_is_raised_as_itself() -> None:
+async def test_a_failure_cancels_the_rest_and_comes_out_in_a_group() -> None:
+    started: list[int] = []
+
     async def work(i: int) -> None:
+        started.append(i)
         if i == 5:
             raise KeyError("five")
-        await anyio.sleep(0.001)
+        await anyio.lowlevel.checkpoint()
 
-    with pytest.raises(KeyError, match="five"):
+    with pytest.raises(ExceptionGroup) as info:
         await for_each(range(50), work, concurrency=4)
+    assert [type(e) for e in info.value.exceptions] == [KeyError]
+    assert max(started) < 49  # the rest was cancelled, not run
+
+
+async def test_two_failures_at_once_both_reach_the_caller() -> None:
+    async def work(i: int) -> None:
+        raise KeyError(i)  # before any checkpoint: both workers fail
+
+    with pytest.raises(ExceptionGroup) as info:
+        await for_each([1, 2], work, concurrency=2)
+    assert sorted(e.args[0] for e in leaves(info.value)) == [1, 2]
+
+
+async def test_a_caller_handles_the_failure_it_knows_with_except_star() -> None:
+    async def work(i: int) -> None:
+        raise KeyError(i)
+
+    handled: list[int] = []
+    try:
+        await for_each([7], work, concurrency=3)
+    except* KeyError as group:
+        handled = [e.args[0] for e in leaves(group)]
+    assert handled == [7]
+
+
+def test_leaves_flattens_nested_groups_in_order() -> None:
+    a, b, c = KeyError("a"), ValueError("b"), OSError("c")
+    nested = ExceptionGroup("outer", [a, ExceptionGroup("inner", [b, c])])
+    assert leaves(nested) == [a, b, c]
 
 
 async def test_concurrency_must_be_positive() -> None:

@@ -11,7 +11,13 @@ import pytest
 from asteps import EventBus, MemoryStore, Runner, SignalError
 from asteps._bus import MAX_SIGNAL_NAME
 from asteps._decision import ALREADY_PLAYED
-from asteps.swf import SWF_INPUT_LIMIT, SignalDeliveryError, SwfSignalBridge, swf_input
+from asteps.swf import (
+    SWF_INPUT_LIMIT,
+    SignalDeliveryError,
+    SwfNotSetUp,
+    SwfSignalBridge,
+    swf_input,
+)
 
 from .conftest import SwfWorld
 from .test_swf import bridge
@@ -116,7 +122,7 @@ async def test_an_unknown_execution_or_domain_is_named(swf: SwfWorld) -> None:
     with pytest.raises(SignalError, match=r"'ghost' \(run r-1\)"):
         async with bridge(swf, bus, ("ghost", "r-1")):
             pass
-    with pytest.raises(SignalError, match="domain 'nowhere'"):
+    with pytest.raises(SwfNotSetUp, match="domain 'nowhere' does not exist"):
         async with SwfSignalBridge(
             bus, domain="nowhere", executions=("wf", None), endpoint_url=swf.endpoint_url
         ):

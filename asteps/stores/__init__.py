@@ -3,7 +3,15 @@
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import DoneStore, ReadsMarkers, list_done_many, matching, unmark_matching
+from .base import (
+    BaseStore,
+    DoneStore,
+    HoldsClaims,
+    ReadsMarkers,
+    list_done_many,
+    matching,
+    unmark_matching,
+)
 from .file import FileStore
 from .memory import MemoryStore
 from .urls import default_store_url, open_store, parse_store_url
@@ -12,8 +20,10 @@ if TYPE_CHECKING:
     from .s3 import S3Store
 
 __all__ = [
+    "BaseStore",
     "DoneStore",
     "FileStore",
+    "HoldsClaims",
     "MemoryStore",
     "ReadsMarkers",
     "S3Store",

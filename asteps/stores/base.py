@@ -8,6 +8,13 @@ that keep a result or rerun on a new version (``read_marker``). Every store
 is also an async context manager with ``aclose()``, and lists alike: only
 valid names directly under the prefix.
 
+:class:`DoneStore` is what a store must provide; :class:`BaseStore` gives
+the lifecycle (``async with``, ``aclose()``, refusing a closed store) to
+any store that subclasses it, as the three stores asteps ships do, so that
+each of them holds only its own operations. Optional capabilities are
+protocols checked with ``isinstance``: :class:`ReadsMarkers`,
+:class:`HoldsClaims`.
+
 The helpers here (``list_done_many``, ``matching``, ``unmark_matching``) serve
 every store through those three methods; no store needs a faster path of its
 own, since each listing or removal is already one request per page or batch.
@@ -16,9 +23,12 @@ own, since each listing or removal is already one request per page or batch.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import anyio
 
 from .._concurrency import for_each
 from .._json import JsonBoundsError, check_bounds
@@ -71,6 +81,9 @@ class ReadsMarkers(Protocol):
 
     Only steps with ``keep_result`` or ``rerun_on_new_version`` read bodies; a
     store of your own without ``read_marker`` serves every other step.
+
+    Optional capabilities are checked one way: ``isinstance(store,
+    ReadsMarkers)``, ``isinstance(store, HoldsClaims)``.
     """
 
     async def read_marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
@@ -90,9 +103,11 @@ root. No listing of a workflow's markers (asteps' or simpleflow's, both under
 
 
 @runtime_checkable
-class HoldsClaims(Protocol):
+class HoldsClaims(ReadsMarkers, Protocol):
     """A store that can hold the claims of exclusive steps (``exclusive=True``),
-    as MemoryStore, FileStore and S3Store can.
+    as MemoryStore, FileStore and S3Store can. Exclusive steps read markers
+    too, so a store that holds claims also has ``read_marker``: one
+    ``isinstance(store, HoldsClaims)`` checks all an exclusive step needs.
 
     A claim is an object beside the store's markers with a *token* that changes
     at every write (S3's ETag). The algorithm that uses these primitives
@@ -141,21 +156,43 @@ def parse_body(raw: bytes | str, where: str) -> Mapping[str, Any]:
     return body
 
 
-class HoldsNothing:
-    """The lifecycle of a store that holds no resource (MemoryStore, FileStore).
+class BaseStore:
+    """The lifecycle every store shares, so that a store writes only its own
+    operations (as httpx's ``AsyncBaseTransport`` gives every transport its
+    ``__aenter__``/``__aexit__``).
 
-    Such a store needs no opening: it can be used as soon as it is built. It
-    still follows the rule every asteps resource follows, so that code tested
-    on a local store behaves the same on S3: ``async with`` opens it once (a
-    second open, or one after closing, raises ``RuntimeError``), ``aclose()`` is
-    idempotent, and a closed store refuses every call.
+    The rule, the same for every store so that code tested on a local store
+    behaves the same on S3: ``async with`` opens the store once (a second open,
+    or one after closing, raises ``RuntimeError`` with a sentence that says
+    so); leaving the block calls :meth:`aclose`, which is idempotent and never
+    cut short by a cancellation; a closed store refuses every call.
+
+    A store that holds a resource (S3Store's client) overrides :meth:`_open`
+    and :meth:`_close` and sets ``needs_opening``: it refuses calls until it
+    is opened. One that holds nothing (MemoryStore, FileStore) can be used as
+    soon as it is built. Each operation starts with :meth:`_check_usable`.
+
+    Subclassing is a convenience: a store of your own only has to provide what
+    :class:`DoneStore` lists.
     """
+
+    needs_opening: ClassVar[bool] = False
+    """Whether calls are refused until the store is opened (``async with``)."""
 
     def __init__(self) -> None:
         self._lifecycle = Lifecycle(f"this {type(self).__name__}")
 
     async def __aenter__(self) -> Self:
         self._lifecycle.opening()
+        try:
+            await self._open()
+        except BaseException:
+            # Cancelled or failed midway: what was opened is closed, and the
+            # closing itself is not cut short by the same cancellation.
+            self._lifecycle.closing()
+            with anyio.CancelScope(shield=True):
+                await self._close()
+            raise
         return self
 
     async def __aexit__(
@@ -167,12 +204,33 @@ class HoldsNothing:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the store: nothing to release, but later calls are refused."""
-        self._lifecycle.closing()
+        """Close the store: release what it holds; later calls are refused.
+        Idempotent; a closed store cannot be reopened."""
+        if self._lifecycle.closing():
+            with anyio.CancelScope(shield=True):  # a cancelled caller still releases
+                await self._close()
 
-    def _check_not_closed(self) -> None:
-        if self._lifecycle.state is State.CLOSED:
-            self._lifecycle.check_open()  # raises: "... is closed: create a new one"
+    async def _open(self) -> None:
+        """Acquire what the store holds (override; nothing by default)."""
+
+    async def _close(self) -> None:
+        """Release what :meth:`_open` acquired, even when it failed midway
+        (override; nothing by default). Called once."""
+
+    def _check_usable(self) -> None:
+        """Refuse a call on a closed store (or an unopened one that needs opening)."""
+        if self.needs_opening or self._lifecycle.state is State.CLOSED:
+            self._lifecycle.check_open()
+
+
+def __getattr__(name: str) -> Any:
+    # HoldsNothing was BaseStore's name while it served only the stores that hold nothing.
+    if name == "HoldsNothing":
+        warnings.warn(
+            "asteps.stores.base.HoldsNothing is now BaseStore", DeprecationWarning, stacklevel=2
+        )
+        return BaseStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 async def list_done_many(
@@ -181,7 +239,9 @@ async def list_done_many(
     """List several prefixes concurrently, at most ``concurrency`` at once.
 
     The result is in the order of ``prefixes`` (each listed once). While
-    telemetry is on, each listing is a span, as every store call is.
+    telemetry is on, each listing is a span, as every store call is. A
+    failure cancels the other listings and comes out as an exception group
+    (``except* StoreError``), as from a task group: see ``for_each``.
     """
     store = _traced(store)
     results = dict.fromkeys(prefixes, frozenset[str]())

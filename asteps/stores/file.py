@@ -20,7 +20,7 @@ import anyio.to_thread
 from .._json import MAX_BODY_BYTES
 from .._names import is_valid_name
 from ..errors import StoreError
-from .base import CLAIMS_ROOT, HoldsNothing, parse_body
+from .base import CLAIMS_ROOT, BaseStore, parse_body
 from .discovery import listing_order
 
 TMP_PREFIX = ".tmp-"
@@ -40,7 +40,7 @@ DISCOVERY_BATCH = 1000
 """Directory entries read per thread hop when listing workflows (as S3's page)."""
 
 
-class FileStore(HoldsNothing):
+class FileStore(BaseStore):
     """Markers as files under ``root``.
 
     Writes are atomic and durable: the content is written to a temporary file
@@ -60,7 +60,8 @@ class FileStore(HoldsNothing):
     directories that link out of it. The root itself may be a link.
 
     It needs no opening; ``async with`` and ``aclose()`` follow the rule of
-    every store (see ``HoldsNothing``): once closed, it refuses every call.
+    every store (see :class:`~asteps.stores.base.BaseStore`): once closed, it
+    refuses every call.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -94,7 +95,7 @@ class FileStore(HoldsNothing):
         return resolved
 
     async def list_done(self, prefix: str) -> set[str]:
-        self._check_not_closed()
+        self._check_usable()
         return await anyio.to_thread.run_sync(self._list, prefix)
 
     def _list(self, prefix: str) -> set[str]:
@@ -137,7 +138,7 @@ class FileStore(HoldsNothing):
         markers, it asks the directory entry's type and never stats a file; a
         directory that holds no marker is listed too, and its own listing
         finds nothing."""
-        self._check_not_closed()
+        self._check_usable()
         directory = await anyio.to_thread.run_sync(self._inside, self.root / root, root)
         try:
             entries = await anyio.to_thread.run_sync(os.scandir, directory)
@@ -167,7 +168,7 @@ class FileStore(HoldsNothing):
                 yield name
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
-        self._check_not_closed()
+        self._check_usable()
         await anyio.to_thread.run_sync(self._write, prefix, name, json.dumps(dict(body)))
 
     def _write(self, prefix: str, name: str, content: str) -> None:
@@ -195,7 +196,7 @@ class FileStore(HoldsNothing):
             ) from exc
 
     async def read_marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
-        self._check_not_closed()
+        self._check_usable()
         return await anyio.to_thread.run_sync(self._read, prefix, name)
 
     def _read(self, prefix: str, name: str) -> Mapping[str, Any] | None:
@@ -213,7 +214,7 @@ class FileStore(HoldsNothing):
         return parse_body(raw, str(path))
 
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
-        self._check_not_closed()
+        self._check_usable()
         await anyio.to_thread.run_sync(self._remove, prefix, list(names))
 
     def _remove(self, prefix: str, names: list[str]) -> None:
@@ -237,7 +238,7 @@ class FileStore(HoldsNothing):
         return self.root / (CLAIMS_ROOT + prefix + name)
 
     async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
-        self._check_not_closed()
+        self._check_usable()
         return await anyio.to_thread.run_sync(self._lock_claim, prefix, name, json.dumps(body))
 
     def _lock_claim(self, prefix: str, name: str, content: str) -> str | None:
@@ -263,7 +264,7 @@ class FileStore(HoldsNothing):
         return token
 
     async def read_claim(self, prefix: str, name: str) -> str | None:
-        self._check_not_closed()
+        self._check_usable()
         return await anyio.to_thread.run_sync(self._claim_holder, prefix, name)
 
     def _claim_holder(self, prefix: str, name: str) -> str | None:
@@ -284,14 +285,14 @@ class FileStore(HoldsNothing):
     async def replace_claim(
         self, prefix: str, name: str, token: str, body: Mapping[str, Any]
     ) -> str | None:
-        self._check_not_closed()
+        self._check_usable()
         if token in self._held:  # our own: the kernel keeps it ours
             return token
         # Another's claim, seen unchanged for a lease: take it if its lock is free.
         return await self.create_claim(prefix, name, body)
 
     async def delete_claim(self, prefix: str, name: str, token: str) -> None:
-        self._check_not_closed()
+        self._check_usable()
         fd = self._held.pop(token, None)
         if fd is not None:
             await anyio.to_thread.run_sync(self._unlock_claim, prefix, name, fd)

@@ -7,11 +7,11 @@ from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any
 
 from .._names import is_valid_name
-from .base import HoldsNothing
+from .base import BaseStore
 from .discovery import listing_order
 
 
-class MemoryStore(HoldsNothing):
+class MemoryStore(BaseStore):
     """Keeps markers in memory, lost with the process.
 
     Markers are grouped by the part of the key before its last ``/`` (the
@@ -19,7 +19,8 @@ class MemoryStore(HoldsNothing):
     markers only, not every marker in the store.
 
     It needs no opening; ``async with`` and ``aclose()`` follow the rule of
-    every store (see ``HoldsNothing``): once closed, it refuses every call.
+    every store (see :class:`~asteps.stores.base.BaseStore`): once closed, it
+    refuses every call.
     """
 
     def __init__(self) -> None:
@@ -38,7 +39,7 @@ class MemoryStore(HoldsNothing):
         }
 
     async def list_done(self, prefix: str) -> set[str]:
-        self._check_not_closed()
+        self._check_usable()
         directory, _, start = prefix.rpartition("/")
         cut = len(start)
         return {
@@ -52,7 +53,7 @@ class MemoryStore(HoldsNothing):
     ) -> AsyncGenerator[str, None]:
         """The names of the "directories" directly under ``root`` that hold a
         marker somewhere below, in S3's order, those after ``start_after`` only."""
-        self._check_not_closed()
+        self._check_usable()
         cut = len(root)
         # A directory "d" holds keys "d/<leaf>": they fall under root's common
         # prefix named by the first segment after root, as on S3.
@@ -66,18 +67,18 @@ class MemoryStore(HoldsNothing):
                 yield name
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
-        self._check_not_closed()
+        self._check_usable()
         directory, _, leaf = (prefix + name).rpartition("/")
         # Kept as given, not copied: the runner passes one immutable body per run.
         self._dirs.setdefault(directory, {})[leaf] = body
 
     async def read_marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
-        self._check_not_closed()
+        self._check_usable()
         directory, _, leaf = (prefix + name).rpartition("/")
         return self._dirs.get(directory, {}).get(leaf)
 
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
-        self._check_not_closed()
+        self._check_usable()
         for name in names:
             directory, _, leaf = (prefix + name).rpartition("/")
             self._dirs.get(directory, {}).pop(leaf, None)
@@ -87,7 +88,7 @@ class MemoryStore(HoldsNothing):
     # of one process.
 
     async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
-        self._check_not_closed()
+        self._check_usable()
         key = prefix + name
         if key in self._claims:
             return None
@@ -96,14 +97,14 @@ class MemoryStore(HoldsNothing):
         return token
 
     async def read_claim(self, prefix: str, name: str) -> str | None:
-        self._check_not_closed()
+        self._check_usable()
         claim = self._claims.get(prefix + name)
         return None if claim is None else claim[0]
 
     async def replace_claim(
         self, prefix: str, name: str, token: str, body: Mapping[str, Any]
     ) -> str | None:
-        self._check_not_closed()
+        self._check_usable()
         key = prefix + name
         claim = self._claims.get(key)
         if claim is None or claim[0] != token:
@@ -113,7 +114,7 @@ class MemoryStore(HoldsNothing):
         return new
 
     async def delete_claim(self, prefix: str, name: str, token: str) -> None:
-        self._check_not_closed()
+        self._check_usable()
         key = prefix + name
         claim = self._claims.get(key)
         if claim is not None and claim[0] == token:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import Any
 
 import aioboto3
@@ -29,7 +28,6 @@ from botocore.exceptions import (
 from .._aws import client_config as aws_config
 from .._aws import open_client
 from .._json import MAX_BODY_BYTES
-from .._lifecycle import Lifecycle
 from .._names import is_valid_name
 from ..errors import StoreError, describe
 from ._s3_args import (
@@ -40,13 +38,13 @@ from ._s3_args import (
     check_sse,
     parse_bucket,
 )
-from .base import CLAIMS_ROOT, parse_body
+from .base import CLAIMS_ROOT, BaseStore, parse_body
 
 DELETE_BATCH = 1000
 """DeleteObjects takes at most 1,000 keys a request."""
 
 
-class S3Store:
+class S3Store(BaseStore):
     """Done markers in one S3 bucket. Use as an async context manager: it owns
     one aioboto3 client, shared by every runner that uses the store.
 
@@ -58,11 +56,13 @@ class S3Store:
     At most ``max_concurrency`` requests (listings, writes, deletes) are in
     flight at once. Credentials and region come from the usual AWS environment.
 
-    Lifecycle: unopened, then opened by ``async with`` (or ``__aenter__``),
-    then closed by leaving the block or ``aclose()``. Opening it twice, or again
-    once closed, raises ``RuntimeError``; ``aclose()`` may be called any number
-    of times.
+    Lifecycle (see :class:`~asteps.stores.base.BaseStore`): unopened, then
+    opened by ``async with`` (or ``__aenter__``), then closed by leaving the
+    block or ``aclose()``. Opening it twice, or again once closed, raises
+    ``RuntimeError``; ``aclose()`` may be called any number of times.
     """
+
+    needs_opening = True
 
     def __init__(
         self,
@@ -92,7 +92,7 @@ class S3Store:
             self._put_extra["SSEKMSKeyId"] = sse_kms_key_id
         self._config = aws_config(client_config, max_pool_connections=max_concurrency)
         self._session = session
-        self._lifecycle = Lifecycle("this S3Store")
+        super().__init__()
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         # A request that can start now starts without a pause: it waits on the
@@ -104,54 +104,32 @@ class S3Store:
         where = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
         return f"S3Store({self.bucket!r}{root}{where})"
 
-    async def __aenter__(self) -> S3Store:
-        self._lifecycle.opening()
-        stack = AsyncExitStack()
+    async def _open(self) -> None:
+        self._stack = AsyncExitStack()
         try:
             self._client = await open_client(
-                stack,
+                self._stack,
                 "s3",
                 session=self._session,
                 endpoint_url=self.endpoint_url,
                 region_name=self.region_name,
                 config=self._config,
             )
-        except BaseException as exc:
-            # Cancelled or failed midway: whatever was opened is closed, and the
-            # closing itself must not be cut short by the same cancellation.
-            self._lifecycle.closing()
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
-            if isinstance(exc, BotoCoreError):  # a bad profile or region in the environment
-                raise StoreError(
-                    f"cannot open an S3 client for bucket {self.bucket!r}: {describe(exc)}; "
-                    "check AWS_PROFILE, AWS_REGION and the AWS config files"
-                ) from exc
-            raise
-        self._stack = stack
-        return self
+        except BotoCoreError as exc:  # a bad profile or region in the environment
+            raise StoreError(
+                f"cannot open an S3 client for bucket {self.bucket!r}: {describe(exc)}; "
+                "check AWS_PROFILE, AWS_REGION and the AWS config files"
+            ) from exc
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the client. Idempotent; a closed store cannot be reopened."""
-        if not self._lifecycle.closing():
-            return
+    async def _close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
-            with anyio.CancelScope(shield=True):  # a cancelled caller still closes the client
-                await stack.aclose()
+            await stack.aclose()
 
     @property
     def client(self) -> Any:
         """The aioboto3 S3 client (for event hooks and advanced use)."""
-        self._lifecycle.check_open()
+        self._check_usable()
         return self._client
 
     # -- the DoneStore protocol -----------------------------------------------

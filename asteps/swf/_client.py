@@ -1,5 +1,12 @@
-"""The SWF client the bridge and the listener each hold: opening it, checking
-the domain and executions it will talk to, reading its errors."""
+"""The SWF client the bridge, the listener and the worker each hold: opening
+it, checking the domain and executions it will talk to, reading its errors.
+
+Errors are told apart by their code (:func:`error_code`), compared with the
+named sets below; a formatted message is for people, never searched. SWF's
+JSON protocol gives the fault's name (``UnknownResourceFault``), which is also
+the name of the botocore exception class (``client.exceptions.UnknownResourceFault``):
+the code serves both, and moto's answers alike.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +15,64 @@ from typing import Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .._aws import client_config, open_client
-from ..errors import SignalError, describe
+from ..errors import SignalError, SwfError, SwfNotSetUp, describe
 
-# Errors after which no other call can succeed either: stop (a submit, its window).
-FATAL_CODES = (
-    "AccessDenied",
-    "UnrecognizedClient",
-    "InvalidClientTokenId",
-    "ExpiredToken",
-    "InvalidSignature",
-    "MissingAuthenticationToken",
-    "UnknownResource",
-    "TypeDeprecated",
-    "DomainDeprecated",
+UNKNOWN_RESOURCE = frozenset({"UnknownResourceFault"})
+"""SWF does not know the domain, type, execution or task (it may have timed
+out, closed, or been answered by another worker)."""
+
+ALREADY_EXISTS = frozenset({"DomainAlreadyExistsFault", "TypeAlreadyExistsFault"})
+"""A registration found the domain or type there already."""
+
+ALREADY_STARTED = frozenset({"WorkflowExecutionAlreadyStartedFault"})
+"""An execution of that workflow id is open already."""
+
+LIMIT_EXCEEDED = frozenset({"LimitExceededFault"})
+"""A quota of the domain (its open executions): wait for some to close."""
+
+THROTTLED = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+    }
 )
+"""Too many requests a second: slow down and try again."""
+
+FATAL = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidSignatureException",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "UnknownResourceFault",
+        "TypeDeprecatedFault",
+        "DomainDeprecatedFault",
+    }
+)
+"""Errors after which no other call can succeed either: stop (a submit, its window)."""
+
+FATAL_CODES = FATAL
+"""The old name of :data:`FATAL`."""
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The code of an AWS error (``"UnknownResourceFault"``); None for any other
+    exception, a network or credentials error (``BotoCoreError``) included."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code")
+        return None if code is None else str(code)
+    return None
+
 
 Execution = tuple[str, str | None]
 """``(workflow_id, run_id)``; a ``None`` run id means the open run."""
@@ -58,13 +106,24 @@ class SwfClientOptions:
 
 
 async def check_domain(client: Any, domain: str) -> None:
-    """Raise :class:`SignalError` naming ``domain`` unless SWF knows it."""
+    """The domain must exist: a typo should stop what is starting, not idle it.
+
+    Raises :class:`SwfNotSetUp` when SWF does not know ``domain``, and
+    :class:`SwfError` when SWF refuses the question or cannot be reached.
+    The one check of a domain: the worker, the bridge, the listener, status
+    and submit all make it.
+    """
     try:
         await client.describe_domain(name=domain)
     except ClientError as exc:
-        raise SignalError(
-            f"SWF domain {domain!r}: {explain(exc)}; check the domain name and region"
-        ) from exc
+        if error_code(exc) in UNKNOWN_RESOURCE:
+            raise SwfNotSetUp(
+                f"SWF domain {domain!r} does not exist: create it with "
+                f"`asteps swf init --domain {domain}`, or check the region"
+            ) from exc
+        raise SwfError(f"SWF domain {domain!r}: {explain(exc)}") from exc
+    except BotoCoreError as exc:
+        raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from exc
 
 
 async def resolve_run(client: Any, domain: str, workflow_id: str, run_id: str | None) -> str:

@@ -44,7 +44,9 @@ from ._types import (
 
 Decision = dict[str, Any]
 
-_CLOSED = frozenset(
+# An execution's history ends with one of these: nothing is decided after
+# them, and no signal can follow (the listener stops polling there).
+CLOSING_EVENTS = frozenset(
     {
         "WorkflowExecutionCompleted",
         "WorkflowExecutionFailed",
@@ -162,7 +164,7 @@ def _read(events: Iterable[Mapping[str, Any]]) -> _Reading:
         if kind == "WorkflowExecutionStarted":
             h.input = attrs.get("input")
             h.task_list = attrs.get("taskList", {}).get("name")
-        elif kind in _CLOSED:
+        elif kind in CLOSING_EVENTS:
             h.closed = True
         elif kind == "WorkflowExecutionCancelRequested":
             h.cancel_requested = True

@@ -7,7 +7,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ._client import explain
+from ._client import ALREADY_EXISTS, error_code, explain
 from ._types import DEFAULT_TASK_LIST, DEFAULT_VERSION, FLOW_TYPE, SwfError
 
 DEFAULT_RETENTION_DAYS = 30
@@ -67,7 +67,7 @@ async def _register(call: Any, **kwargs: Any) -> bool:
     try:
         await call(**kwargs)
     except ClientError as exc:
-        if "AlreadyExists" in explain(exc):
+        if error_code(exc) in ALREADY_EXISTS:
             return False
         raise SwfError(f"registering in SWF failed: {explain(exc)}") from None
     except BotoCoreError as exc:

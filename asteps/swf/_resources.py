@@ -52,11 +52,16 @@ class ShieldedExitStack:
 
 @asynccontextmanager
 async def task_group() -> AsyncIterator[TaskGroup]:
-    """anyio's task group, given the block's exception on exit like any task
-    group, except that this exception then comes out as itself: anyio wraps
-    it in an exception group, which would hide it from the caller's
-    ``except`` clauses. Errors of the tasks themselves still come out as a
-    group."""
+    """anyio's task group for a resource's stack: given the block's exception
+    on exit like any task group, and handing it back as itself to the parts
+    closed after it (the client hears ``LookupError``, not a group) and to
+    the caller's ``except`` clauses.
+
+    That is the one exception unwrapped, because it is not the task group's:
+    anyio wraps it in a group with the tasks' failures. When a task failed
+    too, the whole group comes out, the block's exception in it: no failure
+    is dropped.
+    """
     thrown: BaseException | None = None
     try:
         async with anyio.create_task_group() as group:
@@ -66,16 +71,8 @@ async def task_group() -> AsyncIterator[TaskGroup]:
                 thrown = exc
                 raise
     except BaseExceptionGroup as errors:
-        if thrown is None or not _is_only(errors, thrown):
+        _, others = errors.split(lambda e: e is thrown)
+        if thrown is None or others is not None:
             raise
     if thrown is not None:
         raise thrown  # outside the handler, so it is not chained to the group
-
-
-def _is_only(errors: BaseException, exc: BaseException) -> bool:
-    """True when ``errors`` is ``exc`` wrapped in groups of one."""
-    while errors is not exc:
-        if not isinstance(errors, BaseExceptionGroup) or len(errors.exceptions) != 1:
-            return False
-        errors = errors.exceptions[0]
-    return True

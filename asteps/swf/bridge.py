@@ -99,6 +99,9 @@ class SwfSignalBridge:
     With an ``echo_guard`` shared with an :class:`SwfSignalListener` on the
     same execution, that listener does not publish again what this bridge
     sent. Opened once (``async with``); it cannot be reopened after it closed.
+    Opening it raises :class:`~asteps.errors.SwfNotSetUp` for a domain SWF
+    does not know (:class:`~asteps.errors.SwfError` when SWF cannot be asked),
+    :class:`~asteps.errors.SignalError` for an execution it does not know.
     """
 
     def __init__(

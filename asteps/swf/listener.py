@@ -18,23 +18,12 @@ from .._bus import EventBus
 from .._lifecycle import Lifecycle
 from ..errors import SignalError
 from ._client import SwfClientOptions, check_domain, explain, resolve_run
+from ._decider import CLOSING_EVENTS
 from ._echo import EchoGuard
 from ._resources import ShieldedExitStack, task_group
 from ._signals import decode_input, execution_source
 
 logger = logging.getLogger("asteps.swf")
-
-# An execution's history ends with one of these; no signal can follow them.
-_CLOSING_EVENTS = frozenset(
-    {
-        "WorkflowExecutionCompleted",
-        "WorkflowExecutionFailed",
-        "WorkflowExecutionTimedOut",
-        "WorkflowExecutionCanceled",
-        "WorkflowExecutionTerminated",
-        "WorkflowExecutionContinuedAsNew",
-    }
-)
 
 
 class SwfSignalListener:
@@ -58,6 +47,9 @@ class SwfSignalListener:
     signal in the history is.
 
     Opened once (``async with``); it cannot be reopened after it closed.
+    Opening it raises :class:`~asteps.errors.SwfNotSetUp` for a domain SWF
+    does not know (:class:`~asteps.errors.SwfError` when SWF cannot be asked),
+    :class:`~asteps.errors.SignalError` for an execution it does not know.
     """
 
     def __init__(
@@ -158,7 +150,7 @@ class SwfSignalListener:
         published = 0
         for event in await self._new_events():
             self.last_event_id = max(self.last_event_id, int(event["eventId"]))
-            if event.get("eventType") in _CLOSING_EVENTS:
+            if event.get("eventType") in CLOSING_EVENTS:
                 self.closed = True
             if event.get("eventType") != "WorkflowExecutionSignaled":
                 continue

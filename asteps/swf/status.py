@@ -20,8 +20,8 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .._names import shown
-from ._client import SwfClientOptions, explain
-from ._types import DEFAULT_VERSION, FLOW_TYPE, SwfError, SwfNotSetUp
+from ._client import SwfClientOptions, check_domain, explain
+from ._types import DEFAULT_VERSION, FLOW_TYPE, SwfError
 
 STATES = ("open", "completed", "failed", "timed_out", "terminated", "canceled")
 _CLOSE_STATUS = {
@@ -93,6 +93,7 @@ async def swf_status(
     options = SwfClientOptions(session, endpoint_url, region_name, client_config)
     async with AsyncExitStack() as stack:
         client = await options.open(stack)
+        await check_domain(client, domain)
         try:
             async for info in _executions(client, domain, version, oldest):
                 state = _state(info)
@@ -103,8 +104,6 @@ async def swf_status(
                 if wid not in latest or started >= latest[wid][0]:
                     latest[wid] = (started, state)
         except ClientError as exc:
-            if "UnknownResource" in explain(exc):
-                raise SwfNotSetUp(f"SWF domain {domain!r} does not exist: check the name") from None
             raise SwfError(f"listing executions in {domain!r}: {explain(exc)}") from None
         except BotoCoreError as exc:
             raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from None

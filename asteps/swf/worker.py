@@ -19,15 +19,14 @@ Why it works this way:
   marked by a cancellation) and handed back to SWF as a failure marked
   drained, which the decider retries at once without counting it: rolling
   deploys never use up an execution's attempts.
-- Answers to SWF after a flow ran (completed, failed, canceled) are shielded
-  from the worker's stop: the work is done, and SWF must hear it.
 - Trust: whoever may start an execution must not control the worker. The
   input's flow must resolve to the worker's own; its store must be the
   worker's or one its operator allowed (``allow_stores``), and the worker
   opens the operator's URL; the retry policy is the execution's, recorded by
   ``submit``.
-- What SWF no longer knows (a task completed twice, a timed-out task, a
-  closed execution) is logged and dropped: another worker has it, or had it.
+
+One attempt, from the task to SWF's answer, is :mod:`._attempt`'s; what the
+decider decides is :mod:`._decider`'s.
 """
 
 from __future__ import annotations
@@ -37,8 +36,8 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,42 +47,20 @@ from aiobotocore.config import AioConfig
 from anyio.abc import TaskGroup
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._bus import EventBus
 from .._claims import DEFAULT_LEASE, check_lease
 from .._flows import flow_names, load_flow
-from .._names import shown
-from ..errors import (
-    ClaimsNotSupported,
-    FlowError,
-    InvalidStepName,
-    SignalError,
-    StoreError,
-    describe,
-)
 from ..stores.urls import default_store_url
-from ._activity import FlowReport, Heartbeat, StoreAllowList, Stores, accept, run_flow
-from ._client import SwfClientOptions, explain
+from ._activity import FlowReport, StoreAllowList, Stores
+from ._attempt import Attempts, respond
+from ._client import SwfClientOptions, check_domain, explain
 from ._decider import decide
-from ._types import (
-    DEFAULT_TASK_LIST,
-    DEFAULT_VERSION,
-    SWF_REASON_LIMIT,
-    FlowInput,
-    FlowInputError,
-    SwfError,
-    SwfNotSetUp,
-    clip,
-    failure_details,
-)
-from .bridge import SwfSignalBridge
+from ._types import DEFAULT_TASK_LIST, DEFAULT_VERSION
 
 logger = logging.getLogger("asteps.swf.worker")
 
 _LONG_POLL = 5.0
 """A poll that took this long waited on the server: no back-off after it."""
 _FIRST_IDLE_WAIT = 0.05
-_RESPOND_TIMEOUT = 15.0
-"""How long a shielded answer to SWF may take while the worker stops."""
 
 
 @dataclass
@@ -186,6 +163,18 @@ class SwfWorker:
             region_name,
             config.merge(client_config) if client_config else config,
         )
+        self._attempts = Attempts(
+            flow=self.flow,
+            flow_names=self.flow_names,
+            stores=self.stores,
+            domain=domain,
+            heartbeat=heartbeat,
+            signals=signals,
+            exclusive=self.exclusive,
+            lease=self.lease,
+            options=self._options,
+            report=self._report,
+        )
         self._slots = anyio.Semaphore(concurrency)
         self._running: dict[str, anyio.CancelScope] = {}
         self._none_running = anyio.Event()
@@ -196,7 +185,8 @@ class SwfWorker:
         stop = stop or anyio.Event()
         async with AsyncExitStack() as stack:
             client = await self._options.open(stack)
-            await self._check(client)
+            # The domain must exist: a typo should stop the worker, not idle it.
+            await check_domain(client, self.domain)
             stores = Stores(stack)
             async with anyio.create_task_group() as running:
                 async with anyio.create_task_group() as polling:
@@ -206,20 +196,6 @@ class SwfWorker:
                     polling.cancel_scope.cancel()
                 await self._drain()
         return self.stats
-
-    async def _check(self, client: Any) -> None:
-        """The domain must exist: a typo should stop the worker, not idle it."""
-        try:
-            await client.describe_domain(name=self.domain)
-        except ClientError as exc:
-            if "UnknownResource" in explain(exc):
-                raise SwfNotSetUp(
-                    f"SWF domain {self.domain!r} does not exist: create it with "
-                    f"`asteps swf init --domain {self.domain}`, or check the region"
-                ) from None
-            raise SwfError(f"SWF domain {self.domain!r}: {explain(exc)}") from None
-        except BotoCoreError as exc:
-            raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from None
 
     async def _drain(self) -> None:
         with anyio.move_on_after(self.drain) as waiting:
@@ -276,7 +252,7 @@ class SwfWorker:
         logger.debug(
             "workflow %s: %s", workflow_id, [d["decisionType"] for d in decisions] or "waiting"
         )
-        if await _respond(
+        if await respond(
             client.respond_decision_task_completed,
             f"decision for {workflow_id}",
             taskToken=task["taskToken"],
@@ -318,7 +294,7 @@ class SwfWorker:
     ) -> None:
         try:
             with scope:
-                self._report(await self._attempt(client, task, stores))
+                self._report(await self._attempts.run(client, task, stores))
         except Exception:
             # A bug here must not stop the worker's other flows: SWF times
             # this attempt out and the decider retries it.
@@ -333,153 +309,6 @@ class SwfWorker:
         self.stats.count(report)
         if self.on_workflow is not None:
             self.on_workflow(report)
-
-    async def _attempt(self, client: Any, task: dict[str, Any], stores: Stores) -> FlowReport:
-        """Run one activity task and answer SWF; how it went."""
-        token = task["taskToken"]
-        workflow_id = task["workflowExecution"]["workflowId"]
-        run_id = task["workflowExecution"]["runId"]
-        try:
-            spec, store_url = accept(task, self.flow, self.flow_names, self.stores)
-        except (FlowInputError, FlowError, InvalidStepName) as exc:
-            logger.warning("workflow %s: input refused, not retried: %s", shown(workflow_id), exc)
-            refused = FlowReport(workflow_id, run_id, ok=False, error=str(exc), retryable=False)
-            with _shielded():
-                ok = await self._failed(client, token, refused)
-            refused.outcome = "failed" if ok else "dropped"
-            return refused
-        heartbeat = Heartbeat(client, token, self.heartbeat, workflow_id)
-        report: FlowReport | None = None
-        started = time.perf_counter()
-        try:
-            async with anyio.create_task_group() as flow_and_heartbeat:
-                flow_and_heartbeat.start_soon(heartbeat.run, flow_and_heartbeat.cancel_scope)
-                try:
-                    report = await self._run(stores, store_url, spec, workflow_id, run_id)
-                finally:
-                    flow_and_heartbeat.cancel_scope.cancel()
-        except anyio.get_cancelled_exc_class():
-            # The worker stopped before the flow finished: say so, so that
-            # another worker retries it now rather than after a timeout.
-            stopped = FlowReport(
-                workflow_id,
-                run_id,
-                ok=False,
-                error="the worker stopped before the flow ended",
-                duration=time.perf_counter() - started,
-                outcome="stopped",
-            )
-            with _shielded():
-                await self._failed(client, token, stopped, drained=True)
-            self._report(stopped)
-            raise
-        if report is None:  # SWF cancelled the attempt, or forgot it
-            report = FlowReport(
-                workflow_id, run_id, ok=False, duration=time.perf_counter() - started
-            )
-            if heartbeat.cancel_requested:
-                report.outcome, report.error = "canceled", "cancelled at SWF's request"
-                with _shielded():
-                    await _respond(
-                        client.respond_activity_task_canceled, workflow_id, taskToken=token
-                    )
-            else:
-                report.outcome, report.error = "dropped", "SWF no longer knows this attempt"
-            return report
-        # The flow ran: SWF must hear how, even if the worker is stopping now.
-        with _shielded():
-            if report.ok:
-                answered = await _respond(
-                    client.respond_activity_task_completed,
-                    workflow_id,
-                    taskToken=token,
-                    result=report.result(),
-                )
-            else:
-                answered = await self._failed(client, token, report)
-        if not answered:
-            report.outcome = "dropped"
-        return report
-
-    async def _run(
-        self, stores: Stores, store_url: str, spec: FlowInput, workflow_id: str, run_id: str
-    ) -> FlowReport:
-        """The flow on its store, with a signal bridge when asked; a store or
-        bridge that cannot be opened is a (retryable) failure."""
-        bus = EventBus()
-        bridge: Any = nullcontext()
-        if self.signals:
-            bridge = SwfSignalBridge(
-                bus, domain=self.domain, executions=(workflow_id, run_id), **self._bridge_options()
-            )
-        report: FlowReport | None = None
-        try:
-            store = await stores.get(store_url)
-            async with bridge:
-                report = await run_flow(
-                    self.flow,
-                    store,
-                    spec,
-                    workflow_id,
-                    run_id,
-                    bus,
-                    exclusive=self.exclusive,
-                    lease=self.lease,
-                )
-        except ClaimsNotSupported as exc:  # no attempt can do better: not retried
-            return FlowReport(workflow_id, run_id, ok=False, error=str(exc), retryable=False)
-        except (StoreError, SignalError) as exc:
-            if report is None:
-                return FlowReport(workflow_id, run_id, ok=False, error=describe(exc))
-            # The steps ran and are marked: an undelivered signal is said, not retried.
-            logger.warning("workflow %s: %s", workflow_id, exc)
-        assert report is not None
-        return report
-
-    def _bridge_options(self) -> dict[str, Any]:
-        o = self._options
-        return {
-            "session": o.session,
-            "endpoint_url": o.endpoint_url,
-            "region_name": o.region_name,
-            "client_config": o.config,
-        }
-
-    async def _failed(
-        self, client: Any, token: str, report: FlowReport, *, drained: bool = False
-    ) -> bool:
-        error = report.error or "failed"
-        return await _respond(
-            client.respond_activity_task_failed,
-            report.workflow_id,
-            taskToken=token,
-            reason=clip(error, SWF_REASON_LIMIT),
-            details=failure_details(error, retryable=report.retryable, drained=drained),
-        )
-
-
-@contextmanager
-def _shielded() -> Iterator[None]:
-    """An answer to SWF that the worker's stop must not cut short, bounded in time."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(_RESPOND_TIMEOUT):
-        yield
-
-
-async def _respond(call: Callable[..., Any], what: str, **kwargs: Any) -> bool:
-    """Answer SWF; False when it refused. A task SWF no longer knows (timed out,
-    done by another worker, execution closed) is logged and dropped."""
-    try:
-        await call(**kwargs)
-    except ClientError as exc:
-        if "UnknownResource" in explain(exc):
-            logger.info("%s: SWF no longer knows this task (%s): dropped", what, explain(exc))
-        else:
-            logger.warning("%s: SWF refused the answer: %s", what, explain(exc))
-        return False
-    except BotoCoreError as exc:
-        logger.warning("%s: could not answer SWF: %s", what, explain(exc))
-        return False
-    return True
 
 
 class _Backoff:
