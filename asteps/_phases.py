@@ -31,9 +31,11 @@ from ._bus import EventBus
 from ._canvas import close_unawaited, start_activity
 from ._claims import Claims, Held
 from ._decision import JOINED, Decision, played_by
+from ._options import Asked
 from ._results import RESULT_KEY, decode_result, encode_result
 from ._retries import Attempts, Retry
 from ._step import Activity, Status, StepOutcome
+from ._telemetry import StepSpan
 from ._turns import Turns
 from .errors import ClaimLost, MarkDoneError, ResultNotKept, describe
 from .stores.base import DoneStore
@@ -62,16 +64,17 @@ class Phases:
         name: str,
         decision: Decision,
         activities: Activity,
-        keep: object,
+        asked: Asked,
         store: DoneStore,
         claims: Claims | None,
-        bubbles: bool,
         attempts: Attempts | None,
+        span: StepSpan | None,
     ) -> StepOutcome:
         """The phases of a step that runs, in order: claim (exclusive steps),
         marker ``scheduled``, the activities (attempted again as ``attempts``
         says, if given), mark done, marker ``completed``."""
         started = time.perf_counter()
+        keep, bubbles = asked.keep, asked.bubbles
         held: Held | None = None
         ran = False
         try:
@@ -91,7 +94,7 @@ class Phases:
                     result = await _run_holding(held, activities, attempts)
             except Exception as exc:
                 tries = 1 if attempts is None else attempts.count
-                return await self._failed(name, decision, exc, started, bubbles, tries)
+                return await self._failed(name, decision, exc, started, bubbles, span, tries)
             tries = 1 if attempts is None else attempts.count
             try:
                 body: Mapping[str, Any] = self._body
@@ -108,7 +111,7 @@ class Phases:
                 except Exception as exc:
                     raise MarkDoneError(name, result, prefix=self.prefix, cause=exc) from exc
             except ClaimLost as exc:
-                return await self._failed(name, decision, exc, started, bubbles, tries)
+                return await self._failed(name, decision, exc, started, bubbles, span, tries)
             except (MarkDoneError, ResultNotKept) as exc:
                 # The work is done but not marked: raised, with the result in hand.
                 if (details := self._record(name, "failed", decision, exc)) is not None:
@@ -120,7 +123,7 @@ class Phases:
                     extra={"workflow_id": self.workflow_id, "step": name, "status": "failed"},
                 )
                 outcome = make_outcome(name, "failed", decision, started, result, exc, tries)
-                self.outcomes.append(outcome)  # raised, not returned: keep it on record
+                self._put_on_record(outcome, span)  # raised, not returned: on record all the same
                 raise
             if self._turns.done is not None:
                 self._turns.done.add(name)
@@ -146,14 +149,16 @@ class Phases:
             await self.bus.publish("log.step", details)
         return make_outcome(name, "skipped", decision, started, result)
 
-    async def _joined(self, name: str, first: StepOutcome, emit: bool) -> StepOutcome:
+    async def _joined(
+        self, name: str, first: StepOutcome, emit: bool, span: StepSpan | None
+    ) -> StepOutcome:
         """Skipped: a call of the same name in flight in this runner played it."""
         if (details := self._record(name, "skipped", JOINED)) is not None:
             await self.bus.publish("log.step", details)
         outcome = make_outcome(name, "skipped", JOINED, result=first.result)
         if emit:
             await self.bus.publish(f"step.{name}", self._signal_payload(outcome))
-        self.outcomes.append(outcome)
+        self._put_on_record(outcome, span)
         return outcome
 
     async def _failed(
@@ -163,6 +168,7 @@ class Phases:
         exc: Exception,
         started: float,
         bubbles: bool,
+        span: StepSpan | None,
         attempts: int = 1,
     ) -> StepOutcome:
         """The step failed with ``exc``: marker ``failed``, a warning, and the
@@ -179,7 +185,7 @@ class Phases:
         )
         outcome = make_outcome(name, "failed", decision, started, error=exc, attempts=attempts)
         if bubbles:
-            self.outcomes.append(outcome)  # raised, not returned: keep it on record
+            self._put_on_record(outcome, span)  # raised, not returned: on record all the same
             raise exc
         return outcome
 
@@ -206,7 +212,13 @@ class Phases:
 
         return Attempts(name, retry, time_limit, retrying)
 
-    # -- markers and signals ---------------------------------------------------------
+    # -- outcomes, markers and signals ------------------------------------------------
+
+    def _put_on_record(self, outcome: StepOutcome, span: StepSpan | None) -> None:
+        """Put a step's outcome, returned or raised, on record, and on its span."""
+        self.outcomes.append(outcome)
+        if span is not None:
+            span.finish(outcome)
 
     def _record(
         self,

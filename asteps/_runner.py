@@ -60,6 +60,7 @@ from ._phases import Entry, Phases, make_outcome, marker_details
 from ._results import DEFAULT_MAX_RESULT_BYTES, check_max_result_bytes
 from ._retries import Retry, check_time_limit
 from ._step import Activity, Marker, Step, StepOptions, StepOutcome
+from ._telemetry import StepSpan
 from ._turns import NOTHING_KEPT, Turn, Turns, add, needs_body
 from .errors import ClaimsNotSupported, ResultMissing
 from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
@@ -173,14 +174,18 @@ class Runner(Phases):
         """
         telemetry = _telemetry.active
         if telemetry is None:
-            return await self._step(name, activities, options, self.store)
+            return await self._step(name, activities, options, self.store, None)
         # instrument() was called: the same step, in a span, on a traced store.
-        return await telemetry.step(
-            self, name, lambda store: self._step(name, activities, options, store)
-        )
+        with telemetry.step_span(self.workflow_id, self.run_id, name) as span:
+            return await self._step(name, activities, options, telemetry.traced(self.store), span)
 
     async def _step(
-        self, name: str, activities: Activity, options: StepOptions, store: DoneStore
+        self,
+        name: str,
+        activities: Activity,
+        options: StepOptions,
+        store: DoneStore,
+        span: StepSpan | None,
     ) -> StepOutcome:
         alternative = options.get("activities_if_step_already_done")
         turns = self._turns
@@ -198,7 +203,7 @@ class Runner(Phases):
                     if first is None:
                         continue  # it failed or was cancelled: decide again
                     close_unawaited(activities, alternative)
-                    return await self._joined(name, first, asked.emit)
+                    return await self._joined(name, first, asked.emit, span)
                 if turns.open(asked):  # this is the step's turn: decided with no await
                     decision, flight = turns.decide_now(name, asked)
                     kept = NOTHING_KEPT
@@ -228,14 +233,14 @@ class Runner(Phases):
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
                 started = time.perf_counter()
-                outcome = await self._failed(name, decision, missing, started, asked.bubbles)
+                outcome = await self._failed(name, decision, missing, started, asked.bubbles, span)
             elif decision.run:
                 close_unawaited(alternative)
                 attempts = None
                 if asked.retry is not None or asked.time_limit is not None:
                     attempts = self._attempts(name, decision, asked.retry, asked.time_limit)
                 outcome = await self._execute(
-                    name, decision, activities, asked.keep, store, claims, asked.bubbles, attempts
+                    name, decision, activities, asked, store, claims, attempts, span
                 )
             else:
                 close_unawaited(activities)
@@ -251,14 +256,14 @@ class Runner(Phases):
                     if (details := self._record(name, "skipped", decision)) is not None:
                         await self.bus.publish("log.step", details)
                 except Exception as exc:
-                    outcome = await self._failed(name, decision, exc, started, asked.bubbles)
+                    outcome = await self._failed(name, decision, exc, started, asked.bubbles, span)
                 else:
                     outcome = make_outcome(name, "skipped", decision, started, result)
 
             # 4. The signal, and the outcome on record.
             if asked.emit and outcome.status in ("completed", "skipped"):
                 await self.bus.publish(f"step.{name}", self._signal_payload(outcome))
-            self.outcomes.append(outcome)
+            self._put_on_record(outcome, span)
             return outcome
         finally:
             if flight is not None:  # joiners see how it ended (None: decide again)
