@@ -32,7 +32,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from types import TracebackType
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
-    from ._runner import Runner
     from ._step import StepOutcome
 
 OTEL_EXTRA = "asteps[otel]"
@@ -118,51 +117,28 @@ class Telemetry:
 
     # -- steps -------------------------------------------------------------------
 
-    async def step(
-        self, runner: Runner, name: str, run: Callable[[DoneStore], Awaitable[StepOutcome]]
-    ) -> StepOutcome:
-        """Run one step of ``runner`` (``run``, given the store to use) in a span."""
+    @contextmanager
+    def step_span(self, workflow_id: str, run_id: str, name: str) -> Iterator[StepSpan]:
+        """A span ``asteps.step`` around one step of a runner. The runner hands
+        the step's outcome, returned or raised, to the :class:`StepSpan`
+        yielded; a step that raises with no outcome (a bad name or option)
+        records the exception instead."""
         attributes = {
-            "asteps.workflow_id": runner.workflow_id,
-            "asteps.run_id": runner.run_id,
+            "asteps.workflow_id": workflow_id,
+            "asteps.run_id": run_id,
             "asteps.step.name": name,
         }
         with self.tracer.start_as_current_span(
             "asteps.step", attributes=attributes, record_exception=False
         ) as span:
+            step = StepSpan(span, self)
             try:
-                outcome = await run(self.traced(runner.store))
+                yield step
             except Exception as exc:
-                # A failure that is raised (MarkDoneError, bubbles_exception_on_failure)
-                # still has its outcome on record; a bad name or option has none.
-                raised = _outcome_of(runner.outcomes, exc)
-                if raised is None:
+                if not step.finished:
                     span.record_exception(exc)
                     span.set_status(self.error_status, describe(exc))
-                else:
-                    self._finish_step(span, raised)
                 raise
-            self._finish_step(span, outcome)
-            return outcome
-
-    def _finish_step(self, span: Span, outcome: StepOutcome) -> None:
-        span.set_attributes(
-            {
-                "asteps.step.decision": outcome.decision,
-                "asteps.step.status": outcome.status,
-                "asteps.step.forced": outcome.forced,
-                "asteps.step.reasons": list(outcome.reasons),
-                "asteps.step.patterns": list(outcome.patterns),
-                "asteps.step.attempts": outcome.attempts,
-            }
-        )
-        if outcome.error is not None:
-            span.record_exception(outcome.error)
-            span.set_status(self.error_status, describe(outcome.error))
-        self.steps.add(1, {"status": outcome.status, "forced": outcome.forced})
-        if outcome.attempts > 1:
-            self.retries.add(outcome.attempts - 1, {"status": outcome.status})
-        self.step_duration.record(outcome.duration, {"status": outcome.status})
 
     def finish_workflow(self, span: Span, *, ok: bool) -> None:
         """Record how a workflow ended on its span and in ``asteps.workflows``."""
@@ -198,12 +174,37 @@ class Telemetry:
             self.store_requests.add(1, {"operation": operation, "outcome": "ok"})
 
 
-def _outcome_of(outcomes: Sequence[StepOutcome], exc: Exception) -> StepOutcome | None:
-    """The outcome the runner recorded for a step that raised ``exc``, if any."""
-    for outcome in reversed(outcomes):
-        if outcome.error is exc:
-            return outcome
-    return None
+class StepSpan:
+    """The span of one step, to which the runner hands the step's outcome."""
+
+    __slots__ = ("finished", "span", "telemetry")
+
+    def __init__(self, span: Span, telemetry: Telemetry) -> None:
+        self.span = span
+        self.telemetry = telemetry
+        self.finished = False
+
+    def finish(self, outcome: StepOutcome) -> None:
+        """Record ``outcome`` on the span and in the step metrics."""
+        self.finished = True
+        span, telemetry = self.span, self.telemetry
+        span.set_attributes(
+            {
+                "asteps.step.decision": outcome.decision,
+                "asteps.step.status": outcome.status,
+                "asteps.step.forced": outcome.forced,
+                "asteps.step.reasons": list(outcome.reasons),
+                "asteps.step.patterns": list(outcome.patterns),
+                "asteps.step.attempts": outcome.attempts,
+            }
+        )
+        if outcome.error is not None:
+            span.record_exception(outcome.error)
+            span.set_status(telemetry.error_status, describe(outcome.error))
+        telemetry.steps.add(1, {"status": outcome.status, "forced": outcome.forced})
+        if outcome.attempts > 1:
+            telemetry.retries.add(outcome.attempts - 1, {"status": outcome.status})
+        telemetry.step_duration.record(outcome.duration, {"status": outcome.status})
 
 
 def attempt_failed(exc: Exception, attempt: int, delay: float) -> None:

@@ -6,10 +6,10 @@ import asyncio
 import dataclasses
 import logging
 import threading
-import time
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from asteps import (
@@ -20,6 +20,7 @@ from asteps import (
     Marker,
     MemoryStore,
     Runner,
+    S3Store,
     Step,
     StepOptions,
 )
@@ -466,61 +467,98 @@ async def test_a_step_submitted_while_others_wait_for_the_listing_decides_after_
     assert seen == [("c", "completed", ["Dep of b"])]
 
 
-class SlowListingStore(MemoryStore):
-    """A MemoryStore whose listing takes a while, as a remote store's does."""
+class HeldListingStore(MemoryStore):
+    """A MemoryStore whose listing waits until the test lets it go, as a slow
+    remote store's would: ``listing`` is set when a listing starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listing = anyio.Event()
+        self.let_go = anyio.Event()
 
     async def list_done(self, prefix: str) -> set[str]:
-        await anyio.sleep(0.05)
+        self.listing.set()
+        await self.let_go.wait()
         return await super().list_done(prefix)
 
 
 async def test_cancelling_one_step_during_the_listing_leaves_the_others_running() -> None:
-    runner = Runner(SlowListingStore(), "wf")
+    store = HeldListingStore()
+    runner = Runner(store, "wf")
     ran: list[str] = []
+    optional_scope = anyio.CancelScope()
 
     async def work(name: str) -> None:
         ran.append(name)
 
     async def optional() -> None:
-        with anyio.move_on_after(0.001):  # cut off during the first listing
+        with optional_scope:
             await runner.step("optional", (work, "optional"))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(optional)
+        await store.listing.wait()  # "optional" lists the store
+        tg.start_soon(runner.step, "main", (work, "main"))
+        await anyio.wait_all_tasks_blocked()  # "main" waits for that listing
+        optional_scope.cancel()  # cut off during the listing: "main" lists again
         await anyio.wait_all_tasks_blocked()
-        main = await runner.step("main", (work, "main"))
+        store.let_go.set()
 
-    assert main.status == "completed"
+    assert optional_scope.cancelled_caught
     assert ran == ["main"]
     assert [o.name for o in runner.outcomes] == ["main"]
 
 
-async def test_cancelling_one_step_on_s3_leaves_the_others_running(s3: Any) -> None:
-    runner = Runner(s3, "wf")
+async def test_cancelling_one_step_on_s3_leaves_the_others_running(aws: Any) -> None:
+    listing = anyio.Event()
 
-    async def optional() -> None:
-        with anyio.move_on_after(0.0005):
-            await runner.step("optional", lambda: None)
+    class Listing(S3Store):
+        async def list_done(self, prefix: str) -> set[str]:
+            listing.set()
+            return await super().list_done(prefix)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(optional)
-        tg.start_soon(runner.step, "main", lambda: None)
-    assert [o.name for o in runner.outcomes if o.status == "completed"][-1:] == ["main"]
-    assert "main" in await s3.list_done("wf/steps/")
+    optional_scope = anyio.CancelScope()
+    async with Listing("steps", endpoint_url=aws.endpoint_url) as store:
+        await store.client.create_bucket(Bucket="steps")
+        runner = Runner(store, "wf")
+
+        async def optional() -> None:
+            with optional_scope:
+                await runner.step("optional", lambda: None)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(optional)
+            tg.start_soon(runner.step, "main", lambda: None)
+            await listing.wait()  # "optional" is listing S3, "main" waits behind it
+            optional_scope.cancel()
+        # Cut off during its request to S3 (or, were S3 that fast, during its
+        # activity's thread): never marked, and "main" went on.
+        assert [o.name for o in runner.outcomes] == ["main"]
+        assert await store.list_done("wf/steps/") == {"main"}
 
 
 async def test_a_sync_activity_whose_step_was_cancelled_is_not_marked_done() -> None:
     store = MemoryStore()
     runner = Runner(store, "wf", done=())
-    finished = threading.Event()
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
 
     def slow_sync() -> str:
-        time.sleep(0.2)  # a thread cannot be interrupted: it finishes anyway
+        started.set()
+        release.wait()  # a thread cannot be interrupted: it finishes anyway
         finished.set()
         return "late"
 
-    with anyio.move_on_after(0.05) as scope:
-        await runner.step("sync", slow_sync)
+    scope = anyio.CancelScope()
+
+    async def step() -> None:
+        with scope:
+            await runner.step("sync", slow_sync)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(step)
+        await anyio.to_thread.run_sync(started.wait)
+        scope.cancel()  # while the thread runs
+        release.set()
     assert scope.cancelled_caught
     assert finished.is_set()
     assert await store.list_done("wf/steps/") == set()

@@ -591,3 +591,19 @@ def test_the_flush_budget_is_the_otlp_export_timeout_in_seconds(
     else:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", value)
     assert export_timeout() == seconds
+
+
+def test_telemetry_imports_nothing_of_the_runner() -> None:
+    # The runner hands each step's outcome to its span (StepSpan.finish):
+    # telemetry needs neither the Runner nor its outcomes, and the package
+    # keeps no import circle between the two, not even for type checking.
+    import ast
+    from pathlib import Path
+
+    source = Path(asteps.__file__).with_name("_telemetry.py").read_text()
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+    }
+    assert not {m for m in imported if m.lstrip(".").startswith(("_runner", "_phases"))}
