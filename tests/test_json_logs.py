@@ -210,6 +210,23 @@ def test_a_command_leaves_logging_as_it_found_it(
     assert logging_state() == before
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--bogus", "run", PIPELINE, "--log-format", "json"],  # refused by the group
+        ["run", PIPELINE, "--log-format", "json", "--bogus"],  # refused by the command
+    ],
+    ids=["group", "command"],
+)
+def test_a_refused_command_line_leaves_logging_as_it_found_it(args: list[str]) -> None:
+    before = logging_state()
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 2
+    [line] = json_lines(done.stderr)
+    assert line["level"] == "ERROR"
+    assert logging_state() == before
+
+
 def test_json_logs_and_a_batch_filter_do_not_leak_into_the_next_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

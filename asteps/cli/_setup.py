@@ -193,7 +193,11 @@ def set_up(ctx: click.Context, *, telemetry: bool = True) -> Output:
 
 def current() -> Output:
     """The running command's output; outside any command (a helper called by
-    a test, say), text on fresh consoles, with logging left alone."""
+    a test, say), text on fresh consoles, with logging left alone.
+
+    Click finds the running command per thread: call this in the command's
+    own thread (the event loop's), not in a worker thread.
+    """
     ctx = click.get_current_context(silent=True)
     output: Output | None = None if ctx is None else ctx.find_root().meta.get(_OUTPUT)
     return output if output is not None else Output()

@@ -189,6 +189,8 @@ async def _with_signals(
 
 
 def prefix_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--prefix``: the marker prefix template (the other shared options are in
+    :mod:`asteps.cli._options`)."""
     return click.option(
         "--prefix",
         default=DEFAULT_PREFIX,
@@ -239,7 +241,10 @@ class _Commands(_Group):
         try:
             return super().parse_args(ctx, args)
         except click.ClickException as exc:
-            _report_usage_error(ctx, exc)
+            try:
+                _report_usage_error(ctx, exc)
+            finally:
+                ctx.close()  # click never enters, so never closes, a context it refused
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
