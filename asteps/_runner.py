@@ -69,7 +69,6 @@ from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
 logger = logging.getLogger("asteps")
 
 
-
 class Runner(Phases):
     """Runs the steps of one workflow against a :class:`DoneStore`.
 

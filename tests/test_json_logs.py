@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from asteps.cli import main
 from asteps.cli.app import JsonFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,3 +178,87 @@ def test_a_command_line_click_cannot_parse_is_one_json_error_line(
     assert (line["level"], line["logger"]) == ("ERROR", "asteps.cli")
     assert line["message"].startswith("error: ")
     assert "--help" in line["message"]  # where to look, as click's own usage says
+
+
+# -- two commands in one process (a test, a program calling main) -----------------
+
+LOGGERS = ("", "asteps", "asteps.cli", "botocore")
+
+
+def logging_state() -> tuple[list[logging.Handler], dict[str, int]]:
+    """The root logger's handlers and the levels the CLI may set."""
+    return list(logging.getLogger().handlers), {
+        name: logging.getLogger(name or None).level for name in LOGGERS
+    }
+
+
+def failing_run(*more: str) -> list[str]:
+    return [
+        *more[:1], "run", PIPELINE, "--workflow-id", "c-1", "--store", "memory://",
+        "--param", "fail=export.csv", *more[1:],
+    ]  # fmt: skip
+
+
+def test_a_command_leaves_logging_as_it_found_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = logging_state()
+    done = CliRunner().invoke(main, failing_run("-vv", "--log-format", "json"))
+    assert done.exit_code == 1
+    assert json_lines(done.stderr)
+    assert logging_state() == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--bogus", "run", PIPELINE, "--log-format", "json"],  # refused by the group
+        ["run", PIPELINE, "--log-format", "json", "--bogus"],  # refused by the command
+    ],
+    ids=["group", "command"],
+)
+def test_a_refused_command_line_leaves_logging_as_it_found_it(args: list[str]) -> None:
+    before = logging_state()
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 2
+    [line] = json_lines(done.stderr)
+    assert line["level"] == "ERROR"
+    assert logging_state() == before
+
+
+def test_json_logs_and_a_batch_filter_do_not_leak_into_the_next_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun, in JSON and with its batch filter (which drops a failed step's
+    WARNING), then a run in text: the run's stderr is text, its WARNING shown."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ids.txt").write_text("c-1\n")
+    cli = CliRunner()
+    rerun = cli.invoke(
+        main,
+        ["rerun", PIPELINE, "--ids", "ids.txt", "--store", "memory://", "--param",
+         "fail=export.csv", "--no-progress", "--log-format", "json"],
+    )  # fmt: skip
+    assert rerun.exit_code == 1
+    assert "step export.csv failed" not in rerun.stderr  # dropped: the summary says it
+    run = cli.invoke(main, failing_run())
+    assert run.exit_code == 1
+    assert "WARNING" in run.stderr
+    assert "step export.csv failed" in run.stderr
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(run.stderr.splitlines()[0])
+
+
+def test_verbosity_does_not_leak_into_the_next_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = CliRunner()
+    plan = ["plan", PIPELINE, "--workflow-id", "c-1", "--store", "memory://", "--log-format"]
+    loud = cli.invoke(main, ["-vv", *plan, "json"])
+    assert loud.exit_code == 0
+    assert any(line["level"] == "DEBUG" for line in json_lines(loud.stderr))
+    quiet = cli.invoke(main, [*plan, "json"])
+    assert quiet.exit_code == 0
+    assert quiet.stderr == ""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +26,26 @@ def test_importing_asteps_does_not_import_aioboto3() -> None:
 def test_unknown_names_raise_attribute_error() -> None:
     with pytest.raises(AttributeError, match="NoSuchThing"):
         asteps.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_the_cli_imports_only_public_modules_of_the_other_subpackages() -> None:
+    """``asteps.cli`` is built on what ``asteps.swf``, ``asteps.stores`` and
+    ``asteps.testing`` publish, as any program would be (issue 23)."""
+    private = []
+    for path in sorted((Path(asteps.__file__).parent / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = ["asteps", "cli"][: 2 - node.level + 1] if node.level else []
+                modules = [".".join([*base, node.module or ""]).strip(".")]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                top, _, rest = module.removeprefix("asteps.").partition(".")
+                if module.startswith("asteps.") and top in SUBPACKAGES and "._" in f".{rest}":
+                    private.append(f"{path.name}: {module}")
+    assert private == []
+
+
+SUBPACKAGES = {"swf", "stores", "testing"}

@@ -556,7 +556,7 @@ async def test_a_batch_run_is_a_batch_span_of_workflow_spans_of_step_spans(
 def test_the_flush_runs_spans_and_metrics_side_by_side() -> None:
     """Each job waits for the other to have started: one after the other, the
     first would wait out the budget (a minute) and the test would fail."""
-    from asteps._telemetry import run_within
+    from asteps.cli._otel import run_within
 
     both_started = threading.Barrier(2)
     late = run_within(60, {"spans": both_started.wait, "metrics": both_started.wait})
@@ -566,7 +566,7 @@ def test_the_flush_runs_spans_and_metrics_side_by_side() -> None:
 def test_a_job_that_never_ends_is_left_behind_when_the_budget_is_spent() -> None:
     """The job cannot end before it is released, whatever the machine's speed:
     the flush returns without it and names it."""
-    from asteps._telemetry import run_within
+    from asteps.cli._otel import run_within
 
     release = threading.Event()
     try:
@@ -584,7 +584,7 @@ def test_a_job_that_never_ends_is_left_behind_when_the_budget_is_spent() -> None
 def test_the_flush_budget_is_the_otlp_export_timeout_in_seconds(
     monkeypatch: pytest.MonkeyPatch, value: str | None, seconds: float
 ) -> None:
-    from asteps._telemetry import export_timeout
+    from asteps.cli._otel import export_timeout
 
     if value is None:
         monkeypatch.delenv("OTEL_EXPORTER_OTLP_TIMEOUT", raising=False)

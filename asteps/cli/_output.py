@@ -7,6 +7,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
+import click
 from rich.markup import escape
 from rich.table import Table
 
@@ -18,6 +19,11 @@ from ..errors import describe
 # Control and format characters, line and paragraph separators, lone
 # surrogates: what could move the cursor, recolour or reorder a terminal.
 _UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def emit_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout (``--json``)."""
+    click.echo(json.dumps(data, indent=2, default=str))
 
 
 def printable(text: str) -> str:

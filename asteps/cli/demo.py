@@ -70,9 +70,9 @@ def demo(root: Path | None, use_s3: bool, workflow_id: str, as_json: bool) -> No
                 }
             )
             return
-        out.print(outcomes_table(outcomes, title=title))
-        out.print(signals_table(signals))
-        out.print()
+        out().print(outcomes_table(outcomes, title=title))
+        out().print(signals_table(signals))
+        out().print()
 
     if use_s3:
         if importlib.util.find_spec("moto") is None:
@@ -86,7 +86,7 @@ def demo(root: Path | None, use_s3: bool, workflow_id: str, as_json: bool) -> No
         with tempfile.TemporaryDirectory(prefix="asteps-demo-") as tmp:
             store = FileStore(root or tmp)
             if not as_json:
-                out.print(f"store: {cell(repr(store))}\n")
+                out().print(f"store: {cell(repr(store))}\n")
             run_async(run_demo, store, workflow_id, show)
     if as_json:
         emit_json(runs)
@@ -102,5 +102,5 @@ async def _demo_s3(workflow_id: str, show: Show, quiet: bool) -> None:
         ) as store:
             await store.client.create_bucket(Bucket="asteps-demo")
             if not quiet:
-                out.print(f"store: {cell(repr(store))} (in-process moto server)\n")
+                out().print(f"store: {cell(repr(store))} (in-process moto server)\n")
             await run_demo(store, workflow_id, show)

@@ -29,7 +29,6 @@ from .._ids import ChainedIds, DiscoveredIds, IdReader, IdSource, IterableIds
 from .._names import check_prefix_per_workflow, validate_patterns
 from .._shards import Shard
 from .._workflow import WorkflowReport
-from ..errors import StoreError
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import open_store
 from ._batch_io import (
@@ -52,6 +51,7 @@ from .app import (
     err,
     exclusive_options,
     fail,
+    filter_batch_logs,
     flow_version_option,
     guarded,
     json_logs,
@@ -271,33 +271,8 @@ def rerun(
             return interruption.exit_code
         return EXIT_FAILED if summary.failed else 0
 
-    with _batch_logs(quiet=not (click.get_current_context().obj or {}).get("verbose")):
-        sys.exit(run_async(batch, interruption=interruption))
-
-
-@contextmanager
-def _batch_logs(*, quiet: bool) -> Iterator[None]:
-    """A store failure stops the batch and is said once, in the summary: the
-    runner's log line per workflow that hit it is dropped. Quiet, one WARNING per
-    failed step would bury the progress bar: the summary lists the failures,
-    and -v brings those lines back."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        if not record.name.startswith("asteps") or record.name == "asteps.cli":
-            return True  # the operator's own lines (tell) always show
-        if quiet and record.levelno < logging.ERROR:
-            return False
-        args = record.args if isinstance(record.args, tuple) else ()
-        return not any(isinstance(arg, StoreError) for arg in args)
-
-    handlers = logging.getLogger().handlers
-    for handler in handlers:
-        handler.addFilter(keep)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(keep)
+    filter_batch_logs()
+    sys.exit(run_async(batch, interruption=interruption))
 
 
 @contextmanager
@@ -312,7 +287,7 @@ def _progress(
         TextColumn("{task.fields[steps]}"),
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
-        console=err,
+        console=err(),
         disable=not enabled,
     )
     task = progress.add_task("rerun", total=total, steps="", rate="")

@@ -159,9 +159,9 @@ def _show_report(report: WorkflowReport, as_json: bool, *, title: str) -> None:
             }
         )
     elif report.outcomes and all(o.status == "planned" for o in report.outcomes):
-        out.print(plan_table(report.outcomes, title=title))
+        out().print(plan_table(report.outcomes, title=title))
     else:
-        out.print(outcomes_table(report.outcomes, title=title))
+        out().print(outcomes_table(report.outcomes, title=title))
 
 
 def _plan_row(outcome: StepOutcome) -> dict[str, Any]:

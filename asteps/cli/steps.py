@@ -156,7 +156,7 @@ def steps_list(
         table.add_column("steps")
         for wid, names in done.items():
             table.add_row(cell(wid), str(len(names)), cell(", ".join(sorted(names))))
-        out.print(table)
+        out().print(table)
         return
     count = sum(len(names) for names in done.values())
     if count > VERSIONS_ASK_ABOVE and not yes:
@@ -165,7 +165,7 @@ def steps_list(
             "(one GetObject each on S3); go on?"
         )
         if not click.confirm(question, err=True):
-            err.print("nothing read")
+            err().print("nothing read")
             sys.exit(EXIT_FAILED)
     bodies = run_async(_read_versions, done, store_url, prefix)
     if as_json:
@@ -183,7 +183,7 @@ def steps_list(
                 "" if version is None else cell(str(version)),
                 cell(str(run_id)) if run_id is not None else "",
             )
-    out.print(table)
+    out().print(table)
 
 
 async def _list_steps(
@@ -257,7 +257,7 @@ def steps_mark(
     if as_json:
         emit_json({"marked": {wid: list(names) for wid in ids}})
     else:
-        out.print(f"marked {len(names)} step(s) done in {len(ids)} workflow(s)")
+        out().print(f"marked {len(names)} step(s) done in {len(ids)} workflow(s)")
 
 
 async def _mark(ids: list[str], names: tuple[str, ...], store_url: str | None, prefix: str) -> None:
@@ -313,7 +313,7 @@ def steps_unmark(
         table.add_column("steps to remove")
         for wid, names in removable.items():
             table.add_row(cell(wid), cell(", ".join(names)))
-        out.print(table if removable else "nothing matches")
+        out().print(table if removable else "nothing matches")
     if dry_run or not removable:
         if as_json:
             emit_json({"removed": {}, "would_remove": removable})
@@ -321,13 +321,13 @@ def steps_unmark(
     if not yes and not click.confirm(
         f"remove {count} marker(s) from {len(removable)} workflow(s)?", err=True
     ):
-        err.print("nothing removed")
+        err().print("nothing removed")
         sys.exit(EXIT_FAILED)
     run_async(_unmark, removable, store_url, prefix)
     if as_json:
         emit_json({"removed": removable})
     else:
-        out.print(f"removed {count} marker(s)")
+        out().print(f"removed {count} marker(s)")
 
 
 async def _find_matching(

@@ -7,15 +7,18 @@ Exit codes as for ``rerun``: 0 ok; 1 some ids refused (submit); 2 bad usage
 or input, or the domain is not set up; 3 SWF or the store could not be
 reached or used; 130 interrupted (143 for SIGTERM; a worker stops cleanly
 and exits 0).
+
+Here: the ``swf`` group, the options its commands share, and ``submit``;
+``worker`` is in :mod:`asteps.cli.swf_worker`, ``init`` and ``status`` in
+:mod:`asteps.cli.swf_domain`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
@@ -28,22 +31,22 @@ from rich.table import Table
 from .._flows import parse_params
 from .._ids import IdReader
 from .._shards import Shard
-from ..errors import FlowError, InvalidStepName, StoreError, describe
-from ..swf._activity import FlowReport
-from ..swf._client import SwfClientOptions
-from ..swf._registration import DEFAULT_RETENTION_DAYS, init_domain
-from ..swf._submit import Outcome, SubmitSummary, prepare, spelling_warning, submit
-from ..swf._types import (
+from ..errors import FlowError, InvalidStepName, StoreError
+from ..swf import (
+    DEFAULT_MAX_OPEN,
     DEFAULT_TASK_LIST,
     DEFAULT_VERSION,
     MAX_ATTEMPTS,
     MAX_DELAY,
+    SWF_OPEN_LIMIT,
     FlowInputError,
+    Outcome,
     RetryPolicy,
+    SubmitSummary,
+    prepare,
+    spelling_warning,
+    submit,
 )
-from ..swf._window import DEFAULT_MAX_OPEN, SWF_OPEN_LIMIT
-from ..swf.status import STATES, SwfStatus, parse_duration, swf_status
-from ..swf.worker import SwfWorker
 from ._batch_io import check_retry_location, count_ids, go_on
 from ._output import cell
 from .app import (
@@ -53,9 +56,7 @@ from .app import (
     EXIT_USAGE,
     FiniteFloat,
     Interruption,
-    emit_json,
     err,
-    exclusive_options,
     fail,
     finish_batch,
     guarded,
@@ -63,14 +64,11 @@ from .app import (
     json_option,
     log_format_option,
     main,
-    otel_option,
-    out,
     param_option,
     pattern_options,
     prefix_option,
     run_async,
     shard_option,
-    store_option,
     tell,
 )
 
@@ -119,47 +117,6 @@ def version_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Version of the asteps.flow workflow and activity types.",
     )(fn)
-
-
-# -- init ------------------------------------------------------------------------
-
-
-@swf.command()
-@swf_options
-@click.option(
-    "--retention-days",
-    default=DEFAULT_RETENTION_DAYS,
-    show_default=True,
-    type=click.IntRange(1, 90),
-    help="Days SWF keeps closed executions (what `status` can see).",
-)
-@version_option
-def init(
-    domain: str, endpoint_url: str | None, as_json: bool, retention_days: int, version: str
-) -> None:
-    """Register the domain and the asteps.flow types where missing (idempotent).
-
-    \b
-    Examples:
-      asteps swf init --domain exports
-      asteps swf init --domain exports --retention-days 90
-    """
-
-    async def register() -> int:
-        async with _swf_client(endpoint_url) as client:
-            created = await init_domain(
-                client, domain, retention_days=retention_days, version=version
-            )
-        if as_json:
-            emit_json({"domain": domain, "created": created})
-        elif created:
-            for what in created:
-                out.print(f"created {cell(what)}")
-        else:
-            out.print(f"domain {cell(domain)} and its asteps.flow types exist: nothing to create")
-        return 0
-
-    sys.exit(run_async(register))
 
 
 # -- submit ----------------------------------------------------------------------
@@ -365,7 +322,7 @@ def _submit_progress(
         MofNCompleteColumn(),
         TextColumn("{task.fields[counts]}"),
         TextColumn("{task.fields[state]}"),
-        console=err,
+        console=err(),
         disable=not enabled,
     )
     task = progress.add_task("submit", total=total, counts="", state="")
@@ -421,273 +378,3 @@ def _submit_table(
     if retry_file is not None:
         table.add_row("retry with", f"--ids {cell(str(retry_file))}")
     return table
-
-
-# -- worker ----------------------------------------------------------------------
-
-
-@swf.command()
-@click.argument("flow")
-@swf_options
-@task_list_option
-@click.option(
-    "--concurrency",
-    default=8,
-    show_default=True,
-    type=click.IntRange(1, 1024),
-    help="Flows run at once by this worker.",
-)
-@click.option(
-    "--heartbeat",
-    default=10.0,
-    show_default=True,
-    type=FiniteFloat(min=0.1, max=MAX_DELAY),
-    help="Seconds between heartbeats; SWF times an attempt out after 3 times that.",
-)
-@click.option(
-    "--max-attempts",
-    default=None,
-    type=click.IntRange(1, MAX_ATTEMPTS),
-    hidden=True,
-    help="Ignored: an execution's retry policy is its own (swf submit --max-attempts).",
-)
-@click.option(
-    "--retry-delay",
-    default=None,
-    type=FiniteFloat(min=0, max=MAX_DELAY),
-    hidden=True,
-    help="Ignored: an execution's retry policy is its own (swf submit --retry-delay).",
-)
-@click.option(
-    "--drain",
-    default=30.0,
-    show_default=True,
-    type=FiniteFloat(min=0, max=MAX_DELAY),
-    help="On SIGINT/SIGTERM, seconds running flows get to finish.",
-)
-@store_option
-@click.option(
-    "--allow-store",
-    "allow_stores",
-    multiple=True,
-    metavar="URL",
-    help="A store URL an execution's input may name (`swf submit --store`), besides "
-    "--store (repeatable); an input naming any other store fails at once.",
-)
-@click.option(
-    "--signals", is_flag=True, help="Send each runner's step.<name> signals to its execution."
-)
-@exclusive_options
-@version_option
-@click.option("--identity", default=None, help="Worker name in SWF (default: host:pid).")
-@otel_option
-def worker(
-    flow: str,
-    domain: str,
-    endpoint_url: str | None,
-    as_json: bool,
-    task_list: str,
-    concurrency: int,
-    heartbeat: float,
-    max_attempts: int | None,
-    retry_delay: float | None,
-    drain: float,
-    store_url: str | None,
-    allow_stores: tuple[str, ...],
-    signals: bool,
-    exclusive: bool,
-    lease: float,
-    version: str,
-    identity: str | None,
-) -> None:
-    """Poll the task list and run FLOW for its executions, --concurrency at once.
-
-    Run any number of workers on any number of machines. Logs one line per
-    workflow attempt finished (JSON lines on stdout with --json). SIGINT or
-    SIGTERM stops polling and lets running flows finish within --drain
-    seconds; those still running then are cancelled (no step is marked) and
-    handed back to SWF for another worker, without using up an attempt.
-
-    Flows run on --store; an execution may name another store only if it is
-    listed with --allow-store. Each execution is retried by its own policy,
-    set by `swf submit`. With --exclusive each step is claimed in the store
-    before it runs: a slow worker still running an attempt that SWF timed out
-    and the worker given the retry never both run a step.
-
-    \b
-    Examples:
-      asteps swf worker flows.py:flow --domain exports --store s3://my-markers
-      asteps swf worker pkg.flows:export --domain exports --concurrency 32 --heartbeat 30
-    """
-    for name, value in (("--max-attempts", max_attempts), ("--retry-delay", retry_delay)):
-        if value is not None:
-            tell(
-                f"{name} is ignored by workers: each execution is retried by its own "
-                f"policy; give `asteps swf submit {name}` instead",
-                logging.WARNING,
-                label="[yellow]warning:[/]",
-            )
-    try:
-        the_worker = SwfWorker(
-            flow,
-            domain=domain,
-            task_list=task_list,
-            concurrency=concurrency,
-            heartbeat=heartbeat,
-            drain=drain,
-            store=store_url,
-            allow_stores=allow_stores,
-            signals=signals,
-            version=version,
-            identity=identity,
-            endpoint_url=endpoint_url,
-            on_workflow=_workflow_line(as_json),
-            exclusive=exclusive,
-            lease=lease,
-        )
-    except (FlowError, InvalidStepName, ValueError) as exc:
-        fail(str(exc), EXIT_USAGE)
-    except StoreError as exc:
-        fail(str(exc), EXIT_STORE)
-    interruption = Interruption(
-        cancels=False,
-        first=(
-            f"interrupted: running flows get up to {drain:g} s to finish; no new work is "
-            "taken, and nothing unfinished is marked done"
-        ),
-        later=f"stopping: running flows get up to {drain:g} s to finish…",
-    )
-
-    async def work() -> int:
-        tell(
-            f"worker {the_worker.identity}: domain {domain}, task list {task_list}, "
-            f"up to {concurrency} flows at once (Ctrl-C to stop)",
-            logging.INFO,
-        )
-        stats = await the_worker.run(interruption.stop)
-        flows = ", ".join(f"{n} {what}" for what, n in sorted(stats.flows.items())) or "none"
-        tell(f"worker stopped: flows {flows}; {stats.decisions} decisions", logging.INFO)
-        return 0
-
-    sys.exit(run_async(work, interruption=interruption))
-
-
-def _workflow_line(as_json: bool) -> Callable[[FlowReport], None]:
-    def line(report: FlowReport) -> None:
-        if as_json:
-            data = {
-                "workflow_id": report.workflow_id,
-                "run_id": report.run_id,
-                "outcome": report.outcome,
-                "steps": dict(report.steps),
-                "error": report.error,
-                "duration": round(report.duration, 3),
-            }
-            emit_json_line(data)
-            return
-        steps = ", ".join(f"{n} {status}" for status, n in sorted(report.steps.items()))
-        colour = {"completed": "green", "failed": "red"}.get(report.outcome, "yellow")
-        text = report.workflow_id
-        if steps:
-            text += f" (steps: {steps})"
-        if report.error:
-            text += f": {report.error}"
-        tell(
-            f"{text} in {report.duration:.2f} s",
-            logging.WARNING if report.outcome == "failed" else logging.INFO,
-            label=f"[{colour}]{report.outcome}[/]",
-            workflow_id=report.workflow_id,
-            status=report.outcome,
-        )
-
-    return line
-
-
-def emit_json_line(data: Any) -> None:
-    """One JSON object on one line of stdout."""
-    click.echo(json.dumps(data, default=str))
-
-
-# -- status ----------------------------------------------------------------------
-
-
-@swf.command()
-@swf_options
-@click.option(
-    "--since",
-    default=None,
-    metavar="DURATION",
-    help="Only executions started in the last DURATION (30m, 12h, 7d).",
-)
-@click.option(
-    "--failed-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the failed ids here (for `submit --ids`).",
-)
-@version_option
-def status(
-    domain: str,
-    endpoint_url: str | None,
-    as_json: bool,
-    since: str | None,
-    failed_file: Path | None,
-    version: str,
-) -> None:
-    """Count the executions of type asteps.flow by state; list the failed ids.
-
-    A workflow id is failed when its latest execution failed or timed out.
-
-    \b
-    Examples:
-      asteps swf status --domain exports
-      asteps swf status --domain exports --since 1d --failed-file failed.txt --json
-    """
-    try:
-        seconds = parse_duration(since) if since is not None else None
-    except ValueError as exc:
-        fail(str(exc), EXIT_USAGE)
-    if failed_file is not None:
-        check_retry_location(failed_file)
-
-    async def count() -> int:
-        found = await swf_status(domain, since=seconds, version=version, endpoint_url=endpoint_url)
-        written = _write_failed(found, failed_file)
-        if as_json:
-            emit_json(found.as_dict())
-        else:
-            out.print(_status_table(domain, found, written))
-        return 0
-
-    sys.exit(run_async(count))
-
-
-def _write_failed(found: SwfStatus, path: Path | None) -> Path | None:
-    if path is None or not found.failed_ids:
-        return None
-    try:
-        path.write_text("".join(f"{w}\n" for w in found.failed_ids), encoding="utf-8")
-    except OSError as exc:
-        fail(f"could not write {str(path)!r}: {describe(exc)}", EXIT_FAILED)
-    return path
-
-
-def _status_table(domain: str, found: SwfStatus, written: Path | None) -> Table:
-    table = Table(title=f"asteps.flow executions in {domain}", title_justify="left")
-    table.add_column("state")
-    table.add_column("executions", justify="right")
-    for state in STATES:
-        table.add_row(state.replace("_", " "), str(found.counts[state]))
-    if found.failed_ids:
-        shown = ", ".join(found.failed_ids[:5]) + (" …" if len(found.failed_ids) > 5 else "")
-        table.add_row("[red]failed ids[/]", cell(shown))
-        hint = f"--ids {written}" if written else "write them with --failed-file F"
-        table.add_row("retry", cell(hint))
-    return table
-
-
-@asynccontextmanager
-async def _swf_client(endpoint_url: str | None) -> AsyncIterator[Any]:
-    """An SWF client from the standard AWS environment (or ``endpoint_url``)."""
-    async with AsyncExitStack() as stack:
-        yield await SwfClientOptions(None, endpoint_url, None, None).open(stack)

@@ -15,8 +15,15 @@ Distributed batch reruns (``asteps swf init | submit | worker | status``):
 - :class:`SwfWorker` polls a task list and runs one flow for its executions
   (the decider in ``_decider`` is a pure function of a history);
 - :func:`submit` starts one execution per workflow id, its input built and
-  checked by :func:`prepare`; :func:`swf_status` counts them by state;
-- :func:`init_domain` registers the domain and the ``asteps.flow`` types.
+  checked by :func:`prepare` (with the executions' :class:`RetryPolicy`), at
+  most ``max_open`` (default :data:`DEFAULT_MAX_OPEN`, under SWF's quota
+  :data:`SWF_OPEN_LIMIT`) open at once; :func:`spelling_warning` says when
+  workers elsewhere may not find the flow as spelled; :func:`swf_status`
+  counts the executions by state;
+- :func:`init_domain` registers the domain and the ``asteps.flow`` types,
+  through a client from :func:`open_swf_client`.
+
+The ``asteps swf`` command is built on these names only.
 
 The modules, by role: ``_client`` (the SWF client: opening, checks, errors),
 ``_signals`` (a signal's SWF input and source), ``_echo`` (the echo guard),
@@ -46,35 +53,46 @@ Why it works this way:
 
 from ..errors import SignalDeliveryError, SignalError
 from ._activity import FlowReport
-from ._client import Execution
+from ._client import Execution, open_swf_client
 from ._decider import decide
 from ._echo import EchoGuard
-from ._registration import init_domain
+from ._registration import DEFAULT_RETENTION_DAYS, init_domain
 from ._signals import SWF_INPUT_LIMIT, execution_source, swf_input
-from ._submit import SubmitSummary, prepare, submit
+from ._submit import Outcome, SubmitSummary, prepare, spelling_warning, submit
 from ._types import (
     DEFAULT_TASK_LIST,
+    DEFAULT_VERSION,
     FLOW_TYPE,
+    MAX_ATTEMPTS,
+    MAX_DELAY,
     FlowInput,
     FlowInputError,
     RetryPolicy,
     SwfError,
     SwfNotSetUp,
 )
+from ._window import DEFAULT_MAX_OPEN, SWF_OPEN_LIMIT
 from .bridge import SwfSignalBridge, Undelivered
 from .listener import SwfSignalListener
 from .status import SwfStatus, swf_status
 from .worker import SwfWorker, WorkerStats
 
 __all__ = [
+    "DEFAULT_MAX_OPEN",
+    "DEFAULT_RETENTION_DAYS",
     "DEFAULT_TASK_LIST",
+    "DEFAULT_VERSION",
     "FLOW_TYPE",
+    "MAX_ATTEMPTS",
+    "MAX_DELAY",
     "SWF_INPUT_LIMIT",
+    "SWF_OPEN_LIMIT",
     "EchoGuard",
     "Execution",
     "FlowInput",
     "FlowInputError",
     "FlowReport",
+    "Outcome",
     "RetryPolicy",
     "SignalDeliveryError",
     "SignalError",
@@ -90,7 +108,9 @@ __all__ = [
     "decide",
     "execution_source",
     "init_domain",
+    "open_swf_client",
     "prepare",
+    "spelling_warning",
     "submit",
     "swf_input",
     "swf_status",

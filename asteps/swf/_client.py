@@ -10,7 +10,8 @@ the code serves both, and moto's answers alike.
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import aioboto3
@@ -103,6 +104,25 @@ class SwfClientOptions:
             region_name=self.region_name,
             config=self.config,
         )
+
+
+@asynccontextmanager
+async def open_swf_client(
+    *,
+    session: aioboto3.Session | None = None,
+    endpoint_url: str | None = None,
+    region_name: str | None = None,
+    client_config: AioConfig | None = None,
+) -> AsyncIterator[Any]:
+    """An aioboto3 SWF client, configured as asteps' own clients are, and
+    closed on exit: for :func:`init_domain`, or calls of your own.
+
+    Credentials, region and endpoint come from the standard AWS environment
+    (``AWS_PROFILE``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``...) unless given.
+    """
+    options = SwfClientOptions(session, endpoint_url, region_name, client_config)
+    async with AsyncExitStack() as stack:
+        yield await options.open(stack)
 
 
 async def check_domain(client: Any, domain: str) -> None:

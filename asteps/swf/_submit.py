@@ -74,6 +74,7 @@ _LIMIT_EXCEEDED = "LimitExceeded"  # SWF's quota of open executions: wait, then 
 _LIMIT_WAITS = (1, 2, 4, 8, 16, 30)  # then 30 s each time
 
 Outcome = Literal["started", "already running", "refused"]
+"""What became of one workflow id in a submit (what ``on_id`` is told)."""
 
 
 @dataclass

@@ -41,7 +41,9 @@ from ._signals import SWF_INPUT_LIMIT
 FLOW_TYPE = "asteps.flow"
 """The name of both the workflow type and the activity type."""
 DEFAULT_VERSION = "1"
+"""The version of the ``asteps.flow`` types, unless ``--type-version`` says another."""
 DEFAULT_TASK_LIST = "asteps"
+"""The task list executions are started on and workers poll, unless told another."""
 
 __all__ = [
     "DEFAULT_TASK_LIST",
@@ -62,6 +64,7 @@ SWF_DETAILS_LIMIT = 32_768
 MAX_DELAY = 86_400.0
 """The longest back-off asteps accepts, in seconds: a day."""
 MAX_ATTEMPTS = 100
+"""The most attempts a :class:`RetryPolicy` allows an execution."""
 
 _Pattern = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)]
 _Key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]

@@ -1,0 +1,83 @@
+"""A batch's end (``rerun``, ``swf submit``): the ids to retry in a file that
+``--ids`` takes back, and the summary beside it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+from rich.table import Table
+
+from ..errors import describe
+from ._output import emit_json
+from ._setup import ERROR_LABEL, out, tell
+
+
+async def finish_batch(
+    data: dict[str, Any],
+    table: Callable[[Path | None], Table],
+    ids: Sequence[str],
+    path: Path | None,
+    kind: str,
+    as_json: bool,
+) -> None:
+    """A batch's end: the ids to retry in a file (``save_retry_ids``, in a
+    worker thread: a slow or stuck file system must not stop the event loop,
+    and with it the signal handlers), then the summary on stdout, as JSON
+    (``data`` and ``retry_file``) or as the ``table`` built for the file
+    written. If the file cannot be written after all, the ids go to stderr
+    instead."""
+    saved = await anyio.to_thread.run_sync(save_retry_ids, ids, path, kind)
+    _show_batch(data, table, ids, path, saved, as_json)
+
+
+def _show_batch(
+    data: dict[str, Any],
+    table: Callable[[Path | None], Table],
+    ids: Sequence[str],
+    path: Path | None,
+    saved: tuple[Path | None, OSError | None],
+    as_json: bool,
+) -> None:
+    retry_file, problem = saved
+    if as_json:
+        emit_json({**data, "retry_file": str(retry_file) if retry_file else None})
+    else:
+        out().print(table(retry_file))
+    if problem is not None:
+        report_unsaved_ids(path, problem, ids)
+
+
+def save_retry_ids(
+    ids: Sequence[str], path: Path | None, kind: str
+) -> tuple[Path | None, OSError | None]:
+    """Write the ids to retry, one a line, to ``path`` (default
+    ``asteps-<kind>-<time>.txt``): the file written, or the error that stopped it.
+
+    Ids are written back as they came (``surrogateescape``), so that a line
+    that was not UTF-8 fails the same way when the file is taken back.
+    """
+    if not ids:
+        return None, None
+    if path is None:
+        path = Path(f"asteps-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+    try:
+        path.write_bytes("".join(f"{wid}\n" for wid in ids).encode("utf-8", "surrogateescape"))
+    except OSError as exc:
+        return None, exc
+    return path, None
+
+
+def report_unsaved_ids(path: Path | None, problem: OSError, ids: Sequence[str]) -> None:
+    """The retry file could not be written: say so, and give the ids on stderr."""
+    tell(
+        f"could not write the retry file {path} ({describe(problem)}); the ids to retry:",
+        logging.ERROR,
+        label=ERROR_LABEL,
+    )
+    for wid in ids:
+        tell(wid, logging.ERROR, workflow_id=wid)
