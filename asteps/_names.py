@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import InvalidStepName
+from .errors import InvalidPrefix, InvalidStepName, InvalidWorkflowId
 
 DEFAULT_PREFIX = "{workflow_id}/steps/"
 """Where a workflow's markers live unless told otherwise: one directory per workflow."""
@@ -79,32 +79,32 @@ def validate_workflow_id(workflow_id: object) -> str:
     a leading ``.``, Unicode categories Cc, Cf, Zl, Zp and lone surrogates, and more
     than 255 bytes of UTF-8."""
     if not isinstance(workflow_id, str) or not workflow_id:
-        raise InvalidStepName(f"workflow id must be a non-empty string, got {workflow_id!r}")
+        raise InvalidWorkflowId(f"workflow id must be a non-empty string, got {workflow_id!r}")
     if "/" in workflow_id:
         # Only separators every command takes: SWF's workflowId refuses ':' and '|'.
-        raise InvalidStepName(
+        raise InvalidWorkflowId(
             f"workflow id {shown(workflow_id)} contains '/': it would change the marker "
             "layout; use another separator such as '-' or '_'"
         )
     for char in workflow_id:
         what = _REFUSED_CATEGORIES.get(unicodedata.category(char))
         if what is not None:
-            raise InvalidStepName(
+            raise InvalidWorkflowId(
                 f"workflow id {shown(workflow_id)} contains {what}, U+{ord(char):04X}: "
                 "ids must be printable text"
             )
     size = len(workflow_id.encode("utf-8"))
     if size > MAX_WORKFLOW_ID_BYTES:
-        raise InvalidStepName(
+        raise InvalidWorkflowId(
             f"workflow id {workflow_id[:40]!r}... is {size} bytes of UTF-8; the limit is "
             f"{MAX_WORKFLOW_ID_BYTES} (one file name on common file systems)"
         )
     if workflow_id in (".", ".."):
-        raise InvalidStepName(f"workflow id {workflow_id!r} is a path component, not an id")
+        raise InvalidWorkflowId(f"workflow id {workflow_id!r} is a path component, not an id")
     if workflow_id.startswith("."):
         # A leading dot hides a directory, and the file store's temporary files
         # start with '.tmp-': such a workflow would never see its own markers.
-        raise InvalidStepName(
+        raise InvalidWorkflowId(
             f"workflow id {workflow_id!r} starts with '.': start it with a letter or digit"
         )
     return workflow_id
@@ -129,7 +129,7 @@ def shown(value: object, limit: int = MAX_SHOWN) -> str:
 
 def validate_prefix_template(template: object, context: Mapping[str, Any] | None = None) -> str:
     """Return ``template`` if it is a prefix template asteps can format safely,
-    else raise :class:`InvalidStepName`.
+    else raise :class:`InvalidPrefix`.
 
     A template holds text and fields, and a field is ``{workflow_id}`` or the
     plain name of a key of ``context``: no conversion (``!r``), no format spec
@@ -137,32 +137,32 @@ def validate_prefix_template(template: object, context: Mapping[str, Any] | None
     attribute or index (``.x``, ``[0]``).
     """
     if not isinstance(template, str):
-        raise InvalidStepName(f"prefix template must be a string, got {type(template).__name__}")
+        raise InvalidPrefix(f"prefix template must be a string, got {type(template).__name__}")
     if len(template.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise InvalidStepName(
+        raise InvalidPrefix(
             f"prefix template {shown(template)} is longer than S3's {MAX_KEY_BYTES}-byte key"
         )
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise InvalidStepName(f"prefix template {shown(template)} is malformed: {exc}") from None
+        raise InvalidPrefix(f"prefix template {shown(template)} is malformed: {exc}") from None
     for _, field, spec, conversion in parts:
         if field is None:
             continue
         if conversion is not None or spec:
-            raise InvalidStepName(
+            raise InvalidPrefix(
                 f"prefix template {shown(template)} formats {{{shown(field, 40)[1:-1]}}} with "
                 f"{'a conversion' if conversion is not None else 'a format spec'}: write the "
                 "field alone, as in '{workflow_id}/steps/'"
             )
         if not field.isidentifier():
-            raise InvalidStepName(
+            raise InvalidPrefix(
                 f"prefix template {shown(template)} has the field {{{shown(field, 40)[1:-1]}}}: "
                 "a field is {workflow_id} or the name of a context key, without '.', '[' "
                 "or a position"
             )
         if field != "workflow_id" and field not in (context or {}):
-            raise InvalidStepName(
+            raise InvalidPrefix(
                 f"prefix template {shown(template)} uses {{{field}}} but it is not in the "
                 "runner's context: pass context={...} with that key"
             )
@@ -182,18 +182,18 @@ def format_prefix(template: str, workflow_id: str, context: Mapping[str, Any] | 
     values["workflow_id"] = workflow_id
     prefix = template.format(**values)
     if prefix.startswith("/") or _CONTROL.search(prefix) or ".." in prefix.split("/"):
-        raise InvalidStepName(
+        raise InvalidPrefix(
             f"prefix {shown(prefix)} must be relative, without '..' segments or control characters"
         )
     size = len(prefix.encode("utf-8", "surrogatepass"))
     if size + MAX_NAME_LENGTH > MAX_KEY_BYTES:
-        raise InvalidStepName(
+        raise InvalidPrefix(
             f"prefix {shown(prefix)} is {size} bytes: with a step name of up to "
             f"{MAX_NAME_LENGTH} characters, a key would pass S3's {MAX_KEY_BYTES}-byte limit"
         )
     for segment in prefix.split("/"):
         if len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
-            raise InvalidStepName(
+            raise InvalidPrefix(
                 f"prefix {shown(prefix)} has a segment {shown(segment)} over "
                 f"{MAX_SEGMENT_BYTES} bytes, the longest file name on common file systems"
             )
@@ -212,7 +212,7 @@ def check_prefix_per_workflow(template: str, context: Mapping[str, Any] | None =
     for (_, field, _, _), (following, *_) in itertools.pairwise(parts):
         if field == "workflow_id" and following[:1] == "/":
             return template
-    raise InvalidStepName(
+    raise InvalidPrefix(
         f"prefix template {shown(template)} does not hold {{workflow_id}}/ (the whole id, "
         "then '/'), as the default '{workflow_id}/steps/' does: without it, workflows "
         "of one batch would share or overlap their markers"

@@ -20,10 +20,33 @@ class AstepsError(Exception):
     """Base class of every error raised by asteps itself."""
 
 
-class InvalidStepName(AstepsError, ValueError):
-    """A step name, a pattern, a workflow id or a prefix is malformed.
+class InvalidName(AstepsError, ValueError):
+    """A name asteps cannot use: a step name, a pattern, a workflow id or a
+    prefix template.
 
-    Raised at call time, before any I/O, so nothing has been written.
+    Raised at call time, before any I/O, so nothing has been written. Catch
+    this one; the subclasses say which kind of name it was.
+    """
+
+
+class InvalidStepName(InvalidName):
+    """A step name or a step pattern is malformed."""
+
+
+class InvalidWorkflowId(InvalidStepName):
+    """A workflow id is malformed (it would escape or corrupt a store's layout).
+
+    It derives from :class:`InvalidStepName` for one release only, because
+    asteps 0.1 raised that for workflow ids: ``except InvalidStepName`` keeps
+    working. Catch :class:`InvalidName` (or this class) instead.
+    """
+
+
+class InvalidPrefix(InvalidStepName):
+    """A prefix template, or the prefix it formats to, is malformed.
+
+    It derives from :class:`InvalidStepName` for one release only, as
+    :class:`InvalidWorkflowId` does. Catch :class:`InvalidName` instead.
     """
 
 

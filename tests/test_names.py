@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 
-from asteps import InvalidStepName, covers, validate_name, validate_pattern
+from asteps import (
+    InvalidName,
+    InvalidPrefix,
+    InvalidStepName,
+    InvalidWorkflowId,
+    covers,
+    validate_name,
+    validate_pattern,
+)
 from asteps._names import format_prefix, validate_workflow_id
 
 
@@ -190,3 +199,34 @@ def test_a_long_workflow_id_with_a_slash_is_quoted_cut_short() -> None:
     with pytest.raises(InvalidStepName, match="characters in all") as caught:
         validate_workflow_id("a/" + "b" * 200)
     assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("check", "kind"),
+    [
+        (lambda: validate_name("a b"), InvalidStepName),
+        (lambda: validate_pattern("a..b"), InvalidStepName),
+        (lambda: validate_workflow_id("a/b"), InvalidWorkflowId),
+        (lambda: format_prefix("{x}/", "w", None), InvalidPrefix),
+        (lambda: format_prefix("/abs/{workflow_id}/", "w", None), InvalidPrefix),
+    ],
+)
+def test_each_kind_of_bad_name_has_its_error_and_all_are_invalid_names(
+    check: Callable[[], object], kind: type[InvalidName]
+) -> None:
+    with pytest.raises(kind) as raised:
+        check()
+    assert isinstance(raised.value, InvalidName)
+    assert isinstance(raised.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [lambda: validate_workflow_id("a/b"), lambda: format_prefix("{x}/", "w", None)],
+)
+def test_except_invalid_step_name_still_catches_ids_and_prefixes_for_one_release(
+    check: Callable[[], object],
+) -> None:
+    # asteps 0.1 raised InvalidStepName for workflow ids and prefixes too.
+    with pytest.raises(InvalidStepName):
+        check()
