@@ -59,7 +59,7 @@ from ._runner import Runner
 from ._shards import Shard
 from ._telemetry import batch_span
 from ._workflow import NOT_DONE, WorkflowReport, run_reason, run_workflow, workflow_runner
-from .errors import ClaimsNotSupported, InvalidStepName
+from .errors import ClaimsNotSupported, InvalidName
 from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
 
 __all__ = [
@@ -287,7 +287,7 @@ class BatchRun:
         invalid (it fails at once) or the workflow is not selected."""
         try:
             runner = self._runner(wid)  # checks the id, formats its prefix
-        except InvalidStepName as exc:
+        except InvalidName as exc:
             self._record(WorkflowReport(wid, ok=False, error=str(exc)), summary)
             return None
         done = await runner.steps_done()  # the runner keeps it; a failure stops the batch
@@ -338,7 +338,7 @@ class BatchRun:
         bus: EventBus | None = None,
     ) -> Runner:
         """The runner of one workflow, with the batch's patterns: it checks the
-        id and formats the prefix (``InvalidStepName`` when either is bad)."""
+        id and formats the prefix (``InvalidName`` when either is bad)."""
         return workflow_runner(
             self.store,
             workflow_id,

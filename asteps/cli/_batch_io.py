@@ -21,7 +21,7 @@ from .._ids import numbered_ids, stream_chunks, text_of
 from .._names import validate_workflow_id
 from .._resume import MAX_RESUME_BYTES, ResumeError, ResumePoint, ResumeSource
 from .._shards import Shard
-from ..errors import InvalidStepName
+from ..errors import InvalidName
 from .app import ERROR_LABEL, EXIT_USAGE, fail, tell
 
 
@@ -232,6 +232,6 @@ def _valid(wid: str) -> bool:
     is in the retry file, not in the resume point)."""
     try:
         validate_workflow_id(wid)
-    except InvalidStepName:
+    except InvalidName:
         return False
     return True

@@ -30,7 +30,7 @@ from ..errors import (
     AstepsError,
     ClaimsNotSupported,
     FlowError,
-    InvalidStepName,
+    InvalidName,
     StoreError,
     SwfError,
     SwfNotSetUp,
@@ -160,7 +160,7 @@ def run_async(
     interruption = interruption or Interruption()
 
     def exit_code(exc: AstepsError) -> int:
-        if isinstance(exc, (FlowError, InvalidStepName, SwfNotSetUp, ClaimsNotSupported)):
+        if isinstance(exc, (FlowError, InvalidName, SwfNotSetUp, ClaimsNotSupported)):
             return EXIT_USAGE
         if isinstance(exc, (StoreError, SwfError)):
             return EXIT_STORE
@@ -214,7 +214,7 @@ def guarded(fn: Callable[..., T], *args: Any) -> T:
     """Call a validation; a bad flow, name or pattern exits 2 with its message."""
     try:
         return fn(*args)
-    except (FlowError, InvalidStepName) as exc:
+    except (FlowError, InvalidName) as exc:
         fail(str(exc), EXIT_USAGE)
 
 

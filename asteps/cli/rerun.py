@@ -326,7 +326,7 @@ def _report(
             }
         )
     else:
-        out.print(_summary_table(summary, written, ids_name=ids_name, resume=resume))
+        out().print(_summary_table(summary, written, ids_name=ids_name, resume=resume))
     if retry.problem is not None:
         report_unsaved_ids(retry.given, retry.problem, retry.unsaved)
 

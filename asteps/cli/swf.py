@@ -31,7 +31,7 @@ from rich.table import Table
 from .._flows import parse_params
 from .._ids import IdReader
 from .._shards import Shard
-from ..errors import FlowError, InvalidStepName, StoreError
+from ..errors import FlowError, InvalidName, StoreError
 from ..swf import (
     DEFAULT_MAX_OPEN,
     DEFAULT_TASK_LIST,
@@ -264,7 +264,7 @@ def submit_command(
                 max_retry_delay=max_retry_delay,
             ),
         )
-    except (FlowError, InvalidStepName, FlowInputError) as exc:
+    except (FlowError, InvalidName, FlowInputError) as exc:
         fail(str(exc), EXIT_USAGE)
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import FlowError, InvalidStepName, StoreError
+from ..errors import FlowError, InvalidName, StoreError
 from ..swf import MAX_ATTEMPTS, MAX_DELAY, FlowReport, SwfWorker
 from .app import (
     EXIT_STORE,
@@ -147,7 +147,7 @@ def worker(
             exclusive=exclusive,
             lease=lease,
         )
-    except (FlowError, InvalidStepName, ValueError) as exc:
+    except (FlowError, InvalidName, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)

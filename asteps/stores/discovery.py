@@ -19,7 +19,7 @@ from contextlib import aclosing
 from typing import Protocol, runtime_checkable
 
 from .._names import shown, validate_workflow_id
-from ..errors import InvalidStepName, StoreError
+from ..errors import InvalidName, InvalidPrefix, StoreError
 
 WORKFLOW_DIRECTORY = "{workflow_id}/"
 
@@ -47,11 +47,11 @@ def listing_order(name: str) -> str:
 def check_discoverable(template: str) -> None:
     """Refuse a prefix template under which workflows cannot be discovered.
 
-    Raises :class:`~asteps.errors.InvalidStepName` (a ``ValueError``) unless the
+    Raises :class:`~asteps.errors.InvalidPrefix` (a ``ValueError``) unless the
     template starts with ``{workflow_id}/``, as the default ``{workflow_id}/steps/``.
     """
     if not template.startswith(WORKFLOW_DIRECTORY):
-        raise InvalidStepName(
+        raise InvalidPrefix(
             f"cannot discover workflows with the prefix template {template!r}: discovery "
             f"lists the store's root, so the template must start with {WORKFLOW_DIRECTORY!r} "
             "(as the default '{workflow_id}/steps/'); give the ids with --ids instead"
@@ -66,7 +66,7 @@ def discover_workflows(
 
     Names that cannot be workflow ids (a ``/``, control characters, ``.``)
     are passed over: asteps never wrote them, and the FileStore passes over
-    directories that link out of its root. Raises ``InvalidStepName`` for a
+    directories that link out of its root. Raises ``InvalidName`` for a
     template :func:`check_discoverable` refuses and ``StoreError`` for a store
     without ``list_workflows``, both when called, before any I/O (not at the
     first ``anext``: a plain function that returns the async generator).
@@ -92,6 +92,6 @@ async def _discovered(store: ListsWorkflows, start_after: str | None) -> AsyncGe
         async for name in names:
             try:
                 validate_workflow_id(name)
-            except InvalidStepName:
+            except InvalidName:
                 continue
             yield name

@@ -117,7 +117,7 @@ def accept(
     of the store to open.
 
     Raises :class:`FlowInputError`, :class:`~asteps.errors.FlowError` or
-    :class:`~asteps.errors.InvalidStepName`: input that no retry would make
+    :class:`~asteps.errors.InvalidName`: input that no retry would make
     runnable.
     """
     spec = FlowInput.from_json(task.get("input"))

@@ -37,7 +37,7 @@ from .._names import shown
 from ..errors import (
     ClaimsNotSupported,
     FlowError,
-    InvalidStepName,
+    InvalidName,
     SignalError,
     StoreError,
     SwfError,
@@ -78,7 +78,7 @@ class Attempts:
         run_id = task["workflowExecution"]["runId"]
         try:
             spec, store_url = accept(task, self.flow, self.flow_names, self.stores)
-        except (FlowInputError, FlowError, InvalidStepName) as exc:
+        except (FlowInputError, FlowError, InvalidName) as exc:
             logger.warning("workflow %s: input refused, not retried: %s", shown(workflow_id), exc)
             refused = FlowReport(workflow_id, run_id, ok=False, error=str(exc), retryable=False)
             with shielded():

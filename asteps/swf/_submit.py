@@ -48,7 +48,7 @@ from .._names import (
 )
 from .._pipeline import Pipeline
 from .._shards import Shard
-from ..errors import InvalidStepName
+from ..errors import InvalidName, InvalidWorkflowId
 from ..stores.urls import parse_store_url
 from ._client import FATAL_CODES, SwfClientOptions, explain
 from ._types import (
@@ -170,7 +170,7 @@ def prepare(
     retry: RetryPolicy | None = None,
 ) -> FlowInput:
     """The input every execution gets, checked: raises
-    :class:`~asteps.errors.FlowError`, :class:`~asteps.errors.InvalidStepName`,
+    :class:`~asteps.errors.FlowError`, :class:`~asteps.errors.InvalidName`,
     :class:`~asteps.errors.StoreError` or :class:`FlowInputError` (too long,
     or a field out of bounds). ``retry`` is the executions' retry policy (the
     defaults without it), recorded in their input for every decider."""
@@ -225,7 +225,7 @@ def check_swf_workflow_id(workflow_id: str) -> str:
     control characters asteps refuses already), and not ``arn``."""
     validate_workflow_id(workflow_id)
     if ":" in workflow_id or "|" in workflow_id or workflow_id == "arn":
-        raise InvalidStepName(
+        raise InvalidWorkflowId(
             f"workflow id {workflow_id!r} cannot be an SWF workflowId (no ':' or '|', "
             "and not 'arn'): rename it"
         )
@@ -303,7 +303,7 @@ async def submit(
         async def check(wid: str) -> str | None:
             try:
                 return check_swf_workflow_id(wid)
-            except InvalidStepName as exc:
+            except InvalidName as exc:
                 record(wid, "refused", str(exc))
                 return None
 

@@ -35,7 +35,7 @@ from .._names import (
     shown,
     validate_pattern,
 )
-from ..errors import FlowInputError, InvalidStepName, SwfError, SwfNotSetUp
+from ..errors import FlowInputError, InvalidName, SwfError, SwfNotSetUp
 from ._signals import SWF_INPUT_LIMIT
 
 FLOW_TYPE = "asteps.flow"
@@ -199,7 +199,7 @@ def explain_input(exc: ValidationError, *, options: bool = False) -> str:
             )
         message = error["msg"]
         cause = error.get("ctx", {}).get("error")
-        if isinstance(cause, InvalidStepName | ValueError) and str(cause):
+        if isinstance(cause, InvalidName | ValueError) and str(cause):
             message = str(cause)
         elif error["type"] != "missing":
             message += f", got {shown(error.get('input'), 60)}"
