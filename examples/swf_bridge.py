@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from asteps import FileStore, Runner
-from asteps.swf import EchoGuard, SwfSignalBridge, SwfSignalListener
+from asteps.swf import EchoGuard, Execution, SwfSignalBridge, SwfSignalListener
 from asteps.testing import MotoServer, moto_server
 
 DOMAIN = "exports"
@@ -64,7 +64,7 @@ async def service(moto: MotoServer, store_root: str) -> None:
         SwfSignalBridge(
             runner.bus,
             domain=DOMAIN,
-            executions=("customer-42", run_id),
+            executions=Execution("customer-42", run_id),
             echo_guard=guard,
             endpoint_url=moto.endpoint_url,
             session=moto.session(),

@@ -13,6 +13,7 @@ from asteps._bus import MAX_SIGNAL_NAME
 from asteps._decision import ALREADY_PLAYED
 from asteps.swf import (
     SWF_INPUT_LIMIT,
+    Execution,
     SignalDeliveryError,
     SwfNotSetUp,
     SwfSignalBridge,
@@ -124,7 +125,7 @@ async def test_an_unknown_execution_or_domain_is_named(swf: SwfWorld) -> None:
             pass
     with pytest.raises(SwfNotSetUp, match="domain 'nowhere' does not exist"):
         async with SwfSignalBridge(
-            bus, domain="nowhere", executions=("wf", None), endpoint_url=swf.endpoint_url
+            bus, domain="nowhere", executions=Execution("wf"), endpoint_url=swf.endpoint_url
         ):
             pass
 
@@ -188,7 +189,7 @@ async def test_a_throttled_signal_is_retried_and_delivered(swf: SwfWorld, flaky:
     run_id = await swf.start("wf")
     bus = EventBus()
     async with SwfSignalBridge(
-        bus, domain=swf.domain, executions=("wf", run_id), endpoint_url=flaky.endpoint_url
+        bus, domain=swf.domain, executions=Execution("wf", run_id), endpoint_url=flaky.endpoint_url
     ) as b:
         flaky.fail_next(2, method="POST")  # SWF is JSON over POST
         await bus.publish("step.a", 1)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from asteps.swf import FLOW_TYPE, FlowInput, RetryPolicy, decide
+from asteps.swf import FLOW_TYPE, FlowInput, RetryPolicy, next_decisions
 from asteps.swf._types import failure_details
 
 INPUT = '{"flow": "f.py:flow"}'  # from an older submit: no retry policy, the defaults
@@ -56,7 +56,7 @@ def kinds(decisions: list[dict[str, Any]]) -> list[str]:
 
 
 def test_a_new_execution_schedules_its_activity_on_its_task_list() -> None:
-    [decision] = decide([STARTED, event("DecisionTaskScheduled")])
+    [decision] = next_decisions([STARTED, event("DecisionTaskScheduled")])
     attributes = decision["scheduleActivityTaskDecisionAttributes"]
     assert decision["decisionType"] == "ScheduleActivityTask"
     assert attributes["activityType"] == {"name": "asteps.flow", "version": "1"}
@@ -70,7 +70,7 @@ def test_a_new_execution_schedules_its_activity_on_its_task_list() -> None:
 def test_a_completed_activity_completes_the_execution_with_its_summary() -> None:
     result = json.dumps({"steps": {"completed": 3}})
     history = [STARTED, *scheduled(1), event("ActivityTaskCompleted", result=result)]
-    assert decide(history) == [
+    assert next_decisions(history) == [
         {
             "decisionType": "CompleteWorkflowExecution",
             "completeWorkflowExecutionDecisionAttributes": {"result": result},
@@ -93,7 +93,7 @@ def test_a_failed_or_timed_out_attempt_waits_on_a_timer_doubling_each_time(
     for attempt in range(1, attempts):
         history += [*scheduled(attempt), failed(), *retried(attempt)]
     history += [*scheduled(attempts), ending]
-    [decision] = decide(history)
+    [decision] = next_decisions(history)
     assert decision == {
         "decisionType": "StartTimer",
         "startTimerDecisionAttributes": {
@@ -105,7 +105,7 @@ def test_a_failed_or_timed_out_attempt_waits_on_a_timer_doubling_each_time(
 
 def test_a_fired_timer_schedules_the_next_attempt_under_a_new_id() -> None:
     history = [STARTED, *scheduled(1), timed_out(), *retried(1)]
-    [decision] = decide(history)
+    [decision] = next_decisions(history)
     assert decision["decisionType"] == "ScheduleActivityTask"
     assert decision["scheduleActivityTaskDecisionAttributes"]["activityId"] == "asteps.flow-2"
 
@@ -115,7 +115,7 @@ def test_after_max_attempts_the_execution_fails_with_the_last_reason() -> None:
     for attempt in (1, 2):
         history += [*scheduled(attempt), failed(), *retried(attempt)]
     history += [*scheduled(3), failed("step c failed: ValueError: no")]
-    [decision] = decide(history)
+    [decision] = next_decisions(history)
     assert decision["decisionType"] == "FailWorkflowExecution"
     attributes = decision["failWorkflowExecutionDecisionAttributes"]
     assert attributes["reason"] == "step c failed: ValueError: no"
@@ -128,13 +128,13 @@ def test_after_max_attempts_the_execution_fails_with_the_last_reason() -> None:
 
 def test_a_last_heartbeat_timeout_fails_with_timed_out_heartbeat() -> None:
     history = [started(RetryPolicy(max_attempts=1)), *scheduled(1), timed_out()]
-    [decision] = decide(history)
+    [decision] = next_decisions(history)
     assert decision["failWorkflowExecutionDecisionAttributes"]["reason"] == "timed out: HEARTBEAT"
 
 
 def test_a_failure_marked_not_retryable_fails_at_once() -> None:
     history = [STARTED, *scheduled(1), failed("cannot load the flow", retryable=False)]
-    [decision] = decide(history)
+    [decision] = next_decisions(history)
     assert decision["decisionType"] == "FailWorkflowExecution"
     details = json.loads(decision["failWorkflowExecutionDecisionAttributes"]["details"])
     assert details["retryable"] is False
@@ -142,12 +142,12 @@ def test_a_failure_marked_not_retryable_fails_at_once() -> None:
 
 def test_a_failure_from_another_tool_without_asteps_details_is_retried() -> None:
     history = [STARTED, *scheduled(1), event("ActivityTaskFailed", reason="x", details="text")]
-    assert kinds(decide(history)) == ["StartTimer"]
+    assert kinds(next_decisions(history)) == ["StartTimer"]
 
 
 def test_a_long_reason_is_cut_to_swfs_256_characters() -> None:
     history = [STARTED, *scheduled(1), failed("x" * 1000, retryable=False)]
-    [decision] = decide(history)
+    [decision] = next_decisions(history)
     assert len(decision["failWorkflowExecutionDecisionAttributes"]["reason"]) == 256
 
 
@@ -172,7 +172,7 @@ def test_a_long_reason_is_cut_to_swfs_256_characters() -> None:
     ],
 )
 def test_nothing_is_decided_while_waiting_or_once_closed(history: list[dict[str, Any]]) -> None:
-    assert decide(history) == []
+    assert next_decisions(history) == []
 
 
 def test_an_activity_type_that_is_not_registered_fails_with_what_to_run() -> None:
@@ -181,7 +181,7 @@ def test_an_activity_type_that_is_not_registered_fails_with_what_to_run() -> Non
         activityType={"name": FLOW_TYPE, "version": "1"},
         cause="ACTIVITY_TYPE_DOES_NOT_EXIST",
     )
-    [decision] = decide([STARTED, failure])
+    [decision] = next_decisions([STARTED, failure])
     reason = decision["failWorkflowExecutionDecisionAttributes"]["reason"]
     assert "ACTIVITY_TYPE_DOES_NOT_EXIST" in reason
     assert "asteps swf init" in reason
@@ -190,16 +190,16 @@ def test_an_activity_type_that_is_not_registered_fails_with_what_to_run() -> Non
 def test_a_cancel_request_cancels_the_running_activity_then_the_execution() -> None:
     asked = event("WorkflowExecutionCancelRequested")
     running = [STARTED, *scheduled(1), asked]
-    assert decide(running) == [
+    assert next_decisions(running) == [
         {
             "decisionType": "RequestCancelActivityTask",
             "requestCancelActivityTaskDecisionAttributes": {"activityId": "asteps.flow-1"},
         }
     ]
     requested = [*running, event("ActivityTaskCancelRequested")]
-    assert decide(requested) == []
+    assert next_decisions(requested) == []
     canceled = [*requested, event("ActivityTaskCanceled")]
-    assert kinds(decide(canceled)) == ["CancelWorkflowExecution"]
+    assert kinds(next_decisions(canceled)) == ["CancelWorkflowExecution"]
 
 
 def test_a_cancel_request_during_a_back_off_cancels_the_timer_and_the_execution() -> None:
@@ -210,7 +210,7 @@ def test_a_cancel_request_during_a_back_off_cancels_the_timer_and_the_execution(
         event("TimerStarted", timerId="retry-1"),
         event("WorkflowExecutionCancelRequested"),
     ]
-    assert kinds(decide(history)) == ["CancelTimer", "CancelWorkflowExecution"]
+    assert kinds(next_decisions(history)) == ["CancelTimer", "CancelWorkflowExecution"]
 
 
 @pytest.mark.parametrize(
@@ -236,7 +236,7 @@ def drained() -> dict[str, Any]:
 
 def test_a_drained_attempt_is_scheduled_again_at_once_under_a_new_id() -> None:
     history = [STARTED, *scheduled(1), drained()]
-    [decision] = decide(history)
+    [decision] = next_decisions(history)
     assert decision["decisionType"] == "ScheduleActivityTask"  # no back-off timer
     assert decision["scheduleActivityTaskDecisionAttributes"]["activityId"] == "asteps.flow-2"
 
@@ -245,11 +245,11 @@ def test_three_rolling_deploys_do_not_use_up_a_single_attempt() -> None:
     history = [started(RetryPolicy(max_attempts=1))]
     for attempt in (1, 2, 3):
         history += [*scheduled(attempt), drained()]
-    [decision] = decide(history)
+    [decision] = next_decisions(history)
     assert decision["decisionType"] == "ScheduleActivityTask"
     # The one attempt that counts fails: the execution fails with it.
     history += [*scheduled(4), failed("step b failed: RuntimeError: boom")]
-    [decision] = decide(history)
+    [decision] = next_decisions(history)
     assert decision["decisionType"] == "FailWorkflowExecution"
     details = json.loads(decision["failWorkflowExecutionDecisionAttributes"]["details"])
     assert details["attempts"] == 1
@@ -258,7 +258,7 @@ def test_three_rolling_deploys_do_not_use_up_a_single_attempt() -> None:
 def test_drains_between_failures_neither_count_nor_reuse_a_timer_id() -> None:
     history = [STARTED, *scheduled(1), failed(), *retried(1), *scheduled(2), drained()]
     history += [*scheduled(3), failed()]
-    [decision] = decide(history)
+    [decision] = next_decisions(history)
     assert decision == {
         "decisionType": "StartTimer",
         "startTimerDecisionAttributes": {"timerId": "retry-3", "startToFireTimeout": "10"},
@@ -271,25 +271,33 @@ def test_the_executions_own_policy_decides_whatever_the_deciding_workers_setting
 ) -> None:
     policy = RetryPolicy(max_attempts=2, retry_delay=7)
     history = [started(policy), *scheduled(1), failed()]
-    assert decide(history, heartbeat=heartbeat) == [
+    assert next_decisions(history, heartbeat=heartbeat) == [
         {
             "decisionType": "StartTimer",
             "startTimerDecisionAttributes": {"timerId": "retry-1", "startToFireTimeout": "7"},
         }
     ]
     history += [*retried(1), *scheduled(2), failed()]
-    assert kinds(decide(history, heartbeat=heartbeat)) == ["FailWorkflowExecution"]
+    assert kinds(next_decisions(history, heartbeat=heartbeat)) == ["FailWorkflowExecution"]
 
 
 def test_an_input_without_a_policy_is_retried_by_the_defaults() -> None:
     history = [STARTED]
     for attempt in (1, 2):
         history += [*scheduled(attempt), failed(), *retried(attempt)]
-    assert kinds(decide(history)) == ["ScheduleActivityTask"]
+    assert kinds(next_decisions(history)) == ["ScheduleActivityTask"]
     history += [*scheduled(3), failed()]
-    assert kinds(decide(history)) == ["FailWorkflowExecution"]  # 3 attempts, the default
+    assert kinds(next_decisions(history)) == ["FailWorkflowExecution"]  # 3 attempts, the default
 
 
 def test_back_off_doubles_up_to_its_ceiling() -> None:
     policy = RetryPolicy(retry_delay=5, max_retry_delay=30)
     assert [policy.delay(n) for n in (1, 2, 3, 4, 5)] == [5, 10, 20, 30, 30]
+
+
+def test_the_old_name_decide_still_works_for_one_release_with_a_warning() -> None:
+    import asteps.swf
+
+    with pytest.warns(DeprecationWarning, match="next_decisions"):
+        old = asteps.swf.decide
+    assert old is next_decisions

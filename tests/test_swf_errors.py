@@ -13,7 +13,14 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from asteps import EventBus
 from asteps._concurrency import leaves
-from asteps.swf import SwfError, SwfNotSetUp, SwfSignalBridge, SwfSignalListener, swf_status
+from asteps.swf import (
+    Execution,
+    SwfError,
+    SwfNotSetUp,
+    SwfSignalBridge,
+    SwfSignalListener,
+    swf_status,
+)
 from asteps.swf._client import ALREADY_EXISTS, FATAL, UNKNOWN_RESOURCE, error_code
 from asteps.swf._registration import init_domain
 from asteps.swf._resources import ShieldedExitStack, task_group
@@ -61,7 +68,7 @@ def opening(what: str, swf: SwfWorld) -> Callable[[], Awaitable[object]]:
 
     async def bridge() -> None:
         async with SwfSignalBridge(
-            bus, domain="nowhere", executions=("wf", None), endpoint_url=url
+            bus, domain="nowhere", executions=Execution("wf"), endpoint_url=url
         ):
             pass
 

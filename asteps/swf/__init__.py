@@ -13,7 +13,7 @@
 Distributed batch reruns (``asteps swf init | submit | worker | status``):
 
 - :class:`SwfWorker` polls a task list and runs one flow for its executions
-  (the decider in ``_decider`` is a pure function of a history);
+  (the decider, :func:`next_decisions`, is a pure function of a history);
 - :func:`submit` starts one execution per workflow id, its input built and
   checked by :func:`prepare` (with the executions' :class:`RetryPolicy`), at
   most ``max_open`` (default :data:`DEFAULT_MAX_OPEN`, under SWF's quota
@@ -51,10 +51,13 @@ Why it works this way:
   the task group and the client, so a cancelled host leaks no client.
 """
 
+import warnings
+from typing import Any
+
 from ..errors import SignalDeliveryError, SignalError
 from ._activity import FlowReport
 from ._client import Execution, open_swf_client
-from ._decider import decide
+from ._decider import SwfDecision, next_decisions
 from ._echo import EchoGuard
 from ._registration import DEFAULT_RETENTION_DAYS, init_domain
 from ._signals import SWF_INPUT_LIMIT, execution_source, swf_input
@@ -97,6 +100,7 @@ __all__ = [
     "SignalDeliveryError",
     "SignalError",
     "SubmitSummary",
+    "SwfDecision",
     "SwfError",
     "SwfNotSetUp",
     "SwfSignalBridge",
@@ -105,9 +109,9 @@ __all__ = [
     "SwfWorker",
     "Undelivered",
     "WorkerStats",
-    "decide",
     "execution_source",
     "init_domain",
+    "next_decisions",
     "open_swf_client",
     "prepare",
     "spelling_warning",
@@ -115,3 +119,17 @@ __all__ = [
     "swf_input",
     "swf_status",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # asteps 0.1 called next_decisions ``decide``, the name of asteps.decide
+    # (a step's decision): kept one release, with a warning.
+    if name == "decide":
+        warnings.warn(
+            "asteps.swf.decide is now asteps.swf.next_decisions (asteps.decide decides "
+            "a step); the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return next_decisions
+    raise AttributeError(f"module 'asteps.swf' has no attribute {name!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -75,8 +75,13 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
-Execution = tuple[str, str | None]
-"""``(workflow_id, run_id)``; a ``None`` run id means the open run."""
+class Execution(NamedTuple):
+    """One SWF workflow execution: ``Execution("customer-42")`` is whichever
+    run of that workflow id is open, ``Execution("customer-42", run_id)`` one
+    run. A tuple, so ``(workflow_id, run_id)`` pairs are equal to it."""
+
+    workflow_id: str
+    run_id: str | None = None
 
 
 class SwfClientOptions:

@@ -42,7 +42,8 @@ from ._types import (
     read_failure_details,
 )
 
-Decision = dict[str, Any]
+SwfDecision = dict[str, Any]
+"""One decision of RespondDecisionTaskCompleted, as boto3 takes it (a dict)."""
 
 # An execution's history ends with one of these: nothing is decided after
 # them, and no signal can follow (the listener stops polling there).
@@ -109,12 +110,12 @@ class _Reading:
             return RetryPolicy()
 
 
-def decide(
+def next_decisions(
     events: Iterable[Mapping[str, Any]],
     *,
     heartbeat: float = 10.0,
     activity_version: str = DEFAULT_VERSION,
-) -> list[Decision]:
+) -> list[SwfDecision]:
     """The decisions for an execution whose history is ``events``, oldest first
     (as PollForDecisionTask returns them, every page joined).
 
@@ -193,7 +194,7 @@ def _attributes(event: Mapping[str, Any]) -> Mapping[str, Any]:
     return found if isinstance(found, Mapping) else {}
 
 
-def _schedule(h: _Reading, heartbeat: float, activity_version: str) -> Decision:
+def _schedule(h: _Reading, heartbeat: float, activity_version: str) -> SwfDecision:
     attributes: dict[str, Any] = {
         "activityType": {"name": FLOW_TYPE, "version": activity_version},
         # One id per activity scheduled: SWF refuses an id in use, moto even a
@@ -218,7 +219,7 @@ def _schedule(h: _Reading, heartbeat: float, activity_version: str) -> Decision:
 
 def _after_failure(
     h: _Reading, policy: RetryPolicy, kind: str, attrs: Mapping[str, Any]
-) -> list[Decision]:
+) -> list[SwfDecision]:
     if kind == "ActivityTaskTimedOut":
         reason, retryable, error = f"timed out: {attrs.get('timeoutType', 'unknown')}", True, None
     else:
@@ -234,7 +235,7 @@ def _after_failure(
     return [{"decisionType": "StartTimer", "startTimerDecisionAttributes": timer}]
 
 
-def _fail(reason: str, details: str | None) -> Decision:
+def _fail(reason: str, details: str | None) -> SwfDecision:
     return _close(
         "FailWorkflowExecution",
         reason=clip(reason, SWF_REASON_LIMIT),
@@ -242,12 +243,12 @@ def _fail(reason: str, details: str | None) -> Decision:
     )
 
 
-def _close(kind: str, **attributes: Any) -> Decision:
+def _close(kind: str, **attributes: Any) -> SwfDecision:
     key = kind[0].lower() + kind[1:] + "DecisionAttributes"
     return {"decisionType": kind, key: {k: v for k, v in attributes.items() if v is not None}}
 
 
-def _cancel(h: _Reading) -> list[Decision]:
+def _cancel(h: _Reading) -> list[SwfDecision]:
     if h.activity_open:
         if h.cancel_asked_of_activity or h.activity_id is None:
             return []  # asked already: its heartbeat will say so
@@ -257,7 +258,7 @@ def _cancel(h: _Reading) -> list[Decision]:
                 "requestCancelActivityTaskDecisionAttributes": {"activityId": h.activity_id},
             }
         ]
-    decisions: list[Decision] = []
+    decisions: list[SwfDecision] = []
     if h.timer_open is not None:
         decisions.append(
             {

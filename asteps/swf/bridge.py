@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -88,11 +89,14 @@ class _Sender:
 class SwfSignalBridge:
     """Send bus signals to SWF executions while the context is open.
 
-    ``executions`` is one ``(workflow_id, run_id | None)`` pair or several
-    (each signal goes to all of them); a ``None`` run id means whichever run
-    is open when a signal is sent. ``patterns`` select the bus signals to send
-    (``("step",)``: every ``step.<name>``). On exit, what is pending is sent
-    within ``drain_timeout`` seconds; anything undelivered is raised as
+    ``executions`` is one :class:`Execution` or several (each signal goes to
+    all of them); ``Execution(workflow_id)``, without a run id, means
+    whichever run is open when a signal is sent. A plain pair of strings
+    (``("a", "b")``) is still read as one ``(workflow_id, run_id)``, with a
+    ``DeprecationWarning``: it could as well mean two workflow ids.
+    ``patterns`` select the bus signals to send (``("step",)``: every
+    ``step.<name>``). On exit, what is pending is sent within
+    ``drain_timeout`` seconds; anything undelivered is raised as
     :class:`SignalDeliveryError` (or only logged and kept in
     :attr:`undelivered` when the block is already raising).
 
@@ -109,7 +113,9 @@ class SwfSignalBridge:
         bus: EventBus,
         *,
         domain: str,
-        executions: Execution | Iterable[Execution],
+        executions: Execution
+        | tuple[str, str | None]
+        | Iterable[Execution | tuple[str, str | None]],
         patterns: Iterable[str] = ("step",),
         echo_guard: EchoGuard | None = None,
         session: aioboto3.Session | None = None,
@@ -331,18 +337,37 @@ class SwfSignalBridge:
         subscription._close()
 
 
-def _normalise_executions(executions: Execution | Iterable[Execution]) -> list[Execution]:
+def _normalise_executions(
+    executions: Execution | tuple[str, str | None] | Iterable[Execution | tuple[str, str | None]],
+) -> list[Execution]:
+    if isinstance(executions, Execution):
+        return [executions]
     if (
         isinstance(executions, tuple)
         and len(executions) == 2
         and isinstance(executions[0], str)
         and (executions[1] is None or isinstance(executions[1], str))
     ):
-        return [executions]
-    found = [tuple(e) for e in executions]
-    if not found:
-        raise SignalError("executions is empty: give (workflow_id, run_id) pairs to signal")
-    for e in found:
-        if len(e) != 2 or not isinstance(e[0], str) or not e[0]:
+        # ("a", "b") reads as one (workflow_id, run_id) pair, as in asteps 0.1;
+        # it could as well mean two workflow ids: say which, once.
+        warnings.warn(
+            f"executions={executions!r} is read as one (workflow_id, run_id) pair; "
+            "this form goes in the next release: pass Execution(workflow_id, run_id), "
+            "or a list of executions such as [Execution('a'), Execution('b')]",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return [Execution(*executions)]
+    if isinstance(executions, str):
+        raise SignalError(
+            f"executions={executions!r} is a string: pass [Execution({executions!r})]"
+        )
+    found: list[Execution] = []
+    for e in executions:
+        pair = tuple(e)
+        if len(pair) != 2 or not isinstance(pair[0], str) or not pair[0]:
             raise SignalError(f"execution {e!r} is not a (workflow_id, run_id or None) pair")
+        found.append(Execution(*pair))
+    if not found:
+        raise SignalError("executions is empty: give the executions to signal")
     return list(dict.fromkeys(found))

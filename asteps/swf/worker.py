@@ -53,7 +53,7 @@ from ..stores.urls import default_store_url
 from ._activity import FlowReport, StoreAllowList, Stores
 from ._attempt import Attempts, respond
 from ._client import SwfClientOptions, check_domain, explain
-from ._decider import decide
+from ._decider import next_decisions
 from ._types import DEFAULT_TASK_LIST, DEFAULT_VERSION
 
 logger = logging.getLogger("asteps.swf.worker")
@@ -247,7 +247,9 @@ class SwfWorker:
         return task
 
     async def _decide(self, client: Any, task: dict[str, Any]) -> None:
-        decisions = decide(task["events"], heartbeat=self.heartbeat, activity_version=self.version)
+        decisions = next_decisions(
+            task["events"], heartbeat=self.heartbeat, activity_version=self.version
+        )
         workflow_id = task["workflowExecution"]["workflowId"]
         logger.debug(
             "workflow %s: %s", workflow_id, [d["decisionType"] for d in decisions] or "waiting"
