@@ -29,7 +29,7 @@ from .._workflow import run_workflow, workflow_runner
 from ..errors import StoreError
 from ..stores.base import DoneStore
 from ..stores.urls import open_store, parse_store_url
-from ._client import explain
+from ._client import UNKNOWN_RESOURCE, error_code, explain
 from ._types import FlowInput, FlowInputError
 
 logger = logging.getLogger("asteps.swf.worker")
@@ -218,7 +218,7 @@ class Heartbeat:
             try:
                 answer = await self.client.record_activity_task_heartbeat(taskToken=self.token)
             except ClientError as exc:
-                if _code(exc) == "UnknownResourceFault":
+                if error_code(exc) in UNKNOWN_RESOURCE:
                     logger.warning(
                         "workflow %s: SWF no longer knows this attempt (%s); stopping it",
                         self.workflow_id,
@@ -237,7 +237,3 @@ class Heartbeat:
                     scope.cancel()
                     return
             await anyio.sleep(self.period)
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))

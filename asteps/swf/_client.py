@@ -62,9 +62,6 @@ FATAL = frozenset(
 )
 """Errors after which no other call can succeed either: stop (a submit, its window)."""
 
-FATAL_CODES = FATAL
-"""The old name of :data:`FATAL`."""
-
 
 def error_code(exc: BaseException) -> str | None:
     """The code of an AWS error (``"UnknownResourceFault"``); None for any other

@@ -50,7 +50,17 @@ from .._pipeline import Pipeline
 from .._shards import Shard
 from ..errors import InvalidName, InvalidWorkflowId
 from ..stores.urls import parse_store_url
-from ._client import FATAL_CODES, SwfClientOptions, explain
+from ._client import (
+    ALREADY_STARTED,
+    FATAL,
+    LIMIT_EXCEEDED,
+    THROTTLED,
+    UNKNOWN_RESOURCE,
+    SwfClientOptions,
+    check_domain,
+    error_code,
+    explain,
+)
 from ._types import (
     DEFAULT_TASK_LIST,
     DEFAULT_VERSION,
@@ -68,9 +78,7 @@ EXECUTION_TIMEOUT = 365 * 24 * 3600
 """SWF's longest: an execution may wait for a free worker, then run, as long as
 it takes; heartbeats, not this, catch a dead worker."""
 
-_THROTTLED = ("Throttling", "RequestLimitExceeded", "TooManyRequests")
 _THROTTLE_WAITS = (1, 2, 4, 8, 16)
-_LIMIT_EXCEEDED = "LimitExceeded"  # SWF's quota of open executions: wait, then start
 _LIMIT_WAITS = (1, 2, 4, 8, 16, 30)  # then 30 s each time
 
 Outcome = Literal["started", "already running", "refused"]
@@ -314,10 +322,10 @@ async def submit(
                 answer = await start_throttled(wid)
             except ClientError as exc:
                 window.release()
-                why = explain(exc)
-                if "WorkflowExecutionAlreadyStarted" in why:
+                why, code = explain(exc), error_code(exc)
+                if code in ALREADY_STARTED:
                     record(wid, "already running")
-                elif any(code in why for code in FATAL_CODES):
+                elif code in FATAL:
                     pipeline.abort(why)
                     return False
                 else:
@@ -349,8 +357,8 @@ async def submit(
                         tagList=[tag],
                     )
                 except ClientError as exc:
-                    why = explain(exc)
-                    if _LIMIT_EXCEEDED in why:
+                    code = error_code(exc)
+                    if code in LIMIT_EXCEEDED:
                         # The domain is full (other work counts too): its
                         # executions close in time; this id waits, as long as it takes.
                         pause = _LIMIT_WAITS[min(limits, len(_LIMIT_WAITS) - 1)]
@@ -358,7 +366,7 @@ async def submit(
                         with window.waiting():
                             await anyio.sleep(pause)
                         continue
-                    if not any(t in why for t in _THROTTLED):
+                    if code not in THROTTLED:
                         raise
                     if (wait := next(throttles, None)) is None:
                         raise
@@ -394,17 +402,18 @@ async def submit(
 
 
 async def check_setup(client: Any, domain: str, version: str) -> None:
-    """The domain and the workflow type must exist before anything starts."""
+    """The domain (the one check of :func:`check_domain`) and the workflow type
+    must exist before anything starts."""
+    await check_domain(client, domain)
     try:
-        await client.describe_domain(name=domain)
         await client.describe_workflow_type(
             domain=domain, workflowType={"name": FLOW_TYPE, "version": version}
         )
     except ClientError as exc:
-        if "UnknownResource" in explain(exc):
+        if error_code(exc) in UNKNOWN_RESOURCE:
             raise SwfNotSetUp(
-                f"SWF domain {domain!r} or its workflow type {FLOW_TYPE} version {version} "
-                f"does not exist ({explain(exc)}): run `asteps swf init --domain {domain}`"
+                f"SWF domain {domain!r} has no workflow type {FLOW_TYPE} version {version} "
+                f"({explain(exc)}): run `asteps swf init --domain {domain}`"
             ) from None
         raise SwfError(f"SWF domain {domain!r}: {explain(exc)}") from None
     except BotoCoreError as exc:

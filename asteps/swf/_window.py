@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ._client import FATAL_CODES, explain
+from ._client import FATAL, error_code, explain
 
 log = logging.getLogger("asteps.swf.submit")
 
@@ -154,7 +154,7 @@ class OpenWindow:
                 if not token:
                     break
         except ClientError as exc:
-            if any(code in explain(exc) for code in FATAL_CODES):
+            if error_code(exc) in FATAL:
                 raise
             log.warning("listing the closed executions failed (%s); trying again", explain(exc))
         except BotoCoreError as exc:
