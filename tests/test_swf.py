@@ -1,5 +1,5 @@
 """The SWF bridge and listener together against moto's SWF over real HTTP: echo
-guard and lifecycle; shared helpers for test_swf_bridge and test_swf_listener."""
+guard and lifecycle."""
 
 from __future__ import annotations
 
@@ -10,25 +10,9 @@ import anyio
 import pytest
 
 from asteps import EventBus, MemoryStore, Runner
-from asteps.swf import (
-    EchoGuard,
-    SwfSignalBridge,
-    SwfSignalListener,
-)
+from asteps.swf import EchoGuard
 
-from .conftest import SwfWorld
-
-
-def bridge(world: SwfWorld, bus: EventBus, executions, **kw) -> SwfSignalBridge:  # type: ignore[no-untyped-def]
-    return SwfSignalBridge(
-        bus, domain=world.domain, executions=executions, endpoint_url=world.endpoint_url, **kw
-    )
-
-
-def listener(world: SwfWorld, bus: EventBus, workflow_id: str, **kw) -> SwfSignalListener:  # type: ignore[no-untyped-def]
-    return SwfSignalListener(
-        bus, domain=world.domain, workflow_id=workflow_id, endpoint_url=world.endpoint_url, **kw
-    )
+from .conftest import SwfWorld, bridge, listener
 
 
 @pytest.mark.parametrize("bridge_run_id", ["given", None])

@@ -13,8 +13,7 @@ from asteps._bus import MAX_SIGNAL_NAME
 from asteps._decision import ALREADY_PLAYED
 from asteps.swf import SWF_INPUT_LIMIT, SignalDeliveryError, SwfSignalBridge, swf_input
 
-from .conftest import SwfWorld
-from .test_swf import bridge
+from .conftest import SwfWorld, bridge
 
 
 async def test_step_signals_wake_the_swf_execution_for_runs_and_skips(swf: SwfWorld) -> None:

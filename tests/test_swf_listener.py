@@ -9,8 +9,7 @@ from asteps import EventBus, MemoryStore, Runner
 from asteps.swf import SwfSignalListener
 from asteps.testing import MotoServer
 
-from .conftest import RequestCounter, SwfWorld
-from .test_swf import listener
+from .conftest import RequestCounter, SwfWorld, listener
 
 
 async def test_swf_signals_reach_runner_wait_signal(swf: SwfWorld) -> None:
