@@ -49,8 +49,11 @@ typecheck:
 docs-build:
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
+# Two passes: pytest-asyncio's auto mode would run the anyio-marked core tests'
+# [trio] cases on asyncio, so they run in a second pass without it.
 pytest:
 	$(BIN)/pytest
+	$(BIN)/pytest -p no:asyncio -m anyio -W "ignore:Unknown config option:pytest.PytestConfigWarning"
 
 # The package as a user gets it: the sdist and the wheel built by uv's standard
 # builder (the wheel from the sdist), the wheel installed into a fresh venv

@@ -1,4 +1,5 @@
-"""Shared fixtures: counting stores, and one real moto server (S3, SWF) per session."""
+"""Shared fixtures: the two async backends, counting stores, one real moto server
+(S3, SWF) per session, and the helpers that open an SWF bridge or listener on it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,64 @@ from typing import Any
 
 import pytest
 
-from asteps import MemoryStore, S3Store
-from asteps.swf import init_domain
+from asteps import EventBus, MemoryStore, S3Store
+from asteps.swf import SwfSignalBridge, SwfSignalListener, init_domain
 from asteps.testing import FAKE_CREDENTIALS, MotoServer, moto_server
 
 SWF_DOMAIN = "asteps-batch"
 """The domain the SWF worker, submit and CLI tests register (``domain``)."""
+
+
+# -- the core on asyncio and on trio ----------------------------------------------
+#
+# The core (runner, canvas, bus, batch, memory and file stores) is anyio code, so
+# its tests run on both backends through anyio's pytest plugin. To convert a test
+# module, mark it at the top:
+#
+#     pytestmark = pytest.mark.anyio
+#
+# and every async test in it runs twice, ``test_x[asyncio]`` and ``test_x[trio]``
+# (the ``anyio_backend`` fixture below); async fixtures run on the test's backend.
+# Code that must stay on asyncio (anything through aioboto3: S3Store, the SWF
+# bridge and listener, the moto fixtures ``s3``, ``swf``, ``domain``) is left
+# unmarked, or, in a marked module, kept on asyncio by parametrizing the fixture
+# away (test_stores_alike.py does it per store):
+#
+#     @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+#
+# Use anyio in the tests themselves (anyio.Event, anyio.create_task_group,
+# anyio.wait_all_tasks_blocked), never asyncio. Every other async test stays with
+# pytest-asyncio (asyncio_mode=auto); the two plugins run in two passes (see
+# pytest_collection_modifyitems below and the Makefile's pytest target).
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The backend a test marked ``anyio`` runs on: each in turn."""
+    return str(request.param)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave the tests marked ``anyio`` to the pass without pytest-asyncio.
+
+    pytest-asyncio's auto mode claims every async test, including those marked
+    ``anyio``, and would run ``test_x[trio]`` on asyncio: its documentation says
+    that auto mode is for projects on asyncio alone. So `make pytest` runs the
+    suite in two passes: this one, where such tests are skipped, then
+    ``pytest -p no:asyncio -m anyio``, where anyio's plugin runs each of them on
+    its backend (tests/test_bus.py checks that it does).
+    """
+    if not config.pluginmanager.has_plugin("asyncio"):
+        return
+    elsewhere = pytest.mark.skip(
+        reason="an anyio test: run it with `pytest -p no:asyncio -m anyio` (make pytest does)"
+    )
+    for item in items:
+        if item.get_closest_marker("anyio") is not None:
+            item.add_marker(elsewhere)
+
+
+# -- stores ----------------------------------------------------------------------
 
 
 class CountingStore(MemoryStore):
@@ -163,6 +216,20 @@ async def swf(aws: MotoServer) -> AsyncIterator[SwfWorld]:
             defaultChildPolicy="TERMINATE",
         )
         yield SwfWorld(client, aws.endpoint_url)
+
+
+def bridge(world: SwfWorld, bus: EventBus, executions: Any, **kw: Any) -> SwfSignalBridge:
+    """A bridge from ``bus`` to ``executions`` on the world's domain."""
+    return SwfSignalBridge(
+        bus, domain=world.domain, executions=executions, endpoint_url=world.endpoint_url, **kw
+    )
+
+
+def listener(world: SwfWorld, bus: EventBus, workflow_id: str, **kw: Any) -> SwfSignalListener:
+    """A listener that publishes on ``bus`` what ``workflow_id`` is signalled."""
+    return SwfSignalListener(
+        bus, domain=world.domain, workflow_id=workflow_id, endpoint_url=world.endpoint_url, **kw
+    )
 
 
 class FlakyProxy:

@@ -1,4 +1,5 @@
-"""The event bus: hierarchical subscriptions, bounded buffers, waiting."""
+"""The event bus: hierarchical subscriptions, bounded buffers, waiting. On asyncio
+and on trio."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+import sniffio
 
 from asteps import EventBus, Signal, SignalError, SignalTimeout
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_each_test_here_runs_on_the_backend_it_is_named_for(anyio_backend: str) -> None:
+    # pytest-asyncio's auto mode would run test_x[trio] on asyncio (conftest.py)
+    assert sniffio.current_async_library() == anyio_backend
 
 
 async def test_subscribers_receive_what_their_pattern_covers() -> None:
@@ -61,7 +70,7 @@ async def test_wait_returns_the_next_signal_of_that_exact_name() -> None:
             result.append(await bus.wait("step.a", timeout=1))
 
         tg.start_soon(waiter)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()  # the waiter waits
         await bus.publish("step.a.b", "child, not it")
         await bus.publish("step.a", "it")
     assert result == [Signal("step.a", "it")]

@@ -1,14 +1,16 @@
-"""Chain and Group: lazy, ordered, bounded, and honest about failures."""
+"""Chain and Group: lazy, ordered, bounded, and honest about failures. On asyncio
+and on trio."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import anyio
 import pytest
 
 from asteps import Chain, Group, run_activity
+
+pytestmark = pytest.mark.anyio
 
 
 async def one() -> int:
@@ -35,7 +37,7 @@ async def test_constructing_runs_nothing() -> None:
 
     chain = Chain(mark, mark)
     group = Group(mark)
-    await asyncio.sleep(0)
+    await anyio.wait_all_tasks_blocked()  # anything started would have run by now
     assert ran == []
     await chain
     await group
@@ -97,59 +99,79 @@ async def test_a_chain_without_break_on_failure_runs_all_then_raises_a_group() -
 
 
 async def test_group_results_are_in_submission_order() -> None:
-    async def slow(x: int, delay: float) -> int:
-        await anyio.sleep(delay)
+    finished: list[int] = []
+    done = {x: anyio.Event() for x in (1, 2, 3)}
+
+    async def member(x: int, after: int | None) -> int:
+        if after is not None:
+            await done[after].wait()
+        finished.append(x)
+        done[x].set()
         return x
 
-    assert await Group((slow, 1, 0.03), (slow, 2, 0.0), (slow, 3, 0.01)) == [1, 2, 3]
+    # they finish 2, 3, 1
+    assert await Group((member, 1, 3), (member, 2, None), (member, 3, 2)) == [1, 2, 3]
+    assert finished == [2, 3, 1]
 
 
 @pytest.mark.parametrize("limit", [1, 2, 5])
 async def test_group_never_runs_more_than_max_parallel(limit: int) -> None:
     running = peak = 0
+    gate = anyio.Event()
 
     async def member() -> None:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        await anyio.sleep(0.005)
+        await gate.wait()
         running -= 1
 
-    await Group(*[member] * 12, max_parallel=limit)
+    async def run_group() -> None:
+        await Group(*[member] * 12, max_parallel=limit)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_group)
+        await anyio.wait_all_tasks_blocked()
+        assert running == limit  # as many as allowed, all waiting at the gate
+        gate.set()
     assert peak == limit
 
 
 async def test_group_lets_every_member_finish_then_raises_failures_together() -> None:
     finished: list[int] = []
+    failed = anyio.Event()
+
+    async def fail() -> None:
+        failed.set()
+        raise Boom("boom")
 
     async def ok(i: int) -> None:
-        await anyio.sleep(0.01)
+        await failed.wait()  # still running when a member has failed
         finished.append(i)
 
     with pytest.raises(ExceptionGroup) as info:
-        await Group(boom, (ok, 1), boom, (ok, 2))
+        await Group(fail, (ok, 1), fail, (ok, 2))
     assert sorted(finished) == [1, 2]
     assert [type(e) for e in info.value.exceptions] == [Boom, Boom]
 
 
 async def test_cancelling_a_group_cancels_every_member() -> None:
     cancelled: list[int] = []
-    started = anyio.Event()
 
     async def forever(i: int) -> None:
         try:
-            started.set()
-            await anyio.sleep(60)
+            await anyio.sleep_forever()
         except anyio.get_cancelled_exc_class():
             cancelled.append(i)
             raise
 
-    task = asyncio.ensure_future(Group((forever, 1), (forever, 2)))
-    await started.wait()
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    async def run_group() -> None:
+        await Group((forever, 1), (forever, 2))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_group)
+        await anyio.wait_all_tasks_blocked()  # both members wait
+        tg.cancel_scope.cancel()
     assert sorted(cancelled) == [1, 2]
 
 

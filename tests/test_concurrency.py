@@ -1,5 +1,5 @@
 """for_each: bounded concurrency without a task per item; its failures come out
-as a group, as from any task group, none dropped."""
+as a group, as from any task group, none dropped. On asyncio and on trio."""
 
 from __future__ import annotations
 
@@ -11,20 +11,30 @@ import pytest
 
 from asteps._concurrency import for_each, leaves
 
+pytestmark = pytest.mark.anyio
+
 
 async def test_every_item_is_processed_once_with_at_most_n_at_once() -> None:
     running = peak = 0
     seen: list[int] = []
+    gate = anyio.Event()
 
     async def work(i: int) -> None:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        await anyio.sleep(0.001)
+        await gate.wait()
         seen.append(i)
         running -= 1
 
-    await for_each(range(100), work, concurrency=7)
+    async def run() -> None:
+        await for_each(range(100), work, concurrency=7)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await anyio.wait_all_tasks_blocked()
+        assert running == 7  # seven items at once, all waiting at the gate
+        gate.set()
     assert sorted(seen) == list(range(100))
     assert peak == 7
 

@@ -1,4 +1,5 @@
-"""FileStore: one real file per done step, at the S3 key's path."""
+"""FileStore: one real file per done step, at the S3 key's path. On asyncio and
+on trio."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 from asteps import FileStore, Runner, StoreError, unmark_matching
 from asteps.stores import list_done_many
 from asteps.stores.file import STALE_TMP_AGE, TMP_PREFIX
+
+pytestmark = pytest.mark.anyio
 
 
 async def test_markers_are_files_at_the_s3_key_path(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Every store behaves the same: the same lifecycle, the same listing, the same
-helpers. Each test runs on a MemoryStore, a FileStore on real files and an
-S3Store against moto over HTTP."""
+helpers. Each test runs on a MemoryStore and a FileStore on real files, each on
+asyncio and on trio, and on an S3Store against moto over HTTP."""
 
 from __future__ import annotations
 
@@ -13,6 +13,18 @@ import pytest
 from asteps import DoneStore, FileStore, MemoryStore, S3Store, StoreError
 from asteps.stores import list_done_many, unmark_matching
 from asteps.testing import MotoServer
+
+# S3Store goes through aioboto3, which runs on asyncio only: the S3 case runs on
+# asyncio alone, the others on both backends (anyio_backend, in conftest.py).
+STORES = [
+    pytest.param(backend, store, id=f"{store}-{backend}")
+    for store in ("memory", "file", "s3")
+    for backend in (("asyncio",) if store == "s3" else ("asyncio", "trio"))
+]
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.parametrize(("anyio_backend", "store_kind"), STORES),
+]
 
 
 @dataclass
@@ -27,11 +39,13 @@ async def _put_memory(store: DoneStore, key: str) -> None:
     await store.mark_done("", key, {})  # MemoryStore keeps any key as given
 
 
-@pytest.fixture(params=["memory", "file", "s3"])
-async def kind(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kind]:
-    if request.param == "memory":
+@pytest.fixture
+async def kind(
+    store_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Kind]:
+    if store_kind == "memory":
         yield Kind(MemoryStore, _put_memory)
-    elif request.param == "file":
+    elif store_kind == "file":
 
         async def put_file(store: DoneStore, key: str) -> None:
             path = tmp_path / key

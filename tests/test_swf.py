@@ -1,5 +1,5 @@
 """The SWF bridge and listener together against moto's SWF over real HTTP: echo
-guard and lifecycle; shared helpers for test_swf_bridge and test_swf_listener."""
+guard and lifecycle."""
 
 from __future__ import annotations
 
@@ -10,25 +10,19 @@ import anyio
 import pytest
 
 from asteps import EventBus, MemoryStore, Runner
-from asteps.swf import (
-    EchoGuard,
-    SwfSignalBridge,
-    SwfSignalListener,
-)
+from asteps.swf import EchoGuard, SwfSignalBridge
 
-from .conftest import SwfWorld
+from .conftest import SwfWorld, bridge, listener
 
 
-def bridge(world: SwfWorld, bus: EventBus, executions, **kw) -> SwfSignalBridge:  # type: ignore[no-untyped-def]
-    return SwfSignalBridge(
-        bus, domain=world.domain, executions=executions, endpoint_url=world.endpoint_url, **kw
+def swf_answered(b: SwfSignalBridge) -> anyio.Event:
+    """Set when SWF has answered the bridge's next signal, through botocore's
+    own ``after-call`` hook: the signal is in the execution's history then."""
+    answered = anyio.Event()
+    b.client.meta.events.register(
+        "after-call.swf.SignalWorkflowExecution", lambda **_: answered.set()
     )
-
-
-def listener(world: SwfWorld, bus: EventBus, workflow_id: str, **kw) -> SwfSignalListener:  # type: ignore[no-untyped-def]
-    return SwfSignalListener(
-        bus, domain=world.domain, workflow_id=workflow_id, endpoint_url=world.endpoint_url, **kw
-    )
+    return answered
 
 
 @pytest.mark.parametrize("bridge_run_id", ["given", None])
@@ -45,10 +39,10 @@ async def test_bridged_both_ways_a_signal_is_not_echoed(
             bridge(swf, bus, target, echo_guard=guard) as b,
             listener(swf, bus, "wf", poll_interval=3600, echo_guard=guard) as li,
         ):
+            answered = swf_answered(b)
             await runner.step("a", lambda: 1, emit_signal=True)
             with anyio.fail_after(5):  # the bridge sends in the background
-                while b.sent < 1:  # noqa: ASYNC110 (a test polling the bridge's counter)
-                    await anyio.sleep(0.01)
+                await answered.wait()
             await swf.client.signal_workflow_execution(
                 domain=swf.domain, workflowId="wf", signalName="step.from-swf", input="1"
             )
@@ -83,10 +77,10 @@ async def test_without_a_shared_guard_the_listener_publishes_what_the_bridge_sen
             bridge(swf, bus, ("wf", run_id)) as b,
             listener(swf, bus, "wf", poll_interval=3600) as li,
         ):
+            answered = swf_answered(b)
             await bus.publish("step.a", 1)
             with anyio.fail_after(5):  # the bridge sends in the background
-                while b.sent < 1:  # noqa: ASYNC110 (a test polling the bridge's counter)
-                    await anyio.sleep(0.01)
+                await answered.wait()
             await li.poll_once()
         signals = local.receive_nowait_all()
     assert [(s.name, s.source) for s in signals] == [("step.a", None), ("step.a", li.source)]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import anyio
 import anyio.lowlevel
+import pytest
 
 from asteps import EventBus, MemoryStore, Runner
 from asteps.swf import SwfSignalListener
 from asteps.testing import MotoServer
 
-from .conftest import RequestCounter, SwfWorld
-from .test_swf import listener
+from .conftest import RequestCounter, SwfWorld, listener
 
 
 async def test_swf_signals_reach_runner_wait_signal(swf: SwfWorld) -> None:
@@ -56,7 +56,15 @@ async def test_the_listener_never_publishes_a_signal_twice(swf: SwfWorld) -> Non
 async def test_the_listener_stops_polling_a_closed_execution(swf: SwfWorld) -> None:
     run_id = await swf.start("wf")
     bus = EventBus()
-    async with listener(swf, bus, "wf", poll_interval=0.02) as li:
+    # The poll loop's pauses: each hands the test an event that ends it.
+    send, pauses = anyio.create_memory_object_stream[anyio.Event](1)
+
+    async def pause(seconds: float) -> None:
+        resume = anyio.Event()
+        await send.send(resume)
+        await resume.wait()
+
+    async with listener(swf, bus, "wf", sleep=pause) as li, pauses:
         await swf.client.signal_workflow_execution(
             domain=swf.domain, workflowId="wf", signalName="last", input="1"
         )
@@ -64,12 +72,17 @@ async def test_the_listener_stops_polling_a_closed_execution(swf: SwfWorld) -> N
             domain=swf.domain, workflowId="wf", runId=run_id
         )
         with anyio.fail_after(5):
-            await bus.wait("last", include_past=True)
-            while not li.closed:  # noqa: ASYNC110 (a test polling the listener's flag)
-                await anyio.sleep(0.02)
+            async for resume in pauses:  # poll after poll, until one sees the end
+                if li.closed:
+                    break
+                resume.set()
+        assert (await bus.wait("last", include_past=True)).payload == 1
         counter = RequestCounter().attach(li.client)
-        await anyio.sleep(0.2)  # ten poll intervals
+        resume.set()  # the loop goes on from its last pause: it ends
+        await anyio.wait_all_tasks_blocked()
         assert counter.calls["GetWorkflowExecutionHistory"] == 0
+        with pytest.raises(anyio.WouldBlock):
+            pauses.receive_nowait()  # and never pauses again
 
 
 async def test_a_persistent_error_is_retried_with_capped_exponential_back_off(
