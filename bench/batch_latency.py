@@ -32,20 +32,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from asteps import Runner
-from asteps._batch import BatchRun
-from asteps.testing import LatencyStore
+from asteps import MemoryStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _batches import batch, fill, limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LATENCIES_MS = (5, 20, 50)
 CONCURRENCIES = (16, 64, 256)
-STEPS = 5
 GOAL = 0.8
 GOAL_CELLS = {(64, 20), (256, 20)}  # (C, L in ms), exponential, both workloads
 FULL = 10_000
@@ -54,40 +54,15 @@ CPU_BOUND_ROUNDS = 3
 MAY_BE_CPU_BOUND = 1.25  # a cell whose CPU-bound rate is under this times its limit
 
 
-async def noop() -> None:
-    pass
-
-
-async def flow(runner: Runner, **_: Any) -> None:
-    for i in range(STEPS):
-        await runner.step(f"s{i}", noop)
-
-
-def limit(workload: str, c: int, latency: float) -> float:
-    """Workflows per second the store allows: C calls in flight, each L long."""
-    calls = 1 if workload == "all-done" else 1 + STEPS
-    return c / (calls * latency)
-
-
 async def measure(
     workload: str, c: int, latency: float, distribution: str, n: int, seed: int = 1
 ) -> float:
     """Workflows per second of one batch of ``n`` workflows."""
-    store = LatencyStore(
-        latency=latency,
-        distribution=distribution,  # type: ignore[arg-type]
-        max_in_flight=c,
-        seed=seed,
-    )
     ids = [f"w{i:05d}" for i in range(n)]
+    inner = MemoryStore()
     if workload == "all-done":
-        for wid in ids:
-            for i in range(STEPS):
-                await store.inner.mark_done(f"{wid}/steps/", f"s{i}", {"run_id": "r"})
-    gc.collect()
-    summary = await BatchRun(flow, store, concurrency=c).run(ids)
-    expected = "skipped" if workload == "all-done" else "completed"
-    assert summary.steps == {expected: n * STEPS}, summary.steps
+        await fill(inner, ids)
+    summary = await batch(inner, workload, c, latency, distribution, ids, n, seed)
     return n / summary.elapsed
 
 
