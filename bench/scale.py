@@ -14,9 +14,12 @@ it, and a long batch over real HTTP.
 2. interrupt: ``asteps rerun --all`` (the CLI, a subprocess with a terminal
    on stderr, as a user runs it) over a FileStore of 50,000 workflows, each
    holding one marker of another step, flow ``five_steps`` (bench/flows.py):
-   every workflow lists and writes five markers (fsynced files), so a stop
-   finds writes in flight. Once its progress bar shows 1,000 workflows done,
-   SIGINT; the time is from the signal to the exit. Then again, with a
+   every workflow lists and writes five markers, so a stop finds writes in
+   flight. The store is on tmpfs (/dev/shm) where there is one: 150,000
+   directories and files take seconds to make there, minutes on this
+   machine's shared disk, whose fsyncs would be measured too. Once its
+   progress bar shows 1,000 workflows done, SIGINT; the time is from the
+   signal to the exit. Then again, with a
    second SIGINT as soon as the first is acknowledged on stderr, timed from
    the second. Goals: <= 5 s; the second <= 1 s. The retry file (and a
    resume point, where the CLI writes one) must be there after either.
@@ -248,13 +251,13 @@ def interrupt_once(store: Path, workdir: Path, second: bool) -> dict[str, Any]:
         terminal.wait_for(lambda text: done_so_far(text) >= INTERRUPT_AFTER, timeout=120)
         seen = len(terminal.text)
         child.send_signal(signal.SIGINT)
-        timed_from = time.perf_counter()
+        first = timed_from = time.perf_counter()
         if second:
             terminal.wait_for(lambda text: "interrupted" in text[seen:], timeout=30)
             child.send_signal(signal.SIGINT)
             timed_from = time.perf_counter()
         out, _ = child.communicate(timeout=120)
-        seconds = time.perf_counter() - timed_from
+        ended = time.perf_counter()
     finally:
         if child.poll() is None:
             child.kill()
@@ -266,7 +269,8 @@ def interrupt_once(store: Path, workdir: Path, second: bool) -> dict[str, Any]:
     resume = [p.name for p in workdir.iterdir() if "resume" in p.name.lower()]
     resume += [k for k in summary if "resume" in k.lower()]
     return {
-        "seconds": round(seconds, 3),
+        "seconds": round(ended - timed_from, 3),
+        "from_first_s": round(ended - first, 3),
         "exit_code": child.returncode,
         "finished": summary["workflows"]["finished"],
         "unfinished": summary["workflows"]["unfinished"],
@@ -277,7 +281,8 @@ def interrupt_once(store: Path, workdir: Path, second: bool) -> dict[str, Any]:
 
 
 def interrupt_part(n: int, say: Callable[[str], None]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="asteps-scale-") as tmp:
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(prefix="asteps-scale-", dir=shm) as tmp:
         store = Path(tmp) / "store"
         started = time.perf_counter()
         build_file_store(store, n)
@@ -286,7 +291,7 @@ def interrupt_part(n: int, say: Callable[[str], None]) -> dict[str, Any]:
         twice = interrupt_once(store, Path(tmp) / "twice", second=True)
     say(
         f"2. Ctrl-C of asteps rerun --all over a FileStore of {n:,} workflows (built in "
-        f"{built:.0f} s), flow five_steps (5 fsynced writes each), --concurrency "
+        f"{built:.0f} s, in {Path(tmp).parent}), flow five_steps (5 writes each), --concurrency "
         f"{INTERRUPT_CONCURRENCY}, SIGINT once {INTERRUPT_AFTER:,} were done"
     )
     for label, run, goal in (
@@ -295,6 +300,8 @@ def interrupt_part(n: int, say: Callable[[str], None]) -> dict[str, Any]:
     ):
         verdict = "ok" if run["seconds"] <= goal else "OVER GOAL"
         say(f"  {label:33} : {run['seconds']:8.2f} s   (goal <= {goal:.0f} s, {verdict})")
+        if run is twice:
+            say(f"    (the first SIGINT to exit: {run['from_first_s']:.2f} s)")
         retry = run["retry_file_ids"]
         wrote = "not written" if retry is None else f"{retry:,} ids"
         resume = "not written" if run["resume_point"] is None else ", ".join(run["resume_point"])
