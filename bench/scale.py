@@ -10,7 +10,9 @@ it, and a long batch over real HTTP.
    process on the same store at L = 0. It runs in a child process of its
    own; its peak RSS growth is the kernel's high-water mark (VmHWM, reset
    just before the batch) less the RSS just before it, the store filled.
-   Goal: rate / cap >= 0.9.
+   Goal: rate / cap >= 0.9. ``--none-done`` adds the same batch with no
+   step done (a listing and five writes each, limit C / (6 L); its growth
+   includes the 1,000,000 markers written): not in ``make bench``.
 2. interrupt: ``asteps rerun --all`` (the CLI, a subprocess with a terminal
    on stderr, as a user runs it) over a FileStore of 50,000 workflows, each
    holding one marker of another step, flow ``five_steps`` (bench/flows.py):
@@ -67,6 +69,8 @@ from s3_batch import BENCH, LATENCY, asteps_rerun, raw_lists
 RESULTS = BENCH / "results"
 ASTEPS = str(Path(sys.executable).parent / "asteps")
 PARTS = ("batch", "interrupt", "s3")
+WORKLOADS = {"all-done": "all done (one listing each)", "none-done": "none done (6 calls each)"}
+LIMITS = {"all-done": "C / L", "none-done": "C / (6 L)"}
 
 GOAL_RATIO = 0.9
 GOAL_STOP_S = 5.0
@@ -98,24 +102,28 @@ def reset_peak_rss() -> None:
         f.write("5")
 
 
-async def batch_child(n: int) -> dict[str, float]:
-    """In the child: fill the store, then the batch at L = 20 ms (its RSS
-    growth measured), then at L = 0 on the same store."""
+async def batch_child(n: int, workload: str) -> dict[str, float]:
+    """In the child: fill the store (all done), then the batch at L = 20 ms
+    (its RSS growth measured), then at L = 0 on the same store (a new empty
+    one, none done)."""
 
     def ids() -> Iterator[str]:
         return (f"w{i:06d}" for i in range(n))
 
     inner = MemoryStore()
     started = time.perf_counter()
-    await fill(inner, ids())
+    if workload == "all-done":
+        await fill(inner, ids())
     filled = time.perf_counter() - started
     gc.collect()
     before = status_kb("VmRSS")
     reset_peak_rss()
     c = BATCH_CONCURRENCY
-    summary = await batch(inner, "all-done", c, BATCH_LATENCY, "exponential", ids(), n)
+    summary = await batch(inner, workload, c, BATCH_LATENCY, "exponential", ids(), n)
     growth = status_kb("VmHWM") - before
-    bound = await batch(inner, "all-done", c, 0.0, "constant", ids(), n)
+    if workload == "none-done":
+        inner = MemoryStore()
+    bound = await batch(inner, workload, c, 0.0, "constant", ids(), n)
     return {
         "fill_s": filled,
         "store_rss": before,
@@ -125,34 +133,38 @@ async def batch_child(n: int) -> dict[str, float]:
     }
 
 
-def batch_part(n: int, say: Callable[[str], None]) -> dict[str, Any]:
+def batch_part(n: int, say: Callable[[str], None], workload: str = "all-done") -> dict[str, Any]:
     child = subprocess.run(
-        [sys.executable, __file__, "--batch-child", str(n)],
+        [sys.executable, __file__, "--batch-child", str(n), "--workload", workload],
         capture_output=True,
         text=True,
         check=True,
     )
     got = json.loads(child.stdout)
-    lim = limit("all-done", BATCH_CONCURRENCY, BATCH_LATENCY)
+    lim = limit(workload, BATCH_CONCURRENCY, BATCH_LATENCY)
     cap = min(lim, got["cpu_bound"])
     ratio = got["rate"] / cap
-    bound_by = "C / L" if lim <= got["cpu_bound"] else "the CPU-bound rate"
+    bound_by = LIMITS[workload] if lim <= got["cpu_bound"] else "the CPU-bound rate"
     verdict = "ok" if ratio >= GOAL_RATIO else "UNDER GOAL"
     say(
-        f"1. BatchRun, {n:,} workflows x 5 steps, all done (one listing each), LatencyStore "
+        f"1. BatchRun, {n:,} workflows x 5 steps, {WORKLOADS[workload]}, LatencyStore "
         f"exponential mean {BATCH_LATENCY * 1000:.0f} ms, C = {BATCH_CONCURRENCY}"
     )
     say(f"  rate                              : {got['rate']:8,.0f} workflows/s")
-    say(f"  limit C / L                       : {lim:8,.0f} workflows/s")
-    say(f"  CPU-bound rate (L = 0, same store): {got['cpu_bound']:8,.0f} workflows/s")
-    say(f"  ratio rate / min(C/L, CPU-bound)  : {ratio:8.2f}   (goal >= {GOAL_RATIO}, {verdict})")
+    say(f"  limit {LIMITS[workload]:27} : {lim:8,.0f} workflows/s")
+    say(f"  CPU-bound rate (L = 0)            : {got['cpu_bound']:8,.0f} workflows/s")
+    say(f"  ratio rate / min(limit, CPU-bound): {ratio:8.2f}   (goal >= {GOAL_RATIO}, {verdict})")
     say(f"    (the cap is {bound_by})")
     say(f"  peak RSS growth during the batch  : {got['rss_growth'] / 2**20:8.1f} MB")
-    say(
-        f"    (store of {n * 5:,} markers filled before: RSS {got['store_rss'] / 2**20:,.0f} MB, "
-        f"in {got['fill_s']:.0f} s)"
-    )
+    if workload == "all-done":
+        say(
+            f"    (store of {n * 5:,} markers filled before: RSS "
+            f"{got['store_rss'] / 2**20:,.0f} MB, in {got['fill_s']:.0f} s)"
+        )
+    else:
+        say(f"    (the {n * 5:,} markers the batch writes included)")
     return {
+        "workload": workload,
         "workflows": n,
         "concurrency": BATCH_CONCURRENCY,
         "latency_ms": BATCH_LATENCY * 1000,
@@ -371,17 +383,25 @@ def main(args: argparse.Namespace) -> None:
         lines.append(line)
 
     results: dict[str, Any] = {}
-    for part, run, size in (
-        ("batch", batch_part, args.workflows),
-        ("interrupt", interrupt_part, args.interrupt_workflows),
-        ("s3", s3_part, args.s3_workflows),
-    ):
-        if part in parts:
-            started = time.perf_counter()
-            results[part] = run(size, say)
-            results[part]["part_s"] = round(time.perf_counter() - started, 1)
-            say(f"  ({part}: {results[part]['part_s']:.0f} s in all)")
-            say("")
+
+    def none_done(n: int, say: Callable[[str], None]) -> dict[str, Any]:
+        return batch_part(n, say, "none-done")
+
+    runs: list[tuple[str, Callable[[int, Callable[[str], None]], dict[str, Any]], int]] = []
+    if "batch" in parts:
+        runs.append(("batch", batch_part, args.workflows))
+        if args.none_done:
+            runs.append(("batch-none-done", none_done, args.workflows))
+    if "interrupt" in parts:
+        runs.append(("interrupt", interrupt_part, args.interrupt_workflows))
+    if "s3" in parts:
+        runs.append(("s3", s3_part, args.s3_workflows))
+    for part, run, size in runs:
+        started = time.perf_counter()
+        results[part] = run(size, say)
+        results[part]["part_s"] = round(time.perf_counter() - started, 1)
+        say(f"  ({part}: {results[part]['part_s']:.0f} s in all)")
+        say("")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scale.txt").write_text("\n".join(lines))
     (RESULTS / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -394,9 +414,11 @@ if __name__ == "__main__":
     parser.add_argument("--interrupt-workflows", type=int, default=50_000)
     parser.add_argument("--s3-workflows", type=int, default=20_000)
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated")
+    parser.add_argument("--none-done", action="store_true", help="the batch with no step done too")
     parser.add_argument("--batch-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workload", default="all-done", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.batch_child:
-        print(json.dumps(asyncio.run(batch_child(args.batch_child))))
+        print(json.dumps(asyncio.run(batch_child(args.batch_child, args.workload))))
     else:
         main(args)
