@@ -345,8 +345,8 @@ def s3_part(n: int, say: Callable[[str], None]) -> dict[str, Any]:
         f"3. asteps rerun --ids FILE --dry-run, {n:,} workflows x 5 steps, moto behind a "
         f"LatencyProxy ({LATENCY * 1000:.0f} ms), concurrency {S3_CONCURRENCY}, empty bucket"
     )
-    say(f"  limit C / L                       : {S3_CONCURRENCY / LATENCY:8,.0f} /s")
-    say(f"  raw list_objects_v2 ({len(sample):,} prefixes) : {raw:8,.0f} /s   (moto's own limit)")
+    say(f"  limit C / L (the proxy's)         : {S3_CONCURRENCY / LATENCY:8,.0f} /s")
+    say(f"  raw list_objects_v2 (first {len(sample):,}) : {raw:8,.0f} /s   (moto's own limit)")
     say(f"  asteps rerun (workflows)          : {rate:8,.0f} /s")
     say(f"  ratio asteps / raw                : {rate / raw:8.2f}")
     say(f"  elapsed                           : {float(summary['elapsed']):8.0f} s")
