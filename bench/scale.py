@@ -31,7 +31,7 @@ it, and a long batch over real HTTP.
    workflow, nothing written. (moto scans every key of the bucket for each
    listing, 62 ms a listing at 20,000 keys, so a filled bucket would measure
    moto; its floor, about 7 ms a request, still makes it the limit.) The
-   reference is raw aioboto3 listing the first 2,000 of the same prefixes
+   reference is raw aioboto3 listing the first 1,000 of the same prefixes
    through the same proxy at the same concurrency, just before.
 
 Figures go to bench/results/scale.txt (as printed) and scale.json.
@@ -81,7 +81,7 @@ BATCH_LATENCY = 0.020
 INTERRUPT_CONCURRENCY = 256
 INTERRUPT_AFTER = 1_000  # workflows done before the SIGINT
 S3_CONCURRENCY = 64  # as s3_batch.py: moto is the limit long before C / L
-S3_RAW_SAMPLE = 2_000
+S3_RAW_SAMPLE = 1_000
 
 
 # -- 1. the big batch, in a child process -----------------------------------------
