@@ -37,7 +37,7 @@ it, and a long batch over real HTTP.
    reference is raw aioboto3 listing the first 1,000 of the same prefixes
    through the same proxy at the same concurrency, just before.
 
-Figures go to bench/results/scale.txt (as printed) and scale.json.
+The report goes to bench/results/scale.txt as printed.
 
     .venv/bin/python bench/scale.py [--workflows 200000] [--interrupt-workflows 50000]
         [--s3-workflows 20000] [--parts batch,interrupt,s3]
@@ -424,9 +424,8 @@ def main(args: argparse.Namespace) -> None:
         say(f"  ({part}: {results[part]['part_s']:.0f} s in all)")
         say("")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.txt").write_text("\n".join(lines))
-    (RESULTS / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'scale.txt'} and scale.json")
+    (RESULTS / "scale.txt").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'scale.txt'}")
 
 
 if __name__ == "__main__":
