@@ -25,27 +25,30 @@ other cells use enough workflows for about 0.6 s at the limit (at least 10 C,
 at most 10,000), so that the whole grid runs in about two minutes. Results go to
 bench/results/batch_latency.json and the plot to bench/results/batch_latency.png.
 
-    .venv/bin/python bench/batch_latency.py [--quick] [--no-plot]
+``--no-constant`` leaves out the constant-latency cells (none is a goal cell
+or in the plot; ``make bench`` leaves them out, about 20 s).
+
+    .venv/bin/python bench/batch_latency.py [--quick] [--no-plot] [--no-constant]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from asteps import Runner
-from asteps._batch import BatchRun
-from asteps.testing import LatencyStore
+from asteps import MemoryStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _batches import batch, fill, limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LATENCIES_MS = (5, 20, 50)
 CONCURRENCIES = (16, 64, 256)
-STEPS = 5
 GOAL = 0.8
 GOAL_CELLS = {(64, 20), (256, 20)}  # (C, L in ms), exponential, both workloads
 FULL = 10_000
@@ -54,40 +57,15 @@ CPU_BOUND_ROUNDS = 3
 MAY_BE_CPU_BOUND = 1.25  # a cell whose CPU-bound rate is under this times its limit
 
 
-async def noop() -> None:
-    pass
-
-
-async def flow(runner: Runner, **_: Any) -> None:
-    for i in range(STEPS):
-        await runner.step(f"s{i}", noop)
-
-
-def limit(workload: str, c: int, latency: float) -> float:
-    """Workflows per second the store allows: C calls in flight, each L long."""
-    calls = 1 if workload == "all-done" else 1 + STEPS
-    return c / (calls * latency)
-
-
 async def measure(
     workload: str, c: int, latency: float, distribution: str, n: int, seed: int = 1
 ) -> float:
     """Workflows per second of one batch of ``n`` workflows."""
-    store = LatencyStore(
-        latency=latency,
-        distribution=distribution,  # type: ignore[arg-type]
-        max_in_flight=c,
-        seed=seed,
-    )
     ids = [f"w{i:05d}" for i in range(n)]
+    inner = MemoryStore()
     if workload == "all-done":
-        for wid in ids:
-            for i in range(STEPS):
-                await store.inner.mark_done(f"{wid}/steps/", f"s{i}", {"run_id": "r"})
-    gc.collect()
-    summary = await BatchRun(flow, store, concurrency=c).run(ids)
-    expected = "skipped" if workload == "all-done" else "completed"
-    assert summary.steps == {expected: n * STEPS}, summary.steps
+        await fill(inner, ids)
+    summary = await batch(inner, workload, c, latency, distribution, ids, n, seed)
     return n / summary.elapsed
 
 
@@ -118,7 +96,7 @@ def workflows_for(
     return int(min(FULL, max(10 * c, rate * SECONDS_PER_CELL)))
 
 
-async def main(quick: bool, plot: bool) -> None:
+async def main(quick: bool, plot: bool, constant: bool = True) -> None:
     started = time.perf_counter()
     results: dict[str, Any] = {"cpu": {}, "cells": []}
     print("BatchRun over LatencyStore(MemoryStore), 5 sequential steps per workflow")
@@ -139,7 +117,7 @@ async def main(quick: bool, plot: bool) -> None:
     for workload in ("all-done", "none-done"):
         for latency_ms in LATENCIES_MS:
             for c in CONCURRENCIES:
-                for distribution in ("constant", "exponential"):
+                for distribution in ("constant", "exponential") if constant else ("exponential",):
                     goal_cell = (c, latency_ms) in GOAL_CELLS and distribution == "exponential"
                     if quick and not goal_cell:
                         continue
@@ -233,6 +211,7 @@ def draw(results: dict[str, Any], path: Path) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the goal cells only, smaller")
+    parser.add_argument("--no-constant", action="store_true", help="exponential latency only")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.quick, not args.no_plot))
+    asyncio.run(main(args.quick, not args.no_plot, not args.no_constant))
