@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from asteps import EventBus, MemoryStore, Runner
-from asteps.swf import EchoGuard, SwfSignalBridge
+from asteps.swf import EchoGuard, Execution, SwfSignalBridge
 
 from .conftest import SwfWorld, bridge, listener
 
@@ -32,7 +32,7 @@ async def test_bridged_both_ways_a_signal_is_not_echoed(
     run_id = await swf.start("wf")
     bus = EventBus()
     runner = Runner(MemoryStore(), "wf", run_id=run_id, bus=bus)
-    target = ("wf", run_id if bridge_run_id else None)
+    target = Execution("wf", run_id if bridge_run_id else None)
     guard = EchoGuard()
     async with bus.subscribe("step") as local:
         async with (
@@ -60,7 +60,7 @@ async def test_a_bridge_without_a_listener_remembers_nothing(swf: SwfWorld) -> N
     run_id = await swf.start("wf")
     bus = EventBus()
     guard = EchoGuard()
-    async with bridge(swf, bus, ("wf", run_id), echo_guard=guard):
+    async with bridge(swf, bus, Execution("wf", run_id), echo_guard=guard):
         for i in range(10):
             await bus.publish(f"step.s{i}", i)
     assert len(await swf.signals("wf", run_id)) == 10
@@ -74,7 +74,7 @@ async def test_without_a_shared_guard_the_listener_publishes_what_the_bridge_sen
     bus = EventBus()
     async with bus.subscribe("step") as local:
         async with (
-            bridge(swf, bus, ("wf", run_id)) as b,
+            bridge(swf, bus, Execution("wf", run_id)) as b,
             listener(swf, bus, "wf", poll_interval=3600) as li,
         ):
             answered = swf_answered(b)
@@ -125,7 +125,7 @@ class RecordingSession(aioboto3.Session):  # type: ignore[misc]
 
 def open_either(kind: str, swf: SwfWorld, run_id: str, **kw: Any) -> Any:
     if kind == "bridge":
-        return bridge(swf, EventBus(), ("wf", run_id), **kw)
+        return bridge(swf, EventBus(), Execution("wf", run_id), **kw)
     return listener(swf, EventBus(), "wf", **kw)
 
 
@@ -184,6 +184,6 @@ async def test_it_opens_once_and_cannot_be_reopened(swf: SwfWorld, kind: str) ->
 async def test_sending_or_polling_needs_an_open_resource(swf: SwfWorld) -> None:
     run_id = await swf.start("wf")
     with pytest.raises(RuntimeError, match="SwfSignalBridge is not open"):
-        await bridge(swf, EventBus(), ("wf", run_id)).send("step.a")
+        await bridge(swf, EventBus(), Execution("wf", run_id)).send("step.a")
     with pytest.raises(RuntimeError, match="SwfSignalListener is not open"):
         await listener(swf, EventBus(), "wf").poll_once()

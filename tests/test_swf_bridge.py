@@ -27,7 +27,7 @@ async def test_step_signals_wake_the_swf_execution_for_runs_and_skips(swf: SwfWo
     run_id = await swf.start("wf")
     store = MemoryStore()
     bus = EventBus()
-    async with bridge(swf, bus, ("wf", run_id)):
+    async with bridge(swf, bus, Execution("wf", run_id)):
         first = Runner(store, "wf", run_id=run_id, bus=bus)
         await first.step("export.csv", lambda: 1, emit_signal=True)
         await first.step("quiet", lambda: 1)
@@ -60,7 +60,7 @@ async def test_step_signals_wake_the_swf_execution_for_runs_and_skips(swf: SwfWo
 async def test_a_signal_without_run_id_goes_to_the_open_run(swf: SwfWorld) -> None:
     run_id = await swf.start("wf")
     bus = EventBus()
-    async with bridge(swf, bus, ("wf", None)):
+    async with bridge(swf, bus, Execution("wf", None)):
         await bus.publish("step.a", {"n": 1})
     assert await swf.signals("wf", run_id) == [("step.a", '{"n": 1}')]
 
@@ -78,7 +78,7 @@ async def test_one_step_signal_fans_out_to_several_executions(swf: SwfWorld) -> 
 async def test_signals_reach_an_execution_in_publication_order(swf: SwfWorld) -> None:
     run_id = await swf.start("wf")
     bus = EventBus()
-    async with bridge(swf, bus, ("wf", run_id)):
+    async with bridge(swf, bus, Execution("wf", run_id)):
         for i in range(25):
             await bus.publish(f"step.s{i}", i)
     assert [n for n, _ in await swf.signals("wf", run_id)] == [f"step.s{i}" for i in range(25)]
@@ -87,7 +87,7 @@ async def test_signals_reach_an_execution_in_publication_order(swf: SwfWorld) ->
 async def test_only_signals_the_patterns_cover_are_sent(swf: SwfWorld) -> None:
     run_id = await swf.start("wf")
     bus = EventBus()
-    async with bridge(swf, bus, ("wf", run_id), patterns=("step.export", "custom")):
+    async with bridge(swf, bus, Execution("wf", run_id), patterns=("step.export", "custom")):
         for name in ("step.export.csv", "step.crawl", "custom", "log.step"):
             await bus.publish(name, None)
     assert [n for n, _ in await swf.signals("wf", run_id)] == ["step.export.csv", "custom"]
@@ -97,7 +97,7 @@ async def test_an_oversize_payload_is_refused_and_reported_not_truncated(swf: Sw
     run_id = await swf.start("wf")
     bus = EventBus()
     with pytest.raises(SignalDeliveryError, match=f"SWF allows {SWF_INPUT_LIMIT}") as info:
-        async with bridge(swf, bus, ("wf", run_id)):
+        async with bridge(swf, bus, Execution("wf", run_id)):
             await bus.publish("step.big", "x" * SWF_INPUT_LIMIT)
             await bus.publish("step.small", "ok")
     assert [u.signal.name for u in info.value.undelivered] == ["step.big"]
@@ -133,7 +133,7 @@ async def test_a_signal_that_cannot_be_sent_is_reported_on_exit(swf: SwfWorld) -
     run_id = await swf.start("wf")
     bus = EventBus()
     with pytest.raises(SignalDeliveryError) as info:
-        async with bridge(swf, bus, ("wf", run_id)) as b:
+        async with bridge(swf, bus, Execution("wf", run_id)) as b:
             await swf.client.terminate_workflow_execution(
                 domain=swf.domain, workflowId="wf", runId=run_id
             )
@@ -172,7 +172,7 @@ async def test_what_the_drain_timeout_cuts_off_is_reported_signal_by_signal(
 
 async def test_send_delivers_now_or_raises_at_once(swf: SwfWorld) -> None:
     run_id = await swf.start("wf")
-    async with bridge(swf, EventBus(), ("wf", run_id)) as b:
+    async with bridge(swf, EventBus(), Execution("wf", run_id)) as b:
         await b.send("deploy.done", {"version": "1.2"})
         with pytest.raises(SignalError, match="SWF allows"):
             await b.send("step.big", "x" * SWF_INPUT_LIMIT)
@@ -204,7 +204,7 @@ async def test_a_cancelled_host_still_drains_what_it_published(swf: SwfWorld) ->
     published = anyio.Event()
 
     async def host() -> None:
-        async with bridge(swf, bus, ("wf", run_id)):
+        async with bridge(swf, bus, Execution("wf", run_id)):
             for i in range(5):
                 await bus.publish(f"step.s{i}", i)
             published.set()
@@ -230,7 +230,7 @@ async def test_undelivered_signals_are_raised_once_however_often_it_closes(
 ) -> None:
     run_id = await swf.start("wf")
     bus = EventBus()
-    b = bridge(swf, bus, ("wf", run_id))
+    b = bridge(swf, bus, Execution("wf", run_id))
     await b.__aenter__()
     await swf.client.terminate_workflow_execution(domain=swf.domain, workflowId="wf", runId=run_id)
     await bus.publish("step.late", None)
