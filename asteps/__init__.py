@@ -10,12 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._bus import EventBus, Signal, Subscription
-from ._canvas import Chain, Group, run_activity
+from ._canvas import Activity, Chain, Group, run_activity
 from ._decision import Decision, decide
 from ._names import covers, validate_name, validate_pattern
 from ._retries import Retry
 from ._runner import Runner
-from ._step import Activity, Marker, Step, StepOptions, StepOutcome
+from ._step import Marker, Step, StepOptions, StepOutcome
 
 # _telemetry imports opentelemetry only when instrument() is called.
 from ._telemetry import instrument, uninstrument

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -63,6 +64,7 @@ class Subscription:
         """The patterns as one string, for messages."""
         self.overflow: Overflow = overflow
         self.dropped = 0
+        self._stopped = False
         send, receive = anyio.create_memory_object_stream[Signal](buffer)
         self._send: MemoryObjectSendStream[Signal] = send
         self._receive: MemoryObjectReceiveStream[Signal] = receive
@@ -76,8 +78,14 @@ class Subscription:
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 
-    async def receive(self, timeout: float | None = None) -> Signal:
-        """The next signal; :class:`SignalTimeout` if none arrives in time."""
+    async def receive(self, timeout: float | None = None) -> Signal:  # noqa: ASYNC109
+        """The next signal.
+
+        Bound the wait with a cancel scope, as anyio and trio advise
+        (``with anyio.fail_after(5): await sub.receive()``). ``timeout`` is a
+        convenience kept for simpleflow's users: :class:`SignalTimeout` (a
+        ``TimeoutError``) if nothing arrives in time.
+        """
         try:
             with anyio.fail_after(timeout):
                 return await self._receive.receive()
@@ -119,8 +127,17 @@ class Subscription:
             pass
 
     def matches(self, name: str) -> bool:
-        """True when one of the subscription's patterns covers ``name``."""
-        return any(covers(p, name) for p in self.patterns)
+        """True when one of the subscription's patterns covers ``name`` (and it
+        was not stopped)."""
+        return not self._stopped and any(covers(p, name) for p in self.patterns)
+
+    def stop(self) -> None:
+        """Stop delivery: signals published from now on do not reach this
+        subscription; what it buffered can still be read, then iteration
+        ends. For owners that stop in two stages, such as the SWF bridge,
+        which sends what was published before it closed."""
+        self._stopped = True
+        self._send.close()
 
     def _close(self) -> None:
         self._send.close()
@@ -199,11 +216,11 @@ class EventBus:
 
         ``pattern`` is one pattern or several (one buffer, publication order).
         """
-        subscription = self.attach(pattern, buffer=buffer, overflow=overflow)
+        subscription = self._attach(pattern, buffer=buffer, overflow=overflow)
         try:
             yield subscription
         finally:
-            self.detach(subscription)
+            self._detach(subscription)
             subscription._close()
 
     def attach(
@@ -213,10 +230,34 @@ class EventBus:
         buffer: int | None = None,
         overflow: Overflow | None = None,
     ) -> Subscription:
-        """Start a subscription without a context manager; :meth:`detach` ends
-        delivery, after which iteration drains the buffer and stops. Prefer
-        :meth:`subscribe`; this is for owners that stop in two stages (the SWF
-        bridge drains what was published before it closed)."""
+        """Deprecated: use :meth:`subscribe`, and :meth:`Subscription.stop` to
+        stop delivery before leaving its block. Kept for one release."""
+        warnings.warn(
+            "EventBus.attach() is deprecated: use `async with bus.subscribe(...)` "
+            "(and subscription.stop() for a stop in two stages)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._attach(pattern, buffer=buffer, overflow=overflow)
+
+    def detach(self, subscription: Subscription) -> None:
+        """Deprecated: leave the :meth:`subscribe` block, or call
+        :meth:`Subscription.stop`. Kept for one release."""
+        warnings.warn(
+            "EventBus.detach() is deprecated: leave the `bus.subscribe()` block, or "
+            "call subscription.stop()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self._detach(subscription)
+
+    def _attach(
+        self,
+        pattern: str | Iterable[str],
+        *,
+        buffer: int | None,
+        overflow: Overflow | None,
+    ) -> Subscription:
         patterns = tuple(validate_patterns(pattern))
         if not patterns:
             raise SignalError("subscribe needs at least one pattern")
@@ -224,7 +265,7 @@ class EventBus:
         self._subscriptions.append(subscription)
         return subscription
 
-    def detach(self, subscription: Subscription) -> None:
+    def _detach(self, subscription: Subscription) -> None:
         """Stop delivering to ``subscription``; what it buffered can still be read."""
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
@@ -237,12 +278,19 @@ class EventBus:
         return any(subscription.matches(name) for subscription in self._subscriptions)
 
     async def wait(
-        self, name: str, timeout: float | None = None, *, include_past: bool = False
+        self,
+        name: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (a documented convenience)
+        *,
+        include_past: bool = False,
     ) -> Signal:
         """Wait for the next signal named exactly ``name``.
 
         With ``include_past=True`` a signal already published under that name
-        is returned at once. Raises :class:`SignalTimeout` after ``timeout``.
+        is returned at once. Bound the wait with a cancel scope
+        (``with anyio.fail_after(5): await bus.wait("step.a")``), which
+        composes with the caller's own; ``timeout`` is a convenience that
+        raises :class:`SignalTimeout` (a ``TimeoutError``).
         """
         if include_past and (seen := self._last.get(name)) is not None:
             self._last.move_to_end(name)

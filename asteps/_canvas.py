@@ -26,13 +26,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Generator
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._step import Activity
+Activity: TypeAlias = Callable[..., Any] | tuple[Any, ...] | Awaitable[Any]
+"""What a step runs: an async or sync callable, a ``(callable, *args)`` tuple,
+a coroutine or other awaitable, or a :class:`~asteps.Chain` / :class:`~asteps.Group`
+(which are awaitables). See :func:`asteps.run_activity`."""
 
 
 async def run_activity(activity: Activity, *args: Any) -> Any:

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._canvas import Activity
 from ._names import validate_patterns
 from ._results import check_keep
 from ._retries import Retry, check_retry, check_time_limit
-from ._step import STEP_OPTIONS, Activity, OnMissingResult, StepOptions
+from ._step import STEP_OPTIONS, OnMissingResult, StepOptions
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,13 +28,13 @@ import anyio.lowlevel
 
 from . import _telemetry
 from ._bus import EventBus
-from ._canvas import close_unawaited, start_activity
+from ._canvas import Activity, close_unawaited, start_activity
 from ._claims import Claims, Held
 from ._decision import JOINED, Decision, played_by
 from ._options import Asked
 from ._results import RESULT_KEY, decode_result, encode_result
 from ._retries import Attempts, Retry
-from ._step import Activity, Status, StepOutcome
+from ._step import Status, StepOutcome
 from ._telemetry import StepSpan
 from ._turns import Turns
 from .errors import ClaimLost, MarkDoneError, ResultNotKept, describe

@@ -39,8 +39,7 @@ from tenacity import (
     wait_random,
 )
 
-from ._canvas import Chain, Group, start_activity
-from ._step import Activity
+from ._canvas import Activity, Chain, Group, start_activity
 from .errors import StepTimeout
 
 OnRetry = Callable[[int, Exception, float], Awaitable[None]]

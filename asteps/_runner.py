@@ -51,7 +51,7 @@ import anyio.lowlevel
 
 from . import _telemetry
 from ._bus import EventBus, Signal
-from ._canvas import close_unawaited, run_activity
+from ._canvas import Activity, close_unawaited, run_activity
 from ._claims import DEFAULT_LEASE, Claims, check_lease
 from ._decision import Decision
 from ._names import DEFAULT_PREFIX as DEFAULT_PREFIX  # importable from here, as it was
@@ -60,7 +60,7 @@ from ._options import Asked, check_options
 from ._phases import Entry, Phases, make_outcome, marker_details
 from ._results import DEFAULT_MAX_RESULT_BYTES, check_max_result_bytes
 from ._retries import Retry, check_time_limit
-from ._step import Activity, Marker, Step, StepOptions, StepOutcome
+from ._step import Marker, Step, StepOptions, StepOutcome
 from ._telemetry import StepSpan
 from ._turns import NOTHING_KEPT, Turn, Turns, add, needs_body
 from .errors import ClaimsNotSupported, ResultMissing
@@ -284,11 +284,18 @@ class Runner(Phases):
         """Run a :class:`Step` built beforehand."""
         return await self.step(step.name, step.activities, **step.options())
 
-    async def wait_signal(self, name: str, timeout: float | None = None) -> Signal:
+    async def wait_signal(
+        self,
+        name: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (a documented convenience)
+    ) -> Signal:
         """Wait for signal ``name`` on the runner's bus.
 
         A signal already published on the bus counts, as a signal already in an
-        SWF workflow's history does. Raises :class:`SignalTimeout` on timeout.
+        SWF workflow's history does. Bound the wait with a cancel scope
+        (``with anyio.fail_after(60): await runner.wait_signal("step.a")``);
+        ``timeout`` is a convenience that raises :class:`SignalTimeout` (a
+        ``TimeoutError``).
         """
         return await self.bus.wait(name, timeout, include_past=True)
 

@@ -1,24 +1,18 @@
 """The step vocabulary: Step (what to run), StepOptions (how), StepOutcome
-(what happened), Marker (the ``log.step`` record of each phase) and the
-Activity type."""
+(what happened) and Marker (the ``log.step`` record of each phase). The
+Activity type lives with what runs activities (``_canvas``)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ._canvas import Activity
 from ._names import validate_name, validate_patterns
-
-if TYPE_CHECKING:
-    from ._retries import Retry
-
-Activity: TypeAlias = Callable[..., Any] | tuple[Any, ...] | Awaitable[Any]
-"""What a step runs: an async or sync callable, a ``(callable, *args)`` tuple,
-a coroutine or other awaitable, or a :class:`~asteps.Chain` / :class:`~asteps.Group`
-(which are awaitables). See :func:`asteps.run_activity`."""
+from ._retries import Retry, check_retry, check_time_limit
 
 OnMissingResult = Literal["run", "none", "error"]
 
@@ -97,10 +91,7 @@ class Step(BaseModel):
         deps = options.get("force_steps_if_executed")
         if deps is not None:
             options["force_steps_if_executed"] = validate_patterns(deps)
-        # Checked here too, so that a bad Step fails where it is built. (Imported
-        # here: _retries runs activities, which needs this module first.)
-        from ._retries import check_retry, check_time_limit
-
+        # Checked here too, so that a bad Step fails where it is built.
         check_retry(options.get("retry"), activities)
         check_time_limit(options.get("time_limit"))
         super().__init__(name=name, activities=activities, **options)

@@ -182,13 +182,36 @@ async def test_markers_reach_a_subscription_whose_first_pattern_is_not_log_step(
 
 async def test_a_subscriber_leaving_during_a_blocked_delivery_costs_the_others_nothing() -> None:
     bus = EventBus()
-    a = bus.attach("x", buffer=1, overflow="block")
-    b = bus.attach("x")
-    c = bus.attach("x")
-    await bus.publish("x.1")  # fills a's buffer: the next delivery to a blocks
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(bus.publish, "x.2")
-        await anyio.wait_all_tasks_blocked()
-        bus.detach(a)  # a leaves while x.2 waits for room in it
-    assert [s.name for s in b.receive_nowait_all()] == ["x.1", "x.2"]
-    assert [s.name for s in c.receive_nowait_all()] == ["x.1", "x.2"]
+    async with (
+        bus.subscribe("x", buffer=1, overflow="block") as a,
+        bus.subscribe("x") as b,
+        bus.subscribe("x") as c,
+    ):
+        await bus.publish("x.1")  # fills a's buffer: the next delivery to a blocks
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bus.publish, "x.2")
+            await anyio.wait_all_tasks_blocked()
+            a.stop()  # a leaves while x.2 waits for room in it
+        assert [s.name for s in b.receive_nowait_all()] == ["x.1", "x.2"]
+        assert [s.name for s in c.receive_nowait_all()] == ["x.1", "x.2"]
+
+
+async def test_a_stopped_subscription_gets_nothing_new_and_drains_what_it_holds() -> None:
+    bus = EventBus()
+    async with bus.subscribe("step") as sub:
+        await bus.publish("step.a")
+        sub.stop()
+        await bus.publish("step.b")
+        assert not bus.listening("step.c")
+        assert [s.name async for s in sub] == ["step.a"]
+
+
+async def test_attach_and_detach_still_work_for_one_release_with_a_warning() -> None:
+    bus = EventBus()
+    with pytest.warns(DeprecationWarning, match="subscribe"):
+        sub = bus.attach("x")
+    await bus.publish("x.1")
+    with pytest.warns(DeprecationWarning, match="stop"):
+        bus.detach(sub)
+    await bus.publish("x.2")
+    assert [s.name for s in sub.receive_nowait_all()] == ["x.1"]

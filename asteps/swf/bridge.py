@@ -162,10 +162,9 @@ class SwfSignalBridge:
                 # run id SWF signals the run open at the time of each send
                 # (a restarted workflow's new run, say).
                 await resolve_run(self._client, self.domain, workflow_id, run_id)
-            self._subscription = self.bus.attach(
-                self.patterns, buffer=self._buffer, overflow="block"
+            self._subscription = await stack.enter_async_context(
+                self.bus.subscribe(self.patterns, buffer=self._buffer, overflow="block")
             )
-            stack.callback(self._close_subscription, self._subscription)
             self._senders = [_Sender(e, self._buffer, self._deliver) for e in self.executions]
             # Runs once the workers stopped, before the client closes.
             stack.callback(self._report_leftovers)
@@ -202,7 +201,7 @@ class SwfSignalBridge:
         if not self._lifecycle.closing():
             return False
         assert self._subscription is not None
-        self.bus.detach(self._subscription)  # no new signals; what is buffered drains
+        self._subscription.stop()  # no new signals; what is buffered drains
         # Shielded: even when the host is being cancelled, the drain gets its
         # bounded time; the cancellation is delivered again right after.
         with anyio.CancelScope(shield=True):
@@ -261,7 +260,7 @@ class SwfSignalBridge:
             # However this ends, no publisher may block on a bridge that stopped
             # reading (the subscription blocks when full); what it still holds
             # is reported on exit.
-            self.bus.detach(subscription)
+            subscription.stop()
             for sender in self._senders:
                 sender.no_more()
 
@@ -331,10 +330,6 @@ class SwfSignalBridge:
                         self._give_up(execution, signal, reason)
         if self._drain_timed_out:
             logger.error("SWF bridge closed before draining: %d undelivered", len(self.undelivered))
-
-    def _close_subscription(self, subscription: Subscription) -> None:
-        self.bus.detach(subscription)
-        subscription._close()
 
 
 def _normalise_executions(
