@@ -9,16 +9,19 @@ Everything users need is importable from here; module layout is private.
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._batch import BatchRun, BatchSummary
 from ._bus import EventBus, Signal, Subscription
 from ._canvas import Activity, Chain, Group, run_activity
 from ._decision import Decision, decide
 from ._names import covers, validate_name, validate_pattern
 from ._retries import Retry
 from ._runner import Runner
+from ._shards import Shard
 from ._step import Marker, Step, StepOptions, StepOutcome
 
 # _telemetry imports opentelemetry only when instrument() is called.
 from ._telemetry import instrument, uninstrument
+from ._workflow import WorkflowReport, run_workflow
 from .errors import (
     AstepsError,
     FlowError,
@@ -87,6 +90,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Activity",
     "AstepsError",
+    "BatchRun",
+    "BatchSummary",
     "Chain",
     "Decision",
     "DoneStore",
@@ -109,6 +114,7 @@ __all__ = [
     "Retry",
     "Runner",
     "S3Store",
+    "Shard",
     "Signal",
     "SignalDeliveryError",
     "SignalError",
@@ -122,6 +128,7 @@ __all__ = [
     "SwfSignalBridge",
     "SwfSignalListener",
     "SwfWorker",
+    "WorkflowReport",
     "covers",
     "decide",
     "init_domain",
@@ -131,6 +138,7 @@ __all__ = [
     "parse_store_url",
     "prepare",
     "run_activity",
+    "run_workflow",
     "submit",
     "swf_status",
     "uninstrument",
