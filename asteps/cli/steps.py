@@ -20,7 +20,7 @@ from .._names import (
 )
 from .._telemetry import traced_store
 from ..errors import MarkerBodyError, StoreError
-from ..stores.base import DoneStore, ReadsMarkers, list_done_many, matching
+from ..stores import DoneStore, ReadsMarkers, list_done_many, matching
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import default_store_url, open_store
 from ._output import cell

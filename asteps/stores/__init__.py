@@ -3,16 +3,9 @@
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import (
-    BaseStore,
-    DoneStore,
-    HoldsClaims,
-    ReadsMarkers,
-    list_done_many,
-    matching,
-    unmark_matching,
-)
+from .base import BaseStore, DoneStore, HoldsClaims, ReadsMarkers
 from .file import FileStore
+from .helpers import list_done_many, matching, unmark_matching
 from .memory import MemoryStore
 from .urls import default_store_url, open_store, parse_store_url
 
