@@ -1,5 +1,6 @@
 """Run once, even when callers race: single flight in a runner, and exclusive
-steps across runners on every store (claims in asteps._claims)."""
+steps across runners on every store (claims in asteps._claims). On asyncio and
+on trio (S3 on asyncio alone: aioboto3 runs on asyncio only)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,26 @@ from asteps.errors import ClaimLost, ClaimsNotSupported
 from asteps.stores.base import CLAIMS_ROOT
 
 from .conftest import CountingStore
+
+pytestmark = pytest.mark.anyio
+
+ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+"""For a test on S3: S3Store goes through aioboto3, which runs on asyncio only."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test given ``claims_store`` runs on each store, on both backends, but S3
+    on asyncio alone (``claims_store_kind``)."""
+    if "claims_store" in metafunc.fixturenames:
+        metafunc.parametrize(
+            ("anyio_backend", "claims_store_kind"),
+            [
+                pytest.param(backend, kind, id=f"{kind}-{backend}")
+                for kind in ("memory", "file", "s3")
+                for backend in (("asyncio",) if kind == "s3" else ("asyncio", "trio"))
+            ],
+        )
+
 
 # -- single flight in one runner -------------------------------------------------
 
@@ -107,11 +128,13 @@ async def test_a_call_waiting_for_a_cancelled_one_decides_again() -> None:
 # -- exclusive steps, on every store -------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "file", "s3"])
-async def claims_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    if request.param == "memory":
+@pytest.fixture
+async def claims_store(
+    request: pytest.FixtureRequest, claims_store_kind: str, tmp_path: Path
+) -> AsyncIterator[Any]:
+    if claims_store_kind == "memory":
         yield MemoryStore()
-    elif request.param == "file":
+    elif claims_store_kind == "file":
         yield FileStore(tmp_path)
     else:
         aws = request.getfixturevalue("aws")  # a clean moto server
@@ -231,6 +254,7 @@ async def test_claims_live_where_no_listing_of_markers_sees_them(claims_store: A
     assert await claims_store.read_claim("wf/steps/", "a") is None  # released
 
 
+@ASYNCIO_ONLY
 async def test_simpleflows_own_listing_shows_no_claim(
     s3: S3Store, aws: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -255,6 +279,7 @@ async def test_simpleflows_own_listing_shows_no_claim(
     assert f"{CLAIMS_ROOT}wf/steps/held" in {k["Key"] for k in keys["Contents"]}
 
 
+@ASYNCIO_ONLY
 async def test_an_exclusive_step_costs_four_requests_and_a_done_one_none(s3: S3Store) -> None:
     runner = Runner(s3, "wf", exclusive=True)
     await runner.step("a", lambda: None)
@@ -269,11 +294,13 @@ async def test_an_exclusive_step_costs_four_requests_and_a_done_one_none(s3: S3S
     assert dict(s3.counter.calls) == {"ListObjectsV2": 1}  # type: ignore[attr-defined]
 
 
+@ASYNCIO_ONLY
 async def test_exclusive_off_adds_no_request(s3: S3Store) -> None:
     await Runner(s3, "wf").step("a", lambda: None)
     assert dict(s3.counter.calls) == {"ListObjectsV2": 1, "PutObject": 1}  # type: ignore[attr-defined]
 
 
+@ASYNCIO_ONLY
 async def test_a_step_can_opt_out_of_its_runners_exclusive(s3: S3Store) -> None:
     await Runner(s3, "wf", exclusive=True).step("a", lambda: None, exclusive=False)
     assert dict(s3.counter.calls) == {"ListObjectsV2": 1, "PutObject": 1}  # type: ignore[attr-defined]

@@ -2,19 +2,20 @@
 
 A step with ``keep_result`` writes its result in its done marker's body (one
 write); when it is later skipped because it is done, the runner reads that one
-body and returns the result. Run on every store asteps ships.
+body and returns the result. Run on every store asteps ships, on asyncio and on
+trio (S3 on asyncio alone: aioboto3 runs on asyncio only).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from pydantic import BaseModel
 
@@ -47,17 +48,55 @@ class Point:
 EXPORT = Export(rows=1200, path="s3://exports/42.csv", at=dt.datetime(2026, 11, 27, 10, 0))
 
 
-@pytest.fixture(params=["memory", "file", "s3"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    if request.param == "memory":
+pytestmark = pytest.mark.anyio
+
+ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+"""For a test on S3: S3Store goes through aioboto3, which runs on asyncio only."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test given ``store`` or ``raw_store`` runs on each of its kinds, on both
+    backends, but S3 on asyncio alone (``store_kind``, ``raw_store_kind``)."""
+    for fixture, kinds in (("store", ("memory", "file", "s3")), ("raw_store", ("file", "s3"))):
+        if fixture in metafunc.fixturenames:
+            metafunc.parametrize(
+                ("anyio_backend", f"{fixture}_kind"),
+                [
+                    pytest.param(backend, kind, id=f"{kind}-{backend}")
+                    for kind in kinds
+                    for backend in (("asyncio",) if kind == "s3" else ("asyncio", "trio"))
+                ],
+            )
+
+
+@pytest.fixture
+async def store(
+    request: pytest.FixtureRequest, store_kind: str, tmp_path: Path
+) -> AsyncIterator[Any]:
+    if store_kind == "memory":
         yield MemoryStore()
-    elif request.param == "file":
+    elif store_kind == "file":
         yield FileStore(tmp_path / "store")
     else:
         aws = request.getfixturevalue("aws")  # a clean moto server
         async with S3Store("steps", endpoint_url=aws.endpoint_url, session=aws.session()) as s3:
             await s3.client.create_bucket(Bucket="steps")
             yield s3
+
+
+async def submitted_in_turn(*steps: Callable[[], Awaitable[StepOutcome]]) -> list[StepOutcome]:
+    """The outcomes of steps run together, each submitted once those before it
+    wait (as gather would: trio starts the tasks of a group in no set order)."""
+    outcomes: dict[int, StepOutcome] = {}
+
+    async def run(i: int) -> None:
+        outcomes[i] = await steps[i]()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(steps)):
+            tg.start_soon(run, i)
+            await anyio.wait_all_tasks_blocked()
+    return [outcomes[i] for i in range(len(steps))]
 
 
 def counting(result: Any) -> tuple[list[int], Any]:
@@ -250,6 +289,7 @@ async def test_a_corrupt_body_on_the_file_store_runs_the_step_again(tmp_path: Pa
 # -- on S3 (moto over HTTP): simpleflow's markers, and the request budget -------
 
 
+@ASYNCIO_ONLY
 async def test_a_marker_written_by_simpleflow_has_no_result_so_the_step_runs_again(
     s3: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -264,6 +304,7 @@ async def test_a_marker_written_by_simpleflow_has_no_result_so_the_step_runs_aga
     assert again.result == EXPORT
 
 
+@ASYNCIO_ONLY
 async def test_a_rerun_reads_only_the_bodies_of_the_steps_that_keep_results(s3: Any) -> None:
     async def flow(runner: Runner) -> None:
         for i in range(10):
@@ -276,9 +317,8 @@ async def test_a_rerun_reads_only_the_bodies_of_the_steps_that_keep_results(s3: 
     assert dict(s3.counter.calls) == {"ListObjectsV2": 1, "GetObject": 3}
 
 
+@ASYNCIO_ONLY
 async def test_kept_results_of_concurrent_steps_are_read_concurrently(s3: Any) -> None:
-    import anyio
-
     for i in range(5):
         await Runner(s3, "wf").step(f"k{i}", lambda i=i: i, keep_result=int)
     runner = Runner(s3, "wf")
@@ -299,9 +339,11 @@ async def test_a_step_rerun_on_a_new_version_forces_a_dependent_submitted_with_i
     await Runner(store, "wf", version="1").step("a", lambda: None)
     await Runner(store, "wf", version="1").step("b", lambda: None)
     runner = Runner(store, "wf", version="2")
-    a, b = await asyncio.gather(
-        runner.step("a", lambda: 1, rerun_on_new_version=True, force_steps_if_executed=["b"]),
-        runner.step("b", lambda: 2),
+    a, b = await submitted_in_turn(
+        lambda: runner.step(
+            "a", lambda: 1, rerun_on_new_version=True, force_steps_if_executed=["b"]
+        ),
+        lambda: runner.step("b", lambda: 2),
     )
     assert (a.status, list(a.reasons)) == ("completed", ["version 1 -> 2"])
     assert (b.status, list(b.reasons)) == ("completed", ["Dep of a"])
@@ -311,9 +353,9 @@ async def test_a_missing_result_forces_a_dependent_submitted_with_it(store: Any)
     await Runner(store, "wf").step("a", lambda: 1)  # kept nothing
     await Runner(store, "wf").step("b", lambda: None)
     runner = Runner(store, "wf")
-    a, b = await asyncio.gather(
-        runner.step("a", lambda: 1, keep_result=int, force_steps_if_executed=["b"]),
-        runner.step("b", lambda: 2),
+    a, b = await submitted_in_turn(
+        lambda: runner.step("a", lambda: 1, keep_result=int, force_steps_if_executed=["b"]),
+        lambda: runner.step("b", lambda: 2),
     )
     assert (a.status, b.status, list(b.reasons)) == ("completed", "completed", ["Dep of a"])
 
@@ -341,9 +383,11 @@ async def test_with_the_done_list_known_a_step_waits_for_one_reading_its_body_fi
     await Runner(store, "wf", version="1").step("a", lambda: None)
     await Runner(store, "wf", version="1").step("b", lambda: None)
     runner = Runner(store, "wf", version="2", done=["a", "b"])
-    a, b = await asyncio.gather(
-        runner.step("a", lambda: 1, rerun_on_new_version=True, force_steps_if_executed=["b"]),
-        runner.step("b", lambda: 2),
+    a, b = await submitted_in_turn(
+        lambda: runner.step(
+            "a", lambda: 1, rerun_on_new_version=True, force_steps_if_executed=["b"]
+        ),
+        lambda: runner.step("b", lambda: 2),
     )
     assert (a.status, list(a.reasons)) == ("completed", ["version 1 -> 2"])
     assert (b.status, list(b.reasons)) == ("completed", ["Dep of a"])
@@ -362,10 +406,12 @@ async def _write_body(store: Any, name: str, raw: bytes) -> None:
         await store.client.put_object(Bucket="steps", Key=f"wf/steps/{name}", Body=raw)
 
 
-@pytest.fixture(params=["file", "s3"])
-async def raw_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+@pytest.fixture
+async def raw_store(
+    request: pytest.FixtureRequest, raw_store_kind: str, tmp_path: Path
+) -> AsyncIterator[Any]:
     """A store whose bodies are bytes another writer may have put there."""
-    if request.param == "file":
+    if raw_store_kind == "file":
         yield FileStore(tmp_path / "store")
     else:
         aws = request.getfixturevalue("aws")

@@ -1,7 +1,8 @@
 """Retries and time limits per step: Retry, time_limit, StepTimeout.
 
 Delays are measured with an injected sleep, never waited; time limits are
-short, and only "it was cut" is asserted, never how long anything took.
+short, and only "it was cut" is asserted, never how long anything took. On
+asyncio and on trio.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from asteps import Chain, MemoryStore, Retry, Runner, Step, StepTimeout
 from asteps.errors import AstepsError
 
 from .conftest import CountingStore
+
+pytestmark = pytest.mark.anyio
 
 PREFIX = "wf/steps/"
 
@@ -275,7 +278,7 @@ async def test_cancelling_the_caller_during_a_back_off_stops_at_once_and_marks_n
     with anyio.fail_after(30):  # a guard only: the step waits an hour unless cut
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
-            await anyio.lowlevel.checkpoint()  # the watcher subscribed
+            await anyio.wait_all_tasks_blocked()  # the watcher subscribed and waits
             tg.start_soon(step)
             await backing_off.wait()
             tg.cancel_scope.cancel()

@@ -1,9 +1,10 @@
-"""The runner: the semantics of simpleflow's Steps, natively in asyncio."""
+"""The runner: the semantics of simpleflow's Steps, natively in async Python. On
+asyncio and on trio, but for S3 (aioboto3 is asyncio only)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 from typing import Any
@@ -28,9 +29,26 @@ from asteps._decision import ALREADY_PLAYED
 
 from .conftest import CountingStore, FailingMarkStore
 
+pytestmark = pytest.mark.anyio
+
 
 class Boom(Exception):
     pass
+
+
+class HeldListingStore(CountingStore):
+    """A counting MemoryStore whose listing waits until the test lets it go, as a
+    slow remote store's would: ``listing`` is set when a listing starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listing = anyio.Event()
+        self.let_go = anyio.Event()
+
+    async def list_done(self, prefix: str) -> set[str]:
+        self.listing.set()
+        await self.let_go.wait()
+        return await super().list_done(prefix)
 
 
 def recorder() -> tuple[list[str], Any]:
@@ -225,11 +243,18 @@ async def test_cancellation_propagates_and_never_marks_the_step(store: CountingS
         await anyio.sleep(60)
 
     runner = Runner(store, "wf")
-    task = asyncio.ensure_future(runner.step("a", slow))
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    finished: list[str] = []
+
+    async def step() -> None:
+        await runner.step("a", slow)
+        finished.append("a")  # never: the cancellation goes through the step
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(step)
+        await started.wait()
+        tg.cancel_scope.cancel()
+    assert tg.cancel_scope.cancelled_caught
+    assert finished == []
     assert store.objects == {}
     assert "a" not in await runner.steps_done()
 
@@ -290,25 +315,30 @@ async def test_every_marker_is_published_as_log_step(store: CountingStore) -> No
     assert [p["status"] for p in payloads] == ["scheduled", "completed"]
 
 
-async def test_concurrent_steps_share_one_listing_and_decide_in_order(
-    store: CountingStore,
-) -> None:
-    await Runner(store, "wf").step("b", lambda: None)
+async def test_concurrent_steps_share_one_listing_and_decide_in_order() -> None:
+    store = HeldListingStore()
+    await store.mark_done("wf/steps/", "b", {})  # done by an earlier run
     store.calls.clear()
     runner = Runner(store, "wf")
-    order: list[str] = []
+    outcomes: dict[str, Any] = {}
 
     async def act(name: str) -> None:
-        order.append(name)
+        pass
 
-    outcomes = await asyncio.gather(
-        runner.step("a", (act, "a"), force_steps_if_executed=["b"]),
-        runner.step("b", (act, "b")),
-        *(runner.step(f"c{i}", (act, f"c{i}")) for i in range(50)),
-    )
+    async def step(name: str, **options: Any) -> None:
+        outcomes[name] = await runner.step(name, (act, name), **options)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(step, "a", force_steps_if_executed=["b"]))
+        await store.listing.wait()  # "a" lists the store
+        tg.start_soon(step, "b")  # submitted after "a"
+        for i in range(50):
+            tg.start_soon(step, f"c{i}")
+        await anyio.wait_all_tasks_blocked()  # all wait for that listing
+        store.let_go.set()
     assert store.calls["list_done"] == 1
-    assert outcomes[1].status == "completed"
-    assert list(outcomes[1].reasons) == ["Dep of a"]
+    assert outcomes["b"].status == "completed"
+    assert list(outcomes["b"].reasons) == ["Dep of a"]
     assert store.calls["mark_done"] == 52
     assert await runner.steps_done() == frozenset({"a", "b", *(f"c{i}" for i in range(50))})
     assert store.calls["list_done"] == 1
@@ -444,42 +474,26 @@ def test_a_step_model_validates_its_names_however_it_is_built() -> None:
 
 
 async def test_a_step_submitted_while_others_wait_for_the_listing_decides_after_them() -> None:
-    class SlowListing(MemoryStore):
-        async def list_done(self, prefix: str) -> set[str]:
-            await anyio.sleep(0.01)
-            return await super().list_done(prefix)
-
-    store = SlowListing()
+    store = HeldListingStore()
     await store.mark_done("wf/steps/", "c", {})
     runner = Runner(store, "wf")
 
     async def a_then_c() -> None:
-        # Submitted after "b" (which is waiting for the listing "a" started).
+        # Submitted after "b" (which waited for the listing "a" started).
         outcome = await runner.step("c", lambda: None)
         seen.append((outcome.name, outcome.status, list(outcome.reasons)))
 
     seen: list[tuple[str, str, list[str]]] = []
-    await asyncio.gather(
-        runner.step("a", a_then_c),
-        runner.step("b", lambda: None, force_steps_if_executed=["c"]),
-    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.step, "a", a_then_c)
+        await store.listing.wait()  # "a" lists the store
+        tg.start_soon(
+            functools.partial(runner.step, "b", lambda: None, force_steps_if_executed=["c"])
+        )
+        await anyio.wait_all_tasks_blocked()  # "b" waits for that listing
+        store.let_go.set()
     # "b" was submitted before "c", so its dependents are forced before "c" is decided.
     assert seen == [("c", "completed", ["Dep of b"])]
-
-
-class HeldListingStore(MemoryStore):
-    """A MemoryStore whose listing waits until the test lets it go, as a slow
-    remote store's would: ``listing`` is set when a listing starts."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.listing = anyio.Event()
-        self.let_go = anyio.Event()
-
-    async def list_done(self, prefix: str) -> set[str]:
-        self.listing.set()
-        await self.let_go.wait()
-        return await super().list_done(prefix)
 
 
 async def test_cancelling_one_step_during_the_listing_leaves_the_others_running() -> None:
@@ -509,6 +523,7 @@ async def test_cancelling_one_step_during_the_listing_leaves_the_others_running(
     assert [o.name for o in runner.outcomes] == ["main"]
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # S3Store: aioboto3 is asyncio only
 async def test_cancelling_one_step_on_s3_leaves_the_others_running(aws: Any) -> None:
     listing = anyio.Event()
 
