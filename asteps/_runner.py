@@ -64,7 +64,7 @@ from ._step import Activity, Marker, Step, StepOptions, StepOutcome
 from ._telemetry import StepSpan
 from ._turns import NOTHING_KEPT, Turn, Turns, add, needs_body
 from .errors import ClaimsNotSupported, ResultMissing
-from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
+from .stores.base import DoneStore, HoldsClaims
 
 logger = logging.getLogger("asteps")
 
@@ -310,7 +310,7 @@ class Runner(Phases):
     # -- exclusive steps -------------------------------------------------------------
 
     def _check_claims(self, store: DoneStore) -> HoldsClaims:
-        if not isinstance(store, HoldsClaims) or not isinstance(store, ReadsMarkers):
+        if not isinstance(store, HoldsClaims):  # which includes ReadsMarkers
             raise ClaimsNotSupported(
                 f"{store!r} cannot hold claims, which exclusive steps need: give it "
                 "create_claim, read_claim, replace_claim, delete_claim and read_marker "
