@@ -77,7 +77,7 @@ class Runner(Phases):
     decisions are made against the real done list but no activity runs and
     nothing is written or signalled. ``done``, when given, is used as the done
     list instead of listing the store (batch reruns list many at once).
-    ``max_result_bytes`` bounds the JSON of a kept result (``keep_result``).
+    ``max_result_bytes`` bounds the JSON of a kept result's marker body (``keep_result``).
     ``retry`` and ``time_limit`` are the defaults of every step's options of
     those names (see :class:`Retry`).
 
