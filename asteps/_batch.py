@@ -60,7 +60,7 @@ from ._shards import Shard
 from ._telemetry import batch_span
 from ._workflow import NOT_DONE, WorkflowReport, run_reason, run_workflow, workflow_runner
 from .errors import ClaimsNotSupported, InvalidName
-from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
+from .stores.base import DoneStore, HoldsClaims
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -374,7 +374,7 @@ class BatchRun:
 
 def _holds_claims(store: DoneStore) -> bool:
     """Whether ``store`` gives what exclusive steps need (as the runner checks)."""
-    return isinstance(store, HoldsClaims) and isinstance(store, ReadsMarkers)
+    return isinstance(store, HoldsClaims)
 
 
 def _count_reason(counter: Counter[str], reason: str) -> None:

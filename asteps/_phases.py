@@ -32,7 +32,7 @@ from ._canvas import Activity, close_unawaited, start_activity
 from ._claims import Claims, Held
 from ._decision import JOINED, Decision, played_by
 from ._options import Asked
-from ._results import RESULT_KEY, decode_result, encode_result
+from ._results import decode_result, result_body
 from ._retries import Attempts, Retry
 from ._step import Status, StepOutcome
 from ._telemetry import StepSpan
@@ -100,10 +100,9 @@ class Phases:
                 body: Mapping[str, Any] = self._body
                 if keep:  # the result goes in the same single write as the marker
                     try:
-                        value = encode_result(result, keep, self.max_result_bytes)
+                        body = result_body(body, result, keep, self.max_result_bytes)
                     except ValueError as exc:
                         raise ResultNotKept(name, result, str(exc)) from exc
-                    body = {**body, RESULT_KEY: value}
                 if held is not None:
                     await held.check()  # never a marker after the lease could expire
                 try:

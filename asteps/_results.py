@@ -4,13 +4,14 @@ Why in the marker: the step is marked done and its result kept in one write,
 so a marker never exists without its result (or the reverse), and a skipped
 step reads one body to get it back. Values go through pydantic's
 ``TypeAdapter``: models, dataclasses, datetimes and the like become JSON, and
-with a type (``keep_result=MyModel``) come back as that type.
+with a type (``keep_result=MyModel``) come back as that type. The body's JSON
+is made once (``EncodedBody``): its size and depth are checked on the text
+the store then writes, against the bounds it is read back with.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pydantic.errors import PydanticUndefinedAnnotation, PydanticUserError
 
 from ._json import MAX_DEPTH, MAX_RESULT_BYTES, JsonBoundsError, check_bounds
 from ._names import shown
+from .stores.base import EncodedBody
 
 RESULT_KEY = "result"
 """The key of the kept result in a marker's body."""
@@ -96,14 +98,16 @@ def _non_finite(value: Any) -> bool:
     return False
 
 
-def encode_result(result: Any, keep: Any, max_bytes: int) -> Any:
-    """The result as JSON data, ready for the marker body.
+def result_body(fields: Mapping[str, Any], result: Any, keep: Any, max_bytes: int) -> EncodedBody:
+    """The marker body ``fields`` with the result under ``RESULT_KEY``, its JSON
+    made once: checked here, and written as is by the store.
 
     Raises ``ValueError`` with a message that says what to do when the result
     cannot be turned into JSON, does not validate against ``keep`` (a type),
-    nests deeper than ``MAX_DEPTH`` or its JSON is over ``max_bytes``: what is
+    or makes a body deeper than ``MAX_DEPTH`` or over ``max_bytes``: what is
     written must read back as a valid result, or every later run would run
-    the step again without a word.
+    the step again without a word. The bounds are those the body is read
+    back with, checked on the very text the store writes.
     """
     adapter = _adapter(keep)
     if keep is not True:
@@ -119,34 +123,34 @@ def encode_result(result: Any, keep: Any, max_bytes: int) -> Any:
     try:
         if _non_finite(adapter.dump_python(result)):
             raise ValueError("it holds NaN or infinity, which JSON cannot hold")
-        value = adapter.dump_python(result, mode="json")
-        raw = json.dumps(value).encode("utf-8")
+        body = EncodedBody({**fields, RESULT_KEY: adapter.dump_python(result, mode="json")})
     except Exception as exc:  # pydantic and json raise several kinds
         raise ValueError(
             f"its result ({type(result).__name__}) cannot be written as JSON: {exc}; "
             "return JSON-able data, a pydantic model or a dataclass"
         ) from exc
-    if len(raw) > max_bytes:
+    if len(body.raw) > max_bytes:
         raise ValueError(
-            f"its result is {len(raw):,} bytes of JSON, over max_result_bytes={max_bytes:,}: "
-            "store the data elsewhere (an S3 object, a file) and return a reference to it"
+            f"its result makes a marker body of {len(body.raw):,} bytes of JSON, over "
+            f"max_result_bytes={max_bytes:,}: store the data elsewhere (an S3 object, a file) "
+            "and return a reference to it"
         )
     try:
-        check_bounds(raw, max_bytes=max_bytes)
+        check_bounds(body.raw, max_bytes=max_bytes)
     except JsonBoundsError as exc:
         raise ValueError(
-            f"its result cannot be read back: {exc} (at most {MAX_DEPTH} levels of "
-            "lists and objects); flatten it"
+            f"its result cannot be read back: in its marker body, {exc} (at most {MAX_DEPTH} "
+            "levels of lists and objects, the body itself being one); flatten it"
         ) from exc
     if keep is not True:
         # The same check a later run makes on the body it reads.
-        problem = decode_result({RESULT_KEY: value}, keep).problem
+        problem = decode_result(body, keep).problem
         if problem is not None:
             raise ValueError(
                 f"its result, written as JSON, would not read back as {_type_name(keep)} "
                 f"({problem}); return a value of the declared type"
             )
-    return value
+    return body
 
 
 def _type_name(keep: Any) -> str:

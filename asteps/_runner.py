@@ -64,7 +64,7 @@ from ._step import Marker, Step, StepOptions, StepOutcome
 from ._telemetry import StepSpan
 from ._turns import NOTHING_KEPT, Turn, Turns, add, needs_body
 from .errors import ClaimsNotSupported, ResultMissing
-from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
+from .stores.base import DoneStore, HoldsClaims
 
 logger = logging.getLogger("asteps")
 
@@ -77,7 +77,7 @@ class Runner(Phases):
     decisions are made against the real done list but no activity runs and
     nothing is written or signalled. ``done``, when given, is used as the done
     list instead of listing the store (batch reruns list many at once).
-    ``max_result_bytes`` bounds the JSON of a kept result (``keep_result``).
+    ``max_result_bytes`` bounds the JSON of a kept result's marker body (``keep_result``).
     ``retry`` and ``time_limit`` are the defaults of every step's options of
     those names (see :class:`Retry`).
 
@@ -317,7 +317,7 @@ class Runner(Phases):
     # -- exclusive steps -------------------------------------------------------------
 
     def _check_claims(self, store: DoneStore) -> HoldsClaims:
-        if not isinstance(store, HoldsClaims) or not isinstance(store, ReadsMarkers):
+        if not isinstance(store, HoldsClaims):  # which includes ReadsMarkers
             raise ClaimsNotSupported(
                 f"{store!r} cannot hold claims, which exclusive steps need: give it "
                 "create_claim, read_claim, replace_claim, delete_claim and read_marker "

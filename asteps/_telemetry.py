@@ -147,11 +147,9 @@ class Telemetry:
         """``store``, with every call a span (a store already traced is kept)."""
         if isinstance(store, TracedStore):
             return store
-        # What isinstance(store, ReadsMarkers) checks, without the protocol
-        # machinery's cost on every step.
-        if hasattr(store, "create_claim") and hasattr(store, "read_marker"):
+        if isinstance(store, HoldsClaims):
             return TracedClaimsStore(store, self)
-        if hasattr(store, "read_marker"):
+        if isinstance(store, ReadsMarkers):
             return TracedMarkerStore(store, self)
         return TracedStore(store, self)
 

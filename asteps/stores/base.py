@@ -154,6 +154,33 @@ def parse_body(raw: bytes | str, where: str) -> Mapping[str, Any]:
     return body
 
 
+class EncodedBody(dict[str, Any]):
+    """A marker body and its JSON (``raw``), made once when the body is built.
+
+    The runner builds one for a step that keeps its result: it checks the
+    size and depth of ``raw``, the text that will be read back, and the store
+    writes that same text (:func:`body_json`), so the result is serialised
+    once. It is a dict, so a store of your own can treat it as any body; do
+    not change it, or ``raw`` no longer says what it holds.
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        super().__init__(fields)
+        self.raw = _encode(self)
+
+
+def body_json(body: Mapping[str, Any]) -> bytes:
+    """The JSON a store writes for a marker body: the text an :class:`EncodedBody`
+    carries, or the body encoded now (simpleflow's layout either way)."""
+    return body.raw if isinstance(body, EncodedBody) else _encode(body)
+
+
+def _encode(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(dict(body)).encode("utf-8")
+
+
 class BaseStore:
     """The lifecycle every store shares, so that a store writes only its own
     operations (as httpx's ``AsyncBaseTransport`` gives every transport its

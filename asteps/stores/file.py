@@ -20,7 +20,7 @@ import anyio.to_thread
 from .._json import MAX_BODY_BYTES
 from .._names import is_valid_name
 from ..errors import StoreError
-from .base import CLAIMS_ROOT, BaseStore, parse_body
+from .base import CLAIMS_ROOT, BaseStore, body_json, parse_body
 from .discovery import listing_order
 
 TMP_PREFIX = ".tmp-"
@@ -169,9 +169,9 @@ class FileStore(BaseStore):
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
         self._check_usable()
-        await anyio.to_thread.run_sync(self._write, prefix, name, json.dumps(dict(body)))
+        await anyio.to_thread.run_sync(self._write, prefix, name, body_json(body))
 
-    def _write(self, prefix: str, name: str, content: str) -> None:
+    def _write(self, prefix: str, name: str, content: bytes) -> None:
         directory, start = self._split(prefix)
         target = directory / (start + name)
         try:
@@ -179,7 +179,7 @@ class FileStore(BaseStore):
             tmp = directory / f"{TMP_PREFIX}{secrets.token_hex(8)}"
             fd = os.open(tmp, _CREATE, _FILE_MODE)
             try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                with os.fdopen(fd, "wb") as f:
                     f.write(content)
                     f.flush()
                     os.fsync(f.fileno())

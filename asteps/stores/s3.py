@@ -38,7 +38,7 @@ from ._s3_args import (
     check_sse,
     parse_bucket,
 )
-from .base import CLAIMS_ROOT, BaseStore, parse_body
+from .base import CLAIMS_ROOT, BaseStore, body_json, parse_body
 
 DELETE_BATCH = 1000
 """DeleteObjects takes at most 1,000 keys a request."""
@@ -185,7 +185,7 @@ class S3Store(BaseStore):
             "write a marker to",
             Bucket=self.bucket,
             Key=self.key_root + prefix + name,
-            Body=json.dumps(dict(body)).encode(),
+            Body=body_json(body),
             ContentType="application/json",
             **self._put_extra,
         )
