@@ -13,6 +13,8 @@ mistaken for a store or SWF that cannot be reached (the CLI's exit 3).
 from __future__ import annotations
 
 import enum
+from types import TracebackType
+from typing import Any, Self
 
 
 class State(enum.Enum):
@@ -52,3 +54,89 @@ class Lifecycle:
             raise self.error(f"{self.what} is not open: use 'async with' before using it")
         if self.state is State.CLOSED:
             raise self.error(f"{self.what} is closed: create a new one")
+
+
+class Resource:
+    """The lifecycle of a resource in one place, so that each resource writes
+    only what it acquires and releases (as anyio's ``AsyncResource`` and
+    httpx's ``AsyncBaseTransport`` give ``__aenter__``/``__aexit__`` once).
+
+    ``async with`` (``__aenter__``) opens it once, by :meth:`_acquire`; a
+    second open, or one after closing, is refused (see :class:`Lifecycle`).
+    When acquiring fails or is cancelled midway, :meth:`_release` is told why
+    and releases what was acquired. Leaving the block, or :meth:`aclose`,
+    releases once; closing again does nothing.
+
+    :meth:`_release` must not be cut short by a cancellation: it shields what
+    it awaits (a store with a ``CancelScope(shield=True)``, the SWF bridge and
+    listener with their ``ShieldedExitStack``, whose task groups cannot be
+    exited from inside a newer scope).
+    """
+
+    def __init__(self, what: str) -> None:
+        self._lifecycle = Lifecycle(what)
+
+    async def __aenter__(self) -> Self:
+        self._lifecycle.opening()
+        try:
+            await self._acquire()
+        except BaseException as exc:
+            self._lifecycle.closing()
+            await self._release(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._lifecycle.closing():
+            await self._release(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Release what the resource holds, as leaving the ``async with`` block
+        does; calling it again does nothing. A closed resource cannot be reopened."""
+        await self.__aexit__(None, None, None)
+
+    async def _acquire(self) -> None:
+        """Open what the resource holds (override; nothing by default)."""
+
+    async def _release(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Release what :meth:`_acquire` acquired, even when it failed midway;
+        ``exc`` is what ended the block (or the opening), None on a plain close.
+        Called once (override; nothing by default)."""
+
+
+class Wrapper:
+    """The lifecycle of a wrapper (``LatencyStore``, the traced stores) is the
+    wrapped resource's: opening the wrapper opens it, closing closes it, and
+    its refusals (opened twice, used once closed) are the wrapped one's, in
+    its words. The wrapper keeps no state of its own."""
+
+    def _wrapped(self) -> Any:
+        """The wrapped resource (override): anything with ``__aenter__``,
+        ``__aexit__`` and ``aclose``, a store say."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self._wrapped().__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._wrapped().__aexit__(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Close the wrapped resource."""
+        await self._wrapped().aclose()
