@@ -56,10 +56,33 @@ class Lifecycle:
             raise self.error(f"{self.what} is closed: create a new one")
 
 
-class Resource:
+class AsyncResource:
+    """What every resource asteps has does on leaving an ``async with`` block:
+    close, as ``aclose()`` does, told the exception that ended the block (as
+    anyio's ``AsyncResource`` makes ``__aexit__`` call ``aclose()``)."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._exit(exc)
+
+    async def aclose(self) -> None:
+        """Close, as leaving the ``async with`` block does; calling it again
+        does nothing. A closed resource cannot be reopened."""
+        await self._exit(None)
+
+    async def _exit(self, exc: BaseException | None) -> None:
+        """Close; ``exc`` ended the block, None on a plain close (override)."""
+        raise NotImplementedError
+
+
+class Resource(AsyncResource):
     """The lifecycle of a resource in one place, so that each resource writes
-    only what it acquires and releases (as anyio's ``AsyncResource`` and
-    httpx's ``AsyncBaseTransport`` give ``__aenter__``/``__aexit__`` once).
+    only what it acquires and releases (as httpx's ``AsyncBaseTransport``
+    gives every transport its ``__aenter__``/``__aexit__``).
 
     ``async with`` (``__aenter__``) opens it once, by :meth:`_acquire`; a
     second open, or one after closing, is refused (see :class:`Lifecycle`).
@@ -82,61 +105,37 @@ class Resource:
             await self._acquire()
         except BaseException as exc:
             self._lifecycle.closing()
-            await self._release(type(exc), exc, exc.__traceback__)
+            await self._release(exc)
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _exit(self, exc: BaseException | None) -> None:
         if self._lifecycle.closing():
-            await self._release(exc_type, exc, tb)
-
-    async def aclose(self) -> None:
-        """Release what the resource holds, as leaving the ``async with`` block
-        does; calling it again does nothing. A closed resource cannot be reopened."""
-        await self.__aexit__(None, None, None)
+            await self._release(exc)
 
     async def _acquire(self) -> None:
         """Open what the resource holds (override; nothing by default)."""
 
-    async def _release(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _release(self, exc: BaseException | None) -> None:
         """Release what :meth:`_acquire` acquired, even when it failed midway;
         ``exc`` is what ended the block (or the opening), None on a plain close.
         Called once (override; nothing by default)."""
 
 
-class Wrapper:
+class Wrapper(AsyncResource):
     """The lifecycle of a wrapper (``LatencyStore``, the traced stores) is the
     wrapped resource's: opening the wrapper opens it, closing closes it, and
     its refusals (opened twice, used once closed) are the wrapped one's, in
     its words. The wrapper keeps no state of its own."""
 
     def _wrapped(self) -> Any:
-        """The wrapped resource (override): anything with ``__aenter__``,
-        ``__aexit__`` and ``aclose``, a store say."""
+        """The wrapped resource (override): anything with ``__aenter__`` and
+        ``aclose``, a store say."""
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
         await self._wrapped().__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._wrapped().__aexit__(exc_type, exc, tb)
-
-    async def aclose(self) -> None:
-        """Close the wrapped resource."""
+    async def _exit(self, exc: BaseException | None) -> None:
         await self._wrapped().aclose()

@@ -184,12 +184,7 @@ class BaseStore(Resource):
     async def _acquire(self) -> None:
         await self._open()
 
-    async def _release(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _release(self, exc: BaseException | None) -> None:
         with anyio.CancelScope(shield=True):  # a cancelled caller still releases
             await self._close()
 

@@ -6,7 +6,6 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import aioboto3
@@ -170,17 +169,12 @@ class SwfSignalBridge(Resource):
         tasks.start_soon(self._work, self._subscription)
         stack.push_async_callback(self._drain)  # the first thing closing does
 
-    async def _release(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _release(self, exc: BaseException | None) -> None:
         """Drain, stop and close (leaving the block or :meth:`aclose`), raising
         :class:`SignalDeliveryError` on a plain close if something was not
         delivered."""
-        await self._resources.close(exc_type, exc, tb)
-        if self.undelivered and exc_type is None:
+        await self._resources.close(exc)
+        if self.undelivered and exc is None:
             raise SignalDeliveryError(self.undelivered)
 
     async def _drain(self) -> None:

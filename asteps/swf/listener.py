@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 import aioboto3
@@ -101,14 +100,9 @@ class SwfSignalListener(Resource):
         tasks.start_soon(self._poll_forever)
         stack.callback(tasks.cancel_scope.cancel)  # the poll loop has no end of its own
 
-    async def _release(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _release(self, exc: BaseException | None) -> None:
         """Stop polling and close the client (leaving the block or :meth:`aclose`)."""
-        await self._resources.close(exc_type, exc, tb)
+        await self._resources.close(exc)
 
     @property
     def client(self) -> Any:
