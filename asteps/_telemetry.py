@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
+from ._lifecycle import Wrapper
 from .errors import describe
 from .stores.base import DoneStore, HoldsClaims, ReadsMarkers
 
@@ -221,7 +221,7 @@ def store_kind(store: object) -> str:
     return type(store).__name__.removesuffix("Store").lower() or "store"
 
 
-class TracedStore:
+class TracedStore(Wrapper):
     """A :class:`DoneStore` whose calls are spans ``asteps.store.<operation>``.
 
     Built by :func:`traced_store` (or ``Telemetry.traced``) while instrumented,
@@ -248,20 +248,8 @@ class TracedStore:
         with self._telemetry.store_call("unmark", self.kind, prefix):
             await self.store.unmark(prefix, names)
 
-    async def __aenter__(self) -> Self:
-        await self.store.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.store.__aexit__(exc_type, exc, tb)
-
-    async def aclose(self) -> None:
-        await self.store.aclose()
+    def _wrapped(self) -> DoneStore:
+        return self.store
 
 
 class TracedMarkerStore(TracedStore):

@@ -114,7 +114,8 @@ class Resource:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.stack.close(*exc_info)  # type: ignore[arg-type]
+        exc = exc_info[1]
+        await self.stack.close(exc if isinstance(exc, BaseException) else None)
 
     async def task(self) -> None:
         try:

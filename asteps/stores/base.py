@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import anyio
 
 from .._json import JsonBoundsError, check_bounds
-from .._lifecycle import Lifecycle, State
+from .._lifecycle import Resource, State
 from ..errors import MarkerBodyError
 
 
@@ -181,7 +181,7 @@ def _encode(body: Mapping[str, Any]) -> bytes:
     return json.dumps(dict(body)).encode("utf-8")
 
 
-class BaseStore:
+class BaseStore(Resource):
     """The lifecycle every store shares, so that a store writes only its own
     operations (as httpx's ``AsyncBaseTransport`` gives every transport its
     ``__aenter__``/``__aexit__``).
@@ -189,8 +189,9 @@ class BaseStore:
     The rule, the same for every store so that code tested on a local store
     behaves the same on S3: ``async with`` opens the store once (a second open,
     or one after closing, raises ``RuntimeError`` with a sentence that says
-    so); leaving the block calls :meth:`aclose`, which is idempotent and never
-    cut short by a cancellation; a closed store refuses every call.
+    so); leaving the block, or :meth:`aclose`, closes it once, never cut short
+    by a cancellation; a closed store refuses every call. That lifecycle is
+    every resource's (:class:`asteps._lifecycle.Resource`).
 
     A store that holds a resource (S3Store's client) overrides :meth:`_open`
     and :meth:`_close` and sets ``needs_opening``: it refuses calls until it
@@ -205,35 +206,14 @@ class BaseStore:
     """Whether calls are refused until the store is opened (``async with``)."""
 
     def __init__(self) -> None:
-        self._lifecycle = Lifecycle(f"this {type(self).__name__}")
+        super().__init__(f"this {type(self).__name__}")
 
-    async def __aenter__(self) -> Self:
-        self._lifecycle.opening()
-        try:
-            await self._open()
-        except BaseException:
-            # Cancelled or failed midway: what was opened is closed, and the
-            # closing itself is not cut short by the same cancellation.
-            self._lifecycle.closing()
-            with anyio.CancelScope(shield=True):
-                await self._close()
-            raise
-        return self
+    async def _acquire(self) -> None:
+        await self._open()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the store: release what it holds; later calls are refused.
-        Idempotent; a closed store cannot be reopened."""
-        if self._lifecycle.closing():
-            with anyio.CancelScope(shield=True):  # a cancelled caller still releases
-                await self._close()
+    async def _release(self, exc: BaseException | None) -> None:
+        with anyio.CancelScope(shield=True):  # a cancelled caller still releases
+            await self._close()
 
     async def _open(self) -> None:
         """Acquire what the store holds (override; nothing by default)."""

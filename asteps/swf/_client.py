@@ -10,8 +10,8 @@ the code serves both, and moto's answers alike.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, NamedTuple
 
 import aioboto3
@@ -135,14 +135,25 @@ async def check_domain(client: Any, domain: str) -> None:
     The one check of a domain: the worker, the bridge, the listener, status
     and submit all make it.
     """
-    try:
+    missing = (
+        f"SWF domain {domain!r} does not exist: create it with "
+        f"`asteps swf init --domain {domain}`, or check the region"
+    )
+    with asking_swf_about(domain, lambda _: missing):
         await client.describe_domain(name=domain)
+
+
+@contextmanager
+def asking_swf_about(domain: str, missing: Callable[[ClientError], str]) -> Iterator[None]:
+    """Around a ``describe_*`` call that checks what must exist before anything
+    starts: raises :class:`SwfNotSetUp` saying ``missing(error)`` when SWF does
+    not know it, :class:`SwfError` when SWF refuses the question or cannot be
+    reached."""
+    try:
+        yield
     except ClientError as exc:
         if error_code(exc) in UNKNOWN_RESOURCE:
-            raise SwfNotSetUp(
-                f"SWF domain {domain!r} does not exist: create it with "
-                f"`asteps swf init --domain {domain}`, or check the region"
-            ) from exc
+            raise SwfNotSetUp(missing(exc)) from exc
         raise SwfError(f"SWF domain {domain!r}: {explain(exc)}") from exc
     except BotoCoreError as exc:
         raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from exc

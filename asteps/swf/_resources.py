@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from types import TracebackType
 
 import anyio
 from anyio.abc import TaskGroup
@@ -31,12 +30,7 @@ class ShieldedExitStack:
         self._stack.enter_context(self._shield)
         return self._stack
 
-    async def close(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self, exc: BaseException | None) -> None:
         """Exit everything, giving each part the block's exception (or none).
 
         That exception is left to the caller to propagate; any other error
@@ -44,7 +38,10 @@ class ShieldedExitStack:
         """
         self._shield.shield = True
         try:
-            await self._stack.__aexit__(exc_type, exc, tb)
+            if exc is None:
+                await self._stack.__aexit__(None, None, None)
+            else:
+                await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
         except BaseException as raised:
             if raised is not exc:
                 raise

@@ -55,8 +55,8 @@ from ._client import (
     FATAL,
     LIMIT_EXCEEDED,
     THROTTLED,
-    UNKNOWN_RESOURCE,
     SwfClientOptions,
+    asking_swf_about,
     check_domain,
     error_code,
     explain,
@@ -68,8 +68,6 @@ from ._types import (
     FlowInput,
     FlowInputError,
     RetryPolicy,
-    SwfError,
-    SwfNotSetUp,
     explain_input,
 )
 from ._window import DEFAULT_MAX_OPEN, OpenWindow, batch_tag
@@ -405,16 +403,14 @@ async def check_setup(client: Any, domain: str, version: str) -> None:
     """The domain (the one check of :func:`check_domain`) and the workflow type
     must exist before anything starts."""
     await check_domain(client, domain)
-    try:
+
+    def missing(exc: ClientError) -> str:
+        return (
+            f"SWF domain {domain!r} has no workflow type {FLOW_TYPE} version {version} "
+            f"({explain(exc)}): run `asteps swf init --domain {domain}`"
+        )
+
+    with asking_swf_about(domain, missing):
         await client.describe_workflow_type(
             domain=domain, workflowType={"name": FLOW_TYPE, "version": version}
         )
-    except ClientError as exc:
-        if error_code(exc) in UNKNOWN_RESOURCE:
-            raise SwfNotSetUp(
-                f"SWF domain {domain!r} has no workflow type {FLOW_TYPE} version {version} "
-                f"({explain(exc)}): run `asteps swf init --domain {domain}`"
-            ) from None
-        raise SwfError(f"SWF domain {domain!r}: {explain(exc)}") from None
-    except BotoCoreError as exc:
-        raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from None

@@ -6,7 +6,6 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import aioboto3
@@ -15,7 +14,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .._bus import EventBus, Signal, Subscription
-from .._lifecycle import Lifecycle
+from .._lifecycle import Resource
 from ..errors import SignalDeliveryError, SignalError
 from ._client import (
     Execution,
@@ -86,7 +85,7 @@ class _Sender:
         return left
 
 
-class SwfSignalBridge:
+class SwfSignalBridge(Resource):
     """Send bus signals to SWF executions while the context is open.
 
     ``executions`` is one :class:`Execution` or several (each signal goes to
@@ -95,7 +94,7 @@ class SwfSignalBridge:
     (``("a", "b")``) is still read as one ``(workflow_id, run_id)``, with a
     ``DeprecationWarning``: it could as well mean two workflow ids.
     ``patterns`` select the bus signals to send (``("step",)``: every
-    ``step.<name>``). On exit, what is pending is sent within
+    ``step.<name>``). On exit (or :meth:`aclose`), what is pending is sent within
     ``drain_timeout`` seconds; anything undelivered is raised as
     :class:`SignalDeliveryError` (or only logged and kept in
     :attr:`undelivered` when the block is already raising).
@@ -135,7 +134,7 @@ class SwfSignalBridge:
         self.drain_timeout = drain_timeout
         self.sent = 0
         self.undelivered: list[Undelivered] = []
-        self._lifecycle = Lifecycle("this SwfSignalBridge")
+        super().__init__("this SwfSignalBridge")
         self._options = SwfClientOptions(session, endpoint_url, region_name, client_config)
         self._buffer = buffer
         self._resources = ShieldedExitStack()
@@ -151,55 +150,34 @@ class SwfSignalBridge:
         self._workers_done = anyio.Event()
         self._drain_timed_out = False
 
-    async def __aenter__(self) -> SwfSignalBridge:
-        self._lifecycle.opening()
+    async def _acquire(self) -> None:
         stack = self._resources.open()
-        try:
-            self._client = await self._options.open(stack)
-            await check_domain(self._client, self.domain)
-            for workflow_id, run_id in self.executions:
-                # A check only: the run found is not kept, since with a None
-                # run id SWF signals the run open at the time of each send
-                # (a restarted workflow's new run, say).
-                await resolve_run(self._client, self.domain, workflow_id, run_id)
-            self._subscription = await stack.enter_async_context(
-                self.bus.subscribe(self.patterns, buffer=self._buffer, overflow="block")
-            )
-            self._senders = [_Sender(e, self._buffer, self._deliver) for e in self.executions]
-            # Runs once the workers stopped, before the client closes.
-            stack.callback(self._report_leftovers)
-            tasks = await stack.enter_async_context(task_group())
-            tasks.start_soon(self._work, self._subscription)
-        except BaseException as exc:
-            self._lifecycle.closing()
-            await self._resources.close(type(exc), exc, exc.__traceback__)
-            raise
-        return self
+        self._client = await self._options.open(stack)
+        await check_domain(self._client, self.domain)
+        for workflow_id, run_id in self.executions:
+            # A check only: the run found is not kept, since with a None
+            # run id SWF signals the run open at the time of each send
+            # (a restarted workflow's new run, say).
+            await resolve_run(self._client, self.domain, workflow_id, run_id)
+        self._subscription = await stack.enter_async_context(
+            self.bus.subscribe(self.patterns, buffer=self._buffer, overflow="block")
+        )
+        self._senders = [_Sender(e, self._buffer, self._deliver) for e in self.executions]
+        # Runs once the workers stopped, before the client closes.
+        stack.callback(self._report_leftovers)
+        tasks = await stack.enter_async_context(task_group())
+        tasks.start_soon(self._work, self._subscription)
+        stack.push_async_callback(self._drain)  # the first thing closing does
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if await self._close(exc_type, exc, tb) and self.undelivered and exc_type is None:
+    async def _release(self, exc: BaseException | None) -> None:
+        """Drain, stop and close (leaving the block or :meth:`aclose`), raising
+        :class:`SignalDeliveryError` on a plain close if something was not
+        delivered."""
+        await self._resources.close(exc)
+        if self.undelivered and exc is None:
             raise SignalDeliveryError(self.undelivered)
 
-    async def aclose(self) -> None:
-        """Drain and close, as leaving the ``async with`` block does (raising
-        :class:`SignalDeliveryError` if something was not delivered); calling
-        it again does nothing."""
-        await self.__aexit__(None, None, None)
-
-    async def _close(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        """Drain, stop and close; False when it was not open."""
-        if not self._lifecycle.closing():
-            return False
+    async def _drain(self) -> None:
         assert self._subscription is not None
         self._subscription.stop()  # no new signals; what is buffered drains
         # Shielded: even when the host is being cancelled, the drain gets its
@@ -210,8 +188,6 @@ class SwfSignalBridge:
             if drain.cancelled_caught:
                 self._drain_timed_out = True
                 self._workers.cancel()
-        await self._resources.close(exc_type, exc, tb)
-        return True
 
     @property
     def client(self) -> Any:

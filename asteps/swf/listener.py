@@ -5,17 +5,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 import aioboto3
 import anyio
 from aiobotocore.config import AioConfig
-from anyio.abc import TaskGroup
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .._bus import EventBus
-from .._lifecycle import Lifecycle
+from .._lifecycle import Resource
 from ..errors import SignalError
 from ._client import SwfClientOptions, check_domain, explain, resolve_run
 from ._decider import CLOSING_EVENTS
@@ -26,7 +24,7 @@ from ._signals import decode_input, execution_source
 logger = logging.getLogger("asteps.swf")
 
 
-class SwfSignalListener:
+class SwfSignalListener(Resource):
     """Publish the signals an SWF execution receives on the bus.
 
     Polls GetWorkflowExecutionHistory every ``poll_interval`` seconds (newest
@@ -84,49 +82,27 @@ class SwfSignalListener:
         self.last_event_id = 0
         self.closed = False
         """True once the history shows the execution closed: polling stops then."""
-        self._lifecycle = Lifecycle("this SwfSignalListener")
+        super().__init__("this SwfSignalListener")
         self._options = SwfClientOptions(session, endpoint_url, region_name, client_config)
         self._polling = anyio.Lock()
         self._resources = ShieldedExitStack()
         self._client: Any = None
-        self._task_group: TaskGroup | None = None
 
-    async def __aenter__(self) -> SwfSignalListener:
-        self._lifecycle.opening()
+    async def _acquire(self) -> None:
         stack = self._resources.open()
-        try:
-            self._client = await self._options.open(stack)
-            await check_domain(self._client, self.domain)
-            self.run_id = await resolve_run(
-                self._client, self.domain, self.workflow_id, self.run_id
-            )
-            if self.echo_guard is not None:
-                self.echo_guard.watch(self.domain, self.workflow_id)
-                stack.callback(self.echo_guard.unwatch, self.domain, self.workflow_id)
-            self._task_group = await stack.enter_async_context(task_group())
-            self._task_group.start_soon(self._poll_forever)
-        except BaseException as exc:
-            self._lifecycle.closing()
-            await self._resources.close(type(exc), exc, exc.__traceback__)
-            raise
-        return self
+        self._client = await self._options.open(stack)
+        await check_domain(self._client, self.domain)
+        self.run_id = await resolve_run(self._client, self.domain, self.workflow_id, self.run_id)
+        if self.echo_guard is not None:
+            self.echo_guard.watch(self.domain, self.workflow_id)
+            stack.callback(self.echo_guard.unwatch, self.domain, self.workflow_id)
+        tasks = await stack.enter_async_context(task_group())
+        tasks.start_soon(self._poll_forever)
+        stack.callback(tasks.cancel_scope.cancel)  # the poll loop has no end of its own
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._lifecycle.closing():
-            return
-        assert self._task_group is not None
-        self._task_group.cancel_scope.cancel()  # the poll loop has no end of its own
-        await self._resources.close(exc_type, exc, tb)
-
-    async def aclose(self) -> None:
-        """Stop polling and close the client, as leaving the ``async with``
-        block does; calling it again does nothing."""
-        await self.__aexit__(None, None, None)
+    async def _release(self, exc: BaseException | None) -> None:
+        """Stop polling and close the client (leaving the block or :meth:`aclose`)."""
+        await self._resources.close(exc)
 
     @property
     def client(self) -> Any:

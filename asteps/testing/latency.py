@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import anyio
 
+from .._lifecycle import Wrapper
 from ..stores.memory import MemoryStore
 
 Distribution = Literal["constant", "exponential"]
 
 
-class LatencyStore:
+class LatencyStore(Wrapper):
     """Wraps a store (a new ``MemoryStore`` by default) so that every call
     waits ``latency`` seconds before it is answered, with at most
     ``max_in_flight`` calls in flight (waiting or answering), as S3 behind a
@@ -107,18 +107,5 @@ class LatencyStore:
 
     # -- lifecycle: the inner store's ---------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the inner store."""
-        await self.inner.aclose()
+    def _wrapped(self) -> Any:
+        return self.inner
