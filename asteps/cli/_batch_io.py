@@ -16,11 +16,10 @@ from typing import IO
 
 import anyio
 
-from .._batch import BatchSummary
+from .. import BatchSummary, Shard
 from .._ids import numbered_ids, stream_chunks, text_of
 from .._names import validate_workflow_id
 from .._resume import MAX_RESUME_BYTES, ResumeError, ResumePoint, ResumeSource
-from .._shards import Shard
 from ..errors import InvalidName
 from .app import ERROR_LABEL, EXIT_USAGE, fail, tell
 

@@ -23,12 +23,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .._batch import BatchRun, BatchSummary
+from .. import BatchRun, BatchSummary, Shard, WorkflowReport
 from .._flows import check_params, load_flow, parse_params
 from .._ids import ChainedIds, DiscoveredIds, IdReader, IdSource, IterableIds
 from .._names import check_prefix_per_workflow, validate_patterns
-from .._shards import Shard
-from .._workflow import WorkflowReport
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import open_store
 from ._batch_io import (

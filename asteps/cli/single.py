@@ -9,11 +9,12 @@ from typing import Any
 
 import click
 
+from .. import WorkflowReport, run_workflow
 from .._claims import DEFAULT_LEASE
 from .._flows import check_params, load_flow, parse_params
 from .._names import format_prefix, validate_patterns, validate_workflow_id
 from .._step import StepOutcome
-from .._workflow import WorkflowReport, run_workflow, workflow_runner
+from .._workflow import workflow_runner
 from ..stores.urls import open_store
 from ._output import cell, outcome_row, outcomes_table, plan_table, why
 from .app import (

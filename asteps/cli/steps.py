@@ -9,8 +9,8 @@ from typing import IO, Any
 import click
 from rich.table import Table
 
-from .._batch import BadId, read_ids
 from .._concurrency import for_each
+from .._ids import BadId, read_ids
 from .._names import (
     check_prefix_per_workflow,
     format_prefix,

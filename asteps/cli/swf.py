@@ -28,9 +28,9 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
+from .. import Shard
 from .._flows import parse_params
 from .._ids import IdReader
-from .._shards import Shard
 from ..errors import FlowError, InvalidName, StoreError
 from ..swf import (
     DEFAULT_MAX_OPEN,
