@@ -46,24 +46,33 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+ANYIO_PASS = "pytest -p no:asyncio -m anyio"
+"""The second pass of `make pytest`, where anyio's plugin alone runs the tests
+marked ``anyio``, each on its backend."""
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if config.pluginmanager.has_plugin("asyncio"):
+        return f"tests marked anyio are deselected in this pass: run them with `{ANYIO_PASS}`"
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Leave the tests marked ``anyio`` to the pass without pytest-asyncio.
 
     pytest-asyncio's auto mode claims every async test, including those marked
     ``anyio``, and would run ``test_x[trio]`` on asyncio: its documentation says
     that auto mode is for projects on asyncio alone. So `make pytest` runs the
-    suite in two passes: this one, where such tests are skipped, then
-    ``pytest -p no:asyncio -m anyio``, where anyio's plugin runs each of them on
-    its backend (tests/test_bus.py checks that it does).
+    suite in two passes: this one, where such tests are deselected (the header
+    says so), then ``ANYIO_PASS``, where anyio's plugin runs each of them on its
+    backend (tests/test_bus.py checks that it does).
     """
     if not config.pluginmanager.has_plugin("asyncio"):
         return
-    elsewhere = pytest.mark.skip(
-        reason="an anyio test: run it with `pytest -p no:asyncio -m anyio` (make pytest does)"
-    )
-    for item in items:
-        if item.get_closest_marker("anyio") is not None:
-            item.add_marker(elsewhere)
+    elsewhere = [item for item in items if item.get_closest_marker("anyio") is not None]
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = [item for item in items if item.get_closest_marker("anyio") is None]
 
 
 # -- stores ----------------------------------------------------------------------

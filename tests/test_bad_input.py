@@ -79,8 +79,6 @@ CASES: list[tuple[str, Callable[[MemoryStore], Any], type[Exception], str]] = [
     ("group bound", lambda s: Group(print, max_parallel=0), ValueError, "positive int"),
     # the bus
     ("bus buffer", lambda s: EventBus(buffer=0), ValueError, "at least 1"),
-    ("bus pattern", lambda s: EventBus().attach("a b"), InvalidStepName, "' '"),
-    ("no pattern", lambda s: EventBus().attach([]), SignalError, "at least one pattern"),
 ]
 
 
@@ -109,7 +107,14 @@ ASYNC_CASES: list[tuple[str, Callable[[Runner], Any], type[Exception], str]] = [
     ),
     ("signal name", lambda r: r.bus.publish(""), SignalError, "non-empty string"),
     ("long signal name", lambda r: r.bus.publish("s" * 257), SignalError, "at most 256"),
+    ("bus pattern", lambda r: subscribed(r.bus, "a b"), InvalidStepName, "' '"),
+    ("no pattern", lambda r: subscribed(r.bus, []), SignalError, "at least one pattern"),
 ]
+
+
+async def subscribed(bus: EventBus, pattern: str | list[str]) -> None:
+    async with bus.subscribe(pattern):
+        pass
 
 
 @pytest.mark.parametrize(

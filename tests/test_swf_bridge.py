@@ -117,10 +117,10 @@ def test_swf_limits_are_checked_without_truncating() -> None:
 async def test_an_unknown_execution_or_domain_is_named(swf: SwfWorld) -> None:
     bus = EventBus()
     with pytest.raises(SignalError, match=r"'ghost'.*no open run"):
-        async with bridge(swf, bus, ("ghost", None)):
+        async with bridge(swf, bus, Execution("ghost")):
             pass
     with pytest.raises(SignalError, match=r"'ghost' \(run r-1\)"):
-        async with bridge(swf, bus, ("ghost", "r-1")):
+        async with bridge(swf, bus, Execution("ghost", "r-1")):
             pass
     with pytest.raises(SwfNotSetUp, match="domain 'nowhere' does not exist"):
         async with SwfSignalBridge(
@@ -218,7 +218,7 @@ async def test_a_cancelled_host_still_drains_what_it_published(swf: SwfWorld) ->
 
 
 async def test_a_bridge_that_failed_to_open_is_closed(swf: SwfWorld) -> None:
-    failed = bridge(swf, EventBus(), ("ghost", None))
+    failed = bridge(swf, EventBus(), Execution("ghost"))
     with pytest.raises(SignalError, match="no open run"):
         await failed.__aenter__()
     with pytest.raises(RuntimeError, match="closed and cannot be reopened"):
