@@ -3,11 +3,13 @@ steps done, from an ids file and from the store's own listing (``--all``).
 
 Each workload runs in a fresh child process, the two side by side (a
 process's RSS is its own; their times, shown for information, share the
-machine). The flow has 5 steps and every one is done, so nothing is
-written: the growth is the batch's own (the ids it remembers, the pipeline,
+machine). The flow has ``--steps`` steps (5 by default; `make bench` runs
+1, since what is measured grows with the ids, not the steps, and one step
+takes two thirds of the time) and every one is done, so nothing is written:
+the growth is the batch's own (the ids it remembers, the pipeline,
 the summary), which is what must stay flat in the number of ids.
 
-The store is a stand-in that answers every listing with the 5 steps done
+The store is a stand-in that answers every listing with every step done
 and lists its workflows lazily, page by page as S3 does: a real store of
 5,000,000 markers would cost the machine gigabytes before the batch starts,
 and its own memory is not the batch's.
@@ -21,7 +23,7 @@ during the batch less the RSS just before it (after the ids file is written).
 
 Goal: peak RSS growth <= 50 MB for 1,000,000 ids, from both.
 
-    .venv/bin/python bench/batch_memory.py [--ids 1000000]
+    .venv/bin/python bench/batch_memory.py [--ids 1000000] [--steps 5]
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 GOAL_MB = 50
-STEPS = 5
 RESULTS = Path(__file__).resolve().parent / "results"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 WORKLOADS = ("file", "all")
@@ -80,12 +81,13 @@ def workflow_id(i: int) -> str:
 class AllDoneStore:
     """``count`` workflows, each with every step done; nothing is kept."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, steps: int) -> None:
         self.count = count
+        self.steps = steps
 
     async def list_done(self, prefix: str) -> set[str]:
         await asyncio.sleep(0)  # a store call yields, as a real one does
-        return {f"s{i}" for i in range(STEPS)}
+        return {f"s{i}" for i in range(self.steps)}
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
         raise AssertionError("every step is done: nothing is written")
@@ -111,7 +113,7 @@ class AllDoneStore:
         pass
 
 
-async def child(workload: str, count: int) -> dict[str, float]:
+async def child(workload: str, count: int, steps: int) -> dict[str, float]:
     import gc
 
     from asteps import Runner
@@ -119,13 +121,13 @@ async def child(workload: str, count: int) -> dict[str, float]:
     from asteps.stores.discovery import discover_workflows
 
     async def flow(runner: Runner, **_: object) -> None:
-        for i in range(STEPS):
+        for i in range(steps):
             await runner.step(f"s{i}", noop)
 
     async def noop() -> None:
         raise AssertionError("every step is done")
 
-    store = AllDoneStore(count)
+    store = AllDoneStore(count, steps)
     run = BatchRun(flow, store, concurrency=64)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ids.txt"
@@ -145,19 +147,20 @@ async def child(workload: str, count: int) -> dict[str, float]:
                 summary = await run.run(discover_workflows(store, "{workflow_id}/steps/"))
         elapsed = time.perf_counter() - started
         assert summary.succeeded == count, summary.as_dict()["workflows"]
-        assert summary.steps == {"skipped": count * STEPS}, summary.steps
+        assert summary.steps == {"skipped": count * steps}, summary.steps
     return {"growth_bytes": peak.peak - baseline, "elapsed_s": elapsed}
 
 
-def main(count: int) -> dict[str, dict[str, float]]:
+def main(count: int, steps: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     print(
-        f"rerun of {count:,} ids x {STEPS} steps, all done, concurrency 64 "
+        f"rerun of {count:,} ids x {steps} steps, all done, concurrency 64 "
         "(a fresh process each, both at once)"
     )
+    child_args = ["--ids", str(count), "--steps", str(steps)]
     children = {
         workload: subprocess.Popen(
-            [sys.executable, __file__, "--child", workload, "--ids", str(count)],
+            [*(sys.executable, __file__, "--child", workload), *child_args],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -178,7 +181,7 @@ def main(count: int) -> dict[str, dict[str, float]]:
             f", {got['elapsed_s']:.1f} s ({count / got['elapsed_s']:,.0f} workflows/s)"
         )
     RESULTS.mkdir(exist_ok=True)
-    out = {"ids": count, "steps": STEPS, "goal_mb": GOAL_MB, **results}
+    out = {"ids": count, "steps": steps, "goal_mb": GOAL_MB, **results}
     (RESULTS / "batch_memory.json").write_text(json.dumps(out, indent=2) + "\n")
     return results
 
@@ -186,9 +189,10 @@ def main(count: int) -> dict[str, dict[str, float]]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ids", type=int, default=1_000_000)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(child(args.child, args.ids))))
+        print(json.dumps(asyncio.run(child(args.child, args.ids, args.steps))))
     else:
-        main(args.ids)
+        main(args.ids, args.steps)
