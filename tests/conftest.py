@@ -75,6 +75,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if item.get_closest_marker("anyio") is None]
 
 
+ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+"""For a test on S3: S3Store goes through aioboto3, which runs on asyncio only."""
+
+
+def each_store_on_each_backend(
+    metafunc: pytest.Metafunc, fixture: str, kinds: Iterable[str] = ("memory", "file", "s3")
+) -> None:
+    """Run a test given ``fixture`` on each store kind (its ``<fixture>_kind``),
+    on both backends, but S3 on asyncio alone: a module's
+    ``pytest_generate_tests`` calls this for each of its store fixtures."""
+    if fixture in metafunc.fixturenames:
+        metafunc.parametrize(
+            ("anyio_backend", f"{fixture}_kind"),
+            [
+                pytest.param(backend, kind, id=f"{kind}-{backend}")
+                for kind in kinds
+                for backend in (("asyncio",) if kind == "s3" else ("asyncio", "trio"))
+            ],
+        )
+
+
 # -- stores ----------------------------------------------------------------------
 
 

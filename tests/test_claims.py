@@ -18,26 +18,13 @@ from asteps._decision import RAN_CONCURRENTLY
 from asteps.errors import ClaimLost, ClaimsNotSupported
 from asteps.stores.base import CLAIMS_ROOT
 
-from .conftest import CountingStore
+from .conftest import ASYNCIO_ONLY, CountingStore, each_store_on_each_backend
 
 pytestmark = pytest.mark.anyio
 
-ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
-"""For a test on S3: S3Store goes through aioboto3, which runs on asyncio only."""
-
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test given ``claims_store`` runs on each store, on both backends, but S3
-    on asyncio alone (``claims_store_kind``)."""
-    if "claims_store" in metafunc.fixturenames:
-        metafunc.parametrize(
-            ("anyio_backend", "claims_store_kind"),
-            [
-                pytest.param(backend, kind, id=f"{kind}-{backend}")
-                for kind in ("memory", "file", "s3")
-                for backend in (("asyncio",) if kind == "s3" else ("asyncio", "trio"))
-            ],
-        )
+    each_store_on_each_backend(metafunc, "claims_store")
 
 
 # -- single flight in one runner -------------------------------------------------

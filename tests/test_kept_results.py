@@ -32,6 +32,8 @@ from asteps._json import MAX_BODY_BYTES, MAX_DEPTH, MAX_RESULT_BYTES
 from asteps.errors import AstepsError, MarkerBodyError, ResultNotKept
 from asteps.stores.base import parse_body
 
+from .conftest import ASYNCIO_ONLY, each_store_on_each_backend
+
 
 class Export(BaseModel):
     rows: int
@@ -50,23 +52,10 @@ EXPORT = Export(rows=1200, path="s3://exports/42.csv", at=dt.datetime(2026, 11, 
 
 pytestmark = pytest.mark.anyio
 
-ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
-"""For a test on S3: S3Store goes through aioboto3, which runs on asyncio only."""
-
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test given ``store`` or ``raw_store`` runs on each of its kinds, on both
-    backends, but S3 on asyncio alone (``store_kind``, ``raw_store_kind``)."""
-    for fixture, kinds in (("store", ("memory", "file", "s3")), ("raw_store", ("file", "s3"))):
-        if fixture in metafunc.fixturenames:
-            metafunc.parametrize(
-                ("anyio_backend", f"{fixture}_kind"),
-                [
-                    pytest.param(backend, kind, id=f"{kind}-{backend}")
-                    for kind in kinds
-                    for backend in (("asyncio",) if kind == "s3" else ("asyncio", "trio"))
-                ],
-            )
+    each_store_on_each_backend(metafunc, "store")
+    each_store_on_each_backend(metafunc, "raw_store", ("file", "s3"))
 
 
 @pytest.fixture

@@ -255,17 +255,7 @@ class S3Store(BaseStore):
         return await self._call(call, prefix, doing)
 
     async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
-        response = await self._conditional(
-            self.client.put_object,
-            prefix,
-            "create a claim in",
-            Bucket=self.bucket,
-            Key=self._claim_key(prefix, name),
-            Body=json.dumps(dict(body)).encode(),
-            ContentType="application/json",
-            IfNoneMatch="*",
-        )
-        return None if response is None else str(response["ETag"])
+        return await self._put_claim(prefix, name, body, "create a claim in", IfNoneMatch="*")
 
     async def read_claim(self, prefix: str, name: str) -> str | None:
         response = await self._conditional(
@@ -280,15 +270,22 @@ class S3Store(BaseStore):
     async def replace_claim(
         self, prefix: str, name: str, token: str, body: Mapping[str, Any]
     ) -> str | None:
+        return await self._put_claim(prefix, name, body, "renew a claim in", IfMatch=token)
+
+    async def _put_claim(
+        self, prefix: str, name: str, body: Mapping[str, Any], doing: str, **condition: str
+    ) -> str | None:
+        """Write a claim if ``condition`` holds (``IfNoneMatch`` or ``IfMatch``):
+        its new ETag, or None when the condition failed."""
         response = await self._conditional(
             self.client.put_object,
             prefix,
-            "renew a claim in",
+            doing,
             Bucket=self.bucket,
             Key=self._claim_key(prefix, name),
             Body=json.dumps(dict(body)).encode(),
             ContentType="application/json",
-            IfMatch=token,
+            **condition,
         )
         return None if response is None else str(response["ETag"])
 
