@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Generator
 from functools import partial
+from types import CoroutineType
 from typing import Any, TypeAlias
 
 import anyio
@@ -104,7 +105,7 @@ def close_unawaited(*activities: Activity | None) -> None:
     coroutine that already ran is harmless.
     """
     for activity in activities:
-        if inspect.iscoroutine(activity):
+        if isinstance(activity, CoroutineType):
             activity.close()
         elif isinstance(activity, tuple):
             close_unawaited(*activity)
