@@ -23,7 +23,7 @@ from asteps.errors import ClaimsNotSupported
 from asteps.swf import prepare, submit
 from asteps.testing import MotoServer
 
-from .test_swf_worker import DOMAIN, Worker, until
+from .swf_processes import DOMAIN, Worker, until
 
 FLOWS = Path(__file__).parent / "flows" / "exclusive_flows.py"
 SETTINGS = f"{FLOWS}:settings"

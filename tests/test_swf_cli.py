@@ -13,7 +13,7 @@ from asteps.cli.swf import swf as swf_group
 from asteps.swf import FLOW_TYPE
 from asteps.testing import MotoServer
 
-from .test_swf_worker import DOMAIN, FLOW, asteps
+from .swf_processes import DOMAIN, FLOW, asteps
 
 
 async def test_init_registers_what_is_missing_and_then_nothing(aws: MotoServer) -> None:

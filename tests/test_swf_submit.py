@@ -20,7 +20,7 @@ from asteps.swf._submit import RateLimiter, spelling_warning
 from asteps.testing import MotoServer
 
 from .conftest import FlakyProxy
-from .test_swf_worker import DOMAIN, FLOW, FLOWS, asteps
+from .swf_processes import DOMAIN, FLOW, FLOWS, asteps
 
 PARAMS = {"log": "/dev/null"}
 

@@ -21,7 +21,7 @@ from asteps.swf import prepare, submit
 from asteps.swf._submit import SubmitSummary
 from asteps.testing import MotoServer
 
-from .test_swf_worker import DOMAIN, FLOW, cli_env, until
+from .swf_processes import DOMAIN, FLOW, cli_env, until
 
 PARAMS = {"log": "/dev/null"}
 

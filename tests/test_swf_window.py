@@ -14,7 +14,7 @@ from asteps.swf import prepare, submit
 from asteps.swf._window import OpenWindow
 from asteps.testing import MotoServer
 
-from .test_swf_worker import DOMAIN, FLOW, in_process_worker, wait_closed
+from .swf_processes import DOMAIN, FLOW, in_process_worker, wait_closed
 
 
 async def count_open(aws: MotoServer) -> int:
