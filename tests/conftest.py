@@ -165,14 +165,29 @@ def moto() -> Iterator[MotoServer]:
         yield server
 
 
-@pytest.fixture
-def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    """A moto server with nothing in it, and an environment that points at it."""
-    moto.reset()
+@pytest.fixture(scope="module")
+def serial_moto() -> Iterator[MotoServer]:
+    """A moto server answering one request at a time, so that its conditional
+    writes are atomic, as S3's are: for tests where processes race for claims
+    (the threaded one checks a condition and writes without a lock between,
+    and under load two racers can both win; see ``moto_server``)."""
+    with moto_server(serial=True) as server:
+        yield server
+
+
+def emptied(server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """``server`` with nothing in it, and an environment that points at it."""
+    server.reset()
     for key, value in FAKE_CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return moto
+    return server
+
+
+@pytest.fixture
+def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """A moto server with nothing in it, and an environment that points at it."""
+    return emptied(moto, monkeypatch)
 
 
 async def registered(aws: MotoServer) -> str:

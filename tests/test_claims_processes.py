@@ -27,7 +27,7 @@ import anyio.abc
 import pytest
 
 from asteps import FileStore, S3Store
-from asteps.testing import FAKE_CREDENTIALS, MotoServer, moto_server
+from asteps.testing import FAKE_CREDENTIALS
 
 RACER = Path(__file__).parent / "flows" / "claims_racer.py"
 TIMEOUT = 600.0
@@ -89,14 +89,6 @@ class World:
     def effects(self) -> Counter[str]:
         """How many times each step's work started."""
         return Counter(line.split()[0] for line in self.lines("effects"))
-
-
-@pytest.fixture(scope="module")
-def serial_moto() -> Iterator[MotoServer]:
-    """A moto server of these tests' own, answering one request at a time, so
-    that its conditional writes are atomic, as S3's are (see ``moto_server``)."""
-    with moto_server(serial=True) as server:
-        yield server
 
 
 @asynccontextmanager
