@@ -1084,3 +1084,21 @@ def test_a_stopped_rerun_says_where_reading_stopped_and_how_to_go_on(
     console = Console(width=300, record=True)
     console.print(_summary_table(summary, None, ids_name=ids_name))
     assert says in console.export_text()
+
+
+@pytest.mark.parametrize(("failed", "says"), [(14, "every reason"), (1_005, "the first 1,000")])
+def test_the_rerun_summary_says_how_many_reasons_json_gives(failed: int, says: str) -> None:
+    """The batch keeps the reasons of its first 1,000 failures only: past
+    those, the summary does not promise every reason in --json."""
+    from rich.console import Console
+
+    from asteps._batch import KEPT_FAILURES, BatchSummary
+    from asteps.cli.rerun import _summary_table
+
+    kept = min(failed, KEPT_FAILURES)
+    summary = BatchSummary(
+        failed=failed, errors={f"w{i}": "upstream returned HTTP 503" for i in range(kept)}
+    )
+    console = Console(width=300, record=True)
+    console.print(_summary_table(summary, Path("retry.txt")))
+    assert f"--json gives {says}" in console.export_text()

@@ -384,7 +384,9 @@ def _summary_table(
         table.add_row(f"[red]{cell(wid)}[/]", cell(error))
     if (hidden := summary.failed - min(len(summary.errors), SHOWN_ERRORS)) > 0:
         where = "their ids are in the retry file; " if retry_file is not None else ""
-        table.add_row(f"[red]and {hidden:,} more failed[/]", f"{where}--json gives every reason")
+        kept = len(summary.errors)  # the batch keeps the first KEPT_FAILURES reasons
+        reasons = "every reason" if kept >= summary.failed else f"the first {kept:,} reasons"
+        table.add_row(f"[red]and {hidden:,} more failed[/]", f"{where}--json gives {reasons}")
     if retry_file is not None:
         table.add_row("retry with", f"--ids {cell(str(retry_file))}")
     if resume is not None:
