@@ -88,8 +88,9 @@ class Replica:
 def aws(serial_moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     """The replicas race for each step's claim: moto answering one request at a
     time, so that its conditional writes are atomic, as S3's are. On the
-    threaded moto, two replicas once both created one claim under load (both
-    ran ``validate`` for one order): moto's bug, not the runner's."""
+    threaded moto, under load, both replicas once ran ``validate`` for one
+    order: it checks a write's condition and writes with no lock between, so
+    two racers can both create one claim, which S3 never allows."""
     return emptied(serial_moto, monkeypatch)
 
 
