@@ -1102,3 +1102,23 @@ def test_the_rerun_summary_says_how_many_reasons_json_gives(failed: int, says: s
     console = Console(width=300, record=True)
     console.print(_summary_table(summary, Path("retry.txt")))
     assert f"--json gives {says}" in console.export_text()
+
+
+def test_rerun_refuses_a_bad_store_url_before_it_counts_ids_or_shows_progress(
+    tmp_path: Path,
+) -> None:
+    """The store URL is checked with the other options: a typo in it costs no
+    pass over a big ids file, and no progress bar comes before the error."""
+    write_ids(tmp_path / "ids.txt", [f"customer-{i}" for i in range(1005)])
+    done = subprocess.run(
+        [sys.executable, "-m", "asteps", "rerun", FLOW, "--ids", "ids.txt", "--store", "bogus://x"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "store URL 'bogus://x' is not understood" in done.stderr
+    assert "1005" not in done.stderr, done.stderr  # no progress bar was drawn
+    assert list(tmp_path.iterdir()) == [tmp_path / "ids.txt"]  # nothing written

@@ -27,8 +27,9 @@ from .. import BatchRun, BatchSummary, Shard, WorkflowReport
 from .._flows import check_params, load_flow, parse_params
 from .._ids import ChainedIds, DiscoveredIds, IdReader, IdSource, IterableIds
 from .._names import check_prefix_per_workflow, validate_patterns
+from ..errors import StoreError
 from ..stores.discovery import check_discoverable, discover_workflows
-from ..stores.urls import open_store
+from ..stores.urls import default_store_url, open_store, parse_store_url
 from ._batch_io import (
     RetryFile,
     check_retry_location,
@@ -184,6 +185,10 @@ def rerun(
     guarded(check_params, loaded, parsed)
     guarded(validate_patterns, [*force, *skip, *missing])
     guarded(check_prefix_per_workflow, prefix)
+    try:  # checked now, not when the store opens: after counting the ids
+        parse_store_url(store_url or default_store_url())
+    except StoreError as exc:
+        fail(str(exc), EXIT_STORE)
     if (ids_file is None) == (not all_workflows):
         fail("give exactly one of --ids FILE or --all", EXIT_USAGE)
     if all_workflows:
