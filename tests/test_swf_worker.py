@@ -46,10 +46,12 @@ def worker_args(store: Path, *extra: str) -> list[str]:
     return [FLOW, "--domain", DOMAIN, "--store", f"file:{store}", "--json", "--drain", "2", *extra]
 
 
-def submit_ids(aws: MotoServer, tmp_path: Path, ids: list[str], *params: str) -> dict[str, Any]:
+def submit_ids(
+    aws: MotoServer, tmp_path: Path, ids: list[str], *params: str, options: tuple[str, ...] = ()
+) -> dict[str, Any]:
     ids_file = tmp_path / f"ids-{len(ids)}-{ids[0]}.txt"
     ids_file.write_text("".join(f"{i}\n" for i in ids))
-    args = ["swf", "submit", FLOW, "--domain", DOMAIN, "--ids", str(ids_file), "--json"]
+    args = ["swf", "submit", FLOW, "--domain", DOMAIN, "--ids", str(ids_file), "--json", *options]
     for param in params:
         args += ["--param", param]
     done = asteps(aws, *args, "--no-progress", "--decision-timeout", "5")
@@ -125,7 +127,12 @@ async def test_a_killed_workers_flows_time_out_and_another_worker_completes_them
     for worker in workers:
         await worker.ready()
     ids = [f"crash-{i}" for i in range(20)]
-    submit_ids(aws, tmp_path, ids, f"log={log}", "delay=0.7")
+    # moto starts an activity's heartbeat clock when it is scheduled, not when a
+    # worker takes it: a flow queued behind the survivor's 8 slots for 3 s times
+    # out unstarted, and a slow run could spend the default 3 attempts so. The
+    # attempts are not what this test is about.
+    attempts = ("--max-attempts", "20")
+    submit_ids(aws, tmp_path, ids, f"log={log}", "delay=0.7", options=attempts)
     await until(lambda: log.exists() and bool(log.read_text()))
 
     victim.stop(signal.SIGKILL)  # mid-flow: step a done for some, b under way
