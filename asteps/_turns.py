@@ -22,7 +22,9 @@ Why it works this way:
   after its decision, outside the queue.
 - **Hand-over.** A step cancelled, or whose listing fails, while it works
   through the turns hands the work to the first step still waiting, which
-  lists again.
+  lists again. A step cancelled once decided, or while another step reads its
+  body for it, leaves the queue and nothing in flight: a later call of its
+  name decides again.
 - **Single flight.** A step that will await anything is put in flight under
   its name as it is decided; a later call of the same name waits for it
   (:meth:`Flight.finished`) and joins its outcome, or decides again if it
@@ -157,6 +159,10 @@ class Turns:
                 if self._pass is None:
                     self._pass = anyio.Event()
                 await self._pass.wait()
+        except BaseException:
+            if not turn.pending:  # decided in a pass, then cancelled before it woke
+                self._abandon(turn.name, turn.decided)
+            raise
         finally:
             if turn.pending:  # cancelled, or its listing failed: out of the queue
                 self.waiting.remove(turn)
@@ -194,15 +200,26 @@ class Turns:
                         extra={"workflow_id": self.workflow_id},
                     )
                     continue
+                decided, error = None, None
                 try:
-                    turn.decided = await self._decide_turn(turn)
+                    decided = await self._decide_turn(turn)
                 except Exception as exc:  # its body could not be read: its own failure
-                    turn.error = exc
+                    error = exc
+                if not self.waiting or self.waiting[0] is not turn:
+                    # Its step left the queue while its body was read (cancelled).
+                    self._abandon(turn.name, decided)
+                    continue
                 self.waiting.popleft()
-                turn.pending = False
+                turn.decided, turn.error, turn.pending = decided, error, False
         finally:
             self.working = False
             self._end_pass()
+
+    def _abandon(self, name: str | None, decided: Decided | None) -> None:
+        """A decision its step will not act on, as the step was cancelled: its
+        flight lands as cancelled, so that later calls of the name decide again."""
+        if name is not None and decided is not None and decided[2] is not None:
+            self.land(name, decided[2], None)
 
     def _end_pass(self) -> None:
         """Wake every waiting step: the decided go on, the others look again."""

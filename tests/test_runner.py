@@ -3,10 +3,13 @@ asyncio and on trio, but for S3 (aioboto3 is asyncio only)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
+import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -578,6 +581,97 @@ async def test_a_sync_activity_whose_step_was_cancelled_is_not_marked_done() -> 
     assert finished.is_set()
     assert await store.list_done("wf/steps/") == set()
     assert [m.details["status"] for m in runner.markers] == ["scheduled"]
+
+
+@contextlib.contextmanager
+def fails_if_the_loop_never_yields(seconds: float = 60) -> Iterator[None]:
+    """Fail, rather than hang, if the event loop spins without ever awaiting: no
+    cancel scope can interrupt code that never awaits, and a signal can."""
+
+    def fail(signum: int, frame: Any) -> None:
+        raise AssertionError(f"the event loop did not yield for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+async def test_a_step_cancelled_while_another_step_reads_its_body_hands_the_queue_on() -> None:
+    # "t" keeps its result and has dependents, so its marker's body is read in
+    # its turn, before the steps behind it decide. "w" is queued behind it and
+    # works through the queue, reading t's body for it; "t" is cancelled meanwhile.
+    class Held(HeldListingStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reading, self.read_on = anyio.Event(), anyio.Event()
+
+        async def read_marker(self, prefix: str, name: str) -> Any:
+            self.reading.set()
+            await self.read_on.wait()
+            return await super().read_marker(prefix, name)
+
+    store = Held()
+    await Runner(store, "wf", done=[]).step("t", lambda: "kept", keep_result=True)
+    runner = Runner(store, "wf")
+    t_scope = anyio.CancelScope()
+    seen: list[str] = []
+
+    async def submits_w() -> None:
+        # Runs as soon as the listing pass decided "l", before "t" wakes: "w"
+        # queues behind "t" and, nobody else deciding, works the queue.
+        seen.append((await runner.step("w", lambda: None)).status)
+
+    async def t() -> None:
+        with t_scope:
+            await runner.step("t", lambda: None, keep_result=True, force_steps_if_executed=["y"])
+
+    with fails_if_the_loop_never_yields():
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(runner.step, "l", submits_w)
+                await store.listing.wait()  # "l" lists the store
+                tg.start_soon(t)
+                await anyio.wait_all_tasks_blocked()  # "t" waits for that listing
+                store.let_go.set()
+                await store.reading.wait()  # "w" reads t's body, for "t"
+                t_scope.cancel()
+                await anyio.wait_all_tasks_blocked()
+                store.read_on.set()
+    assert t_scope.cancelled_caught
+    assert seen == ["completed"]  # "w" was decided, and ran
+    assert [o.name for o in runner.outcomes] == ["w", "l"]
+
+
+async def test_a_step_cancelled_once_decided_in_the_listing_pass_is_decided_again_later() -> None:
+    store = HeldListingStore()
+    runner = Runner(store, "wf")
+    b_scope = anyio.CancelScope()
+    ran: list[str] = []
+
+    async def b() -> None:
+        with b_scope:
+            await runner.step("b", (ran.append, "b"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.step, "a", lambda: None)
+        await store.listing.wait()  # "a" lists the store
+        tg.start_soon(b)
+        await anyio.wait_all_tasks_blocked()  # "b" waits for that listing
+        # In one go: the listing pass decides "b" (run), and "b" is cancelled
+        # before it wakes to run.
+        store.let_go.set()
+        b_scope.cancel()
+    assert b_scope.cancelled_caught
+    assert ran == []
+    # Not left in flight: a later call of "b" decides again, and runs it.
+    with anyio.fail_after(60):
+        outcome = await runner.step("b", (ran.append, "b"))
+    assert (outcome.status, ran) == ("completed", ["b"])
+    assert "b" in await store.list_done("wf/steps/")
 
 
 def test_a_steps_options_are_declared_once_for_step_runner_step_and_submit() -> None:
