@@ -3,10 +3,11 @@
 A step decided ``run`` goes through, in one coroutine
 (:meth:`Phases._execute`): the cancellation checkpoint, the claim (exclusive
 steps), the marker ``scheduled``, the activities (attempted again as its
-retry says), the done marker (with the kept result, in the same write), the
-marker ``completed``. A failure at any phase is a marker ``failed`` and a
-failed outcome (:meth:`Phases._failed`); work done but not marked is raised as
-:class:`MarkDoneError` or :class:`ResultNotKept`, its result in hand.
+retry says), a second cancellation checkpoint, the done marker (with the kept
+result, in the same write), the marker ``completed``. A failure at any phase
+is a marker ``failed`` and a failed outcome (:meth:`Phases._failed`); work
+done but not marked is raised as :class:`MarkDoneError` or
+:class:`ResultNotKept`, its result in hand.
 
 Markers are kept as tuples and turned into dicts only when read
 (:attr:`Runner.markers <asteps.Runner.markers>`); ``log.step`` is published
@@ -105,6 +106,9 @@ class Phases:
                         raise ResultNotKept(name, result, str(exc)) from exc
                 if held is not None:
                     await held.check()  # never a marker after the lease could expire
+                # Never a marker for a step cancelled while its activities ran:
+                # they may return without awaiting again (a shielded section).
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 try:
                     await store.mark_done(self.prefix, name, body)
                 except Exception as exc:

@@ -23,11 +23,13 @@ Why it works this way:
   at the same time (``asteps._claims``). Off by default: then no request is
   added.
 - **Cancellation never marks a step done.** One checkpoint before the first
-  side effect: a step in a cancelled scope never runs and is never marked,
-  including one whose sync activity's thread returns late (``_canvas`` checks
-  for it when the thread returns). A plain skip has no side effect to guard
-  and returns even in a cancelled scope (``docs/choices.md``). The phases of
-  a step that runs are in ``asteps._phases``.
+  side effect: a step in a cancelled scope never runs and is never marked.
+  One more before the done marker, for activities that return after their
+  step was cancelled without awaiting again (a shielded section; a sync
+  activity's thread, which ``_canvas`` also checks when it returns). A plain
+  skip has no side effect to guard and returns even in a cancelled scope
+  (``docs/choices.md``). The phases of a step that runs are in
+  ``asteps._phases``.
 - **Retries and time limits** (``retry=``, ``time_limit=``) wrap the
   activities only, inside the claim and between the markers ``scheduled`` and
   ``completed``: each failed attempt that is retried is a marker ``retrying``,

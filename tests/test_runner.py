@@ -19,6 +19,7 @@ import pytest
 from asteps import (
     Chain,
     EventBus,
+    FileStore,
     InvalidStepName,
     MarkDoneError,
     Marker,
@@ -581,6 +582,45 @@ async def test_a_sync_activity_whose_step_was_cancelled_is_not_marked_done() -> 
     assert finished.is_set()
     assert await store.list_done("wf/steps/") == set()
     assert [m.details["status"] for m in runner.markers] == ["scheduled"]
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+@pytest.mark.parametrize("how", ["shielded", "cancels its caller"])
+async def test_a_step_cancelled_as_its_activities_return_is_not_marked_done(
+    kind: str, how: str, tmp_path: Any
+) -> None:
+    # The activities return after the step's scope was cancelled, with no await
+    # in between to deliver it: the step checks before it writes its marker,
+    # whatever the store (MemoryStore's write never awaits).
+    store = MemoryStore() if kind == "memory" else FileStore(tmp_path)
+    runner = Runner(store, "wf", done=())
+    scope = anyio.CancelScope()
+    started, release = anyio.Event(), anyio.Event()
+
+    async def shielded() -> str:
+        with anyio.CancelScope(shield=True):
+            started.set()
+            await release.wait()
+        return "done, but its step was cancelled"
+
+    async def cancels_its_caller() -> str:
+        scope.cancel()
+        return "done, but its step was cancelled"
+
+    async def step() -> None:
+        with scope:
+            await runner.step("s", shielded if how == "shielded" else cancels_its_caller)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(step)
+        if how == "shielded":
+            await started.wait()
+            scope.cancel()
+            release.set()
+    assert scope.cancelled_caught
+    assert await store.list_done("wf/steps/") == set()
+    assert [m.details["status"] for m in runner.markers] == ["scheduled"]
+    assert runner.outcomes == []
 
 
 @contextlib.contextmanager
