@@ -87,11 +87,20 @@ def start_activity(activity: Activity, *args: Any) -> Awaitable[Any]:
 async def _run_in_thread(function: Callable[..., Any], *args: Any) -> Any:
     """A sync callable, in a worker thread so that it never blocks the loop. What
     it returns is awaited when awaitable (a lambda returning a coroutine)."""
-    result = await anyio.to_thread.run_sync(partial(function, *args))
+
+    def call() -> tuple[Any]:
+        # Boxed: trio refuses a thread whose function returns a coroutine.
+        return (function(*args),)
+
+    (result,) = await anyio.to_thread.run_sync(call)
     # A thread cannot be interrupted: when the caller was cancelled meanwhile,
     # the wait was shielded and the thread ran to its end. Deliver that
     # cancellation now, so that a cancelled step is never marked done.
-    await anyio.lowlevel.checkpoint_if_cancelled()
+    try:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+    except BaseException:
+        close_unawaited(result)  # what it returned will never be awaited
+        raise
     if inspect.isawaitable(result):
         return await result
     return result
@@ -121,6 +130,7 @@ def _has_async_call(obj: object) -> bool:
 def _check(activities: tuple[Activity, ...], kind: str) -> tuple[Activity, ...]:
     for a in activities:
         if not (callable(a) or isinstance(a, tuple | Chain | Group) or inspect.isawaitable(a)):
+            close_unawaited(*activities)  # refused: they will never run
             raise TypeError(
                 f"{kind} member {a!r} is not an activity: give an async or sync callable, a "
                 "(callable, *args) tuple, an awaitable, a Chain or a Group"
@@ -198,6 +208,7 @@ class Group:
 
     def __init__(self, *activities: Activity, max_parallel: int | None = None) -> None:
         if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
+            close_unawaited(*activities)  # refused: they will never run
             raise ValueError(f"max_parallel must be a positive int or None, got {max_parallel!r}")
         self.activities = _check(activities, "Group")
         self.max_parallel = max_parallel

@@ -94,6 +94,7 @@ class Phases:
                 else:
                     result = await _run_holding(held, activities, attempts)
             except Exception as exc:
+                close_unawaited(activities)  # what did not run never will
                 tries = 1 if attempts is None else attempts.count
                 return await self._failed(name, decision, exc, started, bubbles, span, tries)
             tries = 1 if attempts is None else attempts.count

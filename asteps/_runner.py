@@ -266,6 +266,9 @@ class Runner(Phases):
                 await self.bus.publish(f"step.{name}", self._signal_payload(outcome))
             self._put_on_record(outcome, span)
             return outcome
+        except BaseException:
+            close_unawaited(activities, alternative)  # what did not run never will
+            raise
         finally:
             if flight is not None:  # joiners see how it ended (None: decide again)
                 turns.land(name, flight, outcome)

@@ -10,7 +10,7 @@ from typing import Any, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._canvas import Activity
+from ._canvas import Activity, close_unawaited
 from ._names import validate_name, validate_patterns
 from ._retries import Retry, check_retry, check_time_limit
 
@@ -85,16 +85,20 @@ class Step(BaseModel):
     time_limit: float | None = None
 
     def __init__(self, name: str, activities: Activity, **options: Unpack[StepOptions]) -> None:
-        # Validate here rather than in a field validator: pydantic would wrap
-        # InvalidStepName in a ValidationError, and callers catch the former.
-        validate_name(name)
-        deps = options.get("force_steps_if_executed")
-        if deps is not None:
-            options["force_steps_if_executed"] = validate_patterns(deps)
-        # Checked here too, so that a bad Step fails where it is built.
-        check_retry(options.get("retry"), activities)
-        check_time_limit(options.get("time_limit"))
-        super().__init__(name=name, activities=activities, **options)
+        try:
+            # Validate here rather than in a field validator: pydantic would wrap
+            # InvalidStepName in a ValidationError, and callers catch the former.
+            validate_name(name)
+            deps = options.get("force_steps_if_executed")
+            if deps is not None:
+                options["force_steps_if_executed"] = validate_patterns(deps)
+            # Checked here too, so that a bad Step fails where it is built.
+            check_retry(options.get("retry"), activities)
+            check_time_limit(options.get("time_limit"))
+            super().__init__(name=name, activities=activities, **options)
+        except BaseException:
+            close_unawaited(activities, options.get("activities_if_step_already_done"))
+            raise
 
     @field_validator("name")
     @classmethod

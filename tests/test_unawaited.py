@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
-from asteps import Chain, Group, MemoryStore, Runner, Step, StoreError
+from asteps import Chain, Group, MemoryStore, Retry, Runner, Step, StoreError
 from asteps._canvas import close_unawaited
 
 CLOSED = inspect.CORO_CLOSED
@@ -199,4 +201,85 @@ async def test_a_coroutine_that_already_ran_is_not_disturbed_by_closing() -> Non
     coro = work()
     assert await coro == "done"
     close_unawaited(coro, None, 3, (print, "x"), lambda: None)
+    assert state(coro) == CLOSED
+
+
+async def test_a_kept_result_step_whose_body_cannot_be_read_closes_its_coroutines() -> None:
+    class Unreadable(MemoryStore):
+        async def read_marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
+            raise StoreError("the marker could not be read", prefix=prefix)
+
+    store = Unreadable()
+    await store.mark_done("wf/steps/", "x", {})
+    coro, other = work(), work()
+    with pytest.raises(StoreError):
+        await Runner(store, "wf").step(
+            "x", coro, keep_result=True, activities_if_step_already_done=other
+        )
+    assert (state(coro), state(other)) == (CLOSED, CLOSED)
+
+
+async def test_a_done_step_in_a_cancelled_scope_closes_its_alternative() -> None:
+    runner = await done_runner("x")
+    await runner.steps_done()
+    coro, other = work(), work()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await runner.step("x", coro, activities_if_step_already_done=other)
+    assert scope.cancelled_caught
+    assert (state(coro), state(other)) == (CLOSED, CLOSED)
+
+
+async def test_a_coroutine_returned_by_a_sync_activity_whose_step_was_cancelled_is_closed() -> (
+    None
+):
+    runner = Runner(MemoryStore(), "wf", done=())
+    returned: list[Coroutine[Any, Any, Any]] = []
+    started, release = threading.Event(), threading.Event()
+
+    def returns_a_coroutine() -> Coroutine[Any, Any, Any]:
+        started.set()
+        release.wait()
+        returned.append(work())
+        return returned[0]
+
+    scope = anyio.CancelScope()
+
+    async def step() -> None:
+        with scope:
+            await runner.step("x", returns_a_coroutine)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(step)
+        await anyio.to_thread.run_sync(started.wait)
+        scope.cancel()  # while the thread runs: what it returns will never be awaited
+        release.set()
+    assert scope.cancelled_caught
+    assert state(returned[0]) == CLOSED
+
+
+async def test_a_malformed_tuple_activity_closes_its_coroutine_arguments() -> None:
+    coro = work()
+    outcome = await Runner(MemoryStore(), "wf", done=()).step("x", (42, coro))
+    assert outcome.status == "failed"
+    assert "a tuple activity must be (callable, *args)" in str(outcome.error)
+    assert state(coro) == CLOSED
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda coro: Chain(coro, 5), TypeError),
+        (lambda coro: Group(coro, max_parallel=0), ValueError),
+        (lambda coro: Step("a b", coro), ValueError),
+        (lambda coro: Step("x", coro, retry=Retry(3)), TypeError),
+    ],
+    ids=["chain with a non-activity", "group bound 0", "step named badly", "retried coroutine"],
+)
+async def test_a_constructor_that_refuses_its_activities_closes_their_coroutines(
+    build: Any, error: type[Exception]
+) -> None:
+    coro = work()
+    with pytest.raises(error):
+        build(coro)
     assert state(coro) == CLOSED
