@@ -72,6 +72,12 @@ def start_activity(activity: Activity, *args: Any) -> Awaitable[Any]:
         return start_activity(activity[0], *activity[1:], *args)
     if inspect.isawaitable(activity):
         return activity
+    if inspect.isgeneratorfunction(activity) or inspect.isasyncgenfunction(activity):
+        raise TypeError(
+            f"cannot run {activity!r}: it is a generator function, and calling it only "
+            "builds a generator, so its body would never run: give an async function "
+            "or a sync one that returns its result"
+        )
     if callable(activity):
         # Async callables that inspect cannot see (objects with an async
         # __call__) are called on the loop where they belong.

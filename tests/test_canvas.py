@@ -4,6 +4,8 @@ and on trio."""
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -180,3 +182,25 @@ def test_bad_activities_are_refused_at_construction() -> None:
         Chain(one, 42)
     with pytest.raises(ValueError, match="max_parallel"):
         Group(one, max_parallel=0)
+
+
+async def test_a_sync_callable_that_returns_a_coroutine_has_it_awaited() -> None:
+    # The callable runs in a worker thread; what it returns is awaited on the
+    # loop (trio's threads refuse to hand a coroutine back unless it is boxed).
+    assert await run_activity(lambda: add_one(1)) == 2
+
+
+def numbers() -> Iterator[int]:
+    yield 1
+
+
+async def numbers_later() -> AsyncIterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize("generator", [numbers, numbers_later], ids=["sync", "async"])
+async def test_a_generator_function_is_refused_as_an_activity(generator: Any) -> None:
+    # Calling it only builds a generator: its body would never run, and the
+    # step would be marked done all the same.
+    with pytest.raises(TypeError, match="generator function"):
+        await run_activity(generator)
