@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Generator
-from functools import partial
 from types import CoroutineType
 from typing import Any, TypeAlias
 

@@ -230,9 +230,7 @@ async def test_a_done_step_in_a_cancelled_scope_closes_its_alternative() -> None
     assert (state(coro), state(other)) == (CLOSED, CLOSED)
 
 
-async def test_a_coroutine_returned_by_a_sync_activity_whose_step_was_cancelled_is_closed() -> (
-    None
-):
+async def test_a_coroutine_returned_by_a_sync_activity_whose_step_was_cancelled_is_closed() -> None:
     runner = Runner(MemoryStore(), "wf", done=())
     returned: list[Coroutine[Any, Any, Any]] = []
     started, release = threading.Event(), threading.Event()
