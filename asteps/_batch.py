@@ -19,9 +19,10 @@ memory in proportion to the work in flight, never to the ids left. The
 summary says where reading stopped instead (``stopped_at``; ``next_line``
 for a file, ``listed_to`` for the store's listing), which a resume point
 records (``asteps._resume``). A store that fails (a listing after its
-retries, or a marker that cannot be written), or ids that cannot be read (an
-I/O error, an iterator that raises), stop the batch the same way: ``run``
-always returns its summary.
+retries, or a marker that cannot be written), ids that cannot be read (an
+I/O error, an iterator that raises), or an ``on_workflow`` callback that
+raises (the CLI's retry file cannot be written) stop the batch the same way:
+``run`` always returns its summary.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from ._runner import Runner
 from ._shards import Shard
 from ._telemetry import batch_span
 from ._workflow import NOT_DONE, WorkflowReport, run_reason, run_workflow, workflow_runner
-from .errors import ClaimsNotSupported, InvalidName
+from .errors import ClaimsNotSupported, InvalidName, describe
 from .stores.base import DoneStore, HoldsClaims
 
 __all__ = [
@@ -259,9 +260,11 @@ class BatchRun:
         summary = BatchSummary(shard=None if self.shard is None else str(self.shard))
         pipeline: Pipeline[Runner] = Pipeline(
             concurrency=self.concurrency,
-            prepare=lambda wid: self._prepare(wid, summary),
+            prepare=lambda wid: self._prepare(wid, summary, pipeline),
             work=lambda runner: self._work(runner, summary, pipeline),
-            refuse=lambda wid, why: self._record(WorkflowReport(wid, ok=False, error=why), summary),
+            refuse=lambda wid, why: self._record(
+                WorkflowReport(wid, ok=False, error=why), summary, pipeline
+            ),
             shard=self.shard,
         )
         started = anyio.current_time()
@@ -282,13 +285,15 @@ class BatchRun:
         summary.elapsed = anyio.current_time() - started
         return summary
 
-    async def _prepare(self, wid: str, summary: BatchSummary) -> Runner | None:
+    async def _prepare(
+        self, wid: str, summary: BatchSummary, pipeline: Pipeline[Runner]
+    ) -> Runner | None:
         """The runner of ``wid`` with its done set listed; None when the id is
         invalid (it fails at once) or the workflow is not selected."""
         try:
             runner = self._runner(wid)  # checks the id, formats its prefix
         except InvalidName as exc:
-            self._record(WorkflowReport(wid, ok=False, error=str(exc)), summary)
+            self._record(WorkflowReport(wid, ok=False, error=str(exc)), summary, pipeline)
             return None
         done = await runner.steps_done()  # the runner keeps it; a failure stops the batch
         if not self._selected(done):
@@ -300,7 +305,7 @@ class BatchRun:
         self, runner: Runner, summary: BatchSummary, pipeline: Pipeline[Runner]
     ) -> bool:
         report = await run_workflow(self.flow, runner, self.params)
-        self._record(report, summary)
+        self._record(report, summary, pipeline)
         if (failure := report.store_error) is not None:
             pipeline.abort(str(failure))
         return True
@@ -356,7 +361,11 @@ class BatchRun:
             lease=self.lease,
         )
 
-    def _record(self, report: WorkflowReport, summary: BatchSummary) -> None:
+    def _record(
+        self, report: WorkflowReport, summary: BatchSummary, pipeline: Pipeline[Runner]
+    ) -> None:
+        """Count a finished workflow and report it to ``on_workflow``; a failure
+        of that callback (the CLI writes the retry file there) stops the batch."""
         if report.ok:
             summary.succeeded += 1
         else:
@@ -369,7 +378,10 @@ class BatchRun:
             if outcome.decision == "run":
                 _count_reason(summary.run_reasons, run_reason(outcome))
         if self.on_workflow is not None:
-            self.on_workflow(report, summary)
+            try:
+                self.on_workflow(report, summary)
+            except Exception as exc:
+                pipeline.abort(f"reporting {report.workflow_id} failed: {describe(exc)}")
 
 
 def _holds_claims(store: DoneStore) -> bool:
