@@ -7,10 +7,20 @@ from typing import Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError
 
 DEFAULT_RETRIES = {"mode": "standard", "total_max_attempts": 5}
 """botocore's standard retry mode: throttling, 5xx and connection errors are
 retried with backoff, up to 5 attempts in all."""
+
+
+SETUP_ERRORS: tuple[type[Exception], ...] = (BotoCoreError, ValueError)
+"""What making a client raises when the AWS environment is wrong: a
+``BotoCoreError`` (``ProfileNotFound``, ``InvalidRegionError``) or, for an
+``AWS_ENDPOINT_URL`` that is not a URL, a plain ``ValueError``. The user's to
+fix, so each caller says it as its own error, with :data:`SETUP_HINT`."""
+
+SETUP_HINT = "check AWS_ENDPOINT_URL, AWS_PROFILE, AWS_REGION and the AWS config files"
 
 
 def client_config(override: AioConfig | None = None, **defaults: Any) -> AioConfig:
@@ -31,7 +41,9 @@ async def open_client(
 ) -> Any:
     """Open an aioboto3 client for ``service`` (``"s3"``, ``"swf"``) inside
     ``stack``: it closes when the stack does. Without a ``session``, the usual
-    AWS environment and config files give credentials and region."""
+    AWS environment and config files give credentials and region.
+
+    Raises one of :data:`SETUP_ERRORS` when that environment is wrong."""
     session = session or aioboto3.Session()
     return await stack.enter_async_context(
         session.client(service, endpoint_url=endpoint_url, region_name=region_name, config=config)

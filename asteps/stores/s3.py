@@ -25,8 +25,8 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
+from .._aws import SETUP_ERRORS, SETUP_HINT, open_client
 from .._aws import client_config as aws_config
-from .._aws import open_client
 from .._json import MAX_BODY_BYTES
 from .._names import is_valid_name
 from ..errors import StoreError, describe
@@ -115,10 +115,10 @@ class S3Store(BaseStore):
                 region_name=self.region_name,
                 config=self._config,
             )
-        except BotoCoreError as exc:  # a bad profile or region in the environment
+        except SETUP_ERRORS as exc:  # a bad endpoint, profile or region in the environment
             raise StoreError(
                 f"cannot open an S3 client for bucket {self.bucket!r}: {describe(exc)}; "
-                "check AWS_PROFILE, AWS_REGION and the AWS config files"
+                f"{SETUP_HINT}"
             ) from exc
 
     async def _close(self) -> None:

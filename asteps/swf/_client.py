@@ -18,7 +18,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._aws import client_config, open_client
+from .._aws import SETUP_ERRORS, SETUP_HINT, client_config, open_client
 from ..errors import SignalError, SwfError, SwfNotSetUp, describe
 
 UNKNOWN_RESOURCE = frozenset({"UnknownResourceFault"})
@@ -97,15 +97,19 @@ class SwfClientOptions:
         self.config = client_config(config)
 
     async def open(self, stack: AsyncExitStack) -> Any:
-        """An aioboto3 SWF client, closed with ``stack``."""
-        return await open_client(
-            stack,
-            "swf",
-            session=self.session,
-            endpoint_url=self.endpoint_url,
-            region_name=self.region_name,
-            config=self.config,
-        )
+        """An aioboto3 SWF client, closed with ``stack``; :class:`SwfError` when
+        the AWS environment (endpoint, profile, region) is wrong."""
+        try:
+            return await open_client(
+                stack,
+                "swf",
+                session=self.session,
+                endpoint_url=self.endpoint_url,
+                region_name=self.region_name,
+                config=self.config,
+            )
+        except SETUP_ERRORS as exc:
+            raise SwfError(f"cannot open an SWF client: {describe(exc)}; {SETUP_HINT}") from exc
 
 
 @asynccontextmanager
