@@ -18,7 +18,7 @@ from asteps.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = str(ROOT / "examples" / "export_pipeline.py") + ":flow"
 NO_PARAMS = "strict.py:flow"  # a flow without **params (written by the fixture)
-UNREACHABLE = "s3://b?endpoint_url=http://127.0.0.1:9"  # nothing listens on port 9
+UNREACHABLE = "s3://bkt?endpoint_url=http://127.0.0.1:9"  # nothing listens on port 9
 
 BAD_IDS = [
     pytest.param("a/b", id="slash"),

@@ -166,7 +166,7 @@ async def test_a_store_used_before_it_is_opened_says_so() -> None:
             "s3.eu-west-1.amazonaws.com/my-bucket",
             ("my-bucket", "https://s3.eu-west-1.amazonaws.com"),
         ),
-        ("http://127.0.0.1:5000/b", ("b", "http://127.0.0.1:5000")),
+        ("http://127.0.0.1:5000/bkt", ("bkt", "http://127.0.0.1:5000")),
     ],
 )
 def test_bucket_accepts_simpleflows_host_slash_bucket_form(given: str, expected: Any) -> None:
@@ -189,7 +189,7 @@ def test_bad_arguments_are_refused_before_any_request(
     arguments: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(StoreError, match=message):
-        S3Store("b", **arguments)
+        S3Store("bkt", **arguments)
 
 
 async def test_a_bad_region_in_the_environment_is_a_store_error_and_closes_the_store(

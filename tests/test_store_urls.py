@@ -19,9 +19,9 @@ from asteps.testing import MotoServer
         ("file:relative/dir", "file", "relative/dir", {}),
         ("s3://bucket", "s3", "bucket", {}),
         (
-            "s3://b?endpoint_url=http://127.0.0.1:9000&region=eu-west-3&sse=AES256",
+            "s3://bkt?endpoint_url=http://127.0.0.1:9000&region=eu-west-3&sse=AES256",
             "s3",
-            "b",
+            "bkt",
             {"endpoint_url": "http://127.0.0.1:9000", "region": "eu-west-3", "sse": "AES256"},
         ),
     ],
@@ -36,7 +36,7 @@ def test_store_urls_parse(url: str, scheme: str, location: str, options: dict[st
     [
         ("ftp://x", "use s3://bucket, file:path or memory://"),
         ("s3://", "no bucket"),
-        ("s3://b?colour=red", "unknown option"),
+        ("s3://bkt?colour=red", "unknown option"),
         ("file:", "no path"),
     ],
 )
@@ -68,15 +68,15 @@ async def test_open_store_builds_each_kind(tmp_path: Path, aws: MotoServer) -> N
 # -- malformed S3 options: a StoreError naming the option, never a traceback ---
 
 BAD_S3_OPTIONS = [
-    ("s3://b?max_concurrency=abc", "max_concurrency"),
-    ("s3://b?max_concurrency=0", "max_concurrency"),
-    ("s3://b?endpoint_url=notaurl", "endpoint_url"),
-    ("s3://b?endpoint_url=ftp://host", "endpoint_url"),
-    ("s3://b?region=bad%20region", "region"),
-    ("s3://b?region=", "region"),
-    ("s3://b?sse=rot13", "sse"),
-    ("s3://b?kms_key_id=k", "kms_key_id"),
-    ("s3://b/some//root", "key root"),
+    ("s3://bkt?max_concurrency=abc", "max_concurrency"),
+    ("s3://bkt?max_concurrency=0", "max_concurrency"),
+    ("s3://bkt?endpoint_url=notaurl", "endpoint_url"),
+    ("s3://bkt?endpoint_url=ftp://host", "endpoint_url"),
+    ("s3://bkt?region=bad%20region", "region"),
+    ("s3://bkt?region=", "region"),
+    ("s3://bkt?sse=rot13", "sse"),
+    ("s3://bkt?kms_key_id=k", "kms_key_id"),
+    ("s3://bkt/some//root", "key root"),
 ]
 
 
@@ -110,16 +110,16 @@ def test_the_cli_answers_a_malformed_s3_option_with_exit_3_and_one_line(
 @pytest.mark.parametrize(
     ("url", "key_root"),
     [
-        ("s3://b", ""),
-        ("s3://b/", ""),
-        ("s3://b/some/root", "some/root/"),
-        ("s3://b/some/root/", "some/root/"),
-        ("s3://b/with%20space", "with space/"),
+        ("s3://bkt", ""),
+        ("s3://bkt/", ""),
+        ("s3://bkt/some/root", "some/root/"),
+        ("s3://bkt/some/root/", "some/root/"),
+        ("s3://bkt/with%20space", "with space/"),
     ],
 )
 def test_the_path_of_an_s3_url_is_a_key_root(url: str, key_root: str) -> None:
     parsed = parse_store_url(url)
-    assert (parsed.location, parsed.key_root) == ("b", key_root)
+    assert (parsed.location, parsed.key_root) == ("bkt", key_root)
 
 
 async def test_markers_live_under_the_key_root(aws: MotoServer) -> None:
@@ -144,3 +144,77 @@ async def test_markers_live_under_the_key_root(aws: MotoServer) -> None:
 def test_a_file_url_with_a_control_character_is_a_store_error(url: str) -> None:
     with pytest.raises(StoreError, match="control character"):
         parse_store_url(url)
+
+
+# -- the bucket: S3's naming rules, checked when the URL is parsed ---------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://Bkt_1",
+        "s3://[::1]/root",
+        "s3://ab",
+        "s3://" + "b" * 64,
+        "s3://-bkt",
+        "s3://bkt-",
+        "s3://a..b",
+        "s3://192.168.5.4",
+    ],
+)
+def test_a_bucket_s3_would_refuse_is_refused_when_the_url_is_parsed(url: str) -> None:
+    with pytest.raises(StoreError, match="3 to 63 lowercase letters, digits"):
+        parse_store_url(url)
+
+
+def test_an_unclosed_ipv6_bracket_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="malformed"):
+        parse_store_url("s3://[::1")
+
+
+def test_a_port_after_the_bucket_is_refused_and_says_where_an_endpoint_goes() -> None:
+    with pytest.raises(StoreError, match=r"has a port.*\?endpoint_url=http://host:9000"):
+        parse_store_url("s3://bkt1:9000")
+
+
+CREDENTIALS = [
+    "s3://AKIAFAKE:s3cr3tpass@bkt1",
+    "s3://s3cr3tpass@bkt1/root",
+    "s3://bkt1?endpoint_url=http://user:s3cr3tpass@127.0.0.1:1",
+    "s3://bkt1?region=us-east-1&endpoint_url=http%3A%2F%2Fuser%3As3cr3tpass%40127.0.0.1%3A1",
+    "file://user:s3cr3tpass@localhost/tmp/x",
+]
+
+
+@pytest.mark.parametrize("url", CREDENTIALS)
+def test_credentials_in_a_store_url_are_refused_without_being_repeated(url: str) -> None:
+    with pytest.raises(StoreError, match="credentials") as info:
+        parse_store_url(url)
+    assert "s3cr3tpass" not in str(info.value)
+    assert "AWS_PROFILE" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "bucket", ["AKIAFAKE:s3cr3tpass@bkt1", "http://user:s3cr3tpass@127.0.0.1:5000/bkt1"]
+)
+def test_an_s3store_refuses_credentials_in_its_bucket_without_repeating_them(bucket: str) -> None:
+    with pytest.raises(StoreError, match="credentials") as info:
+        S3Store(bucket)
+    assert "s3cr3tpass" not in str(info.value)
+
+
+def test_an_s3store_checks_the_bucket_name_as_a_url_does() -> None:
+    with pytest.raises(StoreError, match="3 to 63 lowercase letters, digits"):
+        S3Store("s3.eu-west-1.amazonaws.com/Bkt_1")
+
+
+@pytest.mark.parametrize("url", [CREDENTIALS[0], "s3://bkt1:9000", "s3://[::1]/root"])
+def test_the_cli_refuses_a_bad_bucket_with_exit_3_before_any_request(url: str) -> None:
+    from click.testing import CliRunner
+
+    from asteps.cli import main
+
+    result = CliRunner().invoke(main, ["steps", "list", "--workflow-id", "w", "--store", url])
+    assert result.exit_code == 3, result.output
+    assert "s3cr3tpass" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1

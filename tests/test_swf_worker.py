@@ -335,7 +335,7 @@ async def test_an_input_store_the_operator_did_not_allow_fails_at_once_and_is_ne
         port = listener.getsockname()[1]
         for wid, store in [
             ("to-a-dir", f"file://{elsewhere}"),
-            ("to-a-host", f"s3://b?endpoint_url=http://127.0.0.1:{port}"),
+            ("to-a-host", f"s3://bkt?endpoint_url=http://127.0.0.1:{port}"),
             ("to-an-allowed-store", f"file:{tmp_path}/./allowed/"),
         ]:
             await start(aws, prepare(FLOW, params={"log": "/dev/null", "delay": "0"},

@@ -18,6 +18,18 @@ SSE_MODES = ("AES256", "aws:kms")
 # botocore's own rule for region names (botocore.utils.validate_region_name).
 _REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")
 
+# S3's rules for bucket names (general purpose buckets): 3 to 63 characters of
+# a-z, 0-9, '-' and '.', beginning and ending with a letter or digit, no '..',
+# not shaped like an IPv4 address. (botocore checks only [a-zA-Z0-9.\-_]{1,255}.)
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4 = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+_PORT = re.compile(r".*:[0-9]*")
+
+CREDENTIALS_REFUSED = (
+    "remove them: asteps takes credentials from the AWS environment (AWS_PROFILE, or "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+)
+
 
 def parse_bucket(bucket: str) -> tuple[str, str | None]:
     """Split simpleflow's ``"<host>/<bucket>"`` form into (bucket, endpoint_url).
@@ -28,21 +40,52 @@ def parse_bucket(bucket: str) -> tuple[str, str | None]:
     """
     if not bucket or bucket.endswith("/"):
         raise StoreError(f"S3 bucket {bucket!r} is empty: give a bucket name or '<host>/<bucket>'")
+    if "@" in bucket:
+        raise StoreError(f"S3 bucket holds credentials (before '@'): {CREDENTIALS_REFUSED}")
     if "/" not in bucket:
-        return bucket, None
+        return check_bucket_name(bucket), None
     host, _, name = bucket.rpartition("/")
     if not host.startswith(("http://", "https://")):
         host = f"https://{host}"
-    return name, host
+    return check_bucket_name(name), check_endpoint_url(host, "S3 bucket host")
+
+
+def check_bucket_name(name: str) -> str:
+    """``name`` if S3 accepts it as a bucket name; a ``host:port`` is told apart."""
+    if _PORT.fullmatch(name) and _BUCKET.fullmatch(name.rpartition(":")[0]):
+        raise StoreError(
+            f"S3 bucket {name!r} has a port, which a bucket name does not: give the "
+            "endpoint instead (?endpoint_url=http://host:9000 in a store URL)"
+        )
+    if not _BUCKET.fullmatch(name) or ".." in name or _IPV4.fullmatch(name):
+        raise StoreError(
+            f"S3 bucket {name[:80]!r} is not a bucket name: S3 takes 3 to 63 lowercase "
+            "letters, digits, '-' and '.', beginning and ending with a letter or digit"
+        )
+    return name
 
 
 def check_endpoint_url(value: str, argument: str) -> str:
-    """``value`` if it is an ``http://`` or ``https://`` URL with a host."""
+    """``value`` if it is an ``http://`` or ``https://`` URL with a host and no
+    credentials (which are refused without being repeated)."""
+    if holds_credentials(value):
+        raise StoreError(f"{argument} holds credentials (before '@'): {CREDENTIALS_REFUSED}")
     if not _is_http_url(value):
         raise StoreError(
             f"{argument} {value!r} is not an endpoint URL: use http://host:port or https://host"
         )
     return value
+
+
+def _authority(url: str) -> str:
+    """The part of ``url`` between ``//`` and the path, query or fragment."""
+    _, slashes, rest = url.partition("//")
+    return re.split(r"[/?#]", rest, maxsplit=1)[0] if slashes else ""
+
+
+def holds_credentials(url: str) -> bool:
+    """Whether ``url`` has a ``user:secret@`` before its host (or bucket)."""
+    return "@" in _authority(url)
 
 
 def _is_http_url(value: str) -> bool:

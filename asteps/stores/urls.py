@@ -20,11 +20,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import StoreError
 from ._s3_args import (
+    CREDENTIALS_REFUSED,
+    check_bucket_name,
     check_endpoint_url,
     check_key_root,
     check_max_concurrency,
     check_region,
     check_sse,
+    holds_credentials,
 )
 from .base import DoneStore
 from .file import FileStore
@@ -52,8 +55,16 @@ def default_store_url() -> str:
 
 
 def parse_store_url(url: str) -> StoreURL:
-    """Parse and check a store URL; errors say what a valid one looks like."""
-    parts = urlsplit(url)
+    """Parse and check a store URL; errors say what a valid one looks like.
+
+    Credentials (``s3://key:secret@bucket``, or in ``endpoint_url``) are
+    refused first, in a message that does not repeat the URL."""
+    if holds_credentials(url):
+        raise StoreError(f"store URL holds credentials (before '@'): {CREDENTIALS_REFUSED}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed '[' of an IPv6 host
+        raise StoreError(f"store URL {url!r} is malformed ({exc}): use s3://bucket") from None
     scheme = parts.scheme.lower()
     if scheme == "memory":
         return StoreURL("memory", "")
@@ -74,6 +85,11 @@ def parse_store_url(url: str) -> StoreURL:
             raise StoreError(f"store URL {url!r} has no bucket: use s3://my-bucket")
         query = parse_qs(parts.query, keep_blank_values=True)
         options = {k: v[-1] for k, v in query.items()}
+        if holds_credentials(options.get("endpoint_url", "")):
+            raise StoreError(
+                f"store URL option endpoint_url holds credentials (before '@'): "
+                f"{CREDENTIALS_REFUSED}"
+            )
         unknown = set(options) - _S3_OPTIONS
         if unknown:
             raise StoreError(
@@ -81,11 +97,12 @@ def parse_store_url(url: str) -> StoreURL:
                 f"known: {sorted(_S3_OPTIONS)}"
             )
         try:
+            bucket = check_bucket_name(parts.netloc)
             key_root = check_key_root(unquote(parts.path))
             _check_s3_options(options)
         except StoreError as exc:
             raise StoreError(f"store URL {url!r}: {exc}") from None
-        return StoreURL("s3", parts.netloc, options, key_root)
+        return StoreURL("s3", bucket, options, key_root)
     raise StoreError(
         f"store URL {url!r} is not understood: use s3://bucket, file:path or memory://"
     )
