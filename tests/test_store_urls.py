@@ -218,3 +218,48 @@ def test_the_cli_refuses_a_bad_bucket_with_exit_3_before_any_request(url: str) -
     assert result.exit_code == 3, result.output
     assert "s3cr3tpass" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- one reading only: what another parser could read differently is refused ----
+
+
+def test_an_option_given_twice_is_refused_rather_than_the_last_winning() -> None:
+    url = "s3://bkt1?endpoint_url=http://127.0.0.1:5123&endpoint_url=http://evil"
+    with pytest.raises(StoreError, match="gives option endpoint_url 2 times: give it once"):
+        parse_store_url(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["s3://bkt1#frag", "s3://bkt1/root?region=us-east-1#x", "s3://bkt1#", "file:/tmp/x#y"]
+)
+def test_a_fragment_is_refused(url: str) -> None:
+    with pytest.raises(StoreError, match="'#'"):
+        parse_store_url(url)
+
+
+@pytest.mark.parametrize("url", ["file:/tmp/x?y", "file:?x", "memory://?x"])
+def test_a_file_or_memory_url_takes_no_options(url: str) -> None:
+    with pytest.raises(StoreError, match="takes no options"):
+        parse_store_url(url)
+
+
+@pytest.mark.parametrize("url", ["file://etc/markers", "file://example.com/var/lib/asteps"])
+def test_a_file_url_naming_a_host_is_refused_and_says_how_to_write_a_path(url: str) -> None:
+    # RFC 8089 reads 'etc' as a host: as ./etc/markers it would mean something else.
+    with pytest.raises(StoreError, match="file:///abs/path or file:relative/path"):
+        parse_store_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("file://localhost/var/lib/asteps", "/var/lib/asteps"),
+        ("file://LOCALHOST/var/lib/asteps", "/var/lib/asteps"),
+        ("file:///var/lib/asteps", "/var/lib/asteps"),
+        ("file:/var/lib/asteps", "/var/lib/asteps"),
+        ("file:relative/dir", "relative/dir"),
+        ("file:.asteps", ".asteps"),
+    ],
+)
+def test_a_file_url_is_a_local_path(url: str, path: str) -> None:
+    assert parse_store_url(url).location == path

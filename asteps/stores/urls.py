@@ -2,7 +2,7 @@
 
 - ``s3://bucket[/key/root]?endpoint_url=...&region=...&sse=AES256|aws:kms&kms_key_id=...&max_concurrency=...``
   (a key root puts every marker at ``key/root/<prefix><name>``)
-- ``file:///absolute/path`` or ``file:relative/path``
+- ``file:///absolute/path`` (or ``file://localhost/absolute/path``) or ``file:relative/path``
 - ``memory://``
 
 ``ASTEPS_STORE`` in the environment picks the default; without it the default
@@ -58,33 +58,42 @@ def parse_store_url(url: str) -> StoreURL:
     """Parse and check a store URL; errors say what a valid one looks like.
 
     Credentials (``s3://key:secret@bucket``, or in ``endpoint_url``) are
-    refused first, in a message that does not repeat the URL."""
+    refused first, in a message that does not repeat the URL. So is what
+    another parser could read differently: a fragment (``#...``), an option
+    given twice, a file URL naming a host (RFC 8089 reads ``file://etc/x`` as
+    the path ``/x`` on host ``etc``)."""
     if holds_credentials(url):
         raise StoreError(f"store URL holds credentials (before '@'): {CREDENTIALS_REFUSED}")
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # an unclosed '[' of an IPv6 host
         raise StoreError(f"store URL {url!r} is malformed ({exc}): use s3://bucket") from None
+    if "#" in url:
+        raise StoreError(
+            f"store URL {url!r} has a fragment ('#...'), which no store reads: remove it "
+            "(a '#' in a path is written %23)"
+        )
     scheme = parts.scheme.lower()
+    if scheme in ("memory", "file") and "?" in url:
+        raise StoreError(
+            f"store URL {url!r}: a {scheme} URL takes no options ('?...'): remove them "
+            "(a '?' in a path is written %3F)"
+        )
     if scheme == "memory":
         return StoreURL("memory", "")
     if scheme == "file":
-        path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
-        if not path:
-            raise StoreError(
-                f"store URL {url!r} has no path: use file:///abs/path or file:rel/path"
-            )
-        if any(unicodedata.category(c) == "Cc" for c in path):
-            raise StoreError(
-                f"store URL {url!r} has a control character in its path: give a plain "
-                "directory name"
-            )
-        return StoreURL("file", path)
+        return StoreURL("file", _file_path(url, parts.netloc, parts.path))
     if scheme == "s3":
         if not parts.netloc:
             raise StoreError(f"store URL {url!r} has no bucket: use s3://my-bucket")
         query = parse_qs(parts.query, keep_blank_values=True)
-        options = {k: v[-1] for k, v in query.items()}
+        repeated = sorted(k for k, v in query.items() if len(v) > 1)
+        if repeated:
+            raise StoreError(
+                f"store URL {url!r} gives option {repeated[0]} {len(query[repeated[0]])} "
+                "times: give it once"
+            )
+        options = {k: v[0] for k, v in query.items()}
         if holds_credentials(options.get("endpoint_url", "")):
             raise StoreError(
                 f"store URL option endpoint_url holds credentials (before '@'): "
@@ -106,6 +115,24 @@ def parse_store_url(url: str) -> StoreURL:
     raise StoreError(
         f"store URL {url!r} is not understood: use s3://bucket, file:path or memory://"
     )
+
+
+def _file_path(url: str, host: str, path: str) -> str:
+    """The local path of a file URL: ``file:///abs``, ``file://localhost/abs``,
+    ``file:/abs`` or ``file:relative``; any other host is refused."""
+    if host and host.lower() != "localhost":
+        raise StoreError(
+            f"store URL {url!r} names the host {host!r}, and a file store is local: "
+            "use file:///abs/path or file:relative/path"
+        )
+    path = unquote(path)
+    if not path:
+        raise StoreError(f"store URL {url!r} has no path: use file:///abs/path or file:rel/path")
+    if any(unicodedata.category(c) == "Cc" for c in path):
+        raise StoreError(
+            f"store URL {url!r} has a control character in its path: give a plain directory name"
+        )
+    return path
 
 
 def _check_s3_options(options: dict[str, str]) -> None:
