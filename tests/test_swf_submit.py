@@ -273,6 +273,18 @@ def test_an_execution_input_round_trips_and_refuses_what_is_not_one() -> None:
             FlowInput.from_json(text)
 
 
+def test_an_execution_input_that_gives_a_key_twice_is_refused_naming_it() -> None:
+    # Parsers differ on which one wins; asteps reads neither.
+    flow = json.dumps(FLOW)
+    for text, key in (
+        (f'{{"flow": "os:system", "flow": {flow}}}', "flow"),
+        (f'{{"flow": {flow}, "params": {{"k": "1", "k": "2"}}}}', "k"),
+        (f'{{"flow": {flow}, "retry": {{"max_attempts": 1, "max_attempts": 2}}}}', "max_attempts"),
+    ):
+        with pytest.raises(FlowInputError, match=f"gives the key '{key}' twice"):
+            FlowInput.from_json(text)
+
+
 def test_the_input_size_counts_characters_as_swf_does() -> None:
     # 20,000 characters of non-ASCII text fit: SWF counts é as one character.
     spec = prepare(FLOW, params={"log": "é" * 20_000})

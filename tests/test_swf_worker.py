@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from asteps import FileStore
-from asteps.swf import FlowInput, RetryPolicy, SwfWorker, prepare, submit, swf_status
+from asteps.swf import FLOW_TYPE, FlowInput, RetryPolicy, SwfWorker, prepare, submit, swf_status
 from asteps.testing import MotoServer
 
 from .swf_processes import (
@@ -207,6 +207,38 @@ async def test_an_execution_for_another_flow_fails_at_once_without_retries(
     assert events.count("ActivityTaskScheduled") == 1
     assert events[-1] == "WorkflowExecutionFailed"
     assert worker.stats.flows == {"failed": 1}
+
+
+async def test_an_input_that_gives_a_key_twice_fails_at_once_and_runs_nothing(
+    aws: MotoServer, domain: str, tmp_path: Path
+) -> None:
+    # Which "flow" wins depends on the parser: asteps runs neither.
+    params = json.dumps({"log": str(tmp_path / "work.log"), "delay": "0"})
+    text = f'{{"flow": "os:system", "flow": {json.dumps(FLOW)}, "params": {params}}}'
+    async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
+        await client.start_workflow_execution(
+            domain=DOMAIN,
+            workflowId="twice",
+            workflowType={"name": FLOW_TYPE, "version": "1"},
+            taskList={"name": "asteps"},
+            input=text,
+            executionStartToCloseTimeout="600",
+            taskStartToCloseTimeout="60",
+            childPolicy="TERMINATE",
+        )
+    worker = in_process_worker(aws, FLOW, tmp_path / "store")
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run, stop)
+        await wait_closed(aws, 1)
+        stop.set()
+
+    events = await history(aws, "twice")
+    assert events.count("ActivityTaskScheduled") == 1
+    assert events[-1] == "WorkflowExecutionFailed"
+    assert worker.stats.flows == {"failed": 1}
+    assert not (tmp_path / "work.log").exists()
+    assert await markers(tmp_path / "store") == []
 
 
 async def test_stopping_drains_then_hands_unfinished_flows_back_to_swf(

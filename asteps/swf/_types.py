@@ -177,9 +177,27 @@ class FlowInput(BaseModel):
                 f"the execution input is {len(text):,} characters; SWF allows {SWF_INPUT_LIMIT:,}"
             )
         try:
-            return cls.model_validate_json(text)
+            spec = cls.model_validate_json(text)
         except ValidationError as exc:
             raise FlowInputError(explain_input(exc)) from None
+        # pydantic keeps the last of a key given twice, another parser may keep
+        # the first: such an input means two things, and is refused. Parsed
+        # again only once valid, so its nesting is already bounded.
+        json.loads(text, object_pairs_hook=_refuse_repeated_keys)
+        return spec
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise FlowInputError(
+                f"the execution input gives the key {shown(key, 60)} twice, which JSON "
+                "parsers read differently: give each key once; start executions with "
+                "`asteps swf submit`"
+            )
+        found[key] = value
+    return found
 
 
 def explain_input(exc: ValidationError, *, options: bool = False) -> str:
