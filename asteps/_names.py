@@ -174,7 +174,7 @@ def format_prefix(template: str, workflow_id: str, context: Mapping[str, Any] | 
 
     The template sees ``workflow_id`` and every key of ``context`` (see
     :func:`validate_prefix_template`). The prefix must be relative, without
-    ``..`` or control characters, leave room in S3's 1,024-byte key for a step
+    ``..`` or control characters, not start with ``.``, leave room in S3's 1,024-byte key for a step
     name of ``MAX_NAME_LENGTH``, and keep each segment within 255 bytes.
     """
     validate_prefix_template(template, context)
@@ -184,6 +184,14 @@ def format_prefix(template: str, workflow_id: str, context: Mapping[str, Any] | 
     if prefix.startswith("/") or _CONTROL.search(prefix) or ".." in prefix.split("/"):
         raise InvalidPrefix(
             f"prefix {shown(prefix)} must be relative, without '..' segments or control characters"
+        )
+    if prefix.startswith("."):
+        # A store keeps its own objects under a leading '.': the claims of
+        # exclusive steps (CLAIMS_ROOT), the file store's temporary files.
+        raise InvalidPrefix(
+            f"prefix {shown(prefix)} starts with '.', where stores keep their own files "
+            "(claims of exclusive steps under '.asteps-claims/'): start it with a letter, "
+            "a digit or {workflow_id}"
         )
     size = len(prefix.encode("utf-8", "surrogatepass"))
     if size + MAX_NAME_LENGTH > MAX_KEY_BYTES:

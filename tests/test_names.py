@@ -16,7 +16,7 @@ from asteps import (
     validate_name,
     validate_pattern,
 )
-from asteps._names import format_prefix, validate_workflow_id
+from asteps._names import check_prefix_per_workflow, format_prefix, validate_workflow_id
 
 
 @pytest.mark.parametrize(
@@ -149,6 +149,28 @@ def test_a_prefix_template_holds_only_plain_fields(template: str, message: str) 
     # A width in a template allocated 640 MB to check it, and 2 GB per format.
     with pytest.raises(InvalidStepName, match=message):
         format_prefix(template, "wf", None)
+
+
+@pytest.mark.parametrize(
+    ("template", "context"),
+    [
+        (".asteps-claims/{workflow_id}/steps/", None),
+        (".{workflow_id}/", None),
+        ("./{workflow_id}/", None),
+        ("{tenant}/{workflow_id}/", {"tenant": ".asteps-claims"}),
+    ],
+)
+def test_a_prefix_may_not_start_with_a_dot_where_stores_keep_their_claims(
+    template: str, context: dict[str, str] | None
+) -> None:
+    with pytest.raises(InvalidPrefix, match=r"starts with '\.'.*'\.asteps-claims/'"):
+        format_prefix(template, "wf", context)
+    with pytest.raises(InvalidPrefix, match=r"starts with '\.'"):
+        check_prefix_per_workflow(template, context)
+
+
+def test_a_dot_after_the_first_segment_of_a_prefix_is_accepted() -> None:
+    assert format_prefix("acme/.{workflow_id}/", "wf", None) == "acme/.wf/"
 
 
 def test_a_prefix_leaves_room_in_s3s_key_for_the_longest_step_name() -> None:
