@@ -111,7 +111,9 @@ def validate_workflow_id(workflow_id: object) -> str:
 
 
 MAX_KEY_BYTES = 1024
-"""S3's limit on an object key: a prefix leaves room for the longest step name."""
+"""S3's limit on an object key: a prefix leaves room for the longest step name.
+S3Store counts its key root and the claims area too, when it lists a prefix
+(before a runner's first step runs)."""
 MAX_SEGMENT_BYTES = 255
 """One file name on common file systems: each ``/``-separated part of a key."""
 MAX_SHOWN = 80

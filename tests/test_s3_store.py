@@ -339,3 +339,40 @@ async def test_by_default_a_write_is_tried_five_times_in_all(flaky: Any) -> None
         with pytest.raises(MarkDoneError):
             await Runner(store, "wf").step("export", lambda: None)
     assert flaky.failed == 5
+
+
+# -- S3's 1,024-byte key: the key root and the claims area count too -------------
+
+LONG_ID = "w" * 200
+# 824 bytes once formatted: a 200-character step name fills S3's key exactly.
+LONG_PREFIX = "/".join(["p" * 200] * 3) + "/" + "q" * 19 + "/{workflow_id}/"
+
+
+@pytest.mark.parametrize(
+    ("key_root", "exclusive"),
+    [("some/root", False), ("", True)],
+    ids=["key-root", "claims-area"],
+)
+async def test_a_prefix_with_no_room_for_the_longest_key_fails_the_step_before_it_runs(
+    aws: Any, key_root: str, exclusive: bool
+) -> None:
+    ran: list[str] = []
+    async with S3Store("steps", key_root=key_root, endpoint_url=aws.endpoint_url) as store:
+        await store.client.create_bucket(Bucket="steps")
+        runner = Runner(store, LONG_ID, prefix=LONG_PREFIX, exclusive=exclusive)
+        assert len(runner.prefix) == 824
+        with pytest.raises(StoreError, match="1,024") as info:
+            await runner.step("n" * 200, lambda: ran.append("work"))
+        listed = await store.client.list_objects_v2(Bucket="steps")
+    assert ran == []
+    assert "Contents" not in listed
+    assert "shorten the prefix" in str(info.value)
+
+
+async def test_a_prefix_that_leaves_room_for_every_key_runs(aws: Any) -> None:
+    async with S3Store("steps", endpoint_url=aws.endpoint_url) as store:
+        await store.client.create_bucket(Bucket="steps")
+        prefix = "/".join(["p" * 200] * 3) + "/" + "q" * 4 + "/{workflow_id}/"  # 809 bytes
+        runner = Runner(store, LONG_ID, prefix=prefix, exclusive=True)
+        outcome = await runner.step("n" * 200, lambda: "done")
+    assert outcome.status == "completed"

@@ -28,7 +28,7 @@ from botocore.exceptions import (
 from .._aws import SETUP_ERRORS, SETUP_HINT, open_client
 from .._aws import client_config as aws_config
 from .._json import MAX_BODY_BYTES
-from .._names import is_valid_name
+from .._names import MAX_KEY_BYTES, MAX_NAME_LENGTH, is_valid_name, shown
 from ..errors import StoreError, describe
 from ._s3_args import (
     check_endpoint_url,
@@ -136,7 +136,11 @@ class S3Store(BaseStore):
 
     async def list_done(self, prefix: str) -> set[str]:
         """The valid step names directly under ``prefix`` (``Delimiter="/"``: deeper
-        keys are not listed), as the file store lists a directory."""
+        keys are not listed), as the file store lists a directory.
+
+        A runner lists its prefix before its first step runs: a prefix with no
+        room for the longest key under it is refused here, before any work."""
+        self._check_room(prefix)
         client = self.client
         names: set[str] = set()
         key_prefix = self.key_root + prefix
@@ -237,6 +241,20 @@ class S3Store(BaseStore):
     # renewed or taken over with If-Match on its ETag, and deleted with
     # If-Match. A refused condition (412, a conflict 409, or a claim gone 404)
     # is an answer, not an error.
+
+    def _check_room(self, prefix: str) -> None:
+        """Refuse ``prefix`` when its longest key would pass S3's limit: the
+        claim of a step with the longest name, under the key root."""
+        longest = self.key_root + CLAIMS_ROOT + prefix
+        size = len(longest.encode("utf-8", "surrogatepass")) + MAX_NAME_LENGTH
+        if size > MAX_KEY_BYTES:
+            raise StoreError(
+                f"prefix {shown(prefix)} leaves no room in bucket {self.bucket!r}: with the "
+                f"key root {self.key_root!r} and the claims area {CLAIMS_ROOT!r}, a step "
+                f"name of {MAX_NAME_LENGTH} characters makes a key of {size:,} bytes, and "
+                f"S3 allows {MAX_KEY_BYTES:,}: shorten the prefix or the key root",
+                prefix=prefix,
+            )
 
     def _claim_key(self, prefix: str, name: str) -> str:
         return self.key_root + CLAIMS_ROOT + prefix + name
