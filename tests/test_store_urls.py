@@ -152,10 +152,9 @@ def test_a_file_url_with_a_control_character_is_a_store_error(url: str) -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "s3://Bkt_1",
         "s3://[::1]/root",
         "s3://ab",
-        "s3://" + "b" * 64,
+        "s3://" + "b" * 256,
         "s3://-bkt",
         "s3://bkt-",
         "s3://a..b",
@@ -165,6 +164,13 @@ def test_a_file_url_with_a_control_character_is_a_store_error(url: str) -> None:
 def test_a_bucket_s3_would_refuse_is_refused_when_the_url_is_parsed(url: str) -> None:
     with pytest.raises(StoreError, match="3 to 63 lowercase letters, digits"):
         parse_store_url(url)
+
+
+@pytest.mark.parametrize("bucket", ["My_Bucket", "b" * 64, "B" * 255])
+def test_a_legacy_bucket_name_still_in_use_is_accepted(bucket: str) -> None:
+    # Buckets made in us-east-1 before March 2018 may have capitals and '_',
+    # up to 255 characters: S3 still serves them.
+    assert parse_store_url(f"s3://{bucket}").location == bucket
 
 
 def test_an_unclosed_ipv6_bracket_is_a_store_error() -> None:
@@ -205,7 +211,7 @@ def test_an_s3store_refuses_credentials_in_its_bucket_without_repeating_them(buc
 
 def test_an_s3store_checks_the_bucket_name_as_a_url_does() -> None:
     with pytest.raises(StoreError, match="3 to 63 lowercase letters, digits"):
-        S3Store("s3.eu-west-1.amazonaws.com/Bkt_1")
+        S3Store("s3.eu-west-1.amazonaws.com/-bkt")
 
 
 @pytest.mark.parametrize("url", [CREDENTIALS[0], "s3://bkt1:9000", "s3://[::1]/root"])

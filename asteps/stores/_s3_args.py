@@ -20,8 +20,10 @@ _REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")
 
 # S3's rules for bucket names (general purpose buckets): 3 to 63 characters of
 # a-z, 0-9, '-' and '.', beginning and ending with a letter or digit, no '..',
-# not shaped like an IPv4 address. (botocore checks only [a-zA-Z0-9.\-_]{1,255}.)
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# not shaped like an IPv4 address. Buckets made in us-east-1 before March 2018
+# may also have capitals and '_', up to 255 characters: they still exist, so
+# they are accepted. (botocore checks only [a-zA-Z0-9.\-_]{1,255}.)
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
 _IPV4 = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 _PORT = re.compile(r".*:[0-9]*")
 
@@ -60,7 +62,8 @@ def check_bucket_name(name: str) -> str:
     if not _BUCKET.fullmatch(name) or ".." in name or _IPV4.fullmatch(name):
         raise StoreError(
             f"S3 bucket {name[:80]!r} is not a bucket name: S3 takes 3 to 63 lowercase "
-            "letters, digits, '-' and '.', beginning and ending with a letter or digit"
+            "letters, digits, '-' and '.', beginning and ending with a letter or digit "
+            "(a bucket made before 2018 may also have capitals and '_', up to 255)"
         )
     return name
 
