@@ -13,6 +13,8 @@ import pytest
 from aiobotocore.config import AioConfig
 
 from asteps import MarkDoneError, Runner, S3Store, StoreError
+from asteps._json import MAX_BODY_BYTES
+from asteps.errors import MarkerBodyError
 from asteps.stores import list_done_many, unmark_matching
 from asteps.stores._s3_args import parse_bucket
 
@@ -151,6 +153,29 @@ async def test_a_marker_that_cannot_be_written_is_reported_with_the_result(s3: S
     assert info.value.result == "exported 12 rows"
     assert isinstance(info.value.__cause__, StoreError)
     assert "'steps'" in str(info.value.__cause__)
+
+
+async def test_a_kept_result_of_200_kb_is_read_back_whole_and_the_step_skipped(
+    s3: S3Store,
+) -> None:
+    # Over what one read of aiobotocore's body returns (what is buffered, about
+    # 64 KB), under the default max_result_bytes (256 KiB).
+    big = "x" * 200_000
+    first = await Runner(s3, "wf").step("export", lambda: big, keep_result=str)
+    assert first.status == "completed"
+    again = await Runner(s3, "wf").step("export", lambda: "recomputed", keep_result=str)
+    assert again.status == "skipped"
+    assert "result kept" in again.reasons
+    assert again.result == big
+
+
+async def test_a_marker_body_over_the_bound_is_refused_as_too_large(s3: S3Store) -> None:
+    # A JSON string cut anywhere is not JSON: only a body read to the bound
+    # can say it is too large.
+    raw = b'{"result": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    await s3.client.put_object(Bucket="steps", Key=PREFIX + "n", Body=raw)
+    with pytest.raises(MarkerBodyError, match=f"is refused: it is over {MAX_BODY_BYTES:,} bytes"):
+        await s3.read_marker(PREFIX, "n")
 
 
 async def test_a_store_used_before_it_is_opened_says_so() -> None:

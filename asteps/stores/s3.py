@@ -207,8 +207,7 @@ class S3Store(BaseStore):
                 raise
             body = response["Body"]
             async with body:  # releases the connection, read to the end or not
-                raw: bytes = await body.read(MAX_BODY_BYTES + 1)  # more is refused
-            return raw
+                return await read_bounded(body, MAX_BODY_BYTES + 1)  # more is refused
 
         raw = await self._call(get_body, prefix, "read a marker from")
         return None if raw is None else parse_body(raw, f"s3://{self.bucket}/{key}")
@@ -355,6 +354,24 @@ class S3Store(BaseStore):
             ) from exc
         except BotoCoreError as exc:
             raise StoreError(f"cannot {doing} {where}: {exc}", prefix=prefix) from exc
+
+
+async def read_bounded(body: Any, limit: int) -> bytes:
+    """The bytes of a streaming body up to its end, or its first ``limit`` bytes.
+
+    aiobotocore's ``read(amt)`` returns what is buffered, up to ``amt``: one
+    call can return 64 KB of a 200 KB body. So read until the end (an empty
+    read, which also checks the Content-Length) or until ``limit`` bytes are in.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk: bytes = await body.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _refused_condition(exc: ClientError) -> bool:
