@@ -7,6 +7,7 @@ import anyio.lowlevel
 import pytest
 
 from asteps import EventBus, MemoryStore, Runner
+from asteps._json import MAX_DEPTH
 from asteps.swf import SwfSignalListener
 from asteps.testing import MotoServer
 
@@ -28,6 +29,32 @@ async def test_swf_signals_reach_runner_wait_signal(swf: SwfWorld) -> None:
     assert approved.payload == {"by": "ops"}
     assert approved.source == f"swf:{swf.domain}/wf/{run_id}"
     assert note.payload == "plain text"
+
+
+async def test_an_input_nested_too_deep_is_published_as_its_text_and_the_listener_goes_on(
+    swf: SwfWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id = await swf.start("wf")
+    runner = Runner(MemoryStore(), "wf", run_id=run_id)
+    deep = "[" * 20_000  # within SWF's 32,768 characters; json.loads would recurse
+    async with listener(swf, runner.bus, "wf", poll_interval=0.05):
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="hostile", input=deep
+        )
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="approve", input='{"by": "ops"}'
+        )
+        hostile = await runner.wait_signal("hostile", timeout=5)
+        approved = await runner.wait_signal("approve", timeout=5)
+        await swf.client.signal_workflow_execution(
+            domain=swf.domain, workflowId="wf", signalName="later", input="1"
+        )
+        later = await runner.wait_signal("later", timeout=5)
+    assert hostile.payload == deep
+    assert (approved.payload, later.payload) == ({"by": "ops"}, 1)
+    warning = next(r.getMessage() for r in caplog.records if "hostile" in r.getMessage())
+    assert f"over {MAX_DEPTH}" in warning
+    assert len(warning) < 300
 
 
 async def test_the_listener_never_publishes_a_signal_twice(swf: SwfWorld) -> None:

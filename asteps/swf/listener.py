@@ -30,8 +30,9 @@ class SwfSignalListener(Resource):
     Polls GetWorkflowExecutionHistory every ``poll_interval`` seconds (newest
     events first, stopping at the last event already seen, so a long history
     is read once). Each ``WorkflowExecutionSignaled`` event is published under
-    its signal name, its input decoded from JSON when it is JSON, with
-    ``source`` set to the execution. No signal is published twice.
+    its signal name, its input decoded from JSON when it is JSON (an input
+    nested deeper than ``MAX_DEPTH`` is published as its text, with a
+    warning), with ``source`` set to the execution. No signal is published twice.
 
     A poll that fails is logged and tried again after a wait that doubles with
     each failure in a row, from ``poll_interval`` up to ``max_backoff`` seconds
@@ -135,7 +136,7 @@ class SwfSignalListener(Resource):
             raw = attrs.get("input")
             if raw is not None and self._is_echo(name, raw):
                 continue  # the bridge sharing our guard sent it: not a new signal
-            await self.bus.publish(name, decode_input(raw), source=self.source)
+            await self.bus.publish(name, decode_input(raw, name), source=self.source)
             published += 1
         self.published += published
         return published
