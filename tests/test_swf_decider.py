@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from asteps._json import MAX_DEPTH
 from asteps.swf import FLOW_TYPE, FlowInput, RetryPolicy, next_decisions
 from asteps.swf._types import failure_details
 
@@ -143,6 +144,19 @@ def test_a_failure_marked_not_retryable_fails_at_once() -> None:
 def test_a_failure_from_another_tool_without_asteps_details_is_retried() -> None:
     history = [STARTED, *scheduled(1), event("ActivityTaskFailed", reason="x", details="text")]
     assert kinds(next_decisions(history)) == ["StartTimer"]
+
+
+def test_failure_details_nested_too_deep_are_a_retryable_error_in_words_cut_short() -> None:
+    # Anyone allowed to poll the task list may fail an attempt with such details.
+    deep = event("ActivityTaskFailed", reason="rogue", details="[" * 20_000)
+    assert kinds(next_decisions([STARTED, *scheduled(1), deep])) == ["StartTimer"]
+    last = [started(RetryPolicy(max_attempts=1)), *scheduled(1), deep]
+    [decision] = next_decisions(last)
+    details = json.loads(decision["failWorkflowExecutionDecisionAttributes"]["details"])
+    assert details["retryable"] is True
+    assert "unreadable failure details" in details["error"]
+    assert f"over {MAX_DEPTH}" in details["error"]
+    assert len(details["error"]) < 300
 
 
 def test_a_long_reason_is_cut_to_swfs_256_characters() -> None:

@@ -16,7 +16,16 @@ import anyio
 import pytest
 
 from asteps import FileStore
-from asteps.swf import FLOW_TYPE, FlowInput, RetryPolicy, SwfWorker, prepare, submit, swf_status
+from asteps.swf import (
+    FLOW_TYPE,
+    FlowInput,
+    RetryPolicy,
+    SwfWorker,
+    next_decisions,
+    prepare,
+    submit,
+    swf_status,
+)
 from asteps.testing import MotoServer
 
 from .swf_processes import (
@@ -239,6 +248,34 @@ async def test_an_input_that_gives_a_key_twice_fails_at_once_and_runs_nothing(
     assert worker.stats.flows == {"failed": 1}
     assert not (tmp_path / "work.log").exists()
     assert await markers(tmp_path / "store") == []
+
+
+async def test_failure_details_nested_20000_deep_are_retried_not_a_worker_crash(
+    aws: MotoServer, domain: str, tmp_path: Path
+) -> None:
+    spec = prepare(
+        FLOW, params={"log": "/dev/null", "delay": "0"}, retry=RetryPolicy(retry_delay=0)
+    )
+    await start(aws, spec, "poisoned")
+    # A process allowed to poll the task list takes the first attempt and fails
+    # it with details of 20,000 '[' (within SWF's 32,768 characters).
+    async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as rogue:
+        tasks = {"domain": DOMAIN, "taskList": {"name": "asteps"}, "identity": "rogue"}
+        decision = await rogue.poll_for_decision_task(**tasks)
+        await rogue.respond_decision_task_completed(
+            taskToken=decision["taskToken"], decisions=next_decisions(decision["events"])
+        )
+        activity = await rogue.poll_for_activity_task(**tasks)
+        await rogue.respond_activity_task_failed(
+            taskToken=activity["taskToken"], reason="rogue", details="[" * 20_000
+        )
+    worker = in_process_worker(aws, FLOW, tmp_path / "store")
+    await run_worker_until(worker, partial(wait_closed, aws, 1))
+
+    events = await history(aws, "poisoned")
+    assert events.count("ActivityTaskFailed") == 1
+    assert events[-1] == "WorkflowExecutionCompleted"
+    assert worker.stats.flows == {"completed": 1}
 
 
 async def test_stopping_drains_then_hands_unfinished_flows_back_to_swf(

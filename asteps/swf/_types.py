@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
 )
 
+from .._json import JsonBoundsError, check_bounds
 from .._names import (
     DEFAULT_PREFIX,
     MAX_NAME_LENGTH,
@@ -60,6 +61,10 @@ SWF_REASON_LIMIT = 256
 """SWF keeps at most 256 characters of a failure's ``reason``."""
 SWF_DETAILS_LIMIT = 32_768
 """... and 32,768 of its ``details`` or of a result."""
+_MAX_DETAILS_BYTES = 4 * SWF_DETAILS_LIMIT
+"""The most UTF-8 details within SWF's limit can take (4 bytes a character)."""
+_SHOWN = 100
+"""How much of unreadable details the error shows."""
 
 MAX_DELAY = 86_400.0
 """The longest back-off asteps accepts, in seconds: a day."""
@@ -247,9 +252,21 @@ def failure_details(error: str, *, retryable: bool, drained: bool = False) -> st
 def read_failure_details(details: str | None) -> tuple[bool, bool, str | None]:
     """Whether a failure allows a retry, whether it was a drain, and its whole
     error, from its ``details`` (anything that is not asteps' JSON is a
-    retryable error in words)."""
+    retryable error in words).
+
+    Whoever may poll the task list may fail an attempt with any details: those
+    over ``MAX_DEPTH`` levels deep (20,000 ``[`` fit in SWF's limit, and make
+    ``json.loads`` raise ``RecursionError``) are not parsed but read as a
+    retryable error that says why, with the start of the text.
+    """
+    if details is None:
+        return True, False, None
     try:
-        data = json.loads(details or "")
+        check_bounds(details.encode("utf-8", "surrogatepass"), max_bytes=_MAX_DETAILS_BYTES)
+    except JsonBoundsError as exc:
+        return True, False, f"unreadable failure details ({exc}): {clip(details, _SHOWN)}"
+    try:
+        data = json.loads(details)
     except ValueError:
         return True, False, details
     if not isinstance(data, dict):
