@@ -26,6 +26,7 @@ from asteps.swf import (
     submit,
     swf_status,
 )
+from asteps.swf import worker as worker_module
 from asteps.testing import MotoServer
 
 from .swf_processes import (
@@ -276,6 +277,47 @@ async def test_failure_details_nested_20000_deep_are_retried_not_a_worker_crash(
     assert events.count("ActivityTaskFailed") == 1
     assert events[-1] == "WorkflowExecutionCompleted"
     assert worker.stats.flows == {"completed": 1}
+
+
+async def test_a_decision_task_the_decider_fails_on_is_logged_and_left_to_swfs_timeout(
+    aws: MotoServer,
+    domain: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A bug in the decider, on the first decision task a worker takes only.
+    calls = 0
+
+    def decider_with_a_bug(events: Any, **options: Any) -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a decider bug")
+        return next_decisions(events, **options)
+
+    monkeypatch.setattr(worker_module, "next_decisions", decider_with_a_bug)
+    spec = prepare(FLOW, params={"log": "/dev/null", "delay": "0"})
+    summary = await submit(
+        spec,
+        ["first", "second"],
+        domain=DOMAIN,
+        session=aws.session(),
+        endpoint_url=aws.endpoint_url,
+        decision_timeout=1,
+    )
+    assert len(summary.started) == 2
+    worker = in_process_worker(aws, FLOW, tmp_path / "store")
+    await run_worker_until(worker, partial(wait_closed, aws, 2))
+
+    assert worker.stats.flows == {"completed": 2}
+    [failed] = [r for r in caplog.records if "cannot decide" in r.getMessage()]
+    assert failed.exc_info is not None
+    assert str(failed.exc_info[1]) == "a decider bug"
+    workflow_id = next(w for w in ("first", "second") if f"workflow {w}:" in failed.getMessage())
+    events = await history(aws, workflow_id)
+    assert "DecisionTaskTimedOut" in events  # SWF offered it again
+    assert events[-1] == "WorkflowExecutionCompleted"
 
 
 async def test_stopping_drains_then_hands_unfinished_flows_back_to_swf(

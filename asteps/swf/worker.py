@@ -19,6 +19,9 @@ Why it works this way:
   marked by a cancellation) and handed back to SWF as a failure marked
   drained, which the decider retries at once without counting it: rolling
   deploys never use up an execution's attempts.
+- A decision task the decider fails on is logged and left unanswered: SWF
+  offers it again after the execution's decision timeout, and the worker
+  goes on (a bug must not stop every flow it runs).
 - Trust: whoever may start an execution must not control the worker. The
   input's flow must resolve to the worker's own; its store must be the
   worker's or one its operator allowed (``allow_stores``), and the worker
@@ -247,10 +250,21 @@ class SwfWorker:
         return task
 
     async def _decide(self, client: Any, task: dict[str, Any]) -> None:
-        decisions = next_decisions(
-            task["events"], heartbeat=self.heartbeat, activity_version=self.version
-        )
         workflow_id = task["workflowExecution"]["workflowId"]
+        try:
+            decisions = next_decisions(
+                task["events"], heartbeat=self.heartbeat, activity_version=self.version
+            )
+        except Exception:
+            # A bug, or a history no one foresaw, must not stop the worker and
+            # every flow it runs: the task is left unanswered, and SWF offers it
+            # again (to any worker) after the execution's decision timeout.
+            logger.exception(
+                "workflow %s: cannot decide its decision task; SWF offers it again after "
+                "the execution's decision timeout",
+                workflow_id,
+            )
+            return
         logger.debug(
             "workflow %s: %s", workflow_id, [d["decisionType"] for d in decisions] or "waiting"
         )
