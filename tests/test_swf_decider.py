@@ -9,7 +9,7 @@ import pytest
 
 from asteps._json import MAX_DEPTH
 from asteps.swf import FLOW_TYPE, FlowInput, RetryPolicy, next_decisions
-from asteps.swf._types import failure_details
+from asteps.swf._types import SWF_DETAILS_LIMIT, failure_details, read_failure_details
 
 INPUT = '{"flow": "f.py:flow"}'  # from an older submit: no retry policy, the defaults
 
@@ -157,6 +157,18 @@ def test_failure_details_nested_too_deep_are_a_retryable_error_in_words_cut_shor
     assert "unreadable failure details" in details["error"]
     assert f"over {MAX_DEPTH}" in details["error"]
     assert len(details["error"]) < 300
+
+
+def test_a_long_error_of_astral_characters_gives_details_within_swfs_limit_naming_it() -> None:
+    # json.dumps writes each of these as 12 characters (two \\u escapes).
+    error = "bad customer name: " + "\U0001f600" * 5000
+    details = failure_details(error, retryable=False)
+    assert len(details.encode("utf-8")) <= SWF_DETAILS_LIMIT  # however SWF counts
+    retryable, drained, read = read_failure_details(details)
+    assert (retryable, drained) == (False, False)
+    assert read is not None
+    assert read.startswith("bad customer name: \U0001f600")
+    assert read.endswith("…")
 
 
 def test_a_long_reason_is_cut_to_swfs_256_characters() -> None:

@@ -246,7 +246,7 @@ def failure_details(error: str, *, retryable: bool, drained: bool = False) -> st
     data: dict[str, Any] = {"retryable": retryable, "error": clip(error, SWF_DETAILS_LIMIT // 8)}
     if drained:
         data["drained"] = True
-    return json.dumps(data)
+    return json_within(data, "error", SWF_DETAILS_LIMIT)
 
 
 def read_failure_details(details: str | None) -> tuple[bool, bool, str | None]:
@@ -277,6 +277,35 @@ def read_failure_details(details: str | None) -> tuple[bool, bool, str | None]:
         data.get("drained") is True,
         error if isinstance(error, str) else details,
     )
+
+
+def json_within(data: dict[str, Any], key: str, limit: int) -> str:
+    """``data`` as JSON of at most ``limit`` characters, its string ``data[key]``
+    cut short (as :func:`clip` cuts) as little as it takes (the other values
+    must fit).
+
+    The bound holds on the text sent, not on the string: ``json.dumps`` writes
+    ASCII, 12 characters for one astral character (``"😀"`` is two ``\\u``
+    escapes), so 4,096 characters of an error can take 49,000 of JSON. ASCII
+    is as long however it is counted (characters, UTF-16 units or bytes).
+    """
+    text = json.dumps(data)
+    if len(text) <= limit:
+        return text
+    value = str(data[key])
+
+    def cut(keep: int) -> str:
+        return json.dumps({**data, key: clip(value, keep)})
+
+    # The longest cut that fits: ``keep`` characters fit, ``too_many`` do not.
+    keep, too_many = 1, len(value)
+    while too_many - keep > 1:
+        middle = (keep + too_many) // 2
+        if len(cut(middle)) <= limit:
+            keep = middle
+        else:
+            too_many = middle
+    return cut(keep)
 
 
 def clip(text: str, limit: int) -> str:
