@@ -171,6 +171,18 @@ def test_a_long_error_of_astral_characters_gives_details_within_swfs_limit_namin
     assert read.endswith("…")
 
 
+def test_an_executions_failure_details_are_json_within_swfs_limit_whatever_the_error() -> None:
+    # Details as long as SWF allows, from another tool: each é is 6 characters of JSON.
+    foreign = event("ActivityTaskFailed", reason="x", details="é" * SWF_DETAILS_LIMIT)
+    history = [started(RetryPolicy(max_attempts=1)), *scheduled(1), foreign]
+    [decision] = next_decisions(history)
+    details = decision["failWorkflowExecutionDecisionAttributes"]["details"]
+    assert len(details.encode("utf-8")) <= SWF_DETAILS_LIMIT
+    data = json.loads(details)
+    assert data["attempts"] == 1
+    assert data["error"].startswith("éé")
+
+
 def test_a_long_reason_is_cut_to_swfs_256_characters() -> None:
     history = [STARTED, *scheduled(1), failed("x" * 1000, retryable=False)]
     [decision] = next_decisions(history)

@@ -23,7 +23,6 @@ heartbeat timeout and the activity type's version.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from ._types import (
     FlowInputError,
     RetryPolicy,
     clip,
+    json_within,
     read_failure_details,
 )
 
@@ -227,7 +227,8 @@ def _after_failure(
         retryable, _, error = read_failure_details(attrs.get("details"))
     if not retryable or h.attempts >= policy.max_attempts:
         details = {"attempts": h.attempts, "retryable": retryable, "error": error or reason}
-        return [_fail(reason, json.dumps(details))]
+        # The error is cut, not the JSON, until the JSON sent fits.
+        return [_fail(reason, json_within(details, "error", SWF_DETAILS_LIMIT))]
     timer = {
         "timerId": f"retry-{h.scheduled}",
         "startToFireTimeout": str(policy.delay(h.attempts)),
@@ -239,7 +240,7 @@ def _fail(reason: str, details: str | None) -> SwfDecision:
     return _close(
         "FailWorkflowExecution",
         reason=clip(reason, SWF_REASON_LIMIT),
-        details=clip(details, SWF_DETAILS_LIMIT) if details is not None else None,
+        details=details,
     )
 
 
