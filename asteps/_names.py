@@ -176,8 +176,9 @@ def format_prefix(template: str, workflow_id: str, context: Mapping[str, Any] | 
 
     The template sees ``workflow_id`` and every key of ``context`` (see
     :func:`validate_prefix_template`). The prefix must be relative, without
-    ``..`` or control characters, not start with ``.``, leave room in S3's 1,024-byte key for a step
-    name of ``MAX_NAME_LENGTH``, and keep each segment within 255 bytes.
+    ``..`` or control characters, not start with ``.``, have no empty or ``.``
+    segment, leave room in S3's 1,024-byte key for a step name of
+    ``MAX_NAME_LENGTH``, and keep each segment within 255 bytes.
     """
     validate_prefix_template(template, context)
     values = dict(context or {})
@@ -194,6 +195,12 @@ def format_prefix(template: str, workflow_id: str, context: Mapping[str, Any] | 
             f"prefix {shown(prefix)} starts with '.', where stores keep their own files "
             "(claims of exclusive steps under '.asteps-claims/'): start it with a letter, "
             "a digit or {workflow_id}"
+        )
+    if any(segment in ("", ".") for segment in prefix.split("/")[:-1]):
+        # S3 keeps "a//b/" and "a/./b/" as written, a file tree reads "a/b/".
+        raise InvalidPrefix(
+            f"prefix {shown(prefix)} has an empty or '.' segment, which S3 keeps and a "
+            "file store drops: write each segment once, between single '/'"
         )
     size = len(prefix.encode("utf-8", "surrogatepass"))
     if size + MAX_NAME_LENGTH > MAX_KEY_BYTES:

@@ -173,6 +173,16 @@ def test_a_dot_after_the_first_segment_of_a_prefix_is_accepted() -> None:
     assert format_prefix("acme/.{workflow_id}/", "wf", None) == "acme/.wf/"
 
 
+@pytest.mark.parametrize(
+    "template", ["acme//{workflow_id}/", "acme/./{workflow_id}/", "{workflow_id}/steps//"]
+)
+def test_a_prefix_with_an_empty_or_dot_segment_is_refused(template: str) -> None:
+    # S3 keeps "a//b" and "a/./b" as written; a file tree reads them as "a/b":
+    # the two stores would lay out the same markers differently.
+    with pytest.raises(InvalidPrefix, match=r"empty or '\.' segment"):
+        format_prefix(template, "wf", None)
+
+
 def test_a_prefix_leaves_room_in_s3s_key_for_the_longest_step_name() -> None:
     assert format_prefix(
         "p" * 200 + "/" + "q" * 200 + "/" + "r" * 200 + "/{workflow_id}/", "wf", None
