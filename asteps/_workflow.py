@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._concurrency import leaves
 from ._flows import Flow
 from ._runner import Runner
 from ._step import StepOutcome
@@ -38,9 +39,13 @@ class WorkflowReport:
 
     @property
     def store_error(self) -> StoreError | None:
-        """The store failure that failed this workflow (a marker not written), if any."""
-        if isinstance(self.exception, StoreError):
-            return self.exception
+        """The store failure that failed this workflow (a marker not written), if any,
+        also from inside an exception group (steps awaited in a Group or a Chain)."""
+        raised = self.exception
+        found = leaves(raised) if isinstance(raised, BaseExceptionGroup) else [raised]
+        for exc in found:
+            if isinstance(exc, StoreError):
+                return exc
         for outcome in self.outcomes:  # the flow may have caught it and gone on
             if isinstance(outcome.error, StoreError):
                 return outcome.error

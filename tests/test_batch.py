@@ -13,7 +13,16 @@ import anyio.lowlevel
 import pytest
 from aiobotocore.config import AioConfig
 
-from asteps import InvalidStepName, MemoryStore, Runner, S3Store
+from asteps import (
+    Chain,
+    Group,
+    InvalidStepName,
+    MemoryStore,
+    Runner,
+    S3Store,
+    StoreError,
+    run_workflow,
+)
 from asteps._batch import (
     KEPT_FAILURES,
     MAX_LINE_BYTES,
@@ -231,6 +240,29 @@ async def test_a_failing_report_callback_stops_the_batch_with_its_summary() -> N
     read = summary.succeeded + len(summary.unfinished_ids)
     assert summary.stopped_at == f"after {read} ids"
     assert read < len(ids)
+
+
+@pytest.mark.parametrize("together", [Group, Chain], ids=["group", "chain without a break"])
+async def test_a_store_failure_under_steps_awaited_together_is_the_workflows_store_error(
+    together: Any,
+) -> None:
+    # The docs' own example flows await their steps in a Group: the store's
+    # failure comes out in an exception group, and is still the store's (the
+    # CLI exits 3 with its message; a batch stops).
+    class Unlistable(MemoryStore):
+        async def list_done(self, prefix: str) -> set[str]:
+            raise StoreError("cannot list: the disk is gone", prefix=prefix)
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        async def a() -> None: ...
+
+        options = {} if together is Group else {"break_on_failure": False}
+        await together((runner.step, "a", a), (runner.step, "b", a), **options)
+
+    report = await run_workflow(flow, Runner(Unlistable(), "w1"), {})
+    assert not report.ok
+    assert isinstance(report.store_error, StoreError)
+    assert "the disk is gone" in str(report.store_error)
 
 
 # -- no chunk barrier: each workflow starts on its own listing ---------------------
