@@ -76,8 +76,8 @@ def covers(pattern: str, name: str) -> bool:
 def validate_workflow_id(workflow_id: object) -> str:
     """Refuse workflow ids that would escape or corrupt a store's key layout, or
     that a terminal, a file system or S3 would show or store differently: ``/``,
-    a leading ``.``, Unicode categories Cc, Cf, Zl, Zp and lone surrogates, and more
-    than 255 bytes of UTF-8."""
+    a leading ``.``, Unicode categories Cc, Cf, Zl, Zp and lone surrogates, a
+    space other than the plain one (Zs), and more than 255 bytes of UTF-8."""
     if not isinstance(workflow_id, str) or not workflow_id:
         raise InvalidWorkflowId(f"workflow id must be a non-empty string, got {workflow_id!r}")
     if "/" in workflow_id:
@@ -87,11 +87,20 @@ def validate_workflow_id(workflow_id: object) -> str:
             "layout; use another separator such as '-' or '_'"
         )
     for char in workflow_id:
-        what = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+        category = unicodedata.category(char)
+        what = _REFUSED_CATEGORIES.get(category)
         if what is not None:
             raise InvalidWorkflowId(
                 f"workflow id {shown(workflow_id)} contains {what}, U+{ord(char):04X}: "
                 "ids must be printable text"
+            )
+        if category == "Zs" and char != " ":
+            # A no-break space looks like a space: "cust-1" and "cust-1\xa0"
+            # would be two workflows shown the same in every table.
+            raise InvalidWorkflowId(
+                f"workflow id {shown(workflow_id)} contains a space other than the plain "
+                f"one, U+{ord(char):04X} ({unicodedata.name(char, 'unnamed')}): write a "
+                "plain space, or none"
             )
     size = len(workflow_id.encode("utf-8"))
     if size > MAX_WORKFLOW_ID_BYTES:

@@ -102,6 +102,23 @@ def test_workflow_ids_with_invisible_or_unencodable_characters_are_refused(
         validate_workflow_id(wid)
 
 
+@pytest.mark.parametrize(
+    ("wid", "hint"),
+    [
+        ("cust-1\u00a0", "U+00A0"),  # a no-break space, as spreadsheets export
+        ("cust\u30001", "U+3000"),  # an ideographic space
+        ("cust\u20091", "U+2009"),  # a thin space
+    ],
+)
+def test_workflow_ids_with_a_space_other_than_the_plain_one_are_refused(
+    wid: str, hint: str
+) -> None:
+    # "cust-1" and "cust-1<no-break space>" would be two workflows that look
+    # the same in every table: only the plain space is allowed.
+    with pytest.raises(InvalidStepName, match=re.escape(hint) + ".*plain space"):
+        validate_workflow_id(wid)
+
+
 def test_workflow_ids_are_at_most_255_utf8_bytes() -> None:
     assert validate_workflow_id("x" * 255) == "x" * 255
     assert validate_workflow_id("é" * 127) == "é" * 127  # 254 bytes
