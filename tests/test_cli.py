@@ -1001,6 +1001,16 @@ def test_steps_list_versions_shows_each_steps_version_and_run_id(cli: CliRunner)
     assert "r1" in row
 
 
+def test_steps_list_versions_says_which_bodies_cannot_be_read(cli: CliRunner) -> None:
+    write_marker("w1", "a", {"run_id": "r1", "workflow_id": "w1", "version": "1"})
+    path = Path(".asteps") / "w1" / "steps" / "b"
+    path.write_text("[1, 2]")  # JSON, but not a marker's body
+    listed = invoke(cli, "steps", "list", "--workflow-id", "w1", "--versions")
+    row = next(line for line in listed.stdout.splitlines() if "│ b " in line)
+    assert "unreadable" in row  # not blank, as a marker without a version is
+    assert "1 marker body could not be read: --json says why" in listed.stderr
+
+
 def test_steps_list_versions_asks_before_reading_over_a_thousand_markers(
     cli: CliRunner,
 ) -> None:

@@ -174,9 +174,13 @@ def steps_list(
     table = Table(title=cell(f"done steps ({_store_label(store_url)})"), title_justify="left")
     for column in ("workflow", "step", "version", "run id"):
         table.add_column(column)
+    unreadable = 0
     for wid, steps_of in bodies.items():
         for name, body in steps_of.items():
             version, run_id = body["version"], body["run_id"]
+            if "error" in body:
+                unreadable += 1
+                version = "(unreadable body)"
             table.add_row(
                 cell(wid),
                 cell(name),
@@ -184,6 +188,9 @@ def steps_list(
                 cell(str(run_id)) if run_id is not None else "",
             )
     out().print(table)
+    if unreadable:
+        bodies_read = "marker body" if unreadable == 1 else "marker bodies"
+        err().print(f"{unreadable:,} {bodies_read} could not be read: --json says why")
 
 
 async def _list_steps(
