@@ -243,6 +243,13 @@ def test_a_fragment_is_refused(url: str) -> None:
         parse_store_url(url)
 
 
+@pytest.mark.parametrize("url", ["memory://anything", "memory:///x", "memory:x"])
+def test_a_memory_url_names_nothing(url: str) -> None:
+    # Each open is a new, empty store: a name would suggest it can be found again.
+    with pytest.raises(StoreError, match="memory:// names nothing"):
+        parse_store_url(url)
+
+
 @pytest.mark.parametrize("url", ["file:/tmp/x?y", "file:?x", "memory://?x"])
 def test_a_file_or_memory_url_takes_no_options(url: str) -> None:
     with pytest.raises(StoreError, match="takes no options"):

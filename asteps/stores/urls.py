@@ -80,6 +80,11 @@ def parse_store_url(url: str) -> StoreURL:
             "(a '?' in a path is written %3F)"
         )
     if scheme == "memory":
+        if parts.netloc or parts.path:
+            raise StoreError(
+                f"store URL {url!r}: memory:// names nothing (each open is a new, empty "
+                "store): write memory://"
+            )
         return StoreURL("memory", "")
     if scheme == "file":
         return StoreURL("file", _file_path(url, parts.netloc, parts.path))
