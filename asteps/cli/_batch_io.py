@@ -118,9 +118,19 @@ def save_resume_point(point: ResumePoint, path: Path) -> OSError | None:
     return None
 
 
-def check_retry_location(path: Path | None) -> None:
-    """The retry file must be writable before anything runs, not after."""
+def check_retry_location(path: Path | None, ids_file: IO[bytes] | None = None) -> None:
+    """The retry file must be writable before anything runs, not after, and
+    must not be the ids file (nor must the resume point written beside it):
+    it is written while the ids are read, and would cut them short."""
     target = path if path is not None else Path("asteps-failed.txt")
+    if path is not None and ids_file is not None:
+        for written, what in [(path, "--failed-file"), (resume_path(path), "the resume point")]:
+            if _is_the_open_file(written, ids_file):
+                fail(
+                    f"{what} {str(written)!r} is the --ids file: it is written while the ids "
+                    "are read, and would overwrite them; give another --failed-file",
+                    EXIT_USAGE,
+                )
     directory = target.parent
     if target.is_dir():
         problem = "is a directory"
@@ -137,6 +147,16 @@ def check_retry_location(path: Path | None) -> None:
         f"the retry file {problem} ({where}); give a writable --failed-file",
         EXIT_USAGE,
     )
+
+
+def _is_the_open_file(path: Path, opened: IO[bytes]) -> bool:
+    """Whether ``path`` names the file ``opened`` (a link to it too)."""
+    try:
+        mine = os.fstat(opened.fileno())
+        theirs = os.stat(path)
+    except (OSError, ValueError):  # no such file yet, or no file descriptor
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 def count_ids(stream: IO[bytes], shard: Shard | None = None, *, start_line: int = 1) -> int | None:

@@ -193,7 +193,7 @@ def rerun(
         fail("give exactly one of --ids FILE or --all", EXIT_USAGE)
     if all_workflows:
         guarded(check_discoverable, prefix)
-    check_retry_location(failed_file)
+    check_retry_location(failed_file, ids_file)
     source = source_of(ids_file, store_url, prefix, shard)
     point = None if resume_file is None else read_resume(resume_file, source)
     interruption = Interruption(cancels=False, later="stopping, writing the retry file…")

@@ -268,7 +268,7 @@ def submit_command(
         fail(str(exc), EXIT_USAGE)
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)
-    check_retry_location(failed_file)
+    check_retry_location(failed_file, ids_file)
     if (warning := spelling_warning(flow)) is not None:
         tell(warning, logging.WARNING, label="[yellow]warning:[/]")
     interruption = Interruption(cancels=False, later="stopping, writing the retry file…")

@@ -1,0 +1,65 @@
+"""The files ``asteps rerun`` writes beside the ids it reads: the retry file,
+the unfinished ids and the resume point.
+
+Each is written while the ids are read, by a batch that may run for hours:
+it must never overwrite the ids, nor another rerun's file, and a file that
+cannot be written whole must say what it holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from asteps.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW = str(ROOT / "examples" / "export_pipeline.py") + ":flow"
+FAIL = ["--param", "fail=fetch.orders", "--param", "delay=0", "--no-progress"]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """Runs the CLI in a temporary directory, with the default store there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ASTEPS_STORE", raising=False)
+    return CliRunner()
+
+
+def invoke(cli: CliRunner, *args: str) -> Result:
+    return cli.invoke(main, list(args), catch_exceptions=False)
+
+
+def write_ids(path: Path, ids: list[str]) -> str:
+    path.write_text("".join(f"{wid}\n" for wid in ids))
+    return str(path)
+
+
+# -- the retry file is not the ids file ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ids_name", "failed_file", "said"),
+    [
+        ("ids.txt", "ids.txt", "--failed-file 'ids.txt' is the --ids file"),
+        ("ids.txt", "./sub/../ids.txt", "--failed-file 'sub/../ids.txt' is the --ids file"),
+        ("ids.txt", "link.txt", "--failed-file 'link.txt' is the --ids file"),  # a hard link
+        ("x.resume.json", "x", "the resume point 'x.resume.json' is the --ids file"),
+    ],
+)
+def test_a_retry_file_that_is_the_ids_file_is_refused_before_anything_runs(
+    cli: CliRunner, tmp_path: Path, ids_name: str, failed_file: str, said: str
+) -> None:
+    ids = [f"w{i}" for i in range(50)]
+    write_ids(tmp_path / ids_name, ids)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.txt").hardlink_to(tmp_path / ids_name)
+    result = invoke(cli, "rerun", FLOW, "--ids", ids_name, "--failed-file", failed_file, *FAIL)
+    assert result.exit_code == 2, result.output
+    assert said in result.stderr
+    assert "give another --failed-file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / ids_name).read_text().split() == ids  # untouched
+    assert not (tmp_path / ".asteps").exists()  # nothing ran
