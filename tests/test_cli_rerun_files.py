@@ -8,12 +8,15 @@ cannot be written whole must say what it holds.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from asteps.cli import main
+from asteps.cli._batch_io import RetryFile, resume_path
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = str(ROOT / "examples" / "export_pipeline.py") + ":flow"
@@ -63,3 +66,47 @@ def test_a_retry_file_that_is_the_ids_file_is_refused_before_anything_runs(
     assert "Traceback" not in result.stderr
     assert (tmp_path / ids_name).read_text().split() == ids  # untouched
     assert not (tmp_path / ".asteps").exists()  # nothing ran
+
+
+# -- two reruns in the same second, in the same directory ------------------------------
+
+
+@pytest.fixture
+def one_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every default name is stamped with the same second."""
+    monkeypatch.setattr(time, "strftime", lambda *args: "20261126-101500")
+
+
+def test_two_reruns_in_the_same_second_keep_their_own_retry_files(
+    cli: CliRunner, tmp_path: Path, one_second: None
+) -> None:
+    retry_files = []
+    for name in ["a", "b"]:
+        ids = write_ids(tmp_path / f"{name}.txt", [f"{name}{i}" for i in range(20)])
+        result = invoke(cli, "rerun", FLOW, "--ids", ids, "--json", *FAIL)
+        assert result.exit_code == 1, result.output
+        retry_files.append(json.loads(result.stdout)["retry_file"])
+    a, b = retry_files
+    assert a != b
+    assert a.startswith("asteps-failed-20261126-101500-")
+    assert sorted(Path(a).read_text().split()) == sorted(f"a{i}" for i in range(20))
+    assert sorted(Path(b).read_text().split()) == sorted(f"b{i}" for i in range(20))
+
+
+def test_two_stopped_reruns_in_the_same_second_keep_their_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_second: None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first, second = RetryFile(None), RetryFile(None)
+    first.add("a1")
+    second.add("b1")
+    unfinished = [p for p in [first.close(stopped=True), second.close(stopped=True)] if p]
+    assert len(unfinished) == 2
+    assert unfinished[0] != unfinished[1]
+    assert [p.read_text() for p in unfinished] == ["a1\n", "b1\n"]
+    assert all(p.name.startswith("asteps-unfinished-20261126-101500-") for p in unfinished)
+    assert not list(tmp_path.glob("asteps-failed-*"))  # renamed, both
+
+    points = [resume_path(None), resume_path(None)]
+    assert points[0] != points[1]  # each made its own, and the other's is left alone
+    assert all(p.is_file() for p in points)

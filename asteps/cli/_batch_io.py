@@ -3,6 +3,7 @@ streamed as ids fail, the resume point, counting ids, saying where to go on."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -29,8 +30,9 @@ class RetryFile:
     event loop never waits on the disk, and no id is kept in memory once
     written. The file is created with the first id (no ids, no file).
 
-    Without a ``path``, the file is ``asteps-failed-<time>.txt``, renamed
-    ``asteps-unfinished-<time>.txt`` by ``close(stopped=True)``. Ids are
+    Without a ``path``, the file is ``asteps-failed-<time>-<pid>.txt``,
+    renamed ``asteps-unfinished-<time>-<pid>.txt`` by ``close(stopped=True)``;
+    both are new files (see :func:`create_new`), never another rerun's. Ids are
     written back as they came (``surrogateescape``), so that a line that was
     not UTF-8 fails the same way when the file is taken back. If the file
     cannot be written, the ids from there on are kept to be shown instead.
@@ -38,7 +40,7 @@ class RetryFile:
 
     def __init__(self, path: Path | None) -> None:
         self.given = path
-        self._stamp = time.strftime("%Y%m%d-%H%M%S")
+        self._stamp = _stamp()
         self.path = path if path is not None else Path(f"asteps-failed-{self._stamp}.txt")
         self.written = 0
         self.problem: OSError | None = None
@@ -59,10 +61,15 @@ class RetryFile:
         if self.written == 0 or self.problem is not None:
             return None
         if stopped and self.given is None:
-            target = Path(f"asteps-unfinished-{self._stamp}.txt")
             try:
-                os.replace(self.path, target)
+                target = create_new(f"asteps-unfinished-{self._stamp}", ".txt")
             except OSError:
+                return self.path
+            try:
+                os.replace(self.path, target)  # onto the empty file just made
+            except OSError:
+                with suppress(OSError):
+                    target.unlink()
                 return self.path
             self.path = target
         return self.path
@@ -85,6 +92,8 @@ class RetryFile:
                     self.unsaved.extend(ids)
                     continue
                 try:
+                    if out is None and self.given is None:
+                        self.path = create_new(f"asteps-failed-{self._stamp}", ".txt")
                     if out is None:
                         out = self.path.open("wb")
                     out.write("".join(f"{w}\n" for w in ids).encode("utf-8", "surrogateescape"))
@@ -98,12 +107,33 @@ class RetryFile:
                 out.close()
 
 
+def _stamp() -> str:
+    """The time and the process id, for the default names: two reruns started
+    in the same second in the same directory have their own."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+
+def create_new(stem: str, suffix: str) -> Path:
+    """A new empty file ``<stem><suffix>`` (else ``<stem>-2<suffix>``, and
+    so on), created here (``O_EXCL``): never a file that was there, even
+    one another process made an instant before."""
+    for n in range(1, 1000):
+        path = Path(stem + ("" if n == 1 else f"-{n}") + suffix)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "every name is taken", f"{stem}{suffix}")
+
+
 def resume_path(retry: Path | None) -> Path:
     """Where a stopped rerun writes its resume point: beside ``--failed-file``
-    (``F.resume.json``), else ``asteps-resume-<time>.json``."""
+    (``F.resume.json``), else a new ``asteps-resume-<time>-<pid>.json``
+    (created by this call)."""
     if retry is not None:
         return retry.with_name(retry.name + ".resume.json")
-    return Path(f"asteps-resume-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    return create_new(f"asteps-resume-{_stamp()}", ".json")
 
 
 def save_resume_point(point: ResumePoint, path: Path) -> OSError | None:
@@ -236,7 +266,11 @@ async def save_resume(
         listed_to=None if over else summary.listed_to,
         over=over,
     )
-    path = resume_path(failed_file)
+    try:
+        path = await anyio.to_thread.run_sync(resume_path, failed_file)
+    except OSError as exc:
+        tell(f"could not create the resume point: {exc}", logging.ERROR, label=ERROR_LABEL)
+        return None
     problem = await anyio.to_thread.run_sync(save_resume_point, new, path)
     if problem is not None:
         tell(
