@@ -7,10 +7,11 @@ It also records what it was written for: the kind of source, the ids file's
 name and size, or the store and the prefix template, and the shard.
 
 Read back, it is untrusted input: a strict model (unknown fields refused,
-sizes bounded, a version), whose ids are checked as any id is. It never
-chooses a path, a store or an endpoint: the operator gives the flow and the
-source again, and :meth:`ResumePoint.check` refuses one that differs from
-what the point was written for, naming the difference.
+no value coerced to another type, sizes bounded, a version), whose ids
+are checked as any id is. It never chooses a path, a store or an
+endpoint: the operator gives the flow and the source again, and
+:meth:`ResumePoint.check` refuses one that differs from what the point was
+written for, naming the difference.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class ResumeError(ValueError):
 class ResumeSource(BaseModel):
     """What a resume point was written for; ``--resume`` needs the same."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     kind: SourceKind
     ids_file: _Text | None = None
@@ -61,7 +62,7 @@ class ResumeSource(BaseModel):
 class ResumePoint(BaseModel):
     """Where a stopped batch goes on from (see the module's docstring)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     version: Literal[1] = 1
     source: ResumeSource

@@ -41,6 +41,12 @@ def test_a_resume_point_reads_back_what_was_written() -> None:
         ({"unfinished": ["a/b"]}, "unfinished"),  # not a workflow id
         ({"next_line": 0}, "next_line"),
         ({"listed_to": "x" * 300}, "listed_to"),
+        # wrong types, which lax parsing would turn into a value
+        ({"next_line": True}, "next_line"),
+        ({"next_line": "4"}, "next_line"),
+        ({"over": "yes"}, "over"),
+        ({"over": 1}, "over"),
+        ({"source": {**FILE.model_dump(), "ids_size": "120"}}, "source.ids_size"),
     ],
 )
 def test_a_resume_file_is_strict_untrusted_input(fields: dict[str, object], said: str) -> None:
@@ -157,6 +163,18 @@ def test_resume_refuses_another_ids_file_before_running_anything(tmp_path: Path)
     _, stderr = done.communicate(timeout=60)
     assert done.returncode == 2
     assert "size 120, not 4" in stderr
+    assert not (tmp_path / "started.log").exists()
+
+
+def test_resume_refuses_a_wrongly_typed_field_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "flow.py").write_text(FLOW)
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    (tmp_path / "p.json").write_bytes(point_json(over="yes"))  # lax: "yes" is True
+    done = rerun(tmp_path, "--ids", "ids.txt", "--resume", "p.json")
+    _, stderr = done.communicate(timeout=60)
+    assert done.returncode == 2
+    assert "p.json is not a resume file asteps wrote (over: " in stderr
+    assert "Traceback" not in stderr
     assert not (tmp_path / "started.log").exists()
 
 
