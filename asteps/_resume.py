@@ -49,12 +49,16 @@ class ResumeSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     kind: SourceKind
+    dry_run: bool
+    """Whether the batch only planned (``--dry-run``): the ids it read did not
+    run, so a real run cannot go on from it (nor a dry run from a real one)."""
     ids_file: _Text | None = None
     """The ids file as given (``--ids``), for a file."""
     ids_size: int | None = Field(default=None, ge=0)
     """Its size in bytes, for a file: a file changed since is refused."""
     store: _Text | None = None
-    """The store URL as given (``--store`` or ``ASTEPS_STORE``), for ``--all``."""
+    """The store URL as given (``--store`` or ``ASTEPS_STORE``), for every
+    kind: the ids read ran on that store, not on another."""
     prefix: _Text
     shard: Annotated[str, StringConstraints(max_length=16)] | None = None
 
@@ -108,6 +112,16 @@ class ResumePoint(BaseModel):
     def check(self, source: ResumeSource) -> None:
         """Refuse to go on from here with another source than the one written for."""
         mine = self.source
+        if mine.dry_run and not source.dry_run:
+            raise ResumeError(
+                "the resume point was written by a --dry-run: the ids it read were only "
+                "planned, not run; go on with --dry-run, or rerun without --resume"
+            )
+        if source.dry_run and not mine.dry_run:
+            raise ResumeError(
+                "the resume point was written by a real run, not a --dry-run: go on "
+                "without --dry-run, or plan without --resume"
+            )
         for name, label in _LABELS.items():
             want, got = getattr(mine, name), getattr(source, name)
             if want != got:

@@ -19,8 +19,16 @@ import pytest
 
 from asteps import FileStore, MemoryStore, S3Store
 from asteps._resume import ResumeError, ResumePoint, ResumeSource
+from asteps.cli._batch_io import source_of
 
-FILE = ResumeSource(kind="file", ids_file="ids.txt", ids_size=120, prefix="{workflow_id}/steps/")
+FILE = ResumeSource(
+    kind="file",
+    dry_run=False,
+    ids_file="ids.txt",
+    ids_size=120,
+    store="file:.asteps",
+    prefix="{workflow_id}/steps/",
+)
 
 
 def point_json(**fields: object) -> bytes:
@@ -54,6 +62,13 @@ def test_a_resume_file_is_strict_untrusted_input(fields: dict[str, object], said
         ResumePoint.from_json(point_json(**fields), "p.json")
 
 
+def test_a_resume_point_says_whether_it_was_a_dry_run() -> None:
+    data = json.loads(point_json())
+    del data["source"]["dry_run"]  # a point that does not say is not taken as a real run's
+    with pytest.raises(ResumeError, match=r"source\.dry_run"):
+        ResumePoint.from_json(json.dumps(data).encode(), "p.json")
+
+
 def test_a_resume_file_too_big_is_refused_unparsed() -> None:
     with pytest.raises(ResumeError, match="not a resume file"):
         ResumePoint.from_json(b" " * (16 * 1024 * 1024 + 1), "p.json")
@@ -65,7 +80,12 @@ def test_a_resume_file_too_big_is_refused_unparsed() -> None:
         (FILE.model_copy(update={"ids_file": "other.txt"}), "--ids 'ids.txt', not 'other.txt'"),
         (FILE.model_copy(update={"ids_size": 121}), "size 120, not 121"),
         (FILE.model_copy(update={"shard": "0/2"}), "the shard None"),
-        (ResumeSource(kind="all", store="file:s", prefix="{workflow_id}/steps/"), "kind 'file'"),
+        (FILE.model_copy(update={"kind": "all", "ids_file": None}), "kind 'file'"),
+        (
+            FILE.model_copy(update={"store": "file:real"}),
+            "the store 'file:.asteps', not 'file:real'",
+        ),
+        (FILE.model_copy(update={"dry_run": True}), "written by a real run, not a --dry-run"),
     ],
 )
 def test_going_on_with_another_source_is_refused_naming_the_difference(
@@ -174,6 +194,34 @@ def test_resume_refuses_a_wrongly_typed_field_naming_it(tmp_path: Path) -> None:
     _, stderr = done.communicate(timeout=60)
     assert done.returncode == 2
     assert "p.json is not a resume file asteps wrote (over: " in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "started.log").exists()
+
+
+@pytest.mark.parametrize(
+    ("written_by", "said"),
+    [
+        (["--dry-run"], "written by a --dry-run: the ids it read were only planned, not run"),
+        (["--store", "memory://"], "the store 'memory://', not 'file:"),
+    ],
+)
+def test_a_real_rerun_refuses_a_dry_runs_or_another_stores_resume_point(
+    tmp_path: Path, written_by: list[str], said: str
+) -> None:
+    """A stopped dry run, or a rerun on another store, read ids that did not
+    run here: going on from its line would skip them for good."""
+    (tmp_path / "flow.py").write_text(FLOW)
+    (tmp_path / "ids.txt").write_text("".join(f"{w}\n" for w in IDS))
+    dry_run = "--dry-run" in written_by
+    store = "memory://" if "--store" in written_by else None
+    with (tmp_path / "ids.txt").open("rb") as ids:
+        source = source_of(ids, store, "{workflow_id}/steps/", None, dry_run=dry_run)
+    stopped = ResumePoint(source=source, unfinished=["w040"], next_line=60)
+    (tmp_path / "p.json").write_text(stopped.to_json())
+    done = rerun(tmp_path, "--ids", str(tmp_path / "ids.txt"), "--resume", "p.json")
+    _, stderr = done.communicate(timeout=60)
+    assert done.returncode == 2, stderr
+    assert said in stderr
     assert "Traceback" not in stderr
     assert not (tmp_path / "started.log").exists()
 

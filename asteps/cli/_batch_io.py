@@ -12,6 +12,7 @@ import stat
 import threading
 import time
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -20,7 +21,7 @@ import anyio
 from .. import BatchSummary, Shard
 from .._ids import numbered_ids, stream_chunks, text_of
 from .._names import validate_workflow_id
-from .._resume import MAX_RESUME_BYTES, ResumeError, ResumePoint, ResumeSource
+from .._resume import MAX_RESUME_BYTES, ResumeError, ResumePoint, ResumeSource, SourceKind
 from ..errors import InvalidName
 from .app import ERROR_LABEL, EXIT_USAGE, fail, tell
 
@@ -127,13 +128,15 @@ def create_new(stem: str, suffix: str) -> Path:
     raise FileExistsError(errno.EEXIST, "every name is taken", f"{stem}{suffix}")
 
 
-def resume_path(retry: Path | None) -> Path:
+def resume_path(retry: Path | None, *, dry_run: bool = False) -> Path:
     """Where a stopped rerun writes its resume point: beside ``--failed-file``
-    (``F.resume.json``), else a new ``asteps-resume-<time>-<pid>.json``
-    (created by this call)."""
+    (``F.resume.json``), else a new ``asteps-resume-<time>-<pid>.json``, or
+    ``asteps-dry-run-resume-<time>-<pid>.json`` for a dry run (created by
+    this call)."""
     if retry is not None:
         return retry.with_name(retry.name + ".resume.json")
-    return create_new(f"asteps-resume-{_stamp()}", ".json")
+    kind = "dry-run-resume" if dry_run else "resume"
+    return create_new(f"asteps-{kind}-{_stamp()}", ".json")
 
 
 def save_resume_point(point: ResumePoint, path: Path) -> OSError | None:
@@ -220,20 +223,37 @@ def go_on(stopped_at: str, next_line: int | None, ids_name: object) -> str:
 
 
 def source_of(
-    ids_file: IO[bytes] | None, store_url: str | None, prefix: str, shard: Shard | None
+    ids_file: IO[bytes] | None,
+    store_url: str | None,
+    prefix: str,
+    shard: Shard | None,
+    *,
+    dry_run: bool,
 ) -> ResumeSource:
-    """What this rerun reads its ids from, as a resume point records it."""
+    """What this rerun reads its ids from, and runs them on, as a resume point
+    records it."""
     shard_text = None if shard is None else str(shard)
-    if ids_file is None:
-        store = store_url or os.environ.get("ASTEPS_STORE") or "file:.asteps"
-        return ResumeSource(kind="all", store=store, prefix=prefix, shard=shard_text)
-    name = str(getattr(ids_file, "name", "-"))
-    if name.startswith("<"):  # stdin: the same ids must be piped again
-        return ResumeSource(kind="stdin", prefix=prefix, shard=shard_text)
+    store = store_url or os.environ.get("ASTEPS_STORE") or "file:.asteps"
+    kind: SourceKind = "all"
+    name: str | None = None
     size = None
-    with suppress(OSError, ValueError):
-        size = os.fstat(ids_file.fileno()).st_size
-    return ResumeSource(kind="file", ids_file=name, ids_size=size, prefix=prefix, shard=shard_text)
+    if ids_file is not None:
+        name = str(getattr(ids_file, "name", "-"))
+        kind = "file"
+        if name.startswith("<"):  # stdin: the same ids must be piped again
+            kind, name = "stdin", None
+        else:
+            with suppress(OSError, ValueError):
+                size = os.fstat(ids_file.fileno()).st_size
+    return ResumeSource(
+        kind=kind,
+        dry_run=dry_run,
+        ids_file=name,
+        ids_size=size,
+        store=store,
+        prefix=prefix,
+        shard=shard_text,
+    )
 
 
 def read_resume(path: Path, source: ResumeSource) -> ResumePoint:
@@ -267,7 +287,9 @@ async def save_resume(
         over=over,
     )
     try:
-        path = await anyio.to_thread.run_sync(resume_path, failed_file)
+        path = await anyio.to_thread.run_sync(
+            partial(resume_path, failed_file, dry_run=source.dry_run)
+        )
     except OSError as exc:
         tell(f"could not create the resume point: {exc}", logging.ERROR, label=ERROR_LABEL)
         return None
@@ -277,6 +299,13 @@ async def save_resume(
             f"could not write the resume point {path}: {problem}", logging.ERROR, label=ERROR_LABEL
         )
         return None
+    if source.dry_run:
+        tell(
+            f"{path} is a dry run's resume point: it goes on planning with --dry-run "
+            "(a real run refuses it: the ids it read were only planned, not run)",
+            logging.WARNING,
+            label="[yellow]note:[/]",
+        )
     return path
 
 

@@ -194,7 +194,7 @@ def rerun(
     if all_workflows:
         guarded(check_discoverable, prefix)
     check_retry_location(failed_file, ids_file)
-    source = source_of(ids_file, store_url, prefix, shard)
+    source = source_of(ids_file, store_url, prefix, shard, dry_run=dry_run)
     point = None if resume_file is None else read_resume(resume_file, source)
     interruption = Interruption(cancels=False, later="stopping, writing the retry file…")
 
