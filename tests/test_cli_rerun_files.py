@@ -9,6 +9,11 @@ cannot be written whole must say what it holds.
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,3 +115,46 @@ def test_two_stopped_reruns_in_the_same_second_keep_their_own_files(
     points = [resume_path(None), resume_path(None)]
     assert points[0] != points[1]  # each made its own, and the other's is left alone
     assert all(p.is_file() for p in points)
+
+
+# -- a retry file that fills its disk --------------------------------------------------
+
+LIMIT = 1000
+"""The largest file the rerun below may write (RLIMIT_FSIZE), as a full disk would."""
+
+
+def small_files_only() -> None:
+    """In the child: files stop at LIMIT bytes (EFBIG, not a signal)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+
+
+def test_a_retry_file_that_fills_up_keeps_whole_lines_and_says_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    ids = [f"longer-workflow-id-{i:06d}" for i in range(200)]  # 26 bytes a line
+    write_ids(tmp_path / "ids.txt", ids)
+    env = {k: v for k, v in os.environ.items() if k != "ASTEPS_STORE"}
+    command = [sys.executable, "-m", "asteps", "rerun", FLOW, "--ids", "ids.txt", *FAIL]
+    done = subprocess.run(
+        [*command, "--store", "memory://", "--failed-file", "failed.txt", "--concurrency", "4"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files_only,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Exception in thread" not in done.stderr
+    kept = (tmp_path / "failed.txt").read_text()
+    assert kept.endswith("\n")  # whole lines only: no id cut short
+    in_file = kept.split("\n")[:-1]
+    assert 0 < len(in_file) <= LIMIT // 26
+    assert set(in_file) <= set(ids)
+    said = " ".join(done.stderr.split())
+    assert "could not write on to the retry file failed.txt (" in said
+    assert f"File too large): it holds the first {len(in_file)} ids to retry;" in said
+    on_stderr = [word for word in done.stderr.split() if word in set(ids)]
+    assert sorted(in_file + on_stderr) == ids  # each id to retry once, in the file or here

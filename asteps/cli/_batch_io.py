@@ -23,6 +23,7 @@ from .._ids import numbered_ids, stream_chunks, text_of
 from .._names import validate_workflow_id
 from .._resume import MAX_RESUME_BYTES, ResumeError, ResumePoint, ResumeSource, SourceKind
 from ..errors import InvalidName
+from ._retry import report_unsaved_ids
 from .app import ERROR_LABEL, EXIT_USAGE, fail, tell
 
 
@@ -44,6 +45,10 @@ class RetryFile:
         self._stamp = _stamp()
         self.path = path if path is not None else Path(f"asteps-failed-{self._stamp}.txt")
         self.written = 0
+        """The ids in the file, whole lines."""
+        self.cut = False
+        """Whether the file ends with a line cut short (it could not be cut back)."""
+        self._size = 0
         self.problem: OSError | None = None
         self.unsaved: list[str] = []
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -76,7 +81,7 @@ class RetryFile:
         return self.path
 
     def _write(self) -> None:
-        out: IO[bytes] | None = None
+        fd: int | None = None
         try:
             while (wid := self._queue.get()) is not None:
                 ids = [wid]
@@ -93,19 +98,53 @@ class RetryFile:
                     self.unsaved.extend(ids)
                     continue
                 try:
-                    if out is None and self.given is None:
-                        self.path = create_new(f"asteps-failed-{self._stamp}", ".txt")
-                    if out is None:
-                        out = self.path.open("wb")
-                    out.write("".join(f"{w}\n" for w in ids).encode("utf-8", "surrogateescape"))
-                    out.flush()
-                    self.written += len(ids)
+                    if fd is None:
+                        fd = self._open()
+                    self._write_lines(fd, ids)
                 except OSError as exc:
                     self.problem = exc
                     self.unsaved.extend(ids)
+                    if fd is not None:
+                        self._cut_back(fd)
         finally:
-            if out is not None:
-                out.close()
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError as exc:  # a file system that says only now
+                    if self.problem is None:
+                        self.problem = exc
+                        self.cut = True  # what it kept is not known: say so
+
+    def _open(self) -> int:
+        if self.given is None:
+            self.path = create_new(f"asteps-failed-{self._stamp}", ".txt")
+            return os.open(self.path, os.O_WRONLY)
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+
+    def _write_lines(self, fd: int, ids: list[str]) -> None:
+        """Write whole lines, however many writes it takes; counted once all are."""
+        data = "".join(f"{w}\n" for w in ids).encode("utf-8", "surrogateescape")
+        left = memoryview(data)
+        while left:
+            left = left[os.write(fd, left) :]
+        self._size += len(data)
+        self.written += len(ids)
+
+    def _cut_back(self, fd: int) -> None:
+        """After a failed write, end the file with its last whole line: a cut
+        line would be read back as another id. If it cannot be, say so."""
+        try:
+            os.ftruncate(fd, self._size)
+        except OSError:
+            with suppress(OSError):
+                self.cut = os.fstat(fd).st_size > self._size
+
+    def report(self) -> None:
+        """The file could not be written: say so, what it holds, and the ids not in it."""
+        if self.problem is not None:
+            report_unsaved_ids(
+                self.path, self.problem, self.unsaved, saved=self.written, cut=self.cut
+            )
 
 
 def _stamp() -> str:

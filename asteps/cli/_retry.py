@@ -72,12 +72,27 @@ def save_retry_ids(
     return path, None
 
 
-def report_unsaved_ids(path: Path | None, problem: OSError, ids: Sequence[str]) -> None:
-    """The retry file could not be written: say so, and give the ids on stderr."""
-    tell(
-        f"could not write the retry file {path} ({describe(problem)}); the ids to retry:",
-        logging.ERROR,
-        label=ERROR_LABEL,
-    )
+def report_unsaved_ids(
+    path: Path | None,
+    problem: OSError,
+    ids: Sequence[str],
+    *,
+    saved: int = 0,
+    cut: bool = False,
+) -> None:
+    """The retry file could not be written (after ``saved`` ids, if any): say
+    so, what the file holds, and give the ids not in it on stderr."""
+    if saved:
+        holds = f"it holds the first {saved:,} ids to retry"
+        if cut:
+            holds += ", and its last line is cut short (not an id: delete it before --ids)"
+        said = f"could not write on to the retry file {path} ({describe(problem)}): {holds}"
+        tell(f"{said}; the other ids to retry:", logging.ERROR, label=ERROR_LABEL)
+    else:
+        tell(
+            f"could not write the retry file {path} ({describe(problem)}); the ids to retry:",
+            logging.ERROR,
+            label=ERROR_LABEL,
+        )
     for wid in ids:
         tell(wid, logging.ERROR, workflow_id=wid)

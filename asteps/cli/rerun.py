@@ -62,7 +62,6 @@ from .app import (
     param_option,
     pattern_options,
     prefix_option,
-    report_unsaved_ids,
     run_async,
     shard_option,
     store_option,
@@ -330,8 +329,7 @@ def _report(
         )
     else:
         out().print(_summary_table(summary, written, ids_name=ids_name, resume=resume))
-    if retry.problem is not None:
-        report_unsaved_ids(retry.given, retry.problem, retry.unsaved)
+    retry.report()
 
 
 SHOWN_ERRORS = 5
