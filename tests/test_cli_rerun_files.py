@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 
 from asteps.cli import main
 from asteps.cli._batch_io import RetryFile, resume_path
+from asteps.cli._retry import save_retry_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = str(ROOT / "examples" / "export_pipeline.py") + ":flow"
@@ -115,6 +116,19 @@ def test_two_stopped_reruns_in_the_same_second_keep_their_own_files(
     points = [resume_path(None), resume_path(None)]
     assert points[0] != points[1]  # each made its own, and the other's is left alone
     assert all(p.is_file() for p in points)
+
+
+def test_two_submits_in_the_same_second_keep_their_own_retry_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_second: None
+) -> None:
+    """``swf submit`` writes its retry file at the end, by the same rule."""
+    monkeypatch.chdir(tmp_path)
+    first, _ = save_retry_ids(["a1", "a2"], None, "failed")
+    second, _ = save_retry_ids(["b1"], None, "failed")
+    assert first is not None
+    assert second is not None
+    assert first != second
+    assert (first.read_text(), second.read_text()) == ("a1\na2\n", "b1\n")
 
 
 # -- a retry file that fills its disk --------------------------------------------------

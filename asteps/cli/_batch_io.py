@@ -3,14 +3,12 @@ streamed as ids fail, the resume point, counting ids, saying where to go on."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import queue
 import shlex
 import stat
 import threading
-import time
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
@@ -23,7 +21,7 @@ from .._ids import numbered_ids, stream_chunks, text_of
 from .._names import validate_workflow_id
 from .._resume import MAX_RESUME_BYTES, ResumeError, ResumePoint, ResumeSource, SourceKind
 from ..errors import InvalidName
-from ._retry import report_unsaved_ids
+from ._retry import create_new, file_stamp, report_unsaved_ids
 from .app import ERROR_LABEL, EXIT_USAGE, fail, tell
 
 
@@ -42,7 +40,7 @@ class RetryFile:
 
     def __init__(self, path: Path | None) -> None:
         self.given = path
-        self._stamp = _stamp()
+        self._stamp = file_stamp()
         self.path = path if path is not None else Path(f"asteps-failed-{self._stamp}.txt")
         self.written = 0
         """The ids in the file, whole lines."""
@@ -147,26 +145,6 @@ class RetryFile:
             )
 
 
-def _stamp() -> str:
-    """The time and the process id, for the default names: two reruns started
-    in the same second in the same directory have their own."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-
-
-def create_new(stem: str, suffix: str) -> Path:
-    """A new empty file ``<stem><suffix>`` (else ``<stem>-2<suffix>``, and
-    so on), created here (``O_EXCL``): never a file that was there, even
-    one another process made an instant before."""
-    for n in range(1, 1000):
-        path = Path(stem + ("" if n == 1 else f"-{n}") + suffix)
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(errno.EEXIST, "every name is taken", f"{stem}{suffix}")
-
-
 def resume_path(retry: Path | None, *, dry_run: bool = False) -> Path:
     """Where a stopped rerun writes its resume point: beside ``--failed-file``
     (``F.resume.json``), else a new ``asteps-resume-<time>-<pid>.json``, or
@@ -175,7 +153,7 @@ def resume_path(retry: Path | None, *, dry_run: bool = False) -> Path:
     if retry is not None:
         return retry.with_name(retry.name + ".resume.json")
     kind = "dry-run-resume" if dry_run else "resume"
-    return create_new(f"asteps-{kind}-{_stamp()}", ".json")
+    return create_new(f"asteps-{kind}-{file_stamp()}", ".json")
 
 
 def save_resume_point(point: ResumePoint, path: Path) -> OSError | None:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,21 +57,42 @@ def _show_batch(
 def save_retry_ids(
     ids: Sequence[str], path: Path | None, kind: str
 ) -> tuple[Path | None, OSError | None]:
-    """Write the ids to retry, one a line, to ``path`` (default
-    ``asteps-<kind>-<time>.txt``): the file written, or the error that stopped it.
+    """Write the ids to retry, one a line, to ``path`` (default a new
+    ``asteps-<kind>-<time>-<pid>.txt``, see :func:`create_new`): the file
+    written, or the error that stopped it.
 
     Ids are written back as they came (``surrogateescape``), so that a line
     that was not UTF-8 fails the same way when the file is taken back.
     """
     if not ids:
         return None, None
-    if path is None:
-        path = Path(f"asteps-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
     try:
+        if path is None:
+            path = create_new(f"asteps-{kind}-{file_stamp()}", ".txt")
         path.write_bytes("".join(f"{wid}\n" for wid in ids).encode("utf-8", "surrogateescape"))
     except OSError as exc:
         return None, exc
     return path, None
+
+
+def file_stamp() -> str:
+    """The time and the process id, for the default names: two reruns started
+    in the same second in the same directory have their own."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+
+def create_new(stem: str, suffix: str) -> Path:
+    """A new empty file ``<stem><suffix>`` (else ``<stem>-2<suffix>``, and
+    so on), created here (``O_EXCL``): never a file that was there, even
+    one another process made an instant before."""
+    for n in range(1, 1000):
+        path = Path(stem + ("" if n == 1 else f"-{n}") + suffix)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "every name is taken", f"{stem}{suffix}")
 
 
 def report_unsaved_ids(
