@@ -214,3 +214,37 @@ async def test_a_marker_that_links_out_of_the_root_is_not_done_nor_read(
     await store.mark_done("wf/steps/", "a", {"result": 2})  # replaces the link itself
     assert (outside / "steps" / "a").read_text() == '{"result": "secret"}'
     assert await store.read_marker("wf/steps/", "a") == {"result": 2}
+
+
+# -- claims of exclusive steps stay inside the root too ---------------------------
+
+
+async def test_a_claims_directory_that_links_out_of_the_root_is_refused(
+    tmp_path: Path, outside: Path
+) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / ".asteps-claims").symlink_to(outside, target_is_directory=True)
+    store = FileStore(root)
+    with pytest.raises(StoreError, match=r"\.asteps-claims.*outside the store root"):
+        await store.create_claim("wf/steps/", "a", {"holder": "me"})
+    with pytest.raises(StoreError, match=r"\.asteps-claims.*outside the store root"):
+        await store.read_claim("wf/steps/", "a")
+    assert os.listdir(outside) == ["steps"]  # nothing created there
+
+
+async def test_a_link_planted_at_a_claims_path_is_refused_not_followed(
+    tmp_path: Path, outside: Path
+) -> None:
+    victim = outside / "steps" / "a"
+    claim = tmp_path / "store" / ".asteps-claims" / "wf" / "steps" / "a"
+    claim.parent.mkdir(parents=True)
+    claim.symlink_to(victim)
+    store = FileStore(tmp_path / "store")
+    with pytest.raises(StoreError, match=r"is a symbolic link"):
+        await store.create_claim("wf/steps/", "a", {"holder": "me"})
+    with pytest.raises(StoreError, match=r"is a symbolic link"):
+        await store.read_claim("wf/steps/", "a")
+    assert victim.read_text() == '{"result": "secret"}'
+    claim.unlink()  # once the link is gone, the claim works as ever
+    assert await store.create_claim("wf/steps/", "a", {"holder": "me"}) is not None

@@ -4,6 +4,7 @@ the same layout as S3 keys, so a tree can be synced to a bucket and back."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import json
@@ -35,6 +36,9 @@ takes this long, so a file this old is never one still being written."""
 # the other readers of a shared store).
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _FILE_MODE = 0o666
+# A claim file is opened in place (its lock lives on that inode): O_NOFOLLOW
+# refuses a link planted at its path instead of writing where it points.
+_CLAIM_OPEN = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 DISCOVERY_BATCH = 1000
 """Directory entries read per thread hop when listing workflows (as S3's page)."""
@@ -57,7 +61,11 @@ class FileStore(BaseStore):
     marker that resolves outside it (a symbolic link out of the root, a
     prefix with ``..``) is refused with a ``StoreError``, a marker file that
     links out of the root is not listed, and discovery passes over
-    directories that link out of it. The root itself may be a link.
+    directories that link out of it. The same holds for the claims of
+    exclusive steps (under ``root/.asteps-claims/``): a directory on a claim's
+    path that resolves outside the root is refused, and so is a symbolic link
+    at the claim file's own path (never followed). The root itself may be a
+    link.
 
     It needs no opening; ``async with`` and ``aclose()`` follow the rule of
     every store (see :class:`~asteps.stores.base.BaseStore`): once closed, it
@@ -235,7 +243,33 @@ class FileStore(BaseStore):
     # is held (a live holder never looks stale), and renewing it writes nothing.
 
     def _claim_path(self, prefix: str, name: str) -> Path:
-        return self.root / (CLAIMS_ROOT + prefix + name)
+        """Where the claim of ``prefix + name`` lives, its directories resolved.
+
+        Each directory on the way is resolved and checked in turn, from the
+        root down: a link anywhere on it (``.asteps-claims`` itself, or a
+        workflow's directory) that leads out of the root is refused with a
+        ``StoreError`` naming it, as for markers. The file itself is opened
+        with ``_CLAIM_OPEN``, which refuses a link there.
+        """
+        directories, _, file_name = (CLAIMS_ROOT + prefix + name).rpartition("/")
+        directory = self.root.resolve()
+        for part in directories.split("/"):
+            directory = self._inside(directory / part, prefix)
+        return directory / file_name
+
+    def _open_claim(self, path: Path, flags: int, prefix: str) -> int:
+        """``os.open`` of a claim file that refuses a symbolic link at ``path``
+        (planted there, it would make a claim write wherever it points)."""
+        try:
+            return os.open(path, flags | _CLAIM_OPEN, _FILE_MODE)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError(
+                    f"claim {path} is a symbolic link: FileStore never follows a link at "
+                    "a claim's path (it would write wherever the link points); remove it",
+                    prefix=prefix,
+                ) from exc
+            raise
 
     async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
         self._check_usable()
@@ -245,14 +279,14 @@ class FileStore(BaseStore):
         path = self._claim_path(prefix, name)
         try:
             _make_directories(path.parent)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), _FILE_MODE)
+            fd = self._open_claim(path, os.O_RDWR | os.O_CREAT, prefix)
         except OSError as exc:
             raise StoreError(f"cannot create claim {path}: {exc.strerror}", prefix=prefix) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # The holder before may have removed the file between our open and
             # our lock: then this lock is on a file nobody else will look at.
-            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            if os.fstat(fd).st_ino != os.lstat(path).st_ino:
                 raise BlockingIOError
         except OSError:  # BlockingIOError: held; FileNotFoundError: just removed
             os.close(fd)
@@ -270,9 +304,11 @@ class FileStore(BaseStore):
     def _claim_holder(self, prefix: str, name: str) -> str | None:
         path = self._claim_path(prefix, name)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd = self._open_claim(path, os.O_RDONLY, prefix)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StoreError(f"cannot read claim {path}: {exc.strerror}", prefix=prefix) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
