@@ -182,6 +182,33 @@ def test_a_run_with_otel_sends_its_spans_and_metrics_and_exits_cleanly(
     }
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [("1e12", "longer than 3600 s: 3600 s is used"), ("abc", "not a number"),
+     ("-1", "not a positive number"), ("0", "not a positive number"),
+     ("nan", "not a positive number"), ("inf", "not a positive number")],
+)  # fmt: skip
+def test_an_export_timeout_refused_or_too_long_is_said_once_and_the_run_ends_cleanly(
+    receiver: Receiver, tmp_path: Path, value: str, said: str
+) -> None:
+    """A huge timeout crashed the flush at exit (a thread cannot wait 1e12 s);
+    the values refused fell back to 10 s, warned about by the SDK for some
+    (twice) and silently for others."""
+    done = asteps(
+        "run", PIPELINE, "--workflow-id", "t-1", "--store", "memory://", "--otel",
+        "--log-format", "json",
+        env=otel_env(receiver.endpoint, OTEL_EXPORTER_OTLP_TIMEOUT=value),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    [warning] = [line for line in lines if line["level"] == "WARNING"]
+    assert warning["logger"] == "asteps.cli"
+    assert f"OTEL_EXPORTER_OTLP_TIMEOUT={value!r}" in warning["message"]
+    assert said in warning["message"]
+    assert "report.email" in receiver.steps()  # the spans still arrive
+
+
 def test_the_service_name_comes_from_the_environment(receiver: Receiver, tmp_path: Path) -> None:
     done = asteps(
         "plan", PIPELINE, "--workflow-id", "c-1", "--store", "memory://", "--otel",

@@ -579,7 +579,7 @@ def test_a_job_that_never_ends_is_left_behind_when_the_budget_is_spent() -> None
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [(None, 10.0), ("2.5", 2.5), ("30", 30.0), ("soon", 10.0), ("0", 10.0), ("-1", 10.0),
-     ("inf", 10.0), ("nan", 10.0)],
+     ("inf", 10.0), ("nan", 10.0), ("3600", 3600.0), ("1e12", 3600.0)],
 )  # fmt: skip
 def test_the_flush_budget_is_the_otlp_export_timeout_in_seconds(
     monkeypatch: pytest.MonkeyPatch, value: str | None, seconds: float

@@ -26,15 +26,37 @@ DEFAULT_EXPORT_TIMEOUT = 10.0
 """Seconds, when ``OTEL_EXPORTER_OTLP_TIMEOUT`` does not say: the OTLP exporters' default."""
 
 
+MAX_EXPORT_TIMEOUT = 3600.0
+"""Seconds: the longest ``OTEL_EXPORTER_OTLP_TIMEOUT`` used. More is cut to this
+(a thread cannot wait 1e12 s: the flush at exit crashed)."""
+
+
 def export_timeout() -> float:
     """``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds (as the OTLP/HTTP exporter reads
     it), else 10: how long one export may take, and the whole flush at exit."""
-    raw = os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", "")
+    return read_export_timeout()[0]
+
+
+def read_export_timeout() -> tuple[float, str | None]:
+    """:func:`export_timeout` and, when the variable's value was not used as
+    given (not a number, not positive and finite, or longer than
+    ``MAX_EXPORT_TIMEOUT``), the warning that says what is used instead."""
+    raw = os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+    if raw is None or raw.strip() == "":
+        return DEFAULT_EXPORT_TIMEOUT, None
+    what = f"OTEL_EXPORTER_OTLP_TIMEOUT={raw!r}"
+    default = f"{DEFAULT_EXPORT_TIMEOUT:g} s is used"
     try:
         value = float(raw)
     except ValueError:
-        return DEFAULT_EXPORT_TIMEOUT
-    return value if math.isfinite(value) and value > 0 else DEFAULT_EXPORT_TIMEOUT
+        return DEFAULT_EXPORT_TIMEOUT, f"{what} is not a number of seconds: {default}"
+    if not (math.isfinite(value) and value > 0):
+        return DEFAULT_EXPORT_TIMEOUT, f"{what} is not a positive number of seconds: {default}"
+    if value > MAX_EXPORT_TIMEOUT:
+        return MAX_EXPORT_TIMEOUT, (
+            f"{what} is longer than {MAX_EXPORT_TIMEOUT:g} s: {MAX_EXPORT_TIMEOUT:g} s is used"
+        )
+    return value, None
 
 
 def run_within(budget: float, jobs: Mapping[str, Callable[[], object]]) -> set[str]:
@@ -68,11 +90,13 @@ class ExportTally:
         self.lock = threading.Lock()
 
 
-def export_otlp() -> Callable[[], str | None]:
+def export_otlp(*, warn: Callable[[str], object]) -> Callable[[], str | None]:
     """Set up the SDK to export over OTLP/HTTP, configured by the ``OTEL_*``
     environment variables, and instrument asteps. Returns the function that
     flushes and shuts it down: it returns within :func:`export_timeout`
     seconds, and says what the collector did not take (None if it took all).
+    An ``OTEL_EXPORTER_OTLP_TIMEOUT`` that is refused or cut is said to
+    ``warn``, once, and the exporters are given the timeout used instead.
 
     The service name is ``asteps`` unless ``OTEL_SERVICE_NAME`` (or
     ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``) says otherwise. Raises
@@ -95,6 +119,12 @@ def export_otlp() -> Callable[[], str | None]:
             f"--otel needs the OpenTelemetry SDK and OTLP exporter, which the extra "
             f"{OTEL_EXTRA} installs: {INSTALL_HINT}"
         ) from exc
+    budget, refused = read_export_timeout()
+    if refused is not None:
+        warn(refused)
+    # The exporters read the variable themselves, unless given a timeout: a
+    # value refused here is not left to them (they took 1e12 s or inf as is).
+    timeout = budget if refused is not None else None
     tally = ExportTally()
 
     class CountedSpanExporter(OTLPSpanExporter):
@@ -126,10 +156,10 @@ def export_otlp() -> Callable[[], str | None]:
     # atexit would shut down too, but after the event loop and logging are gone:
     # the CLI shuts down itself, when the command ends however it ends.
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    span_exporter = CountedSpanExporter()
+    span_exporter = CountedSpanExporter(timeout=timeout)
     tracer_provider.add_span_processor(SpanCounter())
     tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    reader = PeriodicExportingMetricReader(CountedMetricExporter())
+    reader = PeriodicExportingMetricReader(CountedMetricExporter(timeout=timeout))
     meter_provider = MeterProvider(
         resource=resource, metric_readers=[reader], shutdown_on_exit=False
     )
@@ -141,7 +171,6 @@ def export_otlp() -> Callable[[], str | None]:
 
     def shutdown() -> str | None:
         uninstrument()
-        budget = export_timeout()
         tally.flushing = True
         sdk_logger = logging.getLogger("opentelemetry")
         if not sdk_logger.isEnabledFor(logging.INFO):

@@ -176,7 +176,9 @@ def set_up(ctx: click.Context, *, telemetry: bool = True) -> Output:
         from ._otel import export_otlp
 
         try:
-            shutdown = export_otlp()
+            shutdown = export_otlp(
+                warn=lambda message: output.tell(message, logging.WARNING, label=WARNING_LABEL)
+            )
         except ImportError as exc:
             output.fail(str(exc), EXIT_USAGE)
 
