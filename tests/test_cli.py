@@ -1132,3 +1132,49 @@ def test_rerun_refuses_a_bad_store_url_before_it_counts_ids_or_shows_progress(
     assert "store URL 'bogus://x' is not understood" in done.stderr
     assert "1005" not in done.stderr, done.stderr  # no progress bar was drawn
     assert list(tmp_path.iterdir()) == [tmp_path / "ids.txt"]  # nothing written
+
+
+@pytest.mark.parametrize("quiet", [["--no-progress"], ["--log-format", "json"]])
+def test_rerun_counts_the_ids_only_for_a_progress_bar(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: list[str]
+) -> None:
+    """The count of a big ids file is a whole pass over it, for the bar's total
+    and ETA alone: without a bar, nothing would use it."""
+    import asteps.cli.rerun
+
+    counted: list[object] = []
+    monkeypatch.setattr(asteps.cli.rerun, "count_ids", lambda *a, **kw: counted.append(a))
+    write_ids(tmp_path / "ids.txt", ["a", "b"])
+    result = invoke(cli, "rerun", FLOW, "--ids", "ids.txt", "--param", "delay=0", *quiet)
+    assert result.exit_code == 0, result.output
+    assert counted == []
+    result = invoke(cli, "rerun", FLOW, "--ids", "ids.txt", "--param", "delay=0")
+    assert result.exit_code == 0, result.output
+    assert len(counted) == 1  # with the bar, as before
+
+
+def test_ctrl_c_during_the_count_of_the_ids_does_not_wait_for_it(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count (a pass over the whole file, seconds for millions of ids)
+    is abandoned at Ctrl-C: this one cannot end before the command has, and
+    Ctrl-C comes while it runs. Waited for, it would end first (when its
+    generous bound runs out) and the test would fail."""
+    import asteps.cli.rerun
+
+    release, returned = threading.Event(), threading.Event()
+
+    def count_until_released(*args: object, **kwargs: object) -> int:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, while counting
+        release.wait(60)
+        returned.set()
+        return 2
+
+    monkeypatch.setattr(asteps.cli.rerun, "count_ids", count_until_released)
+    write_ids(tmp_path / "ids.txt", ["a", "b"])
+    try:
+        result = invoke(cli, "rerun", FLOW, "--ids", "ids.txt", "--param", "delay=0")
+        assert not returned.is_set()  # the command ended while the count still ran
+    finally:
+        release.set()
+    assert result.exit_code == 130, result.output

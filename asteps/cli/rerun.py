@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import anyio
 import click
@@ -67,6 +68,8 @@ from .app import (
     store_option,
     tell,
 )
+
+T = TypeVar("T")
 
 
 @main.command()
@@ -204,17 +207,18 @@ def rerun(
         if ids_file is not None and (point is None or not point.over):
             reader = IdReader(ids_file, buffer=concurrency * 4, start_line=start_line)
         total = None
-        if ids_file is not None and not missing and (point is None or not point.over):
-            # chosen ones: the total is unknown
-            total = await anyio.to_thread.run_sync(
-                partial(count_ids, ids_file, shard, start_line=start_line)
-            )
+        show_progress = not (no_progress or json_logs())
+        # Counted for the progress bar alone (with --missing, chosen ones: the
+        # total is unknown). A Ctrl-C during the count does not wait for it.
+        if show_progress and ids_file is not None and reader is not None and not missing:
+            count = partial(count_ids, ids_file, shard, start_line=start_line)
+            total = await unless_stopped(count, interruption.stop)
             if total is not None and point is not None:
                 total += len(point.unfinished)
         retry = RetryFile(failed_file)
         summary: BatchSummary | None = None
         try:
-            with _progress(total, not (no_progress or json_logs())) as on_workflow:
+            with _progress(total, show_progress) as on_workflow:
 
                 def on_report(report: WorkflowReport, summary: BatchSummary) -> None:
                     if not report.ok:
@@ -275,6 +279,45 @@ def rerun(
 
     filter_batch_logs()
     sys.exit(run_async(batch, interruption=interruption))
+
+
+async def unless_stopped(work: Callable[[], T], stop: anyio.Event) -> T | None:
+    """``work()`` run in a thread; or None at once when ``stop`` is set (or the
+    caller is cancelled) before it ends, ``work`` left to finish unwatched.
+
+    Its thread is a daemon: abandoned, it never holds the process's exit (an
+    anyio worker thread would, and ``to_thread.run_sync`` waits for it unless
+    told to abandon it). The worker thread used here to wait only waits for
+    ``finished``, which a stop sets too, so it returns at once either way.
+    """
+    finished = threading.Event()
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # handed to the caller, if it still waits
+            failure.append(exc)
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, name="asteps count ids", daemon=True).start()
+
+    async def on_stop() -> None:
+        await stop.wait()
+        finished.set()
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(on_stop)
+            await anyio.to_thread.run_sync(finished.wait, abandon_on_cancel=True)
+            tasks.cancel_scope.cancel()
+    finally:
+        finished.set()  # a cancelled wait: its worker thread returns too
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else None
 
 
 @contextmanager
