@@ -94,7 +94,10 @@ def main() -> None:
 
         (cwd / "customers.txt").write_text("".join(f"customer-{i}\n" for i in range(1, 501)))
         rerun = ["rerun", FLOW, "--ids", "customers.txt", "--param", "fail=export.csv"]
-        rerun_out, rerun_err = asteps(*rerun, "--failed-file", "failed.txt", cwd=cwd)
+        # Shown as run: the next command reads failed.txt, so the picture must
+        # say where it came from (the docs are to be followed literally).
+        rerun += ["--failed-file", "failed.txt"]
+        rerun_out, rerun_err = asteps(*rerun, cwd=cwd)
         retry = ["rerun", FLOW, "--ids", "failed.txt"]
         retry_out, retry_err = asteps(*retry, cwd=cwd)
         save(

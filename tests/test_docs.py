@@ -48,3 +48,27 @@ def test_every_python_example_runs(
         return  # it compiles; running it needs real AWS
     monkeypatch.chdir(tmp_path)
     exec(compiled, {"__name__": "__main__"})
+
+
+# -- the CLI's docs can be followed literally ---------------------------------------
+
+
+def shown_commands(svg: Path) -> list[str]:
+    """The command lines a picture of docs/render_cli.py shows, as typed."""
+    import html
+
+    lines = [html.unescape(t) for t in re.findall(r">([^<>]*)</text>", svg.read_text())]
+    text = "".join(lines).replace("\xa0", " ")
+    # A long command wraps: its next line starts with an option.
+    return [" ".join(c.split()) for c in re.findall(r"\$ (asteps (?:.|\n(?=--))*)", text)]
+
+
+def test_the_rerun_walkthrough_writes_the_file_its_retry_reads() -> None:
+    """The picture showed `--ids failed.txt` after a rerun that, as shown,
+    wrote its retry file under a default name: followed literally, the retry
+    failed (No such file 'failed.txt')."""
+    commands = shown_commands(ROOT / "docs" / "images" / "rerun.svg")
+    assert len(commands) == 2, commands
+    first, retry = commands
+    assert "--ids failed.txt" in retry
+    assert "--failed-file failed.txt" in first
