@@ -72,3 +72,9 @@ def test_the_rerun_walkthrough_writes_the_file_its_retry_reads() -> None:
     first, retry = commands
     assert "--ids failed.txt" in retry
     assert "--failed-file failed.txt" in first
+
+
+def test_the_cli_reference_says_that_verbose_comes_before_the_command() -> None:
+    """`-v` is an option of `asteps` itself: `asteps run ... -v` is refused."""
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "`asteps -v run" in page
