@@ -78,3 +78,17 @@ def test_the_cli_reference_says_that_verbose_comes_before_the_command() -> None:
     """`-v` is an option of `asteps` itself: `asteps run ... -v` is refused."""
     page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     assert "`asteps -v run" in page
+
+
+def test_the_cli_reference_says_what_a_dry_run_still_writes() -> None:
+    """A dry run writes no marker, but a rerun's retry file (and, stopped, the
+    unfinished and resume files) still appear in the working directory."""
+    from click.testing import CliRunner
+
+    from asteps.cli import main
+
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "A dry run (`plan`, `rerun --dry-run`) runs no step and writes no marker" in page
+    assert "asteps-failed-<time>.txt" in page
+    rerun_help = CliRunner().invoke(main, ["rerun", "--help"]).output
+    assert "write nothing" not in rerun_help

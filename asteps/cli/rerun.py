@@ -124,7 +124,9 @@ T = TypeVar("T")
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Plan every workflow: count what would run or be skipped; run and write nothing.",
+    help="Plan every workflow: count what would run or be skipped; run nothing and write "
+    "no marker (the retry file, and when stopped the unfinished and resume files, are "
+    "still written).",
 )
 @shard_option
 @exclusive_options
