@@ -110,7 +110,7 @@ T = TypeVar("T")
     "--failed-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where to write the ids to retry (default: asteps-failed-<time>.txt).",
+    help="Where to write the ids to retry (default: asteps-failed-<time>-<pid>.txt).",
 )
 @click.option(
     "--resume",
