@@ -89,6 +89,6 @@ def test_the_cli_reference_says_what_a_dry_run_still_writes() -> None:
 
     page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     assert "A dry run (`plan`, `rerun --dry-run`) runs no step and writes no marker" in page
-    assert "asteps-failed-<time>.txt" in page
+    assert "asteps-failed-<time>-<pid>.txt" in page
     rerun_help = CliRunner().invoke(main, ["rerun", "--help"]).output
     assert "write nothing" not in rerun_help
