@@ -16,6 +16,7 @@ written for, naming the difference.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -103,6 +104,8 @@ class ResumePoint(BaseModel):
             return cls.model_validate_json(data)
         except ValidationError as exc:
             first = exc.errors()[0]
+            if first["type"] == "missing" and tuple(first["loc"]) == ("source", "dry_run"):
+                raise ResumeError(_earlier(data, where)) from None
             at = ".".join(str(p) for p in first["loc"]) or "the file"
             raise ResumeError(
                 f"{where} is not a resume file asteps wrote ({at}: {first['msg']}; "
@@ -129,6 +132,28 @@ class ResumePoint(BaseModel):
                     f"the resume point was written for {label} {want!r}, not {got!r}: give "
                     "the same source (and --store, --prefix, --shard) as the stopped rerun"
                 )
+
+
+def _earlier(data: bytes, where: str) -> str:
+    """Why a point of an earlier asteps (no ``dry_run``, no store for an ids
+    file) is refused, and how to go on by hand from its line, if it says one."""
+    line = None
+    try:
+        found = json.loads(data).get("next_line")
+        line = found if type(found) is int and found >= 1 else None
+    except (ValueError, AttributeError):
+        pass
+    by_hand = (
+        f"go on with the ids from line {line} (tail -n +{line} IDS > rest.txt; "
+        "rerun --ids rest.txt), or rerun without --resume"
+        if line is not None
+        else "rerun without --resume (done steps are skipped)"
+    )
+    return (
+        f"{where} was written by an earlier asteps, which did not record whether it "
+        "was a dry run, nor the store of an ids file: it cannot be checked, so it is "
+        f"refused; {by_hand}"
+    )
 
 
 _LABELS = {

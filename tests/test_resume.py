@@ -65,8 +65,23 @@ def test_a_resume_file_is_strict_untrusted_input(fields: dict[str, object], said
 def test_a_resume_point_says_whether_it_was_a_dry_run() -> None:
     data = json.loads(point_json())
     del data["source"]["dry_run"]  # a point that does not say is not taken as a real run's
-    with pytest.raises(ResumeError, match=r"source\.dry_run"):
+    with pytest.raises(ResumeError, match="did not record whether it was a dry run"):
         ResumePoint.from_json(json.dumps(data).encode(), "p.json")
+
+
+def test_a_resume_point_of_an_earlier_asteps_is_refused_saying_so_and_how_to_go_on() -> None:
+    # Written before points recorded dry_run and the store of an ids file: it
+    # cannot be checked, and is refused; the message must not say that asteps
+    # did not write it, and says how to go on by hand.
+    data = json.loads(point_json())
+    del data["source"]["dry_run"]
+    data["source"]["store"] = None
+    with pytest.raises(ResumeError) as refused:
+        ResumePoint.from_json(json.dumps(data).encode(), "p.json")
+    said = str(refused.value)
+    assert "written by an earlier asteps" in said
+    assert "not a resume file" not in said
+    assert "tail -n +4" in said  # its next_line
 
 
 def test_a_resume_file_too_big_is_refused_unparsed() -> None:
