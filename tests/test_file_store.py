@@ -233,6 +233,21 @@ async def test_a_claims_directory_that_links_out_of_the_root_is_refused(
     assert os.listdir(outside) == ["steps"]  # nothing created there
 
 
+async def test_a_hard_link_planted_at_a_claims_path_is_refused_not_written_through(
+    tmp_path: Path, outside: Path
+) -> None:
+    # O_NOFOLLOW stops symbolic links only: a hard link to a file outside the
+    # root, at a claim's path, would have the claim written into that file.
+    victim = outside / "steps" / "a"
+    claim = tmp_path / "store" / ".asteps-claims" / "wf" / "steps" / "a"
+    claim.parent.mkdir(parents=True)
+    os.link(victim, claim)
+    store = FileStore(tmp_path / "store")
+    with pytest.raises(StoreError, match=r"has other links"):
+        await store.create_claim("wf/steps/", "a", {"holder": "me"})
+    assert victim.read_text() == '{"result": "secret"}'
+
+
 async def test_a_link_planted_at_a_claims_path_is_refused_not_followed(
     tmp_path: Path, outside: Path
 ) -> None:

@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import secrets
+import stat
 import time
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from itertools import islice
@@ -258,10 +259,11 @@ class FileStore(BaseStore):
         return directory / file_name
 
     def _open_claim(self, path: Path, flags: int, prefix: str) -> int:
-        """``os.open`` of a claim file that refuses a symbolic link at ``path``
-        (planted there, it would make a claim write wherever it points)."""
+        """``os.open`` of a claim file that refuses a link at ``path``, symbolic
+        or hard (planted there, it would make a claim write wherever it points:
+        a claim is written in place, not renamed over as a marker is)."""
         try:
-            return os.open(path, flags | _CLAIM_OPEN, _FILE_MODE)
+            fd = os.open(path, flags | _CLAIM_OPEN, _FILE_MODE)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise StoreError(
@@ -270,6 +272,17 @@ class FileStore(BaseStore):
                     prefix=prefix,
                 ) from exc
             raise
+        found = os.fstat(fd)
+        # No link count of 0 here: a holder may remove its claim between our
+        # open and our look, which the caller tells apart by the inode.
+        if not stat.S_ISREG(found.st_mode) or found.st_nlink > 1:
+            os.close(fd)
+            raise StoreError(
+                f"claim {path} is not a plain file, or has other links (hard links: "
+                f"{found.st_nlink}): FileStore never writes a claim through a link; remove it",
+                prefix=prefix,
+            )
+        return fd
 
     async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
         self._check_usable()
