@@ -295,7 +295,11 @@ class BatchRun:
         except InvalidName as exc:
             self._record(WorkflowReport(wid, ok=False, error=str(exc)), summary, pipeline)
             return None
-        done = await runner.steps_done()  # the runner keeps it; a failure stops the batch
+        try:
+            done = await runner.steps_done()  # the runner keeps it; a store failure stops the batch
+        except InvalidName as exc:  # this workflow's prefix has no room in the store's keys
+            self._record(WorkflowReport(wid, ok=False, error=str(exc)), summary, pipeline)
+            return None
         if not self._selected(done):
             summary.passed_over += 1
             return None

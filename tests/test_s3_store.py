@@ -12,9 +12,9 @@ import anyio.to_thread
 import pytest
 from aiobotocore.config import AioConfig
 
-from asteps import MarkDoneError, Runner, S3Store, StoreError
+from asteps import BatchRun, MarkDoneError, Runner, S3Store, StoreError
 from asteps._json import MAX_BODY_BYTES
-from asteps.errors import MarkerBodyError
+from asteps.errors import InvalidPrefix, MarkerBodyError
 from asteps.stores import list_done_many, unmark_matching
 from asteps.stores._s3_args import parse_bucket
 
@@ -386,12 +386,27 @@ async def test_a_prefix_with_no_room_for_the_longest_key_fails_the_step_before_i
         await store.client.create_bucket(Bucket="steps")
         runner = Runner(store, LONG_ID, prefix=LONG_PREFIX, exclusive=exclusive)
         assert len(runner.prefix) == 824
-        with pytest.raises(StoreError, match="1,024") as info:
+        with pytest.raises(InvalidPrefix, match="1,024") as info:
             await runner.step("n" * 200, lambda: ran.append("work"))
         listed = await store.client.list_objects_v2(Bucket="steps")
     assert ran == []
     assert "Contents" not in listed
     assert "shorten the prefix" in str(info.value)
+
+
+async def test_a_workflow_whose_prefix_has_no_room_fails_alone_in_a_batch(aws: Any) -> None:
+    # The prefix is the workflow's own (its id is in it): one id too long for
+    # S3's keys fails as one workflow, and the batch goes on.
+    async def flow(runner: Runner, **_: Any) -> None:
+        await runner.step("a", lambda: None)
+
+    async with S3Store("steps", key_root="some/root", endpoint_url=aws.endpoint_url) as store:
+        await store.client.create_bucket(Bucket="steps")
+        batch = BatchRun(flow, store, prefix=LONG_PREFIX, concurrency=1)
+        summary = await batch.run([LONG_ID, "w1"])
+    assert summary.aborted is None
+    assert (summary.succeeded, summary.failed_ids) == (1, [LONG_ID])
+    assert "1,024" in summary.errors[LONG_ID]
 
 
 async def test_a_prefix_that_leaves_room_for_every_key_runs(aws: Any) -> None:

@@ -29,7 +29,7 @@ from .._aws import SETUP_ERRORS, SETUP_HINT, open_client
 from .._aws import client_config as aws_config
 from .._json import MAX_BODY_BYTES
 from .._names import MAX_KEY_BYTES, MAX_NAME_LENGTH, is_valid_name, shown
-from ..errors import StoreError, describe
+from ..errors import InvalidPrefix, StoreError, describe
 from ._s3_args import (
     check_endpoint_url,
     check_key_root,
@@ -247,12 +247,13 @@ class S3Store(BaseStore):
         longest = self.key_root + CLAIMS_ROOT + prefix
         size = len(longest.encode("utf-8", "surrogatepass")) + MAX_NAME_LENGTH
         if size > MAX_KEY_BYTES:
-            raise StoreError(
+            # The prefix's fault, not the store's: in a batch, only the
+            # workflow whose prefix it is fails.
+            raise InvalidPrefix(
                 f"prefix {shown(prefix)} leaves no room in bucket {self.bucket!r}: with the "
                 f"key root {self.key_root!r} and the claims area {CLAIMS_ROOT!r}, a step "
                 f"name of {MAX_NAME_LENGTH} characters makes a key of {size:,} bytes, and "
-                f"S3 allows {MAX_KEY_BYTES:,}: shorten the prefix or the key root",
-                prefix=prefix,
+                f"S3 allows {MAX_KEY_BYTES:,}: shorten the prefix or the key root"
             )
 
     def _claim_key(self, prefix: str, name: str) -> str:
