@@ -21,8 +21,9 @@ for a file, ``listed_to`` for the store's listing), which a resume point
 records (``asteps._resume``). A store that fails (a listing after its
 retries, or a marker that cannot be written), ids that cannot be read (an
 I/O error, an iterator that raises), or an ``on_workflow`` callback that
-raises (the CLI's retry file cannot be written) stop the batch the same way:
-``run`` always returns its summary.
+raises stop the batch the same way: ``run`` always returns its summary, and
+``aborted`` names the workflow whose report failed (counted as finished: it
+ran, only its report was not taken).
 """
 
 from __future__ import annotations
@@ -369,7 +370,7 @@ class BatchRun:
         self, report: WorkflowReport, summary: BatchSummary, pipeline: Pipeline[Runner]
     ) -> None:
         """Count a finished workflow and report it to ``on_workflow``; a failure
-        of that callback (the CLI writes the retry file there) stops the batch."""
+        of that callback stops the batch, naming the workflow."""
         if report.ok:
             summary.succeeded += 1
         else:

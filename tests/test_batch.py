@@ -221,14 +221,15 @@ async def test_a_marker_write_failure_stops_the_batch_like_a_listing_failure() -
 
 
 async def test_a_failing_report_callback_stops_the_batch_with_its_summary() -> None:
-    # The CLI's callback writes each failed id to the retry file: when it
-    # cannot (a full disk), the batch stops and says why, its summary in hand.
+    # A callback that writes each report somewhere (a file, a queue) and
+    # cannot: the batch stops and says why and for which workflow, its
+    # summary in hand.
     reported: list[str] = []
 
     def on_workflow(report: WorkflowReport, summary: BatchSummary) -> None:
         reported.append(report.workflow_id)
         if len(reported) == 3:
-            raise OSError("retry file: disk full")
+            raise OSError("reports file: disk full")
 
     ids = [f"w{i:02d}" for i in range(20)]
     summary = await BatchRun(one_step, MemoryStore(), concurrency=2, on_workflow=on_workflow).run(
@@ -236,6 +237,7 @@ async def test_a_failing_report_callback_stops_the_batch_with_its_summary() -> N
     )
     assert summary.aborted is not None
     assert "disk full" in summary.aborted
+    assert f"reporting {reported[-1]} failed" in summary.aborted
     assert summary.succeeded == len(reported) >= 3
     read = summary.succeeded + len(summary.unfinished_ids)
     assert summary.stopped_at == f"after {read} ids"
