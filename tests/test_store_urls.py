@@ -192,6 +192,13 @@ CREDENTIALS = [
 ]
 
 
+def test_a_relative_file_path_with_an_at_sign_after_a_double_slash_is_a_path() -> None:
+    # Only an authority (scheme://user@host) holds credentials, not a path.
+    assert parse_store_url("file:backups//alice@corp/markers").location == (
+        "backups//alice@corp/markers"
+    )
+
+
 @pytest.mark.parametrize("url", CREDENTIALS)
 def test_credentials_in_a_store_url_are_refused_without_being_repeated(url: str) -> None:
     with pytest.raises(StoreError, match="credentials") as info:

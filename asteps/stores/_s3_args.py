@@ -26,6 +26,7 @@ _REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
 _IPV4 = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 _PORT = re.compile(r".*:[0-9]*")
+_SCHEME_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 CREDENTIALS_REFUSED = (
     "remove them: asteps takes credentials from the AWS environment (AWS_PROFILE, or "
@@ -81,9 +82,10 @@ def check_endpoint_url(value: str, argument: str) -> str:
 
 
 def _authority(url: str) -> str:
-    """The part of ``url`` between ``//`` and the path, query or fragment."""
-    _, slashes, rest = url.partition("//")
-    return re.split(r"[/?#]", rest, maxsplit=1)[0] if slashes else ""
+    """The part of ``url`` between ``scheme://`` and the path, query or
+    fragment; empty without one (``file:a//b@c`` is a path, not a host)."""
+    found = _SCHEME_SLASHES.match(url)
+    return re.split(r"[/?#]", url[found.end() :], maxsplit=1)[0] if found else ""
 
 
 def holds_credentials(url: str) -> bool:
