@@ -56,6 +56,7 @@ def write_ids(path: Path, ids: list[str]) -> str:
         ("ids.txt", "./sub/../ids.txt", "--failed-file 'sub/../ids.txt' is the --ids file"),
         ("ids.txt", "link.txt", "--failed-file 'link.txt' is the --ids file"),  # a hard link
         ("x.resume.json", "x", "the resume point 'x.resume.json' is the --ids file"),
+        ("x.dry-run.resume.json", "x", "'x.dry-run.resume.json' is the --ids file"),
     ],
 )
 def test_a_retry_file_that_is_the_ids_file_is_refused_before_anything_runs(
@@ -72,6 +73,14 @@ def test_a_retry_file_that_is_the_ids_file_is_refused_before_anything_runs(
     assert "Traceback" not in result.stderr
     assert (tmp_path / ids_name).read_text().split() == ids  # untouched
     assert not (tmp_path / ".asteps").exists()  # nothing ran
+
+
+def test_a_dry_run_never_writes_over_a_real_runs_resume_point() -> None:
+    # Beside one --failed-file F, a stopped real run writes F.resume.json; a
+    # stopped dry run must not replace it (a real run refuses a dry run's point).
+    real = resume_path(Path("F"))
+    planned = resume_path(Path("F"), dry_run=True)
+    assert (real.name, planned.name) == ("F.resume.json", "F.dry-run.resume.json")
 
 
 # -- two reruns in the same second, in the same directory ------------------------------

@@ -147,11 +147,12 @@ class RetryFile:
 
 def resume_path(retry: Path | None, *, dry_run: bool = False) -> Path:
     """Where a stopped rerun writes its resume point: beside ``--failed-file``
-    (``F.resume.json``), else a new ``asteps-resume-<time>-<pid>.json``, or
-    ``asteps-dry-run-resume-<time>-<pid>.json`` for a dry run (created by
+    (``F.resume.json``, or ``F.dry-run.resume.json`` for a dry run, which so
+    never replaces a real run's), else a new ``asteps-resume-<time>-<pid>.json``,
+    or ``asteps-dry-run-resume-<time>-<pid>.json`` for a dry run (created by
     this call)."""
     if retry is not None:
-        return retry.with_name(retry.name + ".resume.json")
+        return retry.with_name(retry.name + (".dry-run.resume.json" if dry_run else ".resume.json"))
     kind = "dry-run-resume" if dry_run else "resume"
     return create_new(f"asteps-{kind}-{file_stamp()}", ".json")
 
@@ -174,7 +175,11 @@ def check_retry_location(path: Path | None, ids_file: IO[bytes] | None = None) -
     it is written while the ids are read, and would cut them short."""
     target = path if path is not None else Path("asteps-failed.txt")
     if path is not None and ids_file is not None:
-        for written, what in [(path, "--failed-file"), (resume_path(path), "the resume point")]:
+        for written, what in [
+            (path, "--failed-file"),
+            (resume_path(path), "the resume point"),
+            (resume_path(path, dry_run=True), "the resume point"),
+        ]:
             if _is_the_open_file(written, ids_file):
                 fail(
                     f"{what} {str(written)!r} is the --ids file: it is written while the ids "
