@@ -152,6 +152,28 @@ def small_files_only() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
 
 
+def test_a_submits_retry_file_that_cannot_be_written_leaves_no_cut_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /dev/full takes the open and refuses every byte: the file asteps made
+    # for the ids must not stay behind, empty or cut, to be taken as a list.
+    monkeypatch.chdir(tmp_path)
+    written, problem = save_retry_ids(["a1", "a2"], Path("/dev/full"), "failed")
+    assert written is None
+    assert problem is not None
+    assert problem.filename == "/dev/full"
+    monkeypatch.setattr(Path, "write_bytes", _refuse_bytes)
+    written, problem = save_retry_ids(["a1", "a2"], None, "failed")
+    assert written is None
+    assert problem is not None
+    assert list(tmp_path.glob("asteps-failed-*")) == []  # made, then removed
+    assert str(problem.filename).startswith("asteps-failed-")  # which file, for the message
+
+
+def _refuse_bytes(self: Path, data: bytes) -> int:
+    raise OSError(28, "No space left on device", str(self))
+
+
 def test_a_retry_file_that_fills_up_keeps_whole_lines_and_says_what_it_holds(
     tmp_path: Path,
 ) -> None:

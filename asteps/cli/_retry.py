@@ -51,7 +51,8 @@ def _show_batch(
     else:
         out().print(table(retry_file))
     if problem is not None:
-        report_unsaved_ids(path, problem, ids)
+        tried = path if path is not None or problem.filename is None else Path(problem.filename)
+        report_unsaved_ids(tried, problem, ids)
 
 
 def save_retry_ids(
@@ -66,11 +67,16 @@ def save_retry_ids(
     """
     if not ids:
         return None, None
+    made: Path | None = None
     try:
         if path is None:
-            path = create_new(f"asteps-{kind}-{file_stamp()}", ".txt")
+            path = made = create_new(f"asteps-{kind}-{file_stamp()}", ".txt")
         path.write_bytes("".join(f"{wid}\n" for wid in ids).encode("utf-8", "surrogateescape"))
     except OSError as exc:
+        if exc.filename is None and path is not None:
+            exc.filename = str(path)  # which file, for the message
+        if made is not None:  # empty or cut short: not a list of ids to take back
+            made.unlink(missing_ok=True)
         return None, exc
     return path, None
 
