@@ -194,12 +194,18 @@ def test_a_retry_file_that_fills_up_keeps_whole_lines_and_says_what_it_holds(
     assert "Traceback" not in done.stderr
     assert "Exception in thread" not in done.stderr
     kept = (tmp_path / "failed.txt").read_text()
-    assert kept.endswith("\n")  # whole lines only: no id cut short
+    # The writer takes what has queued in one write: how many lines fit before
+    # the limit depends on how the thread was scheduled, even none (a first
+    # write over the limit). Whatever it was, only whole lines stay.
+    assert kept == "" or kept.endswith("\n")  # whole lines only: no id cut short
     in_file = kept.split("\n")[:-1]
-    assert 0 < len(in_file) <= LIMIT // 26
+    assert len(in_file) <= LIMIT // 26
     assert set(in_file) <= set(ids)
     said = " ".join(done.stderr.split())
-    assert "could not write on to the retry file failed.txt (" in said
-    assert f"File too large): it holds the first {len(in_file)} ids to retry;" in said
+    if in_file:
+        assert "could not write on to the retry file failed.txt (" in said
+        assert f"File too large): it holds the first {len(in_file)} ids to retry;" in said
+    else:
+        assert "could not write the retry file failed.txt (" in said
     on_stderr = [word for word in done.stderr.split() if word in set(ids)]
     assert sorted(in_file + on_stderr) == ids  # each id to retry once, in the file or here
