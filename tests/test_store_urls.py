@@ -189,6 +189,11 @@ CREDENTIALS = [
     "s3://bkt1?endpoint_url=http://user:s3cr3tpass@127.0.0.1:1",
     "s3://bkt1?region=us-east-1&endpoint_url=http%3A%2F%2Fuser%3As3cr3tpass%40127.0.0.1%3A1",
     "file://user:s3cr3tpass@localhost/tmp/x",
+    # what urllib strips or drops before parsing: a leading space, a tab inside
+    " s3://AKIA:s3cr3tpass@bkt1/x",
+    "s\t3://AKIA:s3cr3tpass@bkt1",
+    "s3://bkt1?endpoint_url=%20http://u:s3cr3tpass@127.0.0.1:9000",
+    "s3://bkt1?endpoint_url=ht%09tp://u:s3cr3tpass@127.0.0.1:9000",
 ]
 
 
@@ -213,6 +218,20 @@ def test_credentials_in_a_store_url_are_refused_without_being_repeated(url: str)
 def test_an_s3store_refuses_credentials_in_its_bucket_without_repeating_them(bucket: str) -> None:
     with pytest.raises(StoreError, match="credentials") as info:
         S3Store(bucket)
+    assert "s3cr3tpass" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        " http://AKIA:s3cr3tpass@localhost:9",
+        "ht\ttp://u:s3cr3tpass@host",
+        "\x00http://u:s3cr3tpass@h",
+    ],
+)
+def test_an_s3store_refuses_credentials_in_an_endpoint_however_spelled(endpoint: str) -> None:
+    with pytest.raises(StoreError, match="credentials") as info:
+        S3Store("bkt1", endpoint_url=endpoint)
     assert "s3cr3tpass" not in str(info.value)
 
 

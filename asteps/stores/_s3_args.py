@@ -26,7 +26,6 @@ _REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
 _IPV4 = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 _PORT = re.compile(r".*:[0-9]*")
-_SCHEME_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 CREDENTIALS_REFUSED = (
     "remove them: asteps takes credentials from the AWS environment (AWS_PROFILE, or "
@@ -82,10 +81,13 @@ def check_endpoint_url(value: str, argument: str) -> str:
 
 
 def _authority(url: str) -> str:
-    """The part of ``url`` between ``scheme://`` and the path, query or
-    fragment; empty without one (``file:a//b@c`` is a path, not a host)."""
-    found = _SCHEME_SLASHES.match(url)
-    return re.split(r"[/?#]", url[found.end() :], maxsplit=1)[0] if found else ""
+    """The authority of ``url`` as the parsers that use it read it (urllib
+    strips a leading space or control character and drops tabs and newlines
+    before it parses); empty without one (``file:a//b@c`` is a path)."""
+    try:
+        return urlsplit(url).netloc
+    except ValueError:  # an unclosed '[': look at the raw text
+        return url
 
 
 def holds_credentials(url: str) -> bool:
