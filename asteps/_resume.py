@@ -104,7 +104,8 @@ class ResumePoint(BaseModel):
             return cls.model_validate_json(data)
         except ValidationError as exc:
             first = exc.errors()[0]
-            if first["type"] == "missing" and tuple(first["loc"]) == ("source", "dry_run"):
+            earlier = first["type"] == "missing" and tuple(first["loc"]) == ("source", "dry_run")
+            if earlier and exc.error_count() == 1:
                 raise ResumeError(_earlier(data, where)) from None
             at = ".".join(str(p) for p in first["loc"]) or "the file"
             raise ResumeError(
@@ -137,18 +138,18 @@ class ResumePoint(BaseModel):
 def _earlier(data: bytes, where: str) -> str:
     """Why a point of an earlier asteps (no ``dry_run``, no store for an ids
     file) is refused, and how to go on by hand from its line, if it says one."""
-    line = None
-    try:
-        found = json.loads(data).get("next_line")
-        line = found if type(found) is int and found >= 1 else None
-    except (ValueError, AttributeError):
-        pass
-    by_hand = (
-        f"go on with the ids from line {line} (tail -n +{line} IDS > rest.txt; "
-        "rerun --ids rest.txt), or rerun without --resume"
-        if line is not None
-        else "rerun without --resume (done steps are skipped)"
-    )
+    try:  # the model parsed it, and found only this field missing
+        parsed = json.loads(data)
+        found, unfinished = parsed.get("next_line"), list(parsed.get("unfinished", []))
+    except (ValueError, AttributeError, TypeError):
+        found, unfinished = None, []
+    line = found if type(found) is int and found >= 1 else None
+    by_hand = "rerun without --resume (done steps are skipped)"
+    if line is not None:
+        by_hand += (
+            f", or by hand: its {len(unfinished):,} unfinished ids (read before that "
+            f"line, not finished), then the ids from line {line} on (tail -n +{line} IDS)"
+        )
     return (
         f"{where} was written by an earlier asteps, which did not record whether it "
         "was a dry run, nor the store of an ids file: it cannot be checked, so it is "

@@ -82,6 +82,14 @@ def test_a_resume_point_of_an_earlier_asteps_is_refused_saying_so_and_how_to_go_
     assert "written by an earlier asteps" in said
     assert "not a resume file" not in said
     assert "tail -n +4" in said  # its next_line
+    assert "its 1 unfinished ids" in said  # read before that line, not finished
+
+
+def test_a_broken_file_without_dry_run_is_not_taken_for_an_earlier_asteps_point() -> None:
+    data = json.loads(point_json(unfinished=["../x"]))
+    del data["source"]["dry_run"]
+    with pytest.raises(ResumeError, match="not a resume file asteps wrote"):
+        ResumePoint.from_json(json.dumps(data).encode(), "p.json")
 
 
 def test_a_resume_file_too_big_is_refused_unparsed() -> None:
