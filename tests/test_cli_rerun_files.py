@@ -170,6 +170,25 @@ def test_a_submits_retry_file_that_cannot_be_written_leaves_no_cut_file(
     assert str(problem.filename).startswith("asteps-failed-")  # which file, for the message
 
 
+def test_a_named_retry_file_that_cannot_be_written_is_left_empty_not_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The write got part of the way: a cut last line would be read back by
+    # --ids as another id. The ids all go to stderr; the file is left empty.
+    named = tmp_path / "failed.txt"
+    monkeypatch.setattr(Path, "write_bytes", _write_part_then_refuse)
+    written, problem = save_retry_ids(["a1", "a2"], named, "failed")
+    assert written is None
+    assert problem is not None
+    assert named.read_bytes() == b""
+
+
+def _write_part_then_refuse(self: Path, data: bytes) -> int:
+    with self.open("wb") as out:
+        out.write(data[:4])
+    raise OSError(28, "No space left on device", str(self))
+
+
 def _refuse_bytes(self: Path, data: bytes) -> int:
     raise OSError(28, "No space left on device", str(self))
 

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,14 @@ def save_retry_ids(
     except OSError as exc:
         if exc.filename is None and path is not None:
             exc.filename = str(path)  # which file, for the message
-        if made is not None:  # empty or cut short: not a list of ids to take back
-            made.unlink(missing_ok=True)
+        # Empty or cut short, it is not a list of ids to take back: the ids go
+        # to stderr instead. A file asteps made goes; one the user named is
+        # emptied (never removed: it may be a device).
+        with suppress(OSError):
+            if made is not None:
+                made.unlink(missing_ok=True)
+            elif path is not None and path.is_file():
+                os.truncate(path, 0)
         return None, exc
     return path, None
 
