@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -246,6 +247,29 @@ async def test_a_hard_link_planted_at_a_claims_path_is_refused_not_written_throu
     with pytest.raises(StoreError, match=r"has other links"):
         await store.create_claim("wf/steps/", "a", {"holder": "me"})
     assert victim.read_text() == '{"result": "secret"}'
+
+
+def test_a_fifo_planted_at_a_claims_path_is_refused_without_waiting(tmp_path: Path) -> None:
+    # Opening a FIFO for reading waits for a writer: the claim's reader would
+    # hang its thread for good. It is refused at once instead.
+    claim = tmp_path / "store" / ".asteps-claims" / "wf" / "steps" / "a"
+    claim.parent.mkdir(parents=True)
+    os.mkfifo(claim)
+    store = FileStore(tmp_path / "store")
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            store._claim_holder("wf/steps/", "a")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=60)  # a hang bound, not a speed: it returns at once or never
+    assert not reader.is_alive(), "reading a FIFO claim waited for a writer"
+    assert isinstance(outcome[0], StoreError)
+    assert "not a plain file" in str(outcome[0])
 
 
 async def test_a_link_planted_at_a_claims_path_is_refused_not_followed(

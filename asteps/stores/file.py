@@ -39,7 +39,9 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _FILE_MODE = 0o666
 # A claim file is opened in place (its lock lives on that inode): O_NOFOLLOW
 # refuses a link planted at its path instead of writing where it points.
-_CLAIM_OPEN = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_CLAIM_OPEN = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | os.O_NONBLOCK
+"""A claim is never opened through a symbolic link, nor waits on a FIFO
+planted at its path (O_NONBLOCK does nothing to a regular file)."""
 
 DISCOVERY_BATCH = 1000
 """Directory entries read per thread hop when listing workflows (as S3's page)."""
