@@ -225,10 +225,12 @@ async def test_a_failing_report_callback_stops_the_batch_with_its_summary() -> N
     # cannot: the batch stops and says why and for which workflow, its
     # summary in hand.
     reported: list[str] = []
+    failing: list[str] = []
 
     def on_workflow(report: WorkflowReport, summary: BatchSummary) -> None:
         reported.append(report.workflow_id)
         if len(reported) == 3:
+            failing.append(report.workflow_id)
             raise OSError("reports file: disk full")
 
     ids = [f"w{i:02d}" for i in range(20)]
@@ -237,7 +239,7 @@ async def test_a_failing_report_callback_stops_the_batch_with_its_summary() -> N
     )
     assert summary.aborted is not None
     assert "disk full" in summary.aborted
-    assert f"reporting {reported[-1]} failed" in summary.aborted
+    assert f"reporting {failing[0]} failed" in summary.aborted
     assert summary.succeeded == len(reported) >= 3
     read = summary.succeeded + len(summary.unfinished_ids)
     assert summary.stopped_at == f"after {read} ids"
