@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 from asteps import EventBus, MemoryStore, S3Store
 from asteps.swf import SwfSignalBridge, SwfSignalListener, init_domain
@@ -353,3 +357,38 @@ def flaky(aws: MotoServer) -> Iterator[FlakyProxy]:
     proxy = FlakyProxy(aws.endpoint_url)
     yield proxy
     proxy.close()
+
+
+# -- the command line ------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """Runs the CLI in a temporary directory, with the default store there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ASTEPS_STORE", raising=False)
+    return CliRunner()
+
+
+def invoke(cli: CliRunner, *args: str, input: str | None = None) -> Result:
+    """``asteps ARGS`` in process; an exception fails the test as itself."""
+    from asteps.cli import main
+
+    return cli.invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def asteps_process(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """``python -m asteps ARGS`` in a process of its own, as a user runs it
+    (``options`` go to ``subprocess.run``, a ``preexec_fn`` say)."""
+    return subprocess.run(
+        [sys.executable, "-m", "asteps", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+        check=False,
+        **options,
+    )

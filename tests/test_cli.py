@@ -18,24 +18,13 @@ import boto3
 import pytest
 from click.testing import CliRunner, Result
 
-from asteps.cli import main
 from asteps.testing import MotoServer
+
+from .conftest import asteps_process, invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = str(ROOT / "examples" / "export_pipeline.py") + ":flow"
 STEPS = ["fetch.orders", "fetch.customers", "export.csv", "export.parquet", "report.email"]
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    """Runs the CLI in a temporary directory, with the default store there."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("ASTEPS_STORE", raising=False)
-    return CliRunner()
-
-
-def invoke(cli: CliRunner, *args: str, input: str | None = None) -> Result:
-    return cli.invoke(main, list(args), input=input, catch_exceptions=False)
 
 
 def as_json(result: Result) -> object:
@@ -1120,14 +1109,7 @@ def test_rerun_refuses_a_bad_store_url_before_it_counts_ids_or_shows_progress(
     """The store URL is checked with the other options: a typo in it costs no
     pass over a big ids file, and no progress bar comes before the error."""
     write_ids(tmp_path / "ids.txt", [f"customer-{i}" for i in range(1005)])
-    done = subprocess.run(
-        [sys.executable, "-m", "asteps", "rerun", FLOW, "--ids", "ids.txt", "--store", "bogus://x"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    done = asteps_process("rerun", FLOW, "--ids", "ids.txt", "--store", "bogus://x", cwd=tmp_path)
     assert done.returncode == 3, done.stderr
     assert "store URL 'bogus://x' is not understood" in done.stderr
     assert "1005" not in done.stderr, done.stderr  # no progress bar was drawn

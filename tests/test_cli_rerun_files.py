@@ -12,33 +12,20 @@ import json
 import os
 import resource
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from asteps.cli import main
 from asteps.cli._batch_io import RetryFile, resume_path
 from asteps.cli._retry import save_retry_ids
+
+from .conftest import asteps_process, invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = str(ROOT / "examples" / "export_pipeline.py") + ":flow"
 FAIL = ["--param", "fail=fetch.orders", "--param", "delay=0", "--no-progress"]
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    """Runs the CLI in a temporary directory, with the default store there."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("ASTEPS_STORE", raising=False)
-    return CliRunner()
-
-
-def invoke(cli: CliRunner, *args: str) -> Result:
-    return cli.invoke(main, list(args), catch_exceptions=False)
 
 
 def write_ids(path: Path, ids: list[str]) -> str:
@@ -199,14 +186,11 @@ def test_a_retry_file_that_fills_up_keeps_whole_lines_and_says_what_it_holds(
     ids = [f"longer-workflow-id-{i:06d}" for i in range(200)]  # 26 bytes a line
     write_ids(tmp_path / "ids.txt", ids)
     env = {k: v for k, v in os.environ.items() if k != "ASTEPS_STORE"}
-    command = [sys.executable, "-m", "asteps", "rerun", FLOW, "--ids", "ids.txt", *FAIL]
-    done = subprocess.run(
-        [*command, "--store", "memory://", "--failed-file", "failed.txt", "--concurrency", "4"],
+    done = asteps_process(
+        *["rerun", FLOW, "--ids", "ids.txt", *FAIL, "--store", "memory://"],
+        *["--failed-file", "failed.txt", "--concurrency", "4"],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
         preexec_fn=small_files_only,
     )
     assert done.returncode == 1, done.stderr

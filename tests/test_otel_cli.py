@@ -28,6 +28,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from .conftest import asteps_process
+
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = f"{ROOT / 'examples' / 'export_pipeline.py'}:flow"
 
@@ -138,15 +140,7 @@ def otel_env(endpoint: str, **extra: str) -> dict[str, str]:
 
 
 def asteps(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "asteps", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+    return asteps_process(*args, cwd=cwd, env=env)
 
 
 def test_a_run_with_otel_sends_its_spans_and_metrics_and_exits_cleanly(
