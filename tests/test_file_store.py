@@ -234,14 +234,21 @@ async def test_a_claims_directory_that_links_out_of_the_root_is_refused(
     assert os.listdir(outside) == ["steps"]  # nothing created there
 
 
+def claim_path_of_a(root: Path) -> Path:
+    """Where the store at ``root`` keeps the claim of step ``a`` of ``wf``, its
+    directory made: what a planted link or FIFO would stand in for."""
+    claim = root / ".asteps-claims" / "wf" / "steps" / "a"
+    claim.parent.mkdir(parents=True)
+    return claim
+
+
 async def test_a_hard_link_planted_at_a_claims_path_is_refused_not_written_through(
     tmp_path: Path, outside: Path
 ) -> None:
     # O_NOFOLLOW stops symbolic links only: a hard link to a file outside the
     # root, at a claim's path, would have the claim written into that file.
     victim = outside / "steps" / "a"
-    claim = tmp_path / "store" / ".asteps-claims" / "wf" / "steps" / "a"
-    claim.parent.mkdir(parents=True)
+    claim = claim_path_of_a(tmp_path / "store")
     os.link(victim, claim)
     store = FileStore(tmp_path / "store")
     with pytest.raises(StoreError, match=r"has other links"):
@@ -252,8 +259,7 @@ async def test_a_hard_link_planted_at_a_claims_path_is_refused_not_written_throu
 def test_a_fifo_planted_at_a_claims_path_is_refused_without_waiting(tmp_path: Path) -> None:
     # Opening a FIFO for reading waits for a writer: the claim's reader would
     # hang its thread for good. It is refused at once instead.
-    claim = tmp_path / "store" / ".asteps-claims" / "wf" / "steps" / "a"
-    claim.parent.mkdir(parents=True)
+    claim = claim_path_of_a(tmp_path / "store")
     os.mkfifo(claim)
     store = FileStore(tmp_path / "store")
     outcome: list[BaseException] = []
@@ -276,8 +282,7 @@ async def test_a_link_planted_at_a_claims_path_is_refused_not_followed(
     tmp_path: Path, outside: Path
 ) -> None:
     victim = outside / "steps" / "a"
-    claim = tmp_path / "store" / ".asteps-claims" / "wf" / "steps" / "a"
-    claim.parent.mkdir(parents=True)
+    claim = claim_path_of_a(tmp_path / "store")
     claim.symlink_to(victim)
     store = FileStore(tmp_path / "store")
     with pytest.raises(StoreError, match=r"is a symbolic link"):
