@@ -77,7 +77,8 @@ def validate_workflow_id(workflow_id: object) -> str:
     """Refuse workflow ids that would escape or corrupt a store's key layout, or
     that a terminal, a file system or S3 would show or store differently: ``/``,
     a leading ``.``, Unicode categories Cc, Cf, Zl, Zp and lone surrogates, a
-    space other than the plain one (Zs), and more than 255 bytes of UTF-8."""
+    space other than the plain one (Zs) or one at either end, and more than
+    255 bytes of UTF-8."""
     if not isinstance(workflow_id, str) or not workflow_id:
         raise InvalidWorkflowId(f"workflow id must be a non-empty string, got {workflow_id!r}")
     if "/" in workflow_id:
@@ -85,6 +86,11 @@ def validate_workflow_id(workflow_id: object) -> str:
         raise InvalidWorkflowId(
             f"workflow id {shown(workflow_id)} contains '/': it would change the marker "
             "layout; use another separator such as '-' or '_'"
+        )
+    if workflow_id != workflow_id.strip(" "):
+        # "c1 " and "c1" would be two workflows shown the same in every table.
+        raise InvalidWorkflowId(
+            f"workflow id {workflow_id!r} begins or ends with a space: remove it"
         )
     for char in workflow_id:
         category = unicodedata.category(char)

@@ -119,6 +119,14 @@ def test_workflow_ids_with_a_space_other_than_the_plain_one_are_refused(
         validate_workflow_id(wid)
 
 
+@pytest.mark.parametrize("wid", ["c1 ", " c1"])
+def test_workflow_ids_with_a_space_at_either_end_are_refused(wid: str) -> None:
+    # "c1 " and "c1" look the same in every table; an ids file strips such a
+    # space, and a workflow id given on the command line must not keep one.
+    with pytest.raises(InvalidStepName, match="begins or ends with a space"):
+        validate_workflow_id(wid)
+
+
 def test_workflow_ids_are_at_most_255_utf8_bytes() -> None:
     assert validate_workflow_id("x" * 255) == "x" * 255
     assert validate_workflow_id("é" * 127) == "é" * 127  # 254 bytes
