@@ -106,6 +106,9 @@ class BatchSummary:
     unreadable: str | None = None
     """Why the batch stopped early because its ids could not be read on (an
     I/O error of the ids file, an iterator that raised), if it did."""
+    repeated: int = 0
+    """Ids passed over because the same id was in flight: an id never runs
+    twice at once (one that comes again after its run finished runs again)."""
     passed_over: int = 0
     """Workflows listed but not run: their done set did not match ``missing``
     or ``only_with_markers``."""
@@ -151,6 +154,7 @@ class BatchSummary:
                 "unfinished": len(self.unfinished_ids),
             },
             "passed_over": self.passed_over,
+            "repeated": self.repeated,
             "shard": self.shard,
             "other_shards": self.other_shards,
             "steps": dict(self.steps),
@@ -259,6 +263,10 @@ class BatchRun:
         else:
             source = IterableIds(ids)
         summary = BatchSummary(shard=None if self.shard is None else str(self.shard))
+
+        def repeat(wid: str) -> None:  # counted as it happens, for a progress bar
+            summary.repeated += 1
+
         pipeline: Pipeline[Runner] = Pipeline(
             concurrency=self.concurrency,
             prepare=lambda wid: self._prepare(wid, summary, pipeline),
@@ -266,6 +274,7 @@ class BatchRun:
             refuse=lambda wid, why: self._record(
                 WorkflowReport(wid, ok=False, error=why), summary, pipeline
             ),
+            repeat=repeat,
             shard=self.shard,
         )
         started = anyio.current_time()

@@ -81,7 +81,8 @@ class Pipeline(Generic[T]):
     raises, the pipeline stops (``aborted``: the store failed) with the id
     unfinished. ``work`` does it, and says whether the id is done with
     (False: it stopped the pipeline first, and the id stays unfinished).
-    ``refuse(id, reason)`` is told of a bad line of an ids file. With
+    ``refuse(id, reason)`` is told of a bad line of an ids file, and
+    ``repeat(id)`` of an id passed over because it is in flight. With
     ``shard``, the ids of the other shards are counted and passed over before
     anything else. Either callback may call :meth:`abort` to stop the batch.
     """
@@ -93,6 +94,7 @@ class Pipeline(Generic[T]):
         prepare: Callable[[str], Awaitable[T | None]],
         work: Callable[[T], Awaitable[bool]],
         refuse: Callable[[str, str], None],
+        repeat: Callable[[str], None],
         shard: Shard | None = None,
     ) -> None:
         if concurrency < 1:
@@ -101,6 +103,7 @@ class Pipeline(Generic[T]):
         self._prepare = prepare
         self._work = work
         self._refuse = refuse
+        self._repeat = repeat
         self.shard = shard
         self.in_flight: dict[str, None] = {}
         """The ids read and not finished, in reading order (the only ids remembered)."""
@@ -195,8 +198,8 @@ class Pipeline(Generic[T]):
             wid = text_of(item)
             if not self._in_shard(wid):
                 self._end.other_shards += 1
-            elif wid in self.in_flight:
-                pass  # its first run is in flight: never twice at once
+            elif wid in self.in_flight:  # its first run is in flight: never twice at once
+                self._repeat(wid)
             elif isinstance(item, BadId):
                 self._refuse(wid, item.reason)
             else:

@@ -375,6 +375,9 @@ async def test_an_id_that_comes_again_while_in_flight_never_runs_twice() -> None
         summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(["a", "a", "b", "a"])
     assert sorted(runs) == ["a", "b"]
     assert summary.succeeded == 2
+    # Each id read is accounted for: two ran, two were repeats of one in flight.
+    assert summary.repeated == 2
+    assert summary.as_dict()["repeated"] == 2
 
 
 async def test_an_id_that_comes_again_after_it_finished_costs_one_listing_and_skips() -> None:

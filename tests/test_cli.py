@@ -1085,6 +1085,21 @@ def test_a_stopped_rerun_says_where_reading_stopped_and_how_to_go_on(
     assert says in console.export_text()
 
 
+def test_the_rerun_summary_counts_ids_repeated_while_in_flight() -> None:
+    from rich.console import Console
+
+    from asteps._batch import BatchSummary
+    from asteps.cli.rerun import _summary_table
+
+    console = Console(width=300, record=True)
+    console.print(_summary_table(BatchSummary(succeeded=3, repeated=1_200), None))
+    (row,) = [line for line in console.export_text().splitlines() if "repeated ids" in line]
+    assert "1,200 (each run once at a time)" in row
+    console = Console(width=300, record=True)
+    console.print(_summary_table(BatchSummary(succeeded=3), None))
+    assert "repeated" not in console.export_text()
+
+
 @pytest.mark.parametrize(("failed", "says"), [(14, "every reason"), (1_005, "the first 1,000")])
 def test_the_rerun_summary_says_how_many_reasons_json_gives(failed: int, says: str) -> None:
     """The batch keeps the reasons of its first 1,000 failures only: past

@@ -53,6 +53,7 @@ async def test_each_id_starts_one_execution_whose_input_names_the_flow(
     summary = await submit_to(aws, ["a", "b", "a", "c"])
 
     assert sorted(summary.started) == ["a", "b", "c"]  # a duplicate runs once
+    assert summary.repeated == 1  # and is counted, so that every id read is accounted for
     inputs = await open_inputs(aws)
     assert json.loads(inputs["a"]) == {
         "flow": FLOW,

@@ -220,12 +220,12 @@ def rerun(
         retry = RetryFile(failed_file)
         summary: BatchSummary | None = None
         try:
-            with _progress(total, show_progress) as on_workflow:
+            with _progress(total, show_progress) as show:
 
                 def on_report(report: WorkflowReport, summary: BatchSummary) -> None:
                     if not report.ok:
                         retry.add(report.workflow_id)  # streamed as it fails
-                    on_workflow(report, summary)
+                    show(summary)
 
                 async with open_store(store_url) as store:
                     run = BatchRun(
@@ -259,6 +259,7 @@ def rerun(
                     if point is not None:
                         ids = ChainedIds(point.unfinished, ids)
                     summary = await run.run(ids, stop=interruption.stop)
+                show(summary)  # the ids passed over after the last workflow, too
             for wid in summary.unfinished_ids:
                 retry.add(wid)
         finally:
@@ -323,9 +324,9 @@ async def unless_stopped(work: Callable[[], T], stop: anyio.Event) -> T | None:
 
 
 @contextmanager
-def _progress(
-    total: int | None, enabled: bool
-) -> Iterator[Callable[[WorkflowReport, BatchSummary], None]]:
+def _progress(total: int | None, enabled: bool) -> Iterator[Callable[[BatchSummary], None]]:
+    """A live progress bar, and the function that shows a summary on it: the
+    ids dealt with (workflows finished, passed over, repeated) of ``total``."""
     progress = Progress(
         SpinnerColumn(),
         TextColumn("workflows"),
@@ -340,19 +341,19 @@ def _progress(
     task = progress.add_task("rerun", total=total, steps="", rate="")
     started = time.perf_counter()
 
-    def on_workflow(report: WorkflowReport, summary: BatchSummary) -> None:
+    def show(summary: BatchSummary) -> None:
         s = summary.steps
         rate = summary.finished / max(time.perf_counter() - started, 1e-9)
         progress.update(
             task,
-            advance=1,
+            completed=summary.finished + summary.passed_over + summary.repeated,
             steps=f"steps [green]{s['completed']}[/]/[cyan]{s['skipped']}[/]/[red]{s['failed']}[/]"
             f" (done/skipped/failed), [red]{len(summary.failed_ids)}[/] wf failed",
             rate=f"{rate:,.0f}/s",
         )
 
     with progress:
-        yield on_workflow
+        yield show
 
 
 def _report(
@@ -410,6 +411,8 @@ def _summary_table(
         table.add_row("workflows unfinished", f"[yellow]{len(summary.unfinished_ids)}[/]")
     if summary.passed_over:
         table.add_row("workflows not selected", str(summary.passed_over))
+    if summary.repeated:
+        table.add_row("repeated ids", f"{summary.repeated:,} (each run once at a time)")
     if summary.stopped_at is not None:
         where = go_on(summary.stopped_at, summary.next_line, ids_name)
         table.add_row("[yellow]reading stopped[/]", cell(where))

@@ -364,6 +364,8 @@ def _submit_table(
     table.add_row("started", f"[green]{len(summary.started)}[/]")
     table.add_row("already running", f"[cyan]{len(summary.already_running)}[/]")
     table.add_row("refused", f"[red]{len(summary.refused)}[/]")
+    if summary.repeated:
+        table.add_row("repeated ids", f"{summary.repeated:,} (each started once)")
     if summary.stopped:
         table.add_row("not tried", f"[yellow]{len(summary.unfinished)}[/]")
     if summary.stopped_at is not None:

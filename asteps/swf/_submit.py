@@ -79,7 +79,7 @@ it takes; heartbeats, not this, catch a dead worker."""
 _THROTTLE_WAITS = (1, 2, 4, 8, 16)
 _LIMIT_WAITS = (1, 2, 4, 8, 16, 30)  # then 30 s each time
 
-Outcome = Literal["started", "already running", "refused"]
+Outcome = Literal["started", "already running", "refused", "repeated"]
 """What became of one workflow id in a submit (what ``on_id`` is told)."""
 
 
@@ -92,6 +92,11 @@ class SubmitSummary:
     already_running: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
     unfinished: list[str] = field(default_factory=list)
+    repeated: int = 0
+    """Ids passed over because the same id was being started: an id is never
+    started twice at once. One that comes again after its start is started
+    again, which SWF refuses while the first execution is open ("already
+    running")."""
     interrupted: bool = False
     aborted: str | None = None
     """Why the submit stopped on its own (SWF refused every call), if it did."""
@@ -130,6 +135,7 @@ class SubmitSummary:
             "already_running": len(self.already_running),
             "refused": len(self.refused),
             "unfinished": len(self.unfinished),
+            "repeated": self.repeated,
             "interrupted": self.interrupted,
             "aborted": self.aborted,
             "elapsed": round(self.elapsed, 3),
@@ -301,6 +307,8 @@ async def submit(
                 summary.started[wid] = detail
             elif outcome == "already running":
                 summary.already_running.append(wid)
+            elif outcome == "repeated":
+                summary.repeated += 1
             else:
                 summary.refused[wid] = detail
             if on_id is not None:
@@ -375,6 +383,7 @@ async def submit(
             prepare=check,
             work=start_one,
             refuse=lambda wid, why: record(wid, "refused", why),
+            repeat=lambda wid: record(wid, "repeated"),
             shard=shard,
         )
 
