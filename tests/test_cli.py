@@ -1085,6 +1085,20 @@ def test_a_stopped_rerun_says_where_reading_stopped_and_how_to_go_on(
     assert says in console.export_text()
 
 
+def test_the_rerun_summary_shows_an_id_that_is_not_utf8_as_its_bytes() -> None:
+    from rich.console import Console
+
+    from asteps._batch import BatchSummary
+    from asteps.cli.rerun import _summary_table
+
+    wid = b"bad-\xff".decode("utf-8", "surrogateescape")  # as an ids file gives it
+    summary = BatchSummary(failed=1, failed_ids=[wid], errors={wid: "line 3 is not UTF-8"})
+    console = Console(width=300, record=True)
+    console.print(_summary_table(summary, None))
+    (row,) = [line for line in console.export_text().splitlines() if "line 3" in line]
+    assert "bad-\\xff" in row
+
+
 def test_the_rerun_summary_counts_ids_repeated_while_in_flight() -> None:
     from rich.console import Console
 

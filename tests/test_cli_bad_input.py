@@ -59,10 +59,15 @@ USAGE = [
     (["rerun", FLOW, "--ids", "missing.txt"], "missing.txt"),
     (["steps", "list"], "exactly one of"),
     (["steps", "list", "--workflow-id", "c1", "--ids", "ids.txt"], "exactly one of"),
-    (["steps", "list", "--ids", "undecodable.txt"], "line 2 is not UTF-8"),
+    # the bytes that are not UTF-8 are shown as bytes, not as Python's stand-ins for them
+    (
+        ["steps", "list", "--ids", "undecodable.txt"],
+        "line 2 is not UTF-8 (invalid start byte at byte 4): 'bad-\\xff'",
+    ),
     (["steps", "list", "--ids", "garbage.bin"], "not UTF-8"),
     (["steps", "list", "--ids", "long.txt"], "line 2 is longer than 4096 bytes"),
-    (["steps", "list", "--ids", "invalid.txt"], "'/'"),
+    (["steps", "list", "--ids", "invalid.txt"], "--ids: line 2: workflow id 'a/b' contains '/'"),
+    (["steps", "unmark", "--ids", "invalid.txt", "a"], "--ids: line 2: workflow id"),
     (["steps", "list", "--workflow-id", "c1", "--prefix", "/x/"], "relative"),
     (["steps", "mark", "--workflow-id", "c1", "bad..name"], "empty segment"),
     (["steps", "mark", "--workflow-id", "c1", "*"], "pattern, not a step name"),

@@ -29,7 +29,8 @@ def emit_json(data: Any) -> None:
 def printable(text: str) -> str:
     """``text`` with every character that could act on a terminal written as
     an escape (``\\x1b``, ``\\x00``, ``\\u202e``); anything from input is shown
-    through this."""
+    through this. A byte that was not UTF-8 (kept by Python as a lone
+    surrogate, U+DC80 to U+DCFF) is shown as that byte: ``\\xff``."""
     if text.isprintable():  # the common case: nothing to escape
         return text
     return "".join(_escaped(c) if unicodedata.category(c) in _UNSAFE else c for c in text)
@@ -42,6 +43,8 @@ def cell(text: str) -> str:
 
 def _escaped(char: str) -> str:
     code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept as Python keeps
+        return f"\\x{code - 0xDC00:02x}"  # it (surrogateescape): shown as that byte
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from .._concurrency import for_each
-from .._ids import BadId, read_ids
+from .._ids import BadId, numbered_ids
 from .._names import (
     check_prefix_per_workflow,
     format_prefix,
@@ -19,11 +19,11 @@ from .._names import (
     validate_workflow_id,
 )
 from .._telemetry import traced_store
-from ..errors import MarkerBodyError, StoreError
+from ..errors import InvalidName, MarkerBodyError, StoreError
 from ..stores import DoneStore, ReadsMarkers, list_done_many, matching
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import default_store_url, open_store
-from ._output import cell
+from ._output import cell, printable
 from .app import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -63,23 +63,26 @@ def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _targets(workflow_id: str | None, ids_file: IO[bytes] | None, prefix: str) -> list[str]:
-    """The workflows named, every id and its prefix validated before any I/O."""
+    """The workflows named, every id and its prefix validated before any I/O;
+    a bad line of an ids file is named by its number."""
     if workflow_id is not None and ids_file is None:
-        ids = [workflow_id]
-    elif ids_file is not None and workflow_id is None:
-        ids = []
-        for item in dict.fromkeys(read_ids(ids_file)):
-            if isinstance(item, BadId):
-                fail(f"--ids: {item.reason}: {item.text!r}", EXIT_USAGE)
-            ids.append(item)
-    else:
+        guarded(validate_workflow_id, workflow_id)
+        guarded(format_prefix, prefix, workflow_id, None)
+        return [workflow_id]
+    if ids_file is None or workflow_id is not None:
         fail("give exactly one of --workflow-id or --ids", EXIT_USAGE)
-    if ids_file is not None:
-        guarded(check_prefix_per_workflow, prefix)
-    for wid in ids:
-        guarded(validate_workflow_id, wid)
-        guarded(format_prefix, prefix, wid, None)
-    return ids
+    guarded(check_prefix_per_workflow, prefix)
+    ids: dict[str, None] = {}  # in order, each once
+    for line, item in numbered_ids(ids_file):
+        if isinstance(item, BadId):  # its reason names the line
+            fail(f"--ids: {item.reason}: '{printable(item.text)}'", EXIT_USAGE)
+        try:
+            validate_workflow_id(item)
+            format_prefix(prefix, item, None)
+        except InvalidName as exc:
+            fail(f"--ids: line {line:,}: {exc}", EXIT_USAGE)
+        ids[item] = None
+    return list(ids)
 
 
 async def _done_sets(store: DoneStore, ids: list[str], prefix: str) -> dict[str, set[str]]:
