@@ -64,7 +64,7 @@ from ._results import DEFAULT_MAX_RESULT_BYTES, check_max_result_bytes
 from ._retries import Retry, check_time_limit
 from ._step import Marker, Step, StepOptions, StepOutcome
 from ._telemetry import StepSpan
-from ._turns import NOTHING_KEPT, Turn, Turns, add, needs_body
+from ._turns import NOTHING_KEPT, Turn, Turns, add, markers_readable, needs_body
 from .errors import ClaimsNotSupported, ResultMissing
 from .stores.base import DoneStore, HoldsClaims
 
@@ -195,6 +195,8 @@ class Runner(Phases):
             asked = self._asked(options, activities)
             validate_name(name)
             claims = self._claims(store) if asked.exclusive and not self.dry_run else None
+            if asked.reread:  # on the first run too, not once there is a body to read
+                markers_readable(store)
 
             # 2. The decision, in submission order, and once per name in flight.
             while True:

@@ -43,7 +43,7 @@ from ._decision import Decision, decide, decide_with_body
 from ._options import Asked
 from ._results import KeptResult, decode_result
 from ._step import StepOutcome
-from .errors import AstepsError, MarkerBodyError
+from .errors import MarkerBodyError, MarkersNotReadable
 from .stores.base import DoneStore, ReadsMarkers
 
 logger = logging.getLogger("asteps")
@@ -263,15 +263,9 @@ class Turns:
         self, name: str, decision: Decision, asked: Asked, store: DoneStore
     ) -> tuple[Decision, KeptResult]:
         """Decide a done step again from its marker's body (kept result, version)."""
-        if not isinstance(store, ReadsMarkers):
-            raise AstepsError(
-                f"{store!r} cannot read marker bodies, which keep_result and "
-                "rerun_on_new_version need: give it read_marker(prefix, name), or use "
-                "MemoryStore, FileStore or S3Store"
-            )
         keep = asked.keep
         try:
-            body = await store.read_marker(self.prefix, name)
+            body = await markers_readable(store).read_marker(self.prefix, name)
         except MarkerBodyError as exc:
             body, kept = None, KeptResult(problem=f"result invalid: {exc}")
         else:
@@ -292,6 +286,18 @@ def needs_body(decision: Decision) -> bool:
     """Only a skip because the step is done (no pattern decided it) is
     reconsidered from its marker's body."""
     return not decision.run and not decision.forced
+
+
+def markers_readable(store: DoneStore) -> ReadsMarkers:
+    """``store``, if it can read marker bodies (which ``keep_result`` and
+    ``rerun_on_new_version`` need); else :class:`MarkersNotReadable`."""
+    if not isinstance(store, ReadsMarkers):
+        raise MarkersNotReadable(
+            f"{store!r} cannot read marker bodies, which keep_result and "
+            "rerun_on_new_version need: give it read_marker(prefix, name), or use "
+            "MemoryStore, FileStore or S3Store"
+        )
+    return store
 
 
 def add(table: dict[str, list[str]], patterns: Sequence[str], reason: str | None) -> None:

@@ -130,6 +130,11 @@ class ClaimsNotSupported(AstepsError, TypeError):
     """``exclusive=True`` on a store that cannot hold claims."""
 
 
+class MarkersNotReadable(AstepsError, TypeError):
+    """``keep_result=`` or ``rerun_on_new_version=True`` on a store that cannot
+    read marker bodies (it has no ``read_marker``)."""
+
+
 class ResultMissing(AstepsError):
     """A done step's kept result is missing or invalid, and the step was asked
     to fail in that case (``on_missing_result="error"``)."""

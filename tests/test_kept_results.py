@@ -29,7 +29,7 @@ from asteps import (
 )
 from asteps._decision import ALREADY_PLAYED
 from asteps._json import MAX_BODY_BYTES, MAX_DEPTH, MAX_RESULT_BYTES
-from asteps.errors import AstepsError, MarkerBodyError, ResultNotKept
+from asteps.errors import MarkerBodyError, MarkersNotReadable, ResultNotKept
 from asteps.stores.base import parse_body
 
 from .conftest import ASYNCIO_ONLY, each_store_on_each_backend
@@ -260,9 +260,22 @@ async def test_a_store_without_read_marker_works_for_steps_that_keep_nothing() -
     store = ListOnlyStore()
     await Runner(store, "wf").step("a", lambda: 1)
     assert (await Runner(store, "wf").step("a", lambda: 1)).status == "skipped"
-    await Runner(store, "wf").step("k", lambda: 1, keep_result=int)
-    with pytest.raises(AstepsError, match="cannot read marker bodies"):
-        await Runner(store, "wf").step("k", lambda: 1, keep_result=int)
+
+
+@pytest.mark.parametrize(
+    "option", [{"keep_result": int}, {"rerun_on_new_version": True}], ids=lambda o: next(iter(o))
+)
+async def test_a_step_that_needs_bodies_is_refused_on_such_a_store_before_it_runs(
+    option: dict[str, Any],
+) -> None:
+    """On the first run too: not once the step has run and been marked, with
+    a body that the next run could not read."""
+    store = ListOnlyStore()
+    ran: list[int] = []
+    with pytest.raises(MarkersNotReadable, match=r"ListOnlyStore.*cannot read marker bodies"):
+        await Runner(store, "wf", version="1").step("k", lambda: ran.append(1), **option)
+    assert ran == []
+    assert await store.list_done("wf/steps/") == set()
 
 
 async def test_a_corrupt_body_on_the_file_store_runs_the_step_again(tmp_path: Path) -> None:
