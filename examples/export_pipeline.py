@@ -1,4 +1,5 @@
-"""A per-customer export pipeline: the flow behind the README's CLI walkthrough.
+"""A per-customer export pipeline: the flow behind the CLI walkthrough of
+docs/guides/batch-reruns.md.
 
     asteps run examples/export_pipeline.py:flow --workflow-id customer-42
 

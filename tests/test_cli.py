@@ -534,6 +534,22 @@ def test_demo_runs_on_s3_through_moto(cli: CliRunner) -> None:
     assert len(demo_runs(result.stdout)) == 3
 
 
+def test_demo_on_s3_without_moto_says_an_install_command_that_exists(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """.venv is made by uv, which puts no pip in it: the hint names the extra."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "moto" else real(name, *a)
+    )
+    result = invoke(cli, "demo", "--s3")
+    assert result.exit_code == 2
+    assert "pip install 'asteps[test]'" in result.stderr
+    assert ".venv/bin/pip" not in result.stderr
+
+
 def test_ctrl_c_during_run_exits_130_without_marking_the_step(tmp_path: Path) -> None:
     flow = tmp_path / "slow.py"
     flow.write_text(

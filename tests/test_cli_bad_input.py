@@ -77,6 +77,10 @@ USAGE = [
     (["steps", "unmark", "--workflow-id", "c1", "a b", "--store", UNREACHABLE], "contains ' '"),
     (["steps", "unmark", "--ids", "long.txt", "a", "--yes"], "longer than"),
     (["demo", "--workflow-id", "a/b"], "'/'"),
+    # the group's -v given after the command: the error says where it goes
+    (["run", FLOW, "--workflow-id", "c1", "-v"], "-v and -vv go before the command"),
+    (["rerun", FLOW, "--ids", "ids.txt", "-vv"], "-v and -vv go before the command"),
+    (["steps", "list", "--workflow-id", "c1", "--verbose"], "go before the command"),
 ]
 
 ID_COMMANDS = [

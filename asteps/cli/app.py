@@ -278,6 +278,13 @@ def _asks_for_json(args: Sequence[str]) -> bool:
 def _report_usage_error(ctx: click.Context, exc: click.ClickException) -> NoReturn:
     """Re-raise ``exc`` for click to print, or, when JSON logs were asked for,
     log it as one record and exit with its code."""
+    if isinstance(exc, click.NoSuchOption) and exc.option_name in ("-v", "--verbose"):
+        # the group's option, given after the command: say where it goes
+        exc = click.UsageError(
+            f"No such option: {exc.option_name} (-v and -vv go before the command: "
+            "asteps -v run ...)",
+            exc.ctx,
+        )
     chosen = choices(ctx)
     if chosen.json_asked:
         chosen.log_format = "json"

@@ -178,11 +178,11 @@ def rerun(
     Examples:
       asteps rerun examples/export_pipeline.py:flow --ids customers.txt --force export
       cat ids.txt | asteps rerun flows.py:flow --ids - --skip crawl --concurrency 64
-      asteps rerun flows.py:flow --ids asteps-failed-20261126-101500.txt
+      asteps rerun flows.py:flow --ids asteps-failed-20261126-101500-4242.txt
       asteps rerun flows.py:flow --ids customers.txt --force export --dry-run
       asteps rerun flows.py:flow --all --missing export.csv
       asteps rerun flows.py:flow --all --shard $JOB_COMPLETION_INDEX/8 --exclusive
-      asteps rerun flows.py:flow --all --resume asteps-resume-20261126-101500.json
+      asteps rerun flows.py:flow --all --resume asteps-resume-20261126-101500-4242.json
     """
     loaded = guarded(load_flow, flow)
     parsed = guarded(parse_params, params)
