@@ -14,11 +14,14 @@ from typing import Any
 
 import anyio
 import pytest
+from aiobotocore.config import AioConfig
+from botocore.exceptions import EndpointConnectionError
 
 from asteps import FileStore
 from asteps.swf import (
     FLOW_TYPE,
     FlowInput,
+    FlowReport,
     RetryPolicy,
     SwfWorker,
     next_decisions,
@@ -498,3 +501,51 @@ async def test_a_completion_under_way_when_the_worker_stops_still_reaches_swf(
     assert [r.outcome for r in reports] == ["completed"]
     events = await history(aws, "finishing")
     assert "ActivityTaskCompleted" in events
+
+
+async def run_with_swf_unreachable_for_the_bridge(
+    aws: MotoServer, tmp_path: Path, workflow_id: str
+) -> tuple[SwfWorker, list[FlowReport]]:
+    """Run one execution (one attempt in all) on a worker with ``signals``
+    whose bridge cannot reach SWF when it checks the execution."""
+    # One attempt: a failure answered to SWF ends the execution at once; an
+    # attempt left unanswered would only time out, with no trace of why.
+    spec = prepare(
+        FLOW, params={"log": "/dev/null", "delay": "0"}, retry=RetryPolicy(max_attempts=1)
+    )
+    await start(aws, spec, workflow_id)
+    session = aws.session()
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url=aws.endpoint_url)
+
+    session.events.register("before-send.swf.DescribeWorkflowExecution", unreachable)
+    reports: list[FlowReport] = []
+    worker = SwfWorker(
+        FLOW,
+        domain=DOMAIN,
+        store=f"file:{tmp_path / 'store'}",
+        session=session,
+        endpoint_url=aws.endpoint_url,
+        signals=True,
+        heartbeat=0.5,
+        on_workflow=reports.append,
+        client_config=AioConfig(retries={"mode": "standard", "total_max_attempts": 1}),
+    )
+    await run_worker_until(worker, partial(wait_closed, aws, 1))
+    return worker, reports
+
+
+async def test_a_signal_bridge_that_cannot_reach_swf_fails_the_attempt_saying_so(
+    aws: MotoServer, domain: str, tmp_path: Path
+) -> None:
+    _, reports = await run_with_swf_unreachable_for_the_bridge(aws, tmp_path, "unreachable")
+
+    [report] = reports
+    assert not report.ok
+    assert report.error is not None
+    assert "cannot reach SWF" in report.error
+    events = await history(aws, "unreachable")
+    assert "ActivityTaskFailed" in events
+    assert "ActivityTaskTimedOut" not in events
+    assert await markers(tmp_path / "store") == []

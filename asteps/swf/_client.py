@@ -166,7 +166,8 @@ def asking_swf_about(domain: str, missing: Callable[[ClientError], str]) -> Iter
 async def resolve_run(client: Any, domain: str, workflow_id: str, run_id: str | None) -> str:
     """The run id of an execution: the given one (checked), or the open run's.
 
-    Raises :class:`SignalError` naming the execution when SWF does not know it.
+    Raises :class:`SignalError` naming the execution when SWF does not know it,
+    :class:`SwfError` when SWF cannot be reached.
     """
     try:
         if run_id is not None:
@@ -184,6 +185,8 @@ async def resolve_run(client: Any, domain: str, workflow_id: str, run_id: str | 
             f"SWF execution {workflow_id!r} (run {run_id or 'open'}) in domain {domain!r}: "
             f"{explain(exc)}; check the workflow id and run id"
         ) from exc
+    except BotoCoreError as exc:
+        raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from exc
     infos = page.get("executionInfos", [])
     if not infos:
         raise SignalError(
