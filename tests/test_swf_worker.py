@@ -549,3 +549,12 @@ async def test_a_signal_bridge_that_cannot_reach_swf_fails_the_attempt_saying_so
     assert "ActivityTaskFailed" in events
     assert "ActivityTaskTimedOut" not in events
     assert await markers(tmp_path / "store") == []
+
+
+async def test_an_attempt_that_cannot_open_its_bridge_is_counted_and_reported_failed(
+    aws: MotoServer, domain: str, tmp_path: Path
+) -> None:
+    worker, reports = await run_with_swf_unreachable_for_the_bridge(aws, tmp_path, "no-bridge")
+
+    assert [(r.ok, r.outcome) for r in reports] == [(False, "failed")]
+    assert worker.stats.flows == {"failed": 1}

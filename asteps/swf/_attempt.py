@@ -170,10 +170,14 @@ class Attempts:
                     lease=self.lease,
                 )
         except ClaimsNotSupported as exc:  # no attempt can do better: not retried
-            return FlowReport(workflow_id, run_id, ok=False, error=str(exc), retryable=False)
+            return FlowReport(
+                workflow_id, run_id, ok=False, error=str(exc), retryable=False, outcome="failed"
+            )
         except (StoreError, SignalError, SwfError) as exc:
             if report is None:
-                return FlowReport(workflow_id, run_id, ok=False, error=describe(exc))
+                return FlowReport(
+                    workflow_id, run_id, ok=False, error=describe(exc), outcome="failed"
+                )
             # The steps ran and are marked: an undelivered signal is said, not retried.
             logger.warning("workflow %s: %s", workflow_id, exc)
         assert report is not None
