@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -558,3 +559,20 @@ async def test_an_attempt_that_cannot_open_its_bridge_is_counted_and_reported_fa
 
     assert [(r.ok, r.outcome) for r in reports] == [(False, "failed")]
     assert worker.stats.flows == {"failed": 1}
+
+
+async def test_with_signals_a_flows_step_signals_reach_its_execution_with_no_deprecated_call(
+    aws: MotoServer, domain: str, tmp_path: Path
+) -> None:
+    flow = f"{FLOWS}:signalling"
+    await start(aws, prepare(flow), "signalled")
+    worker = in_process_worker(aws, flow, tmp_path / "store", signals=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        await run_worker_until(worker, partial(wait_closed, aws, 1))
+
+    assert worker.stats.flows == {"completed": 1}
+    events = await history(aws, "signalled")
+    assert events.count("WorkflowExecutionSignaled") == 1
+    # The worker must not use a form of its own API that goes in the next release.
+    assert [str(w.message) for w in caught if w.category is DeprecationWarning] == []

@@ -44,7 +44,7 @@ from ..errors import (
     describe,
 )
 from ._activity import FlowReport, Heartbeat, StoreAllowList, Stores, accept, run_flow
-from ._client import UNKNOWN_RESOURCE, SwfClientOptions, error_code, explain
+from ._client import UNKNOWN_RESOURCE, Execution, SwfClientOptions, error_code, explain
 from ._types import SWF_REASON_LIMIT, FlowInput, FlowInputError, clip, failure_details
 from .bridge import SwfSignalBridge
 
@@ -149,7 +149,7 @@ class Attempts:
             bridge = SwfSignalBridge(
                 bus,
                 domain=self.domain,
-                executions=(workflow_id, run_id),
+                executions=Execution(workflow_id, run_id),
                 session=self.options.session,
                 endpoint_url=self.options.endpoint_url,
                 region_name=self.options.region_name,

@@ -51,3 +51,12 @@ async def until_released(runner: Runner, started: str, release: str) -> None:
             await anyio.sleep(0.05)
 
     await runner.step("wait", wait)
+
+
+async def signalling(runner: Runner) -> None:
+    """One step, ``a``, that emits its signal ``step.a``."""
+
+    async def work() -> None:
+        pass
+
+    await runner.step("a", work, emit_signal=True)
