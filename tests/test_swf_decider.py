@@ -225,6 +225,40 @@ def test_an_activity_type_that_is_not_registered_fails_with_what_to_run() -> Non
     assert "asteps swf init" in reason
 
 
+def throttled_schedule() -> dict[str, Any]:
+    return event(
+        "ScheduleActivityTaskFailed",
+        activityType={"name": FLOW_TYPE, "version": "1"},
+        activityId=f"{FLOW_TYPE}-1",
+        cause="ACTIVITY_CREATION_RATE_EXCEEDED",
+    )
+
+
+def test_a_schedule_swf_throttled_is_made_again_after_a_timer_not_failed() -> None:
+    # A large batch can pass SWF's rate of new activity tasks: that passes.
+    history = [started(RetryPolicy(max_attempts=1)), event("DecisionTaskCompleted")]
+    history.append(throttled_schedule())
+    [wait] = next_decisions(history)
+    assert wait["decisionType"] == "StartTimer"
+    first = wait["startTimerDecisionAttributes"]
+    history += [event("TimerStarted", **first), event("TimerFired", timerId=first["timerId"])]
+    [again] = next_decisions(history)
+    assert again["decisionType"] == "ScheduleActivityTask"
+    assert again["scheduleActivityTaskDecisionAttributes"]["activityId"] == f"{FLOW_TYPE}-1"
+    # Throttled again: a new timer id, a longer wait.
+    history.append(throttled_schedule())
+    [wait] = next_decisions(history)
+    second = wait["startTimerDecisionAttributes"]
+    assert second["timerId"] != first["timerId"]
+    assert int(second["startToFireTimeout"]) > int(first["startToFireTimeout"])
+    # No attempt was used: the one allowed runs, and its failure is the first.
+    history += [event("TimerStarted", **second), event("TimerFired", timerId=second["timerId"])]
+    history += [*scheduled(1), failed()]
+    [fail] = next_decisions(history)
+    details = json.loads(fail["failWorkflowExecutionDecisionAttributes"]["details"])
+    assert details["attempts"] == 1
+
+
 def test_a_cancel_request_cancels_the_running_activity_then_the_execution() -> None:
     asked = event("WorkflowExecutionCancelRequested")
     running = [STARTED, *scheduled(1), asked]

@@ -10,6 +10,10 @@ An asteps execution is one activity (the flow for one workflow id), retried:
   with the failure's reason;
 - ``ActivityTaskFailed`` marked drained (a worker stopped and handed the
   attempt back): schedule the next attempt at once, and do not count it;
+- ``ScheduleActivityTaskFailed`` because SWF throttled it
+  (``ACTIVITY_CREATION_RATE_EXCEEDED``): schedule it again after a timer of
+  1, 2, 4... up to 60 seconds; any other cause (the type not registered, say)
+  fails the execution, saying what to do;
 - a cancellation request: cancel the activity if it runs, else the execution;
 - anything else (a signal, say): nothing to decide.
 
@@ -74,6 +78,12 @@ _OUTCOMES = frozenset(
 )
 
 
+_THROTTLED = frozenset({"ACTIVITY_CREATION_RATE_EXCEEDED"})
+"""Causes of ScheduleActivityTaskFailed that pass: SWF's rate of new activity
+tasks, which a large batch can reach. Not the execution's fault."""
+_MAX_THROTTLED_WAIT = 60
+
+
 def heartbeat_timeout(heartbeat: float) -> int:
     """SWF's heartbeat timeout for a heartbeat period: three periods, in whole seconds."""
     return max(1, math.ceil(3 * heartbeat))
@@ -87,6 +97,7 @@ class _Reading:
     task_list: str | None = None
     scheduled: int = 0
     drained: int = 0
+    throttled: int = 0
     activity_open: bool = False
     activity_id: str | None = None
     timer_open: str | None = None
@@ -144,6 +155,8 @@ def next_decisions(
         return [schedule()]
     if kind == "ScheduleActivityTaskFailed":
         cause = attrs.get("cause", "unknown cause")
+        if cause in _THROTTLED:
+            return [_throttled(h)]
         activity = attrs.get("activityType", {})
         return [
             _fail(
@@ -182,6 +195,8 @@ def _read(events: Iterable[Mapping[str, Any]]) -> _Reading:
             h.timer_open = None
         if kind == "ActivityTaskFailed" and read_failure_details(attrs.get("details"))[1]:
             h.drained += 1
+        if kind == "ScheduleActivityTaskFailed" and attrs.get("cause") in _THROTTLED:
+            h.throttled += 1
         if kind in _OUTCOMES:
             h.last = event
     return h
@@ -234,6 +249,14 @@ def _after_failure(
         "startToFireTimeout": str(policy.delay(h.attempts)),
     }
     return [{"decisionType": "StartTimer", "startTimerDecisionAttributes": timer}]
+
+
+def _throttled(h: _Reading) -> SwfDecision:
+    """A timer, then the same attempt scheduled again (on ``TimerFired``): SWF
+    refused to create the activity task for now; no attempt was used."""
+    wait = min(2 ** min(h.throttled - 1, 6), _MAX_THROTTLED_WAIT)
+    timer = {"timerId": f"throttled-{h.throttled}", "startToFireTimeout": str(wait)}
+    return {"decisionType": "StartTimer", "startTimerDecisionAttributes": timer}
 
 
 def _fail(reason: str, details: str | None) -> SwfDecision:
