@@ -119,7 +119,7 @@ bench: | $(UV)
 # minutes, so not part of `make bench`, which must stay under 10 minutes).
 bench-instructions: | $(UV)
 	$(SYNC) --quiet --extra test --extra bench
-	$(BIN)/python bench/instructions.py | tee bench/results/instructions.txt
+	$(BIN)/python bench/instructions.py
 
 clean:
 	rm -rf $(VENV) .venv-latest $(TOOLS) dist .pytest_cache .mypy_cache .ruff_cache *.egg-info site

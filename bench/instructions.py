@@ -57,14 +57,19 @@ def main(steps: int) -> None:
     per_step = {}
     for kind in ("bare", "executed", "skipped"):
         per_step[kind] = (instructions(kind, steps) - instructions(kind, 0)) / steps
-    print(f"instructions per step (callgrind, {steps} steps, deterministic)")
-    print(f"  bare asyncio task : {per_step['bare']:9,.0f}")
+    lines = [
+        f"instructions per step (callgrind, {steps} steps, deterministic)",
+        f"  bare asyncio task : {per_step['bare']:9,.0f}",
+    ]
     for kind, goal in GOALS.items():
         ratio = per_step[kind] / per_step["bare"]
         verdict = "ok" if ratio <= goal else "OVER GOAL"
         count = f"{per_step[kind]:9,.0f}"
-        print(f"  {kind:<17} : {count}  ratio {ratio:4.2f}x  (goal <= {goal}x, {verdict})")
+        lines.append(f"  {kind:<17} : {count}  ratio {ratio:4.2f}x  (goal <= {goal}x, {verdict})")
+    print("\n".join(lines))
+    # Both files from the same run, here: they cannot tell two runs apart.
     RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "instructions.txt").write_text("\n".join(lines) + "\n")
     (RESULTS / "instructions.json").write_text(
         json.dumps({"steps": steps, "per_step": per_step}, indent=2) + "\n"
     )
