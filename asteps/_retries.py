@@ -27,6 +27,7 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Any
 
 import anyio
@@ -102,8 +103,9 @@ def check_retry(retry: object, activities: Activity) -> Retry | None:
     if retry.attempts > 1 and _runs_once(activities):
         raise TypeError(
             f"retry needs activities that can run again, but {activities!r} can be awaited "
-            "only once: give the async function itself (step('x', fetch), not "
-            "step('x', fetch())), a (function, *args) tuple, a Chain or a Group"
+            "only once, or holds a coroutine that can: give the async function itself "
+            "(step('x', fetch), not step('x', fetch())), a (function, *args) tuple, or a "
+            "Chain or Group of those"
         )
     return retry
 
@@ -175,8 +177,24 @@ class Attempts:
 
 
 def _runs_once(activities: Activity) -> bool:
-    """A coroutine, future or task: the same object cannot be awaited twice."""
-    return inspect.isawaitable(activities) and not isinstance(activities, Chain | Group)
+    """A coroutine, future or task, or a Chain, Group or ``(callable, *args)``
+    tuple holding a coroutine: an awaitable cannot be awaited twice, and a
+    container's second run would await its coroutines again."""
+    if isinstance(activities, Chain | Group):
+        return any(map(_runs_once, activities.activities))
+    if isinstance(activities, tuple):
+        return any(map(_holds_coroutine, activities))
+    return inspect.isawaitable(activities)
+
+
+def _holds_coroutine(value: object) -> bool:
+    """A tuple activity's argument that is, or holds, a coroutine (looked for
+    where ``close_unawaited`` looks)."""
+    if isinstance(value, CoroutineType):
+        return True
+    if isinstance(value, tuple):
+        return any(map(_holds_coroutine, value))
+    return isinstance(value, Chain | Group) and _runs_once(value)
 
 
 def _number(what: str, value: object) -> None:

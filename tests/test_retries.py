@@ -16,7 +16,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
-from asteps import Chain, MemoryStore, Retry, Runner, Step, StepTimeout
+from asteps import Chain, Group, MemoryStore, Retry, Runner, Step, StepTimeout
 from asteps.errors import AstepsError
 
 from .conftest import CountingStore
@@ -375,6 +375,35 @@ async def test_a_coroutine_cannot_be_retried_and_is_closed_unrun(store: Counting
     # One attempt needs no second await: allowed.
     outcome = await runner.step("export", activity(), retry=Retry(1))
     assert outcome.status == "completed"
+
+
+async def awaiting(awaitable: Any) -> Any:
+    return await awaitable
+
+
+@pytest.mark.parametrize(
+    "container",
+    [
+        lambda coroutine: Chain(coroutine),
+        lambda coroutine: Group(failing(0), coroutine),
+        lambda coroutine: Chain(Group(coroutine)),
+        lambda coroutine: (awaiting, coroutine),
+    ],
+    ids=["chain", "group", "nested", "tuple-argument"],
+)
+async def test_a_chain_group_or_tuple_holding_a_coroutine_cannot_be_retried(
+    store: CountingStore, container: Any
+) -> None:
+    # A second attempt would await the coroutine again: it failed with
+    # "cannot reuse already awaited coroutine", hiding the first error.
+    activity = failing(1)
+    coroutine = activity()
+    runner = Runner(store, "wf")
+    with pytest.raises(TypeError, match="holds a coroutine"):
+        await runner.step("export", container(coroutine), retry=Retry(2, sleep=Sleeps()))
+    assert coroutine.cr_frame is None  # closed: no "never awaited" warning
+    assert activity.calls == 0
+    assert not store.calls
 
 
 def test_errors_say_what_to_change() -> None:
