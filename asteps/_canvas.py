@@ -66,7 +66,8 @@ def start_activity(activity: Activity, *args: Any) -> Awaitable[Any]:
     if isinstance(activity, Chain | Group):
         return activity
     if isinstance(activity, tuple):
-        if not activity or not callable(activity[0]):
+        if not _is_call(activity):
+            close_unawaited(activity)  # refused: its coroutine arguments will never run
             raise TypeError(f"a tuple activity must be (callable, *args); got {activity!r}")
         return start_activity(activity[0], *activity[1:], *args)
     if inspect.isawaitable(activity):
@@ -132,9 +133,20 @@ def _has_async_call(obj: object) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def _is_call(activity: tuple[Any, ...]) -> bool:
+    """A tuple activity is ``(callable, *args)``."""
+    return bool(activity) and callable(activity[0])
+
+
+def _is_activity(a: object) -> bool:
+    if isinstance(a, tuple):
+        return _is_call(a)
+    return callable(a) or isinstance(a, Chain | Group) or inspect.isawaitable(a)
+
+
 def _check(activities: tuple[Activity, ...], kind: str) -> tuple[Activity, ...]:
     for a in activities:
-        if not (callable(a) or isinstance(a, tuple | Chain | Group) or inspect.isawaitable(a)):
+        if not _is_activity(a):
             close_unawaited(*activities)  # refused: they will never run
             raise TypeError(
                 f"{kind} member {a!r} is not an activity: give an async or sync callable, a "

@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from asteps import Chain, Group, MemoryStore, Retry, Runner, Step, StoreError
+from asteps import Chain, Group, MemoryStore, Retry, Runner, Step, StoreError, run_activity
 from asteps._canvas import close_unawaited
 
 CLOSED = inspect.CORO_CLOSED
@@ -264,15 +264,31 @@ async def test_a_malformed_tuple_activity_closes_its_coroutine_arguments() -> No
     assert state(coro) == CLOSED
 
 
+async def test_run_activity_refusing_a_malformed_tuple_closes_its_coroutine_arguments() -> None:
+    coro = work()
+    with pytest.raises(TypeError, match="a tuple activity must be"):
+        await run_activity((42, coro))
+    assert state(coro) == CLOSED
+
+
 @pytest.mark.parametrize(
     ("build", "error"),
     [
         (lambda coro: Chain(coro, 5), TypeError),
+        (lambda coro: Chain((42, coro)), TypeError),
+        (lambda coro: Group(work, (None, coro)), TypeError),
         (lambda coro: Group(coro, max_parallel=0), ValueError),
         (lambda coro: Step("a b", coro), ValueError),
         (lambda coro: Step("x", coro, retry=Retry(3)), TypeError),
     ],
-    ids=["chain with a non-activity", "group bound 0", "step named badly", "retried coroutine"],
+    ids=[
+        "chain with a non-activity",
+        "chain with a malformed tuple",
+        "group with a malformed tuple",
+        "group bound 0",
+        "step named badly",
+        "retried coroutine",
+    ],
 )
 async def test_a_constructor_that_refuses_its_activities_closes_their_coroutines(
     build: Any, error: type[Exception]
