@@ -254,7 +254,8 @@ class Runner(Phases):
                         await anyio.lowlevel.checkpoint_if_cancelled()
                     if alternative is not None:
                         alternative_result = await run_activity(alternative)
-                        if result is None:  # a kept result is what the step returns
+                        # A kept result is what the step returns, even None.
+                        if kept is NOTHING_KEPT or kept.problem is not None:
                             result = alternative_result
                     if (details := self._record(name, "skipped", decision)) is not None:
                         await self.bus.publish("log.step", details)

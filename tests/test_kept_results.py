@@ -169,6 +169,33 @@ async def test_on_missing_result_none_skips_with_no_result(store: Any) -> None:
     assert list(outcome.reasons) == [ALREADY_PLAYED, "result missing"]
 
 
+async def test_a_kept_result_is_returned_even_when_it_is_none_and_the_step_has_an_alternative(
+    store: Any,
+) -> None:
+    # A kept None was taken for "nothing kept", and the alternative's result
+    # returned instead (docs/choices.md: a kept result is returned even when
+    # the step also has an alternative, which still runs for its side effects).
+    await Runner(store, "wf").step("a", lambda: None, keep_result=True)
+    alternative_calls, alternative = counting("from the alternative")
+    outcome = await Runner(store, "wf").step(
+        "a", lambda: "ran", keep_result=True, activities_if_step_already_done=alternative
+    )
+    assert alternative_calls == [1]
+    assert (outcome.status, outcome.result) == ("skipped", None)
+    assert list(outcome.reasons) == [ALREADY_PLAYED, "result kept"]
+
+
+async def test_a_step_skipped_by_a_pattern_returns_its_alternatives_result(store: Any) -> None:
+    # No body is read for it: nothing kept, so the alternative's result stands.
+    await Runner(store, "wf").step("a", lambda: 1, keep_result=int)
+    runner = Runner(store, "wf")
+    runner.add_skipped_steps("a", "not today")
+    outcome = await runner.step(
+        "a", lambda: 2, keep_result=int, activities_if_step_already_done=lambda: 3
+    )
+    assert (outcome.status, outcome.result) == ("skipped", 3)
+
+
 async def test_on_missing_result_error_fails_the_step_clearly(store: Any) -> None:
     await Runner(store, "wf").step("n", lambda: 1)
     outcome = await Runner(store, "wf").step(
