@@ -41,6 +41,7 @@ from tenacity import (
 )
 
 from ._canvas import Activity, Chain, Group, start_activity
+from ._names import shown
 from .errors import StepTimeout
 
 OnRetry = Callable[[int, Exception, float], Awaitable[None]]
@@ -59,7 +60,9 @@ class Retry:
     the types in ``on`` are retried; any other fails the step at once.
 
     ``sleep`` is how the delays are waited (``anyio.sleep``); tests give their
-    own to measure the delays without waiting them. Bad values raise
+    own to measure the delays without waiting them. What it returns must be
+    awaitable, which only calling it tells: a sync one fails the step at its
+    first delay, with a ``TypeError`` that says so. Other bad values raise
     ``ValueError`` (``TypeError`` for a wrong type) here, before anything runs.
     """
 
@@ -153,7 +156,7 @@ class Attempts:
             stop=stop_after_attempt(retry.attempts),
             wait=backoff + wait_random(0, retry.jitter),
             retry=retry_if_exception_type(retry.on),
-            sleep=retry.sleep,
+            sleep=_awaitable(retry.sleep),
             before_sleep=self._before_sleep,
             reraise=True,
         )
@@ -174,6 +177,23 @@ class Attempts:
         error = state.outcome.exception()
         assert isinstance(error, Exception)  # only Exceptions are retried
         await self.on_retry(state.attempt_number, error, state.upcoming_sleep)
+
+
+def _awaitable(sleep: Callable[[float], Awaitable[Any]]) -> Callable[[float], Awaitable[None]]:
+    """``sleep``, refused with a message that says so when what it returns
+    cannot be awaited: ``Retry`` can only check that it is callable, as
+    tenacity's own sleeps are sync functions that return an awaitable."""
+
+    async def checked(seconds: float) -> None:
+        waiting = sleep(seconds)
+        if not inspect.isawaitable(waiting):
+            raise TypeError(
+                f"Retry sleep must be an async callable such as anyio.sleep, but {sleep!r} "
+                f"returned {shown(waiting)}, which cannot be awaited"
+            )
+        await waiting
+
+    return checked
 
 
 def _runs_once(activities: Activity) -> bool:

@@ -406,6 +406,22 @@ async def test_a_chain_group_or_tuple_holding_a_coroutine_cannot_be_retried(
     assert not store.calls
 
 
+async def test_a_sync_sleep_fails_the_step_saying_the_sleep_must_be_async(
+    store: CountingStore,
+) -> None:
+    # Retry can only check that sleep is callable (tenacity's own sleeps are
+    # sync functions returning an awaitable); one returning None failed with
+    # "object NoneType can't be used in 'await' expression".
+    delays: list[float] = []
+    runner = Runner(store, "wf")
+    outcome = await runner.step("export", failing(1), retry=Retry(2, sleep=delays.append))
+    assert outcome.status == "failed"
+    assert isinstance(outcome.error, TypeError)
+    assert "Retry sleep must be an async callable" in str(outcome.error)
+    assert len(delays) == 1
+    assert store.calls["mark_done"] == 0
+
+
 def test_errors_say_what_to_change() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Retry(0)
