@@ -169,8 +169,8 @@ class EventBus:
         overflow: Overflow = "drop_oldest",
         remember: int = DEFAULT_REMEMBER,
     ) -> None:
-        if buffer < 1:
-            raise ValueError(f"buffer must be at least 1, got {buffer}")
+        _check_buffer(buffer)
+        _check_overflow(overflow)
         if isinstance(remember, bool) or not isinstance(remember, int) or remember < 1:
             raise ValueError(f"remember must be a positive int, got {remember!r}")
         self._buffer = buffer
@@ -261,7 +261,13 @@ class EventBus:
         patterns = tuple(validate_patterns(pattern))
         if not patterns:
             raise SignalError("subscribe needs at least one pattern")
-        subscription = Subscription(patterns, buffer or self._buffer, overflow or self._overflow)
+        if buffer is None:
+            buffer = self._buffer
+        if overflow is None:
+            overflow = self._overflow
+        _check_buffer(buffer)
+        _check_overflow(overflow)
+        subscription = Subscription(patterns, buffer, overflow)
         self._subscriptions.append(subscription)
         return subscription
 
@@ -315,6 +321,17 @@ class EventBus:
                     del self._waiters[name]
         assert waiter.signal is not None
         return waiter.signal
+
+
+def _check_buffer(buffer: object) -> None:
+    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+        raise ValueError(f"buffer must be an int of at least 1, got {buffer!r}")
+
+
+def _check_overflow(overflow: object) -> None:
+    # Any other value used to mean "drop_oldest": "blok" dropped signals silently.
+    if overflow not in ("drop_oldest", "block"):
+        raise ValueError(f"overflow must be 'drop_oldest' or 'block', got {overflow!r}")
 
 
 def _is_power_of_two(n: int) -> bool:

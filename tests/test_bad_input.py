@@ -79,6 +79,9 @@ CASES: list[tuple[str, Callable[[MemoryStore], Any], type[Exception], str]] = [
     ("group bound", lambda s: Group(print, max_parallel=0), ValueError, "positive int"),
     # the bus
     ("bus buffer", lambda s: EventBus(buffer=0), ValueError, "at least 1"),
+    ("bus buffer not an int", lambda s: EventBus(buffer=1.5), ValueError, "an int"),
+    # "blok" meant "drop_oldest": a typo for "block" dropped signals silently.
+    ("bus overflow", lambda s: EventBus(overflow="blok"), ValueError, "'drop_oldest' or 'block'"),
 ]
 
 

@@ -130,6 +130,24 @@ def test_remember_must_be_a_positive_int(remember: Any) -> None:
         EventBus(remember=remember)
 
 
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"overflow": "blok"}, "'drop_oldest' or 'block'"),  # dropped signals silently
+        ({"buffer": 0}, "at least 1"),  # taken for the bus's default
+        ({"buffer": 1.5}, "buffer must be an int"),  # was anyio's error, from the stream
+    ],
+)
+async def test_a_subscription_with_a_bad_overflow_or_buffer_is_refused(
+    options: dict[str, Any], fragment: str
+) -> None:
+    bus = EventBus()
+    with pytest.raises(ValueError, match=fragment):
+        async with bus.subscribe("x", **options):
+            pass
+    assert not bus.listening("x")
+
+
 async def test_iterating_a_subscription_ends_when_it_closes() -> None:
     bus = EventBus()
     seen: list[str] = []
