@@ -182,11 +182,7 @@ class EventBus:
 
     async def publish(self, name: str, payload: Any = None, *, source: str | None = None) -> Signal:
         """Deliver a signal to every subscription and waiter that it concerns."""
-        if not isinstance(name, str) or not name or len(name) > MAX_SIGNAL_NAME:
-            raise SignalError(
-                f"signal name must be a non-empty string of at most {MAX_SIGNAL_NAME} "
-                f"characters, got {name!r}"
-            )
+        _check_signal_name(name)
         signal = Signal(name, payload, source)
         self._last[name] = signal
         self._last.move_to_end(name)
@@ -303,6 +299,7 @@ class EventBus:
         composes with the caller's own; ``timeout`` is a convenience that
         raises :class:`SignalTimeout` (a ``TimeoutError``).
         """
+        _check_signal_name(name)  # no signal of another name is ever published
         if include_past and (seen := self._last.get(name)) is not None:
             self._last.move_to_end(name)
             return seen
@@ -321,6 +318,14 @@ class EventBus:
                     del self._waiters[name]
         assert waiter.signal is not None
         return waiter.signal
+
+
+def _check_signal_name(name: object) -> None:
+    if not isinstance(name, str) or not name or len(name) > MAX_SIGNAL_NAME:
+        raise SignalError(
+            f"signal name must be a non-empty string of at most {MAX_SIGNAL_NAME} "
+            f"characters, got {name!r}"
+        )
 
 
 def _check_buffer(buffer: object) -> None:

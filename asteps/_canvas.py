@@ -224,7 +224,9 @@ class Group:
     __slots__ = ("activities", "max_parallel")
 
     def __init__(self, *activities: Activity, max_parallel: int | None = None) -> None:
-        if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
+        if max_parallel is not None and (
+            isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
+        ):
             close_unawaited(*activities)  # refused: they will never run
             raise ValueError(f"max_parallel must be a positive int or None, got {max_parallel!r}")
         self.activities = _check(activities, "Group")

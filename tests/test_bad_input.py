@@ -77,6 +77,7 @@ CASES: list[tuple[str, Callable[[MemoryStore], Any], type[Exception], str]] = [
     # composition
     ("chain member", lambda s: Chain(print, 42), TypeError, "not an activity"),
     ("group bound", lambda s: Group(print, max_parallel=0), ValueError, "positive int"),
+    ("group bound a bool", lambda s: Group(print, max_parallel=True), ValueError, "positive int"),
     # the bus
     ("bus buffer", lambda s: EventBus(buffer=0), ValueError, "at least 1"),
     ("bus buffer not an int", lambda s: EventBus(buffer=1.5), ValueError, "an int"),

@@ -81,6 +81,13 @@ async def test_wait_times_out_with_a_clear_error() -> None:
         await EventBus().wait("never", timeout=0.01)
 
 
+@pytest.mark.parametrize("name", ["", "x" * 257], ids=["empty", "257-chars"])
+async def test_waiting_for_a_name_no_signal_can_have_is_refused_not_endless(name: str) -> None:
+    """publish refuses such a name, so a wait for it could never end."""
+    with anyio.fail_after(10), pytest.raises(SignalError, match="signal name"):  # 10: a hang
+        await EventBus().wait(name)
+
+
 async def test_wait_may_include_a_signal_already_published() -> None:
     bus = EventBus()
     await bus.publish("ready", 1)
