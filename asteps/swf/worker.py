@@ -18,7 +18,9 @@ Why it works this way:
   flows get ``drain`` seconds to finish, then are cancelled (no step is
   marked by a cancellation) and handed back to SWF as a failure marked
   drained, which the decider retries at once without counting it: rolling
-  deploys never use up an execution's attempts.
+  deploys do not use up an execution's attempts. (An activity poll in
+  flight is cancelled: a task SWF was handing it then times out and counts,
+  the price of a prompt stop; see the guide.)
 - A decision task the decider fails on is logged and left unanswered: SWF
   offers it again after the execution's decision timeout, and the worker
   goes on (a bug must not stop every flow it runs).
