@@ -169,6 +169,23 @@ async def test_on_missing_result_none_skips_with_no_result(store: Any) -> None:
     assert list(outcome.reasons) == [ALREADY_PLAYED, "result missing"]
 
 
+async def test_on_missing_result_none_with_an_alternative_returns_the_alternatives_result(
+    store: Any,
+) -> None:
+    # Nothing could be kept, so the step returns what any skip with an
+    # alternative returns (the kept-results guide's table says so).
+    await Runner(store, "wf").step("n", lambda: 1)
+    outcome = await Runner(store, "wf").step(
+        "n",
+        lambda: 5,
+        keep_result=int,
+        on_missing_result="none",
+        activities_if_step_already_done=lambda: "from the alternative",
+    )
+    assert (outcome.status, outcome.result) == ("skipped", "from the alternative")
+    assert list(outcome.reasons) == [ALREADY_PLAYED, "result missing"]
+
+
 async def test_a_kept_result_is_returned_even_when_it_is_none_and_the_step_has_an_alternative(
     store: Any,
 ) -> None:
