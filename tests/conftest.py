@@ -284,7 +284,10 @@ def listener(world: SwfWorld, bus: EventBus, workflow_id: str, **kw: Any) -> Swf
 class FlakyProxy:
     """A real HTTP proxy on a loopback port in front of moto that answers the
     next N requests of a given method with 503 SlowDown, as S3 does under load,
-    and forwards everything else unchanged."""
+    or holds the next N requests of a given ``X-Amz-Target`` (an SWF operation)
+    unanswered until it closes, as a connection that hangs; it forwards
+    everything else unchanged, and counts the requests of each target it
+    received (``received``) and forwarded (``forwarded``)."""
 
     def __init__(self, target: str) -> None:
         import http.client
@@ -295,6 +298,12 @@ class FlakyProxy:
         self.failures_left = 0
         self.fail_method = "PUT"
         self.failed = 0
+        self.holds_left = 0
+        self.hold_target = ""
+        self.received: Counter[str] = Counter()
+        self.forwarded: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
         target_url = urlsplit(target)
         proxy = self
 
@@ -308,6 +317,17 @@ class FlakyProxy:
 
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                amz_target = self.headers.get("X-Amz-Target", "")
+                with proxy._lock:
+                    proxy.received[amz_target] += 1
+                    hold = amz_target == proxy.hold_target and proxy.holds_left > 0
+                    if hold:
+                        proxy.holds_left -= 1
+                if hold:
+                    # No answer until the proxy closes; then the connection drops.
+                    proxy._closing.wait()
+                    self.close_connection = True
+                    return
                 if self.command == proxy.fail_method and proxy.failures_left > 0:
                     proxy.failures_left -= 1
                     proxy.failed += 1
@@ -335,6 +355,8 @@ class FlakyProxy:
                 self.end_headers()
                 self.wfile.write(data)
                 upstream.close()
+                with proxy._lock:
+                    proxy.forwarded[amz_target] += 1
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -346,7 +368,15 @@ class FlakyProxy:
     def fail_next(self, count: int, method: str = "PUT") -> None:
         self.failures_left, self.fail_method = count, method
 
+    def hold_next(self, count: int, target: str) -> None:
+        """Leave the next ``count`` requests whose ``X-Amz-Target`` is ``target``
+        (``SimpleWorkflowService.RecordActivityTaskHeartbeat``, say) unanswered
+        until the proxy closes."""
+        with self._lock:
+            self.holds_left, self.hold_target = count, target
+
     def close(self) -> None:
+        self._closing.set()  # release the held requests: no thread is left waiting
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()

@@ -31,8 +31,10 @@ from asteps.swf import (
     swf_status,
 )
 from asteps.swf import worker as worker_module
+from asteps.swf._activity import Heartbeat
 from asteps.testing import MotoServer
 
+from .conftest import FlakyProxy
 from .swf_processes import (
     DOMAIN,
     FLOW,
@@ -576,3 +578,36 @@ async def test_with_signals_a_flows_step_signals_reach_its_execution_with_no_dep
     assert events.count("WorkflowExecutionSignaled") == 1
     # The worker must not use a form of its own API that goes in the next release.
     assert [str(w.message) for w in caught if w.category is DeprecationWarning] == []
+
+
+async def test_a_heartbeat_that_gets_no_answer_is_abandoned_after_a_period_and_sent_again(
+    aws: MotoServer, domain: str, flaky: FlakyProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A real activity task, taken as a worker takes it.
+    await start(aws, prepare(FLOW, params={"log": "/dev/null", "delay": "0"}), "hung")
+    async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as direct:
+        tasks = {"domain": DOMAIN, "taskList": {"name": "asteps"}, "identity": "test"}
+        decision = await direct.poll_for_decision_task(**tasks)
+        await direct.respond_decision_task_completed(
+            taskToken=decision["taskToken"], decisions=next_decisions(decision["events"])
+        )
+        activity = await direct.poll_for_activity_task(**tasks)
+    # The first heartbeat's connection hangs: the proxy never answers it.
+    target = "SimpleWorkflowService.RecordActivityTaskHeartbeat"
+    flaky.hold_next(1, target)
+    async with aws.session().client("swf", endpoint_url=flaky.endpoint_url) as client:
+        heartbeat = Heartbeat(client, activity["taskToken"], 0.2, "hung")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(heartbeat.run, tg.cancel_scope)
+            # The bound only fails a heartbeat that waits for the hung answer
+            # (the client's read timeout is botocore's 60 s).
+            await until(lambda: flaky.forwarded[target] >= 1, timeout=10)
+            tg.cancel_scope.cancel()
+
+    assert flaky.received[target] >= 2
+    assert not heartbeat.lost
+    assert not heartbeat.cancel_requested
+    assert any(
+        "workflow hung: heartbeat got no answer within 0.2 s; trying again" in r.getMessage()
+        for r in caplog.records
+    )

@@ -200,6 +200,12 @@ class Stores:
 class Heartbeat:
     """Records a heartbeat now, then every ``period`` seconds, until cancelled.
 
+    Each heartbeat gets ``period`` seconds for its answer. One that has none by
+    then (a request on a connection that hangs, which the client's read timeout,
+    70 s for the worker's, would wait out while SWF times the attempt out after
+    three periods) is abandoned with a warning, and the next one is sent at
+    once: the period has passed already.
+
     When SWF answers ``cancelRequested``, or no longer knows the task (it timed
     out, or the execution closed), :meth:`run` cancels ``scope`` (the flow's)
     and says which in :attr:`cancel_requested` or :attr:`lost`.
@@ -215,25 +221,37 @@ class Heartbeat:
 
     async def run(self, scope: anyio.CancelScope) -> None:
         while True:
-            try:
-                answer = await self.client.record_activity_task_heartbeat(taskToken=self.token)
-            except ClientError as exc:
-                if error_code(exc) in UNKNOWN_RESOURCE:
+            answer: dict[str, Any] = {}
+            with anyio.move_on_after(self.period) as call:
+                try:
+                    answer = await self.client.record_activity_task_heartbeat(taskToken=self.token)
+                except ClientError as exc:
+                    if error_code(exc) in UNKNOWN_RESOURCE:
+                        logger.warning(
+                            "workflow %s: SWF no longer knows this attempt (%s); stopping it",
+                            self.workflow_id,
+                            explain(exc),
+                        )
+                        self.lost = True
+                        scope.cancel()
+                        return
                     logger.warning(
-                        "workflow %s: SWF no longer knows this attempt (%s); stopping it",
-                        self.workflow_id,
-                        explain(exc),
+                        "workflow %s: heartbeat failed: %s", self.workflow_id, explain(exc)
                     )
-                    self.lost = True
-                    scope.cancel()
-                    return
-                logger.warning("workflow %s: heartbeat failed: %s", self.workflow_id, explain(exc))
-            except BotoCoreError as exc:
-                logger.warning("workflow %s: heartbeat failed: %s", self.workflow_id, explain(exc))
-            else:
-                if answer.get("cancelRequested"):
-                    logger.warning("workflow %s: SWF asked to cancel it", self.workflow_id)
-                    self.cancel_requested = True
-                    scope.cancel()
-                    return
+                except BotoCoreError as exc:
+                    logger.warning(
+                        "workflow %s: heartbeat failed: %s", self.workflow_id, explain(exc)
+                    )
+            if call.cancelled_caught:
+                logger.warning(
+                    "workflow %s: heartbeat got no answer within %g s; trying again",
+                    self.workflow_id,
+                    self.period,
+                )
+                continue
+            if answer.get("cancelRequested"):
+                logger.warning("workflow %s: SWF asked to cancel it", self.workflow_id)
+                self.cancel_requested = True
+                scope.cancel()
+                return
             await anyio.sleep(self.period)
