@@ -225,6 +225,22 @@ def test_an_activity_type_that_is_not_registered_fails_with_what_to_run() -> Non
     assert "asteps swf init" in reason
 
 
+def test_a_deprecated_activity_type_fails_with_a_new_version_to_use_not_init() -> None:
+    # `swf init` registers the version asked: for a deprecated one it cannot help.
+    failure = event(
+        "ScheduleActivityTaskFailed",
+        activityType={"name": FLOW_TYPE, "version": "1"},
+        cause="ACTIVITY_TYPE_DEPRECATED",
+    )
+    [decision] = next_decisions([STARTED, failure])
+    reason = decision["failWorkflowExecutionDecisionAttributes"]["reason"]
+    assert reason.startswith(f"cannot schedule activity {FLOW_TYPE} version 1: ")
+    assert "ACTIVITY_TYPE_DEPRECATED" in reason
+    assert "new --type-version" in reason
+    assert "undeprecate version 1" in reason
+    assert "register it with" not in reason
+
+
 def throttled_schedule() -> dict[str, Any]:
     return event(
         "ScheduleActivityTaskFailed",

@@ -12,8 +12,8 @@ An asteps execution is one activity (the flow for one workflow id), retried:
   attempt back): schedule the next attempt at once, and do not count it;
 - ``ScheduleActivityTaskFailed`` because SWF throttled it
   (``ACTIVITY_CREATION_RATE_EXCEEDED``): schedule it again after a timer of
-  1, 2, 4... up to 60 seconds; any other cause (the type not registered, say)
-  fails the execution, saying what to do;
+  1, 2, 4... up to 60 seconds; any other cause (the type not registered, or
+  its version deprecated, say) fails the execution, saying what to do;
 - a cancellation request: cancel the activity if it runs, else the execution;
 - anything else (a signal, say): nothing to decide.
 
@@ -82,6 +82,9 @@ _THROTTLED = frozenset({"ACTIVITY_CREATION_RATE_EXCEEDED"})
 """Causes of ScheduleActivityTaskFailed that pass: SWF's rate of new activity
 tasks, which a large batch can reach. Not the execution's fault."""
 _MAX_THROTTLED_WAIT = 60
+_DEPRECATED = frozenset({"ACTIVITY_TYPE_DEPRECATED"})
+"""Causes of ScheduleActivityTaskFailed that registering cannot mend: the
+type's version is deprecated, and registering it again is refused."""
 
 
 def heartbeat_timeout(heartbeat: float) -> int:
@@ -158,10 +161,19 @@ def next_decisions(
         if cause in _THROTTLED:
             return [_throttled(h)]
         activity = attrs.get("activityType", {})
+        version = activity.get("version")
+        if cause in _DEPRECATED:
+            # `swf init` registers the version asked, which SWF keeps deprecated.
+            advice = (
+                "run `asteps swf init`, `swf submit` and `swf worker` with a new "
+                f"--type-version, or undeprecate version {version} of the type"
+            )
+        else:
+            advice = "register it with `asteps swf init`"
         return [
             _fail(
                 f"cannot schedule activity {activity.get('name')} version "
-                f"{activity.get('version')}: {cause}; register it with `asteps swf init`",
+                f"{version}: {cause}; {advice}",
                 None,
             )
         ]
