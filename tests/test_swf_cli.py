@@ -38,6 +38,20 @@ async def test_init_registers_what_is_missing_and_then_nothing(aws: MotoServer) 
     assert activity["configuration"]["defaultTaskList"] == {"name": "asteps"}
 
 
+async def test_init_over_a_deprecated_type_exits_2_saying_what_helps(aws: MotoServer) -> None:
+    """SWF keeps a deprecated version deprecated: init said all was there."""
+    assert asteps(aws, "swf", "init", "--domain", DOMAIN).returncode == 0
+    async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
+        await client.deprecate_activity_type(
+            domain=DOMAIN, activityType={"name": FLOW_TYPE, "version": "1"}
+        )
+    again = asteps(aws, "swf", "init", "--domain", DOMAIN)
+    assert again.returncode == 2, again.stderr
+    said = " ".join(again.stderr.split())
+    assert f"activity type {FLOW_TYPE} version 1 is deprecated" in said
+    assert "new --type-version" in said
+
+
 def test_a_worker_for_a_flow_that_cannot_load_exits_2_before_polling(aws: MotoServer) -> None:
     done = asteps(aws, "swf", "worker", "nowhere.py:flow", "--domain", DOMAIN)
     assert done.returncode == 2

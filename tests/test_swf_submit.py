@@ -238,6 +238,20 @@ async def test_submit_to_a_domain_without_types_raises_before_starting(aws: Moto
         await submit_to(aws, ["a"])
 
 
+@pytest.mark.parametrize("kind", ["activity", "workflow"])
+async def test_submit_to_a_deprecated_type_raises_before_starting_saying_what_helps(
+    aws: MotoServer, domain: str, kind: str
+) -> None:
+    """A deprecated activity type would fail every execution at its first
+    decision, and `swf init` cannot register it again."""
+    async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
+        deprecate = getattr(client, f"deprecate_{kind}_type")
+        await deprecate(domain=DOMAIN, **{f"{kind}Type": {"name": "asteps.flow", "version": "1"}})
+    with pytest.raises(SwfNotSetUp, match=f"{kind} type asteps.flow version 1 is deprecated"):
+        await submit_to(aws, ["a"])
+    assert await open_inputs(aws) == {}
+
+
 async def test_throttled_starts_are_retried(
     aws: MotoServer, domain: str, flaky: FlakyProxy
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..errors import SwfNotSetUp
 from ._client import ALREADY_EXISTS, error_code, explain
 from ._types import DEFAULT_TASK_LIST, DEFAULT_VERSION, FLOW_TYPE, SwfError
 
@@ -40,7 +41,8 @@ async def init_domain(
     """Register ``domain`` and the workflow and activity types ``asteps.flow``
     (``version``) where missing; what was created, in words (empty: all there).
 
-    Raises :class:`SwfError` when SWF refuses or cannot be reached.
+    Raises :class:`SwfNotSetUp` when a type is there but deprecated (registering
+    cannot mend it), :class:`SwfError` when SWF refuses or cannot be reached.
     """
     if not 1 <= retention_days <= 90:
         raise ValueError(f"retention days must be 1 to 90 (SWF's range), got {retention_days}")
@@ -53,13 +55,36 @@ async def init_domain(
     ):
         created.append(f"domain {domain} (retention {retention_days} days)")
     kinds = (
-        ("workflow", client.register_workflow_type, _WORKFLOW_DEFAULTS),
-        ("activity", client.register_activity_type, _ACTIVITY_DEFAULTS),
+        ("workflow", client.register_workflow_type, client.describe_workflow_type),
+        ("activity", client.register_activity_type, client.describe_activity_type),
     )
-    for kind, register, defaults in kinds:
+    for kind, register, describe_type in kinds:
+        defaults = _WORKFLOW_DEFAULTS if kind == "workflow" else _ACTIVITY_DEFAULTS
+        what = f"{kind} type {FLOW_TYPE} version {version}"
         if await _register(register, domain=domain, name=FLOW_TYPE, version=version, **defaults):
-            created.append(f"{kind} type {FLOW_TYPE} version {version}")
+            created.append(what)
+            continue
+        # There already, but perhaps deprecated, which registering cannot mend.
+        described = await _ask(
+            describe_type, domain=domain, **{f"{kind}Type": {"name": FLOW_TYPE, "version": version}}
+        )
+        if described.get("typeInfo", {}).get("status") == "DEPRECATED":
+            raise SwfNotSetUp(
+                f"the {what} is deprecated in SWF domain {domain!r}, and SWF does not "
+                "register it again: use a new --type-version (here, and with `swf submit` "
+                "and `swf worker`), or undeprecate it"
+            )
     return created
+
+
+async def _ask(call: Any, **kwargs: Any) -> Any:
+    """What SWF answers; :class:`SwfError` when it refuses or cannot be reached."""
+    try:
+        return await call(**kwargs)
+    except ClientError as exc:
+        raise SwfError(f"asking SWF failed: {explain(exc)}") from None
+    except BotoCoreError as exc:
+        raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from None
 
 
 async def _register(call: Any, **kwargs: Any) -> bool:

@@ -48,7 +48,7 @@ from .._names import (
 )
 from .._pipeline import Pipeline
 from .._shards import Shard
-from ..errors import InvalidName, InvalidWorkflowId
+from ..errors import InvalidName, InvalidWorkflowId, SwfNotSetUp
 from ..stores.urls import parse_store_url
 from ._client import (
     ALREADY_STARTED,
@@ -409,17 +409,30 @@ async def submit(
 
 
 async def check_setup(client: Any, domain: str, version: str) -> None:
-    """The domain (the one check of :func:`check_domain`) and the workflow type
-    must exist before anything starts."""
+    """The domain (the one check of :func:`check_domain`) and the workflow and
+    activity types must exist, and not be deprecated, before anything starts:
+    a deprecated activity type would fail every execution started, at its
+    first decision."""
     await check_domain(client, domain)
+    kinds = (
+        ("workflow", client.describe_workflow_type, "workflowType"),
+        ("activity", client.describe_activity_type, "activityType"),
+    )
+    for kind, describe_type, key in kinds:
+        what = f"{kind} type {FLOW_TYPE} version {version}"
 
-    def missing(exc: ClientError) -> str:
-        return (
-            f"SWF domain {domain!r} has no workflow type {FLOW_TYPE} version {version} "
-            f"({explain(exc)}): run `asteps swf init --domain {domain}`"
-        )
+        def missing(exc: ClientError, what: str = what) -> str:
+            return (
+                f"SWF domain {domain!r} has no {what} ({explain(exc)}): "
+                f"run `asteps swf init --domain {domain}`"
+            )
 
-    with asking_swf_about(domain, missing):
-        await client.describe_workflow_type(
-            domain=domain, workflowType={"name": FLOW_TYPE, "version": version}
-        )
+        with asking_swf_about(domain, missing):
+            described = await describe_type(
+                domain=domain, **{key: {"name": FLOW_TYPE, "version": version}}
+            )
+        if described.get("typeInfo", {}).get("status") == "DEPRECATED":
+            raise SwfNotSetUp(
+                f"the {what} is deprecated in SWF domain {domain!r}: run `asteps swf init`, "
+                "`swf submit` and `swf worker` with a new --type-version, or undeprecate it"
+            )
