@@ -135,7 +135,11 @@ class Claims:
             pause = min(pause * 2, self.lease / 4, MAX_POLL)
         held = Held(self, prefix, name, token, sent)
         if not forced or waited:
-            marker = await self._marker(prefix, name)
+            try:
+                marker = await self._marker(prefix, name)
+            except BaseException:  # cancelled, or the read failed: the claim is not kept
+                await held.release()
+                raise
             if marker is not None and (not forced or marker.get("run_id") != before):
                 await held.release()
                 return marker

@@ -451,3 +451,33 @@ async def test_a_holder_cut_off_from_the_store_stops_its_work_when_the_lease_cou
     assert "did not answer" in str(outcome.error)
     assert cancelled == [True]
     assert await store.list_done("wf/steps/") == set()
+
+
+class StuckReading(Watched):
+    """A store whose marker read, once the claim is won, never answers."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.reading = anyio.Event()
+
+    async def read_marker(self, prefix: str, name: str) -> Any:
+        self.reading.set()
+        await anyio.sleep_forever()
+
+
+async def test_a_step_cancelled_right_after_winning_its_claim_releases_it(
+    claims_store: Any,
+) -> None:
+    # Before, a cancellation during the marker's read after the claim was won
+    # left the claim held: on the FileStore its lock stayed taken as long as
+    # the process lived, and every other runner waited for it forever.
+    stuck = StuckReading(claims_store)
+    runner = Runner(stuck, "wf", exclusive=True, lease=5.0)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.step, "a", lambda: None)
+        await stuck.reading.wait()
+        tg.cancel_scope.cancel()
+    assert await claims_store.read_claim("wf/steps/", "a") is None
+    with anyio.fail_after(30):  # only a claim never released reaches this
+        outcome = await Runner(claims_store, "wf", exclusive=True, lease=5.0).step("a", lambda: 1)
+    assert outcome.status == "completed"
