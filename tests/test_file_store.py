@@ -3,6 +3,7 @@ on trio."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -291,4 +292,26 @@ async def test_a_link_planted_at_a_claims_path_is_refused_not_followed(
         await store.read_claim("wf/steps/", "a")
     assert victim.read_text() == '{"result": "secret"}'
     claim.unlink()  # once the link is gone, the claim works as ever
+    assert await store.create_claim("wf/steps/", "a", {"holder": "me"}) is not None
+
+
+async def test_a_claim_that_cannot_be_written_on_a_full_disk_says_so_and_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, the OSError of the claim's write came out raw, and the claim's
+    # file stayed open and locked: no runner of this machine could take the
+    # step again until the process ended.
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        if threading.current_thread() is not threading.main_thread():  # the store's thread
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    store = FileStore(tmp_path)
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(StoreError, match=r"cannot create claim .*disk is not full"):
+        await store.create_claim("wf/steps/", "a", {"holder": "me"})
+    monkeypatch.setattr(os, "write", real_write)  # space freed
+    assert await store.read_claim("wf/steps/", "a") is None
     assert await store.create_claim("wf/steps/", "a", {"holder": "me"}) is not None

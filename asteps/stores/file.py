@@ -292,11 +292,19 @@ class FileStore(BaseStore):
 
     def _lock_claim(self, prefix: str, name: str, content: str) -> str | None:
         path = self._claim_path(prefix, name)
+
+        def cannot(exc: OSError) -> StoreError:
+            return StoreError(
+                f"cannot create claim {path}: {exc.strerror}; check the store root is "
+                "writable and the disk is not full",
+                prefix=prefix,
+            )
+
         try:
             _make_directories(path.parent)
             fd = self._open_claim(path, os.O_RDWR | os.O_CREAT, prefix)
         except OSError as exc:
-            raise StoreError(f"cannot create claim {path}: {exc.strerror}", prefix=prefix) from exc
+            raise cannot(exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # The holder before may have removed the file between our open and
@@ -306,9 +314,13 @@ class FileStore(BaseStore):
         except OSError:  # BlockingIOError: held; FileNotFoundError: just removed
             os.close(fd)
             return None
-        os.ftruncate(fd, 0)
-        os.write(fd, content.encode("utf-8"))
-        token = f"{os.fstat(fd).st_ino}:{next(self._tokens)}"
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, content.encode("utf-8"))
+            token = f"{os.fstat(fd).st_ino}:{next(self._tokens)}"
+        except OSError as exc:  # a full disk: the claim is not kept, its lock dropped
+            os.close(fd)
+            raise cannot(exc) from exc
         self._held[token] = fd
         return token
 
