@@ -8,6 +8,8 @@ and delete if the token matches. This module is the algorithm built on them.
 
 - **Take.** Create the claim. Having won, read the step's marker once more (it
   may have been marked since the listing): if it is there, release and skip.
+  A forced step reads the marker before it tries the claim instead, and is
+  skipped only for a marker with another run id (written by a holder since).
 - **Renew** every ``lease / 3`` with compare-and-swap. A refused renewal means
   another runner took the claim over: the step's activities are cancelled and
   the step is not marked (``ClaimLost``).
@@ -44,7 +46,7 @@ from typing import Any
 
 import anyio
 
-from .errors import ClaimLost
+from .errors import ClaimLost, MarkerBodyError
 from .stores.base import HoldsClaims, ReadsMarkers
 
 logger = logging.getLogger("asteps")
@@ -98,10 +100,21 @@ class Claims:
         """Claim step ``name``: a :class:`Held` claim to run it under, or the
         body of the marker another runner wrote while this one waited (skip)."""
         store = self.store
+        # A forced step runs although it may be done: it is skipped only for a
+        # marker written after this moment, so the run id to compare with is
+        # read before the claim is tried (read after a refusal, it would miss
+        # a holder that marked in between).
+        before: object = None  # the run id of the marker this forced step reruns
+        if forced:
+            try:
+                marker = await self._marker(prefix, name)
+            except MarkerBodyError:  # a broken marker, which forcing the step rewrites
+                before = _UNREADABLE
+            else:
+                before = None if marker is None else marker.get("run_id")
         sent = self.clock()
         token = await store.create_claim(prefix, name, self.body(name, 0))
         waited = False
-        before: object = _UNREAD  # the marker's run id when this runner first looked
         seen: str | None = None
         seen_at = 0.0
         pause = FIRST_POLL
@@ -110,10 +123,7 @@ class Claims:
                 logger.debug("step %s: claim held, waiting", name)
             waited = True
             marker = await self._marker(prefix, name)
-            run_id = None if marker is None else marker.get("run_id")
-            if before is _UNREAD:
-                before = run_id
-            if marker is not None and (not forced or run_id != before):
+            if marker is not None and (not forced or marker.get("run_id") != before):
                 return marker
             current = await store.read_claim(prefix, name)
             now = self.clock()
@@ -150,7 +160,8 @@ class Claims:
         return await self.store.read_marker(prefix, name)
 
 
-_UNREAD = object()
+_UNREADABLE = object()
+"""The run id of a marker whose body cannot be read: equal to none."""
 
 
 @dataclass

@@ -481,3 +481,66 @@ async def test_a_step_cancelled_right_after_winning_its_claim_releases_it(
     with anyio.fail_after(30):  # only a claim never released reaches this
         outcome = await Runner(claims_store, "wf", exclusive=True, lease=5.0).step("a", lambda: 1)
     assert outcome.status == "completed"
+
+
+class MarkedWhileRefused(Watched):
+    """A store whose first refused claim answers only once the holder's step
+    has ended: the holder marks the step between the refusal and the look at
+    its marker that follows."""
+
+    def __init__(self, store: Any, finish: anyio.Event, holder_done: anyio.Event) -> None:
+        super().__init__(store)
+        self.finish, self.holder_done = finish, holder_done
+
+    async def create_claim(self, prefix: str, name: str, body: Any) -> str | None:
+        token = await self.store.create_claim(prefix, name, body)
+        if token is None and not self.finish.is_set():
+            self.finish.set()
+            await self.holder_done.wait()
+        return token  # type: ignore[no-any-return]
+
+
+async def test_a_forced_step_that_found_the_claim_held_is_skipped_once_the_holder_marks_it(
+    claims_store: Any,
+) -> None:
+    # Before, the forced waiter took the run id to compare with from its first
+    # look at the marker, after its claim was refused: a holder that marked in
+    # between went unseen, and the step ran a second time once it was released.
+    finish, holder_done, inside = anyio.Event(), anyio.Event(), anyio.Event()
+    ran: list[str] = []
+    holder = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    racing = MarkedWhileRefused(claims_store, finish, holder_done)
+    waiter = Runner(racing, "wf", exclusive=True, lease=5.0)  # type: ignore[arg-type]
+    for runner in (holder, waiter):
+        runner.add_forced_steps("a", reason="rerun asked twice")
+
+    async def holding() -> None:
+        ran.append("holder")
+        inside.set()
+        await finish.wait()
+
+    async def play_holder() -> None:
+        await holder.step("a", holding)
+        holder_done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(play_holder)
+        await inside.wait()
+        with anyio.fail_after(30):  # only a hang reaches this
+            outcome = await waiter.step("a", lambda: ran.append("waiter"))
+    assert ran == ["holder"]
+    assert outcome.status == "skipped"
+    assert outcome.reasons == (f"Step was played by run {holder.run_id}",)
+
+
+async def test_a_forced_exclusive_step_rewrites_a_marker_whose_body_is_broken(
+    tmp_path: Path,
+) -> None:
+    store = FileStore(tmp_path)
+    (tmp_path / "wf" / "steps").mkdir(parents=True)
+    (tmp_path / "wf" / "steps" / "a").write_text("not json")
+    runner = Runner(store, "wf", exclusive=True, lease=5.0)
+    runner.add_forced_steps("a", reason="repair")
+    outcome = await runner.step("a", lambda: "fixed")
+    assert outcome.status == "completed"
+    assert (await store.read_marker("wf/steps/", "a") or {})["run_id"] == runner.run_id
