@@ -192,6 +192,26 @@ async def test_a_prefix_that_climbs_out_of_the_root_is_refused(tmp_path: Path) -
     assert not (tmp_path / "x").exists()
 
 
+async def test_a_name_that_climbs_out_of_the_root_is_refused_nothing_written_or_removed(
+    tmp_path: Path, outside: Path
+) -> None:
+    # Before, only the prefix was checked: a name with '..' (the store's own
+    # API takes any string) wrote, read and removed files outside the root.
+    store = FileStore(tmp_path / "store")
+    climb = "../../../elsewhere/steps/"
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.mark_done("wf/steps/", climb + "b", {}),
+        lambda: store.read_marker("wf/steps/", climb + "a"),
+        lambda: store.unmark("wf/steps/", [climb + "a"]),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError, match="outside the store root"):
+            await call()
+    with pytest.raises(StoreError, match="names a directory, not a marker"):
+        await store.unmark("wf/steps/", ["a", ".."])
+    assert sorted(p.name for p in (outside / "steps").iterdir()) == ["a"]
+
+
 async def test_links_that_stay_inside_the_root_are_followed(tmp_path: Path) -> None:
     real_root = tmp_path / "real"
     (real_root / "shared").mkdir(parents=True)

@@ -62,7 +62,7 @@ class FileStore(BaseStore):
 
     Nothing is read or written outside ``root``: a workflow directory or a
     marker that resolves outside it (a symbolic link out of the root, a
-    prefix with ``..``) is refused with a ``StoreError``, a marker file that
+    prefix or a marker name with ``..``) is refused with a ``StoreError``, a marker file that
     links out of the root is not listed, and discovery passes over
     directories that link out of it. The same holds for the claims of
     exclusive steps (under ``root/.asteps-claims/``): a directory on a claim's
@@ -86,6 +86,23 @@ class FileStore(BaseStore):
         its markers' names; ``StoreError`` when it is outside the root."""
         directory, _, start = prefix.rpartition("/")
         return self._inside(self.root / directory, prefix), start
+
+    def _marker_path(self, prefix: str, name: str, split: tuple[Path, str] | None = None) -> Path:
+        """Where marker ``prefix + name`` lives, checked as a prefix is: a name
+        is any string here, and one with ``/`` and ``..`` may climb out of the
+        root. ``split`` is ``self._split(prefix)`` when the caller has it."""
+        if "/" in name:
+            directory, leaf = self._split(prefix + name)
+        else:
+            directory, start = split or self._split(prefix)
+            leaf = start + name
+        if leaf in ("", ".", ".."):
+            raise StoreError(
+                f"marker name {name!r} under {prefix!r} ends in {leaf!r}, which names a "
+                "directory, not a marker: FileStore never writes nor removes one",
+                prefix=prefix,
+            )
+        return directory / leaf
 
     def _inside(self, path: Path, prefix: str) -> Path:
         """``path`` resolved (links followed), if it stays inside the root.
@@ -183,8 +200,8 @@ class FileStore(BaseStore):
         await anyio.to_thread.run_sync(self._write, prefix, name, body_json(body))
 
     def _write(self, prefix: str, name: str, content: bytes) -> None:
-        directory, start = self._split(prefix)
-        target = directory / (start + name)
+        target = self._marker_path(prefix, name)
+        directory = target.parent
         try:
             _make_directories(directory)
             tmp = directory / f"{TMP_PREFIX}{secrets.token_hex(8)}"
@@ -211,8 +228,7 @@ class FileStore(BaseStore):
         return await anyio.to_thread.run_sync(self._read, prefix, name)
 
     def _read(self, prefix: str, name: str) -> Mapping[str, Any] | None:
-        directory, start = self._split(prefix)
-        path = directory / (start + name)
+        path = self._marker_path(prefix, name)
         if path.is_symlink():
             path = self._inside(path, prefix)
         try:
@@ -229,13 +245,14 @@ class FileStore(BaseStore):
         await anyio.to_thread.run_sync(self._remove, prefix, list(names))
 
     def _remove(self, prefix: str, names: list[str]) -> None:
-        directory, start = self._split(prefix)
-        for name in names:
+        split = self._split(prefix)
+        paths = [self._marker_path(prefix, name, split) for name in names]  # all checked first
+        for name, path in zip(names, paths, strict=True):
             try:
-                (directory / (start + name)).unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
             except OSError as exc:
                 raise StoreError(
-                    f"cannot remove marker {name!r} under {directory}: {exc.strerror}",
+                    f"cannot remove marker {name!r} under {path.parent}: {exc.strerror}",
                     prefix=prefix,
                 ) from exc
 
