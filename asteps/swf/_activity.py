@@ -204,7 +204,9 @@ class Heartbeat:
     then (a request on a connection that hangs, which the client's read timeout,
     70 s for the worker's, would wait out while SWF times the attempt out after
     three periods) is abandoned with a warning, and the next one is sent at
-    once: the period has passed already.
+    once: the period has passed already. So is an answer slower than a period
+    (ten seconds by default), taken as none: SWF that slow is a connection in
+    trouble, and two more heartbeats can still reach it before the timeout.
 
     When SWF answers ``cancelRequested``, or no longer knows the task (it timed
     out, or the execution closed), :meth:`run` cancels ``scope`` (the flow's)

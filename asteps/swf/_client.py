@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .._aws import SETUP_ERRORS, SETUP_HINT, client_config, open_client
 from ..errors import SignalError, SwfError, SwfNotSetUp, describe
+from ._types import FLOW_TYPE
 
 UNKNOWN_RESOURCE = frozenset({"UnknownResourceFault"})
 """SWF does not know the domain, type, execution or task (it may have timed
@@ -161,6 +162,35 @@ def asking_swf_about(domain: str, missing: Callable[[ClientError], str]) -> Iter
         raise SwfError(f"SWF domain {domain!r}: {explain(exc)}") from exc
     except BotoCoreError as exc:
         raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from exc
+
+
+async def check_type(client: Any, domain: str, kind: str, version: str) -> None:
+    """The ``kind`` type (``"workflow"``, ``"activity"``) ``asteps.flow`` of
+    ``version`` must be registered in ``domain`` and not deprecated: raises
+    :class:`SwfNotSetUp` saying what helps when it is missing (``swf init``)
+    or deprecated (SWF does not register a deprecated version again), and
+    :class:`SwfError` when SWF refuses the question or cannot be reached."""
+    what = f"{kind} type {FLOW_TYPE} version {version}"
+    describe_type = (
+        client.describe_workflow_type if kind == "workflow" else client.describe_activity_type
+    )
+
+    def missing(exc: ClientError) -> str:
+        return (
+            f"SWF domain {domain!r} has no {what} ({explain(exc)}): "
+            f"run `asteps swf init --domain {domain}`"
+        )
+
+    with asking_swf_about(domain, missing):
+        described = await describe_type(
+            domain=domain, **{f"{kind}Type": {"name": FLOW_TYPE, "version": version}}
+        )
+    if described.get("typeInfo", {}).get("status") == "DEPRECATED":
+        raise SwfNotSetUp(
+            f"the {what} is deprecated in SWF domain {domain!r}, and SWF does not register "
+            "it again: run `asteps swf init`, `swf submit` and `swf worker` with a new "
+            "--type-version, or undeprecate it"
+        )
 
 
 async def resolve_run(client: Any, domain: str, workflow_id: str, run_id: str | None) -> str:

@@ -7,8 +7,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import SwfNotSetUp
-from ._client import ALREADY_EXISTS, error_code, explain
+from ._client import ALREADY_EXISTS, check_type, error_code, explain
 from ._types import DEFAULT_TASK_LIST, DEFAULT_VERSION, FLOW_TYPE, SwfError
 
 DEFAULT_RETENTION_DAYS = 30
@@ -55,36 +54,15 @@ async def init_domain(
     ):
         created.append(f"domain {domain} (retention {retention_days} days)")
     kinds = (
-        ("workflow", client.register_workflow_type, client.describe_workflow_type),
-        ("activity", client.register_activity_type, client.describe_activity_type),
+        ("workflow", client.register_workflow_type, _WORKFLOW_DEFAULTS),
+        ("activity", client.register_activity_type, _ACTIVITY_DEFAULTS),
     )
-    for kind, register, describe_type in kinds:
-        defaults = _WORKFLOW_DEFAULTS if kind == "workflow" else _ACTIVITY_DEFAULTS
-        what = f"{kind} type {FLOW_TYPE} version {version}"
+    for kind, register, defaults in kinds:
         if await _register(register, domain=domain, name=FLOW_TYPE, version=version, **defaults):
-            created.append(what)
-            continue
-        # There already, but perhaps deprecated, which registering cannot mend.
-        described = await _ask(
-            describe_type, domain=domain, **{f"{kind}Type": {"name": FLOW_TYPE, "version": version}}
-        )
-        if described.get("typeInfo", {}).get("status") == "DEPRECATED":
-            raise SwfNotSetUp(
-                f"the {what} is deprecated in SWF domain {domain!r}, and SWF does not "
-                "register it again: use a new --type-version (here, and with `swf submit` "
-                "and `swf worker`), or undeprecate it"
-            )
+            created.append(f"{kind} type {FLOW_TYPE} version {version}")
+        else:  # there already, but perhaps deprecated, which registering cannot mend
+            await check_type(client, domain, kind, version)
     return created
-
-
-async def _ask(call: Any, **kwargs: Any) -> Any:
-    """What SWF answers; :class:`SwfError` when it refuses or cannot be reached."""
-    try:
-        return await call(**kwargs)
-    except ClientError as exc:
-        raise SwfError(f"asking SWF failed: {explain(exc)}") from None
-    except BotoCoreError as exc:
-        raise SwfError(f"cannot reach SWF: {explain(exc)}; check the endpoint") from None
 
 
 async def _register(call: Any, **kwargs: Any) -> bool:

@@ -48,7 +48,7 @@ from .._names import (
 )
 from .._pipeline import Pipeline
 from .._shards import Shard
-from ..errors import InvalidName, InvalidWorkflowId, SwfNotSetUp
+from ..errors import InvalidName, InvalidWorkflowId
 from ..stores.urls import parse_store_url
 from ._client import (
     ALREADY_STARTED,
@@ -56,8 +56,8 @@ from ._client import (
     LIMIT_EXCEEDED,
     THROTTLED,
     SwfClientOptions,
-    asking_swf_about,
     check_domain,
+    check_type,
     error_code,
     explain,
 )
@@ -414,25 +414,5 @@ async def check_setup(client: Any, domain: str, version: str) -> None:
     a deprecated activity type would fail every execution started, at its
     first decision."""
     await check_domain(client, domain)
-    kinds = (
-        ("workflow", client.describe_workflow_type, "workflowType"),
-        ("activity", client.describe_activity_type, "activityType"),
-    )
-    for kind, describe_type, key in kinds:
-        what = f"{kind} type {FLOW_TYPE} version {version}"
-
-        def missing(exc: ClientError, what: str = what) -> str:
-            return (
-                f"SWF domain {domain!r} has no {what} ({explain(exc)}): "
-                f"run `asteps swf init --domain {domain}`"
-            )
-
-        with asking_swf_about(domain, missing):
-            described = await describe_type(
-                domain=domain, **{key: {"name": FLOW_TYPE, "version": version}}
-            )
-        if described.get("typeInfo", {}).get("status") == "DEPRECATED":
-            raise SwfNotSetUp(
-                f"the {what} is deprecated in SWF domain {domain!r}: run `asteps swf init`, "
-                "`swf submit` and `swf worker` with a new --type-version, or undeprecate it"
-            )
+    for kind in ("workflow", "activity"):
+        await check_type(client, domain, kind, version)
