@@ -169,7 +169,7 @@ class EventBus:
         overflow: Overflow = "drop_oldest",
         remember: int = DEFAULT_REMEMBER,
     ) -> None:
-        _check_buffer(buffer)
+        check_buffer(buffer)
         _check_overflow(overflow)
         if isinstance(remember, bool) or not isinstance(remember, int) or remember < 1:
             raise ValueError(f"remember must be a positive int, got {remember!r}")
@@ -261,7 +261,7 @@ class EventBus:
             buffer = self._buffer
         if overflow is None:
             overflow = self._overflow
-        _check_buffer(buffer)
+        check_buffer(buffer)
         _check_overflow(overflow)
         subscription = Subscription(patterns, buffer, overflow)
         self._subscriptions.append(subscription)
@@ -328,7 +328,7 @@ def _check_signal_name(name: object) -> None:
         )
 
 
-def _check_buffer(buffer: object) -> None:
+def check_buffer(buffer: object) -> None:
     if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
         raise ValueError(f"buffer must be an int of at least 1, got {buffer!r}")
 

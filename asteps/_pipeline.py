@@ -84,7 +84,7 @@ class Pipeline(Generic[T]):
     ``refuse(id, reason)`` is told of a bad line of an ids file, and
     ``repeat(id)`` of an id passed over because it is in flight. With
     ``shard``, the ids of the other shards are counted and passed over before
-    anything else. Either callback may call :meth:`abort` to stop the batch.
+    anything else. Any callback may call :meth:`abort` to stop the batch.
     """
 
     def __init__(

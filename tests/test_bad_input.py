@@ -22,6 +22,7 @@ from asteps import (
     SignalError,
     Step,
 )
+from asteps.swf import Execution, SwfSignalBridge
 
 LONG_ID = "x" * 256
 
@@ -81,6 +82,13 @@ CASES: list[tuple[str, Callable[[MemoryStore], Any], type[Exception], str]] = [
     # the bus
     ("bus buffer", lambda s: EventBus(buffer=0), ValueError, "at least 1"),
     ("bus buffer not an int", lambda s: EventBus(buffer=1.5), ValueError, "an int"),
+    # checked when built, before any request to SWF (it was checked when entered)
+    (
+        "bridge buffer",
+        lambda s: SwfSignalBridge(EventBus(), domain="d", executions=Execution("w"), buffer=0),
+        ValueError,
+        "at least 1",
+    ),
     # "blok" meant "drop_oldest": a typo for "block" dropped signals silently.
     ("bus overflow", lambda s: EventBus(overflow="blok"), ValueError, "'drop_oldest' or 'block'"),
 ]

@@ -537,7 +537,7 @@ def test_demo_runs_on_s3_through_moto(cli: CliRunner) -> None:
 def test_demo_on_s3_without_moto_says_an_install_command_that_exists(
     cli: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """.venv is made by uv, which puts no pip in it: the hint names the extra."""
+    """.venv is made by uv, which puts no pip in it: the hint names moto itself."""
     import importlib.util
 
     real = importlib.util.find_spec
@@ -546,7 +546,7 @@ def test_demo_on_s3_without_moto_says_an_install_command_that_exists(
     )
     result = invoke(cli, "demo", "--s3")
     assert result.exit_code == 2
-    assert "pip install 'asteps[test]'" in result.stderr
+    assert "pip install 'moto[server]'" in " ".join(result.stderr.split())
     assert ".venv/bin/pip" not in result.stderr
 
 
@@ -1113,6 +1113,21 @@ def test_the_rerun_summary_shows_an_id_that_is_not_utf8_as_its_bytes() -> None:
     console.print(_summary_table(summary, None))
     (row,) = [line for line in console.export_text().splitlines() if "line 3" in line]
     assert "bad-\\xff" in row
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("a\x1bb", "a\\x1bb"),  # a C0 control: below 0x80, the same as its byte
+        ("a\x85b", "a\\u0085b"),  # a C1 control, a character: not the byte 0x85
+        (b"a\x85b".decode("utf-8", "surrogateescape"), "a\\x85b"),  # the byte 0x85
+        ("a\u202eb", "a\\u202eb"),
+    ],
+)
+def test_input_shown_in_a_terminal_tells_a_byte_from_a_character(text: str, shown: str) -> None:
+    from asteps.cli._output import printable
+
+    assert printable(text) == shown
 
 
 def test_the_rerun_summary_counts_ids_repeated_while_in_flight() -> None:

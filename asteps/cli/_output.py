@@ -30,7 +30,8 @@ def printable(text: str) -> str:
     """``text`` with every character that could act on a terminal written as
     an escape (``\\x1b``, ``\\x00``, ``\\u202e``); anything from input is shown
     through this. A byte that was not UTF-8 (kept by Python as a lone
-    surrogate, U+DC80 to U+DCFF) is shown as that byte: ``\\xff``."""
+    surrogate, U+DC80 to U+DCFF) is shown as that byte, ``\\xff``; a
+    character from U+0080 on as ``\\u0085``, so that the two never look alike."""
     if text.isprintable():  # the common case: nothing to escape
         return text
     return "".join(_escaped(c) if unicodedata.category(c) in _UNSAFE else c for c in text)
@@ -45,7 +46,8 @@ def _escaped(char: str) -> str:
     code = ord(char)
     if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept as Python keeps
         return f"\\x{code - 0xDC00:02x}"  # it (surrogateescape): shown as that byte
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    # \xNN only below 0x80, so that it always names a byte: C1 controls are \u0085
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
 
 
 _STYLE = {"completed": "green", "skipped": "cyan", "failed": "bold red", "planned": "yellow"}

@@ -77,8 +77,9 @@ def demo(root: Path | None, use_s3: bool, workflow_id: str, as_json: bool) -> No
     if use_s3:
         if importlib.util.find_spec("moto") is None:
             fail(
-                "asteps demo --s3 needs moto, which the extra asteps[test] installs: "
-                "pip install 'asteps[test]' (in a clone of asteps: make test)",
+                "asteps demo --s3 needs moto[server] in this environment: install it "
+                "(pip install 'moto[server]', or uv pip install 'moto[server]'); in a "
+                "clone of asteps, make test installs it",
                 EXIT_USAGE,
             )
         run_async(_demo_s3, workflow_id, show, as_json)

@@ -13,7 +13,7 @@ import anyio
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._bus import EventBus, Signal, Subscription
+from .._bus import EventBus, Signal, Subscription, check_buffer
 from .._lifecycle import Resource
 from ..errors import SignalDeliveryError, SignalError
 from ._client import (
@@ -126,6 +126,7 @@ class SwfSignalBridge(Resource):
     ) -> None:
         if not domain:
             raise SignalError("domain is empty: give the SWF domain of the executions")
+        check_buffer(buffer)  # before any request to SWF
         self.bus = bus
         self.domain = domain
         self.executions = _normalise_executions(executions)
