@@ -24,7 +24,7 @@ made them and are left alone.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from types import CoroutineType
 from typing import Any, TypeAlias
 
@@ -112,20 +112,24 @@ async def _run_in_thread(function: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-def close_unawaited(*activities: Activity | None) -> None:
-    """Close every coroutine object in ``activities`` that will never be awaited.
-
-    Looks inside ``(callable, *args)`` tuples and nested Chains and Groups;
-    leaves every other awaitable (futures, tasks) to its owner. Closing a
-    coroutine that already ran is harmless.
-    """
+def coroutines_in(*activities: object) -> Iterator[CoroutineType[Any, Any, Any]]:
+    """Every coroutine object in ``activities``, looking inside ``(callable,
+    *args)`` tuples and nested Chains and Groups (other awaitables, futures
+    and tasks, are their owners')."""
     for activity in activities:
         if isinstance(activity, CoroutineType):
-            activity.close()
+            yield activity
         elif isinstance(activity, tuple):
-            close_unawaited(*activity)
+            yield from coroutines_in(*activity)
         elif isinstance(activity, Chain | Group):
-            close_unawaited(*activity.activities)
+            yield from coroutines_in(*activity.activities)
+
+
+def close_unawaited(*activities: Activity | None) -> None:
+    """Close every coroutine in ``activities`` (:func:`coroutines_in`): they
+    will never be awaited. Closing a coroutine that already ran is harmless."""
+    for coroutine in coroutines_in(*activities):
+        coroutine.close()
 
 
 def _has_async_call(obj: object) -> bool:

@@ -27,7 +27,6 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from types import CoroutineType
 from typing import Any
 
 import anyio
@@ -40,7 +39,7 @@ from tenacity import (
     wait_random,
 )
 
-from ._canvas import Activity, Chain, Group, start_activity
+from ._canvas import Activity, Chain, Group, coroutines_in, start_activity
 from ._names import shown
 from .errors import StepTimeout
 
@@ -103,12 +102,15 @@ def check_retry(retry: object, activities: Activity) -> Retry | None:
         return None
     if not isinstance(retry, Retry):
         raise TypeError(f"retry must be an asteps.Retry or None, got {retry!r}")
-    if retry.attempts > 1 and _runs_once(activities):
+    once = _awaited_once(activities) if retry.attempts > 1 else None
+    if once is not None:
+        what = f"{activities!r} can be awaited only once"
+        if once is not activities:
+            what = f"{activities!r} holds {once!r}, which can be awaited only once"
         raise TypeError(
-            f"retry needs activities that can run again, but {activities!r} can be awaited "
-            "only once, or holds a coroutine that can: give the async function itself "
-            "(step('x', fetch), not step('x', fetch())), a (function, *args) tuple, or a "
-            "Chain or Group of those"
+            f"retry needs activities that can run again, but {what}: give the async "
+            "function itself (step('x', fetch), not step('x', fetch())), a (function, *args) "
+            "tuple, or a Chain or Group of those"
         )
     return retry
 
@@ -196,25 +198,14 @@ def _awaitable(sleep: Callable[[float], Awaitable[Any]]) -> Callable[[float], Aw
     return checked
 
 
-def _runs_once(activities: Activity) -> bool:
-    """A coroutine, future or task, or a Chain, Group or ``(callable, *args)``
-    tuple holding a coroutine: an awaitable cannot be awaited twice, and a
-    container's second run would await its coroutines again."""
-    if isinstance(activities, Chain | Group):
-        return any(map(_runs_once, activities.activities))
-    if isinstance(activities, tuple):
-        return any(map(_holds_coroutine, activities))
-    return inspect.isawaitable(activities)
-
-
-def _holds_coroutine(value: object) -> bool:
-    """A tuple activity's argument that is, or holds, a coroutine (looked for
-    where ``close_unawaited`` looks)."""
-    if isinstance(value, CoroutineType):
-        return True
-    if isinstance(value, tuple):
-        return any(map(_holds_coroutine, value))
-    return isinstance(value, Chain | Group) and _runs_once(value)
+def _awaited_once(activities: Activity) -> object | None:
+    """What in ``activities`` can be awaited only once, so that a second
+    attempt could not run it: the activities themselves (a coroutine, future
+    or task), or a coroutine held in a Chain, Group or ``(callable, *args)``
+    tuple; None when there is none."""
+    if inspect.isawaitable(activities) and not isinstance(activities, Chain | Group):
+        return activities
+    return next(coroutines_in(activities), None)
 
 
 def _number(what: str, value: object) -> None:

@@ -1130,6 +1130,39 @@ def test_input_shown_in_a_terminal_tells_a_byte_from_a_character(text: str, show
     assert printable(text) == shown
 
 
+async def test_the_rerun_progress_bar_reaches_its_total_when_ids_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bar counted finished workflows only: an id repeated while in flight
+    left it short of the ids counted in the file (2/4 here)."""
+    import io
+
+    from rich.console import Console
+
+    import asteps.cli.rerun as rerun_cli
+    from asteps import BatchRun, MemoryStore, Runner
+
+    shown = io.StringIO()  # not a terminal: the bar is printed once, as it ends
+    monkeypatch.setattr(rerun_cli, "err", lambda: Console(file=shown, width=200))
+    release = anyio.Event()
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        await release.wait()
+
+    async def release_when_all_read() -> None:
+        await anyio.wait_all_tasks_blocked()  # "a" in flight, its repeats read
+        release.set()
+
+    with rerun_cli._progress(4, True) as show:
+        run = BatchRun(flow, MemoryStore(), concurrency=4, on_workflow=lambda r, s: show(s))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release_when_all_read)
+            summary = await run.run(["a", "a", "b", "a"])
+        show(summary)  # as the CLI does once the batch ends
+    assert (summary.finished, summary.repeated) == (2, 2)
+    assert "4/4" in shown.getvalue()
+
+
 def test_the_rerun_summary_counts_ids_repeated_while_in_flight() -> None:
     from rich.console import Console
 

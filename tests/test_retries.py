@@ -399,7 +399,9 @@ async def test_a_chain_group_or_tuple_holding_a_coroutine_cannot_be_retried(
     activity = failing(1)
     coroutine = activity()
     runner = Runner(store, "wf")
-    with pytest.raises(TypeError, match="holds a coroutine"):
+    with pytest.raises(
+        TypeError, match=r"holds <coroutine object .*, which can be awaited only once"
+    ):
         await runner.step("export", container(coroutine), retry=Retry(2, sleep=Sleeps()))
     assert coroutine.cr_frame is None  # closed: no "never awaited" warning
     assert activity.calls == 0

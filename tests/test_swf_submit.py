@@ -53,7 +53,6 @@ async def test_each_id_starts_one_execution_whose_input_names_the_flow(
     summary = await submit_to(aws, ["a", "b", "a", "c"])
 
     assert sorted(summary.started) == ["a", "b", "c"]  # a duplicate runs once
-    assert summary.repeated == 1  # and is counted, so that every id read is accounted for
     inputs = await open_inputs(aws)
     assert json.loads(inputs["a"]) == {
         "flow": FLOW,
@@ -65,6 +64,39 @@ async def test_each_id_starts_one_execution_whose_input_names_the_flow(
         "store": None,
         "retry": {"max_attempts": 3, "retry_delay": 5.0, "max_retry_delay": 300.0},
     }
+
+
+async def test_an_id_repeated_while_it_starts_is_counted_and_told_to_on_id(
+    aws: MotoServer, domain: str
+) -> None:
+    session = aws.session()
+    told: list[tuple[str, str]] = []
+    repeat_read = anyio.Event()
+
+    def on_id(wid: str, outcome: str, summary: Any) -> None:
+        told.append((wid, outcome))
+        if outcome == "repeated":
+            repeat_read.set()
+
+    async def hold_starts_until_the_repeat_is_read(**_: Any) -> None:
+        await repeat_read.wait()  # so "a" is surely starting when it comes again
+
+    session.events.register(
+        "before-call.swf.StartWorkflowExecution", hold_starts_until_the_repeat_is_read
+    )
+    with anyio.fail_after(30):  # only a repeat never counted reaches this
+        summary = await submit(
+            prepare(FLOW, params=PARAMS),
+            ["a", "a", "b"],
+            domain=DOMAIN,
+            session=session,
+            endpoint_url=aws.endpoint_url,
+            on_id=on_id,
+        )
+    assert sorted(summary.started) == ["a", "b"]
+    assert ("a", "repeated") in told
+    assert len(told) == 3  # every id read, told once: the progress bar reaches its total
+    assert (summary.repeated, summary.as_dict()["repeated"]) == (1, 1)
 
 
 async def test_a_second_submit_of_open_ids_reports_them_already_running(

@@ -130,6 +130,13 @@ def test_the_summary_table_says_how_to_go_on() -> None:
     assert "go on with: tail -n +1235 'my ids.txt'" in text
 
 
+def test_the_summary_table_counts_repeated_ids() -> None:
+    console = Console(width=300, record=True)
+    console.print(_submit_table(SubmitSummary(repeated=1_200), None))
+    (row,) = [line for line in console.export_text().splitlines() if "repeated ids" in line]
+    assert "1,200 (each started once)" in row
+
+
 def start_asteps(aws: MotoServer, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "asteps", *args],
