@@ -179,11 +179,18 @@ class Held:
     """Why the claim was lost, once it is."""
     _released: bool = field(default=False, repr=False)
 
-    def safe(self) -> bool:
-        """True while no other runner can have taken the claim over, with a
-        margin of a third of the lease for the write that follows."""
+    @property
+    def safe_until(self) -> float:
+        """Until when (this runner's clock) no other runner can have taken the
+        claim over, with a margin of a third of the lease: a waiter takes it
+        over once it saw it unchanged for a whole lease."""
         lease = self.claims.lease
-        return self.claims.clock() < self.sent + lease - lease / 3
+        return self.sent + lease - lease / 3
+
+    def safe(self) -> bool:
+        """True while the claim is safe (:attr:`safe_until`), for the write or
+        the work that follows."""
+        return self.claims.clock() < self.safe_until
 
     async def renew(self, within: float) -> bool:
         """Renew now, waiting at most ``within`` seconds for the store; False
@@ -206,7 +213,10 @@ class Held:
                     )
                 return self.lost is None
         if scope.cancelled_caught:  # a store that does not answer (a partition)
-            self.lost = "the store did not answer a renewal before the lease could expire"
+            self.lost = (
+                "the store did not answer a renewal while a third of the lease was left "
+                "(before another runner could take the claim over)"
+            )
             return False
         if token is None:
             self.lost = "another runner took its claim over"
@@ -216,13 +226,15 @@ class Held:
 
     async def keep(self, scope: anyio.CancelScope) -> None:
         """Renew every ``lease / 3`` until cancelled; on a loss, cancel ``scope``
-        (the step's activities). A renewal waits for the store only until the
-        lease could expire: a partitioned holder stops its work then, not when
-        the store's client gives up."""
+        (the step's activities). A renewal waits for the store only while the
+        claim is :meth:`safe`, as a failed one is retried only then: a
+        partitioned holder stops its work a third of a lease before another
+        runner could take over, not when the lease expires (the work must
+        have time to stop) nor when the store's client gives up."""
         lease = self.claims.lease
         while True:
             await self.claims.sleep(lease / 3 if self.safe() else lease / 12)
-            if not await self.renew(within=self.sent + lease - self.claims.clock()):
+            if not await self.renew(within=self.safe_until - self.claims.clock()):
                 scope.cancel()
                 return
 

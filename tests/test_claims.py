@@ -453,6 +453,36 @@ async def test_a_holder_cut_off_from_the_store_stops_its_work_when_the_lease_cou
     assert await store.list_done("wf/steps/") == set()
 
 
+class PartitionTimer(MemoryStore):
+    """A renewal that never answers, and how long the holder waited for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited_at_most: list[float] = []
+
+    async def replace_claim(self, prefix: str, name: str, token: str, body: Any) -> str | None:
+        self.waited_at_most.append(anyio.current_effective_deadline() - anyio.current_time())
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_a_holder_cut_off_stops_its_work_a_third_of_a_lease_before_a_takeover() -> None:
+    # It waited for a renewal until the lease could expire, the very moment a
+    # waiter may take over: the cancelled work had no time left to stop.
+    store = PartitionTimer()
+    clock = Clock()
+    held = await claims(store, clock, "holder", lease=3.0).take("wf/steps/", "a", forced=False)
+    assert isinstance(held, Held)
+    work = anyio.CancelScope()
+    with anyio.fail_after(30):  # only a hang reaches this: the wait is 1 s of real time
+        await held.keep(work)  # its sleep (1 s of the clock) is the fake clock's
+    assert work.cancel_called
+    assert clock.now == 1.0  # renewed at a third of the lease
+    (waited,) = store.waited_at_most
+    assert 0 < waited <= 1.0  # until 2 s of a 3 s lease, not 3
+    assert "while a third of the lease was left" in (held.lost or "")
+
+
 class StuckReading(Watched):
     """A store whose marker read, once the claim is won, never answers."""
 
