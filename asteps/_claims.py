@@ -249,13 +249,23 @@ class Held:
             raise ClaimLost(self.name, self.lost)
 
     async def release(self) -> None:
-        """Delete the claim if it is still this runner's (shielded; a failure is
-        logged: the claim then goes stale after a lease)."""
+        """Delete the claim if it is still this runner's: shielded from the
+        caller's cancellation, and waiting for the store a third of a lease at
+        most (a runner cancelled during a partition must not wait out the
+        store client's retries). A failure is logged: the claim then goes
+        stale after a lease."""
         if self._released or self.lost is not None:
             return
         self._released = True
-        with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(self.claims.lease / 3, shield=True) as scope:
             try:
                 await self.claims.store.delete_claim(self.prefix, self.name, self.token)
             except Exception as exc:
                 logger.warning("step %s: cannot release its claim: %s", self.name, exc)
+        if scope.cancelled_caught:
+            logger.warning(
+                "step %s: the store did not answer the release of its claim within %g s; "
+                "the claim goes stale after a lease",
+                self.name,
+                self.claims.lease / 3,
+            )

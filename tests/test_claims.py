@@ -483,6 +483,42 @@ async def test_a_holder_cut_off_stops_its_work_a_third_of_a_lease_before_a_takeo
     assert "while a third of the lease was left" in (held.lost or "")
 
 
+class UnansweredRelease(MemoryStore):
+    """A store that stops answering once the claim is taken: its release hangs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release_cut_short = anyio.Event()
+
+    async def delete_claim(self, prefix: str, name: str, token: str) -> None:
+        try:
+            await anyio.sleep(20)  # a partition, and the client's retries (minutes)
+        except anyio.get_cancelled_exc_class():
+            self.release_cut_short.set()
+            raise
+
+
+async def test_a_cancelled_step_waits_for_its_claims_release_a_third_of_a_lease_at_most() -> None:
+    # The release was shielded with no bound: a runner cancelled during a
+    # partition (Ctrl-C) waited out the store client's retries, minutes.
+    store = UnansweredRelease()
+    runner = Runner(store, "wf", exclusive=True, lease=0.3)
+    started = anyio.Event()
+
+    async def work() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    with anyio.move_on_after(3600) as outer:  # the step is cancelled from outside
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.step, "a", work)
+            await started.wait()
+            tg.cancel_scope.cancel()
+    assert not outer.cancelled_caught
+    assert store.release_cut_short.is_set()
+    assert await store.list_done("wf/steps/") == set()
+
+
 class StuckReading(Watched):
     """A store whose marker read, once the claim is won, never answers."""
 
