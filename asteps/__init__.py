@@ -24,6 +24,8 @@ from ._telemetry import instrument, uninstrument
 from ._workflow import WorkflowReport, run_workflow
 from .errors import (
     AstepsError,
+    ClaimLost,
+    ClaimsNotSupported,
     FlowError,
     InvalidName,
     InvalidPrefix,
@@ -31,6 +33,7 @@ from .errors import (
     InvalidWorkflowId,
     MarkDoneError,
     MarkerBodyError,
+    MarkersNotReadable,
     ResultMissing,
     ResultNotKept,
     SignalDeliveryError,
@@ -93,6 +96,8 @@ __all__ = [
     "BatchRun",
     "BatchSummary",
     "Chain",
+    "ClaimLost",
+    "ClaimsNotSupported",
     "Decision",
     "DoneStore",
     "EchoGuard",
@@ -107,6 +112,7 @@ __all__ = [
     "MarkDoneError",
     "Marker",
     "MarkerBodyError",
+    "MarkersNotReadable",
     "MemoryStore",
     "ReadsMarkers",
     "ResultMissing",

@@ -49,3 +49,23 @@ def test_the_cli_imports_only_public_modules_of_the_other_subpackages() -> None:
 
 
 SUBPACKAGES = {"swf", "stores", "testing"}
+
+
+def test_every_exception_of_asteps_errors_is_exported() -> None:
+    """The guides name ``ClaimLost``, ``ClaimsNotSupported`` and
+    ``MarkersNotReadable`` as what a step gives: like every other error, each
+    is importable from ``asteps`` (or, for SWF's own, ``asteps.swf``)."""
+    import asteps.errors
+    import asteps.swf
+
+    exceptions = {
+        name
+        for name, value in vars(asteps.errors).items()
+        if isinstance(value, type)
+        and issubclass(value, BaseException)
+        and value.__module__ == "asteps.errors"
+    }
+    exported = set(asteps.__all__) | set(asteps.swf.__all__)
+    assert sorted(exceptions - exported) == []
+    for name in exceptions & set(asteps.__all__):
+        assert getattr(asteps, name) is getattr(asteps.errors, name)
