@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import asteps
+import asteps.errors
 
 
 def test_every_public_name_is_importable_from_asteps() -> None:
@@ -55,7 +58,6 @@ def test_every_exception_of_asteps_errors_is_exported() -> None:
     """The guides name ``ClaimLost``, ``ClaimsNotSupported`` and
     ``MarkersNotReadable`` as what a step gives: like every other error, each
     is importable from ``asteps`` (or, for SWF's own, ``asteps.swf``)."""
-    import asteps.errors
     import asteps.swf
 
     exceptions = {
@@ -69,3 +71,26 @@ def test_every_exception_of_asteps_errors_is_exported() -> None:
     assert sorted(exceptions - exported) == []
     for name in exceptions & set(asteps.__all__):
         assert getattr(asteps, name) is getattr(asteps.errors, name)
+
+
+def test_every_exported_name_is_in_the_api_reference() -> None:
+    """docs/api.md documents each name of ``asteps.__all__``: by its own entry
+    (``::: asteps.X``), its subpackage's (``::: asteps.swf.X``,
+    ``::: asteps.stores.s3.S3Store``), or for errors the module's."""
+    entries = re.findall(r"^::: (\S+)$", API_MD.read_text(), re.MULTILINE)
+    documented = {entry.rpartition(".")[2] for entry in entries}
+    if "asteps.errors" in entries:
+        documented |= {n for n in asteps.__all__ if getattr(asteps.errors, n, None) is not None}
+    assert sorted(set(asteps.__all__) - documented) == []
+
+
+def test_every_name_in_the_api_reference_exists() -> None:
+    for entry in re.findall(r"^::: (\S+)$", API_MD.read_text(), re.MULTILINE):
+        module, _, name = entry.rpartition(".")
+        if module == "asteps" or module.startswith("asteps."):
+            assert hasattr(importlib.import_module(module), name), entry
+        else:
+            importlib.import_module(entry)
+
+
+API_MD = Path(__file__).resolve().parent.parent / "docs" / "api.md"
