@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from asteps import Runner, S3Store
-from asteps.testing import LatencyProxy, LatencyStore, MotoServer
+from asteps.testing import LatencyProxy, LatencyStore, MotoServer, moto_server
 
 
 async def test_s3_through_the_latency_proxy_works_and_each_request_is_held_back(
@@ -40,3 +42,19 @@ async def test_the_latency_store_delays_every_call_and_keeps_to_its_limit() -> N
 def test_the_latency_store_refuses_bad_settings(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LatencyStore(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_a_moto_server_leaves_the_werkzeug_logger_as_it_found_it(serial: bool) -> None:
+    # The harness quiets werkzeug's log of every request while it runs, and
+    # says it touches no global state: the level is the test's again after.
+    logger = logging.getLogger("werkzeug")
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with moto_server(serial=serial) as server:
+            assert logger.level == logging.WARNING
+            server.reset()
+        assert logger.level == logging.DEBUG
+    finally:
+        logger.setLevel(previous)

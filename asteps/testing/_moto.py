@@ -66,7 +66,8 @@ def moto_server(*, serial: bool = False) -> Iterator[MotoServer]:
     """Start moto on a free loopback port for the duration of the block.
 
     Clients reach it with ``endpoint_url=server.endpoint_url`` and
-    ``session=server.session()``.
+    ``session=server.session()``. werkzeug's log of every request is quieted
+    (``WARNING``) for the block, and its level restored after it.
 
     With ``serial=True`` it answers one request at a time. moto checks a
     conditional write's condition (``If-None-Match``, ``If-Match``) and then
@@ -75,14 +76,20 @@ def moto_server(*, serial: bool = False) -> Iterator[MotoServer]:
     writes are atomic, as S3's are: use it where processes race for claims.
     """
     # werkzeug logs every request at INFO; a demo or benchmark drowns in it.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server: ThreadedServer = _SerialServer() if serial else _threaded_moto_server()
-    server.start()
+    # Quieted for the block only: the logger is the caller's again after it.
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.WARNING)
     try:
-        host, port = server.get_host_and_port()
-        yield MotoServer(f"http://{host}:{port}")
+        server: ThreadedServer = _SerialServer() if serial else _threaded_moto_server()
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            yield MotoServer(f"http://{host}:{port}")
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        werkzeug.setLevel(level)
 
 
 class ThreadedServer(Protocol):
