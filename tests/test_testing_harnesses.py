@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
+import threading
 
 import pytest
 
@@ -58,3 +61,28 @@ def test_a_moto_server_leaves_the_werkzeug_logger_as_it_found_it(serial: bool) -
         assert logger.level == logging.DEBUG
     finally:
         logger.setLevel(previous)
+
+
+def test_a_latency_proxy_that_cannot_listen_raises_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def cannot_listen(*args: object, **kwargs: object) -> asyncio.Server:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(asyncio, "start_server", cannot_listen)
+    proxy = LatencyProxy("http://127.0.0.1:9", latency=0)
+    raised: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            proxy.start()
+        except BaseException as exc:
+            raised.append(exc)
+
+    starting = threading.Thread(target=start, daemon=True)
+    starting.start()
+    starting.join(10)
+    assert not starting.is_alive(), "start() waited for ever for a server that failed"
+    assert len(raised) == 1
+    assert isinstance(raised[0], OSError)
+    assert proxy._thread is None  # nothing left running

@@ -41,15 +41,21 @@ class LatencyProxy:
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._failed: BaseException | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
     def start(self) -> Self:
-        """Start listening on a free loopback port; sets ``endpoint_url``."""
+        """Start listening on a free loopback port; sets ``endpoint_url``.
+        Raises what stopped it from listening (an ``OSError``), its thread ended."""
         self._thread = threading.Thread(
             target=self._serve, name="asteps latency proxy", daemon=True
         )
         self._thread.start()
         self._ready.wait()
+        if self._failed is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._failed
         return self
 
     def close(self) -> None:
@@ -74,10 +80,17 @@ class LatencyProxy:
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
+        try:
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._connection, "127.0.0.1", 0)
+            )
+        except BaseException as exc:
+            # Told to start(), which waits for this thread: it must not wait for ever.
+            self._failed = exc
+            loop.close()
+            self._ready.set()
+            return
         self._loop = loop
-        self._server = loop.run_until_complete(
-            asyncio.start_server(self._connection, "127.0.0.1", 0)
-        )
         port = self._server.sockets[0].getsockname()[1]
         self.endpoint_url = f"http://127.0.0.1:{port}"
         self._ready.set()
