@@ -50,6 +50,39 @@ def test_every_python_example_runs(
     exec(compiled, {"__name__": "__main__"})
 
 
+def test_every_python_example_type_checks_under_mypy_strict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user who checks their code with ``mypy --strict`` can copy any
+    example: each block that uses asteps is checked as a module of its own
+    (a fragment's own undefined names aside; simpleflow has no types)."""
+    from mypy import api
+
+    monkeypatch.chdir(ROOT)  # where mypy finds asteps itself
+    wheres = {}
+    for number, (where, code) in enumerate(BLOCKS):
+        if "asteps" in code and "simpleflow" not in code:
+            (tmp_path / f"example_{number}.py").write_text(code, encoding="utf-8")
+            wheres[f"example_{number}.py"] = where
+    stdout, _, _ = api.run(
+        [
+            *(str(tmp_path / name) for name in wheres),
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--strict",
+            "--disable-error-code=name-defined",
+            "--cache-dir",
+            str(ROOT / ".mypy_cache"),
+        ]
+    )
+    shown = []
+    for line in stdout.splitlines():
+        path, _, problem = line.partition(":")
+        if path.startswith(str(tmp_path)):
+            shown.append(f"{wheres[Path(path).name]}:{problem}")
+    assert shown == []
+
+
 # -- the CLI's docs can be followed literally ---------------------------------------
 
 
