@@ -125,9 +125,17 @@ class Pipeline(Generic[T]):
                 # What was read, not what is left to read: the stop costs what
                 # is in flight, however many ids follow.
                 left = source.stop()
-                read = (text_of(item) for item in left.ids)
-                ahead = (w for w in read if self._in_shard(w) and w not in self.in_flight)
-                end.unfinished = [*self.in_flight, *dict.fromkeys(ahead)]
+                # The ids read ahead are counted as they would have been taken:
+                # another shard's, and a repeat of an id unfinished, are not unfinished.
+                unfinished = dict(self.in_flight)
+                for wid in (text_of(item) for item in left.ids):
+                    if not self._in_shard(wid):
+                        end.other_shards += 1
+                    elif wid in unfinished:
+                        self._repeat(wid)
+                    else:
+                        unfinished[wid] = None
+                end.unfinished = list(unfinished)
                 end.stopped_at, end.next_line, end.after = left.where, left.next_line, left.after
         finally:
             with anyio.CancelScope(shield=True):

@@ -35,6 +35,7 @@ from asteps._batch import (
     WorkflowReport,
     read_ids,
 )
+from asteps._shards import Shard
 from asteps.testing import LatencyStore
 
 from .conftest import CountingStore, FailingMarkStore, FlakyProxy
@@ -565,6 +566,41 @@ async def test_a_stop_after_the_last_line_was_read_has_no_line_to_go_on_from() -
     summary = await BatchRun(flow, MemoryStore(), concurrency=4).run(reader, stop=stop)
     assert sorted(summary.unfinished_ids) == ["a", "b"]
     assert (summary.stopped_at, summary.next_line) == (None, None)
+
+
+async def test_a_stop_accounts_for_every_id_read_ahead_other_shards_and_repeats_too() -> None:
+    """The ids in the reader's buffer at a stop are counted as the batch counts
+    them: another shard's in ``other_shards``, a repeat of an unfinished id in
+    ``repeated``, the others unfinished; so that every id read is accounted
+    for, and the counts of a batch stopped and resumed add up to its ids."""
+    shard = Shard(0, 2)
+    names = [f"w{i}" for i in range(40)]
+    mine = [w for w in names if shard.holds(w)][:6]
+    theirs = [w for w in names if not shard.holds(w)][:6]
+    lines = [mine[0], *theirs, mine[0], *mine[1:], *mine[1:], *theirs]
+    stop = anyio.Event()
+
+    async def flow(runner: Runner, **_: Any) -> None:
+        stop.set()
+        await anyio.sleep_forever()
+
+    # One chunk: every line is in the reader's buffer before the first id is taken.
+    reader = IdReader(io.BytesIO("".join(f"{w}\n" for w in lines).encode()), buffer=64)
+    reader.start()
+    summary = await BatchRun(flow, MemoryStore(), concurrency=1, shard=shard).run(reader, stop=stop)
+    assert summary.interrupted
+    assert summary.stopped_at is None  # every line was read
+    assert sorted(summary.unfinished_ids) == sorted(mine)
+    assert summary.other_shards == len(lines) - 2 * len(mine)
+    assert summary.repeated == len(mine)
+    accounted = (
+        summary.finished
+        + summary.passed_over
+        + summary.repeated
+        + summary.other_shards
+        + len(summary.unfinished_ids)
+    )
+    assert accounted == len(lines)
 
 
 # -- run always returns its summary (issue 24) -----------------------------------
