@@ -130,7 +130,10 @@ class IdReader:
     with the line to go on from; the ids after it are never read, so a stop
     costs what is buffered, not what is left. The thread is a daemon: a pipe
     held open never keeps the process alive. ``start_line`` (1-based) passes
-    over the lines before it: a batch going on from a resume point.
+    over the lines before it: a batch going on from a resume point. The
+    first ``get`` starts the reading if :meth:`start` has not: a reader
+    chained after a resume point's unfinished ids (:class:`ChainedIds`) reads
+    nothing before their turn, so a stop then leaves no buffer on top of them.
     """
 
     def __init__(self, stream: IO[bytes], *, buffer: int = 1024, start_line: int = 1) -> None:
@@ -147,12 +150,15 @@ class IdReader:
         self._next_line = start_line  # the line after the last id handed over
 
     def start(self) -> None:
-        """Start reading (from inside the event loop)."""
+        """Start reading (from inside the event loop), unless it has started."""
+        if self._token is not None:
+            return
         self._token = anyio.lowlevel.current_token()
         threading.Thread(target=self._pump, name="asteps ids reader", daemon=True).start()
 
     async def get(self) -> str | BadId | None:
         """The next id, waiting for it; None at the end."""
+        self.start()
         while True:
             with self._lock:
                 if self._items or self._ended:

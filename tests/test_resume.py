@@ -16,10 +16,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from asteps import FileStore, MemoryStore, S3Store
 from asteps._resume import ResumeError, ResumePoint, ResumeSource
 from asteps.cli._batch_io import source_of
+
+from .conftest import invoke
 
 FILE = ResumeSource(
     kind="file",
@@ -247,6 +250,39 @@ def test_a_real_rerun_refuses_a_dry_runs_or_another_stores_resume_point(
     assert said in stderr
     assert "Traceback" not in stderr
     assert not (tmp_path / "started.log").exists()
+
+
+STOPPING_FLOW = (
+    "import os, signal, anyio\n"
+    "async def flow(runner, **params):\n"
+    "    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the first workflow starts\n"
+    "    await anyio.sleep_forever()\n"
+)
+
+
+def test_a_rerun_stopped_again_and_again_keeps_its_resume_point_bounded(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """Going on from a point runs its unfinished ids first: the ids file is
+    not read before they are taken, so that a stop then leaves them and what
+    is in flight, not them and a reader's buffer more at every stop (a point
+    that grew with each Ctrl-C, up to its limit of ids, where writing it
+    failed with a traceback)."""
+    (tmp_path / "flow.py").write_text(STOPPING_FLOW)
+    (tmp_path / "ids.txt").write_text("".join(f"{w}\n" for w in IDS))
+    concurrency = 2
+    args = ["rerun", "flow.py:flow", "--ids", "ids.txt", "--failed-file", "left.txt"]
+    args += ["--concurrency", str(concurrency), "--no-progress", "--json"]
+    resume: list[str] = []
+    for _ in range(12):
+        result = invoke(cli, *args, *resume)
+        assert result.exit_code == 130, result.output
+        point = json.loads((tmp_path / "left.txt.resume.json").read_text())
+        resume = ["--resume", "left.txt.resume.json"]
+        # No id lost: each is unfinished, or on the lines still to read.
+        assert set(point["unfinished"]) | set(IDS[point["next_line"] - 1 :]) == set(IDS)
+        # In flight (listed, waiting, at work), and the reader's buffer.
+        assert len(point["unfinished"]) <= 3 * concurrency + 4 * concurrency
 
 
 # -- the store's listing goes on after a workflow ------------------------------------

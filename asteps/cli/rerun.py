@@ -254,8 +254,7 @@ def rerun(
                         listing = discover_workflows(store, prefix, start_after=after)
                         ids = DiscoveredIds(listing, start_after=after)
                     else:
-                        reader.start()
-                        ids = reader
+                        ids = reader  # read from its first id: after the unfinished ones
                     if point is not None:
                         ids = ChainedIds(point.unfinished, ids)
                     summary = await run.run(ids, stop=interruption.stop)
