@@ -139,10 +139,10 @@ FLOW = (
 )
 
 
-def rerun(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+def rerun(tmp_path: Path, *args: str, failed_file: str = "left.txt") -> subprocess.Popen[str]:
     env = {**os.environ, "ASTEPS_STORE": f"file:{tmp_path / 'store'}"}
     command = [sys.executable, "-m", "asteps", "rerun", "flow.py:flow", *args]
-    options = ["--concurrency", "5", "--failed-file", "left.txt", "--json", "--no-progress"]
+    options = ["--concurrency", "5", "--failed-file", failed_file, "--json", "--no-progress"]
     return subprocess.Popen(
         [*command, *options],
         cwd=tmp_path,
@@ -189,7 +189,8 @@ def test_a_stopped_rerun_goes_on_from_its_resume_point_running_each_id_once(
         assert point["listed_to"] >= "w010"
 
     (tmp_path / "hold").unlink()
-    second = rerun(tmp_path, *args, "--resume", "left.txt.resume.json")
+    # Its own retry file: left.txt holds the first run's (refused below as the second's).
+    second = rerun(tmp_path, *args, "--resume", "left.txt.resume.json", failed_file="left2.txt")
     stdout, stderr = second.communicate(timeout=120)
     assert second.returncode == 0, stderr
     resumed = json.loads(stdout)
@@ -199,6 +200,37 @@ def test_a_stopped_rerun_goes_on_from_its_resume_point_running_each_id_once(
     assert Counter(lines(tmp_path / "finished.log")) == Counter(IDS)
     marked = {p.parent.parent.name for p in (tmp_path / "store").glob("*/steps/only")}
     assert marked == set(IDS)
+
+
+FAILING_FLOW = (
+    "async def flow(runner, **params):\n"
+    "    async def only():\n"
+    "        if runner.workflow_id == 'w070':\n"
+    "            raise RuntimeError('upstream is down')\n"
+    "    await runner.step('only', only)\n"
+)
+
+
+def test_a_resumed_run_adds_to_the_retry_file_of_the_run_it_resumes(tmp_path: Path) -> None:
+    """The natural command, the same one with --resume F.resume.json, wrote the
+    resumed run's failed ids over F, where the first run's were, and nowhere
+    else: they are kept, the new ones added after them."""
+    (tmp_path / "flow.py").write_text(FAILING_FLOW)
+    (tmp_path / "ids.txt").write_text("".join(f"{w}\n" for w in IDS))
+    with (tmp_path / "ids.txt").open("rb") as ids:
+        store = f"file:{tmp_path / 'store'}"  # as rerun() gives it, through $ASTEPS_STORE
+        source = source_of(ids, store, "{workflow_id}/steps/", None, dry_run=False)
+    (tmp_path / "left.txt.resume.json").write_text(
+        ResumePoint(source=source, unfinished=["w040"], next_line=60).to_json()
+    )
+    (tmp_path / "left.txt").write_text("w007\nw040")  # w007 failed; w040 was unfinished
+    ids_file = str(tmp_path / "ids.txt")
+    done = rerun(tmp_path, "--ids", ids_file, "--resume", "left.txt.resume.json")
+    stdout, stderr = done.communicate(timeout=120)
+    assert done.returncode == 1, stderr  # w070 failed
+    assert json.loads(stdout)["failed_ids"] == ["w070"]
+    # The first run's lines kept (its last one ended, not joined to the next).
+    assert (tmp_path / "left.txt").read_text() == "w007\nw040\nw070\n"
 
 
 def test_resume_refuses_another_ids_file_before_running_anything(tmp_path: Path) -> None:

@@ -36,10 +36,15 @@ class RetryFile:
     written back as they came (``surrogateescape``), so that a line that was
     not UTF-8 fails the same way when the file is taken back. If the file
     cannot be written, the ids from there on are kept to be shown instead.
+
+    With ``append=True`` (a run going on from a resume point) a ``path`` that
+    exists is added to, not written over: it is most likely the retry file of
+    the run resumed, whose failed ids are there and nowhere else.
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, append: bool = False) -> None:
         self.given = path
+        self.append = append
         self._stamp = file_stamp()
         self.path = path if path is not None else Path(f"asteps-failed-{self._stamp}.txt")
         self.written = 0
@@ -117,16 +122,28 @@ class RetryFile:
         if self.given is None:
             self.path = create_new(f"asteps-failed-{self._stamp}", ".txt")
             return os.open(self.path, os.O_WRONLY)
-        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        if not self.append:
+            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            self._size = os.fstat(fd).st_size  # what a failed write is cut back to
+            if self._size and os.pread(fd, 1, self._size - 1) != b"\n":
+                self._write_bytes(fd, b"\n")  # its last line, ended: not joined to ours
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def _write_lines(self, fd: int, ids: list[str]) -> None:
         """Write whole lines, however many writes it takes; counted once all are."""
-        data = "".join(f"{w}\n" for w in ids).encode("utf-8", "surrogateescape")
+        self._write_bytes(fd, "".join(f"{w}\n" for w in ids).encode("utf-8", "surrogateescape"))
+        self.written += len(ids)
+
+    def _write_bytes(self, fd: int, data: bytes) -> None:
         left = memoryview(data)
         while left:
             left = left[os.write(fd, left) :]
         self._size += len(data)
-        self.written += len(ids)
 
     def _cut_back(self, fd: int) -> None:
         """After a failed write, end the file with its last whole line: a cut

@@ -217,7 +217,7 @@ def rerun(
             total = await unless_stopped(count, interruption.stop)
             if total is not None and point is not None:
                 total += len(point.unfinished)
-        retry = RetryFile(failed_file)
+        retry = RetryFile(failed_file, append=point is not None)  # the resumed run's kept
         summary: BatchSummary | None = None
         try:
             with _progress(total, show_progress) as show:
