@@ -125,6 +125,29 @@ async def test_server_side_encryption_applies_to_every_marker(aws: Any) -> None:
     assert head["ServerSideEncryption"] == "AES256"
 
 
+@pytest.mark.parametrize(
+    ("sse", "kms_key_id"), [("AES256", None), ("aws:kms", "alias/markers")], ids=["aes", "kms"]
+)
+async def test_server_side_encryption_applies_to_every_claim_write_too(
+    aws: Any, sse: str, kms_key_id: str | None
+) -> None:
+    """A bucket policy that denies unencrypted PutObject denies claims too:
+    the claim of an exclusive step is written as encrypted as its marker."""
+    async with S3Store(
+        "steps", endpoint_url=aws.endpoint_url, sse=sse, sse_kms_key_id=kms_key_id
+    ) as store:
+        await store.client.create_bucket(Bucket="steps")
+        key = ".asteps-claims/" + PREFIX + "a"
+        heads = []
+        token = await store.create_claim(PREFIX, "a", {"owner": "me"})
+        assert token is not None
+        heads.append(await store.client.head_object(Bucket="steps", Key=key))
+        assert await store.replace_claim(PREFIX, "a", token, {"owner": "me"}) is not None
+        heads.append(await store.client.head_object(Bucket="steps", Key=key))
+    assert [head.get("ServerSideEncryption") for head in heads] == [sse, sse]
+    assert [head.get("SSEKMSKeyId") for head in heads] == [kms_key_id, kms_key_id]
+
+
 async def test_an_unknown_bucket_names_bucket_and_prefix(aws: Any) -> None:
     async with S3Store("no-such-bucket", endpoint_url=aws.endpoint_url) as store:
         with pytest.raises(StoreError, match=r"'no-such-bucket'.*'wf/steps/'.*does not exist"):

@@ -51,10 +51,11 @@ class S3Store(BaseStore):
     ``key_root`` (``"some/root"``) is put before every key, so markers live at
     ``some/root/<prefix><name>``; listings strip it again. ``sse`` is
     ``"AES256"`` or ``"aws:kms"`` (with ``sse_kms_key_id``), applied to every
-    marker write. ``client_config`` (an ``AioConfig``) is merged over the
-    defaults: standard retry mode, 5 attempts, ``max_concurrency`` connections.
-    At most ``max_concurrency`` requests (listings, writes, deletes) are in
-    flight at once. Credentials and region come from the usual AWS environment.
+    write (markers, and the claims of exclusive steps). ``client_config`` (an
+    ``AioConfig``) is merged over the defaults: standard retry mode, 5
+    attempts, ``max_concurrency`` connections. At most ``max_concurrency``
+    requests (listings, writes, deletes) are in flight at once. Credentials
+    and region come from the usual AWS environment.
 
     Lifecycle (see :class:`~asteps.stores.base.BaseStore`): unopened, then
     opened by ``async with`` (or ``__aenter__``), then closed by leaving the
@@ -303,6 +304,7 @@ class S3Store(BaseStore):
             Key=self._claim_key(prefix, name),
             Body=json.dumps(dict(body)).encode(),
             ContentType="application/json",
+            **self._put_extra,  # encrypted as the markers: a bucket policy may require it
             **condition,
         )
         return None if response is None else str(response["ETag"])
