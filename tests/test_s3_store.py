@@ -265,6 +265,43 @@ async def test_aclose_in_a_cancelled_scope_runs_to_its_end(aws: Any) -> None:
     assert scope.cancelled_caught
 
 
+async def test_closing_the_store_stops_its_requests_in_flight_and_sends_none_after(
+    aws: Any, flaky: Any
+) -> None:
+    """A marker write held by the network when the store closes, and one
+    waiting for a slot, fail as closed: neither is sent (or retried) on a
+    client that closed, which would open a new HTTP session that nothing
+    closes and write a marker after ``aclose()`` returned."""
+    store = S3Store("steps", endpoint_url=flaky.endpoint_url, max_concurrency=1)
+    await store.__aenter__()
+    await store.client.create_bucket(Bucket="steps")
+    flaky.hold_next(1, "")  # S3 requests have no X-Amz-Target: the next one hangs
+    before = flaky.received[""]
+    failures: dict[str, BaseException] = {}
+
+    async def write(name: str) -> None:
+        try:
+            await store.mark_done(PREFIX, name, {})
+        except RuntimeError as exc:
+            failures[name] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write, "held")
+        with anyio.fail_after(10):
+            # The held write reached the proxy (a thread of its own, no event to wait on).
+            while flaky.received[""] == before:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        tg.start_soon(write, "waiting")
+        await anyio.wait_all_tasks_blocked()
+        await store.aclose()
+    assert sorted(failures) == ["held", "waiting"]
+    assert "closed while the request was in flight" in str(failures["held"])
+    assert "is closed" in str(failures["waiting"])
+    assert flaky.received[""] == before + 1
+    async with S3Store("steps", endpoint_url=aws.endpoint_url) as other:
+        assert await other.list_done(PREFIX) == set()
+
+
 async def test_max_concurrency_bounds_every_kind_of_request(aws: Any) -> None:
     """Counted at the API call, before the connection pool (sized alike) can
     make anyone wait: only the store's own limit can hold calls back there."""

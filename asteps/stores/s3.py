@@ -61,6 +61,8 @@ class S3Store(BaseStore):
     opened by ``async with`` (or ``__aenter__``), then closed by leaving the
     block or ``aclose()``. Opening it twice, or again once closed, raises
     ``RuntimeError``; ``aclose()`` may be called any number of times.
+    Closing cancels the requests in flight (each raises ``RuntimeError``) and
+    waits for them to stop before the client closes.
     """
 
     needs_opening = True
@@ -99,6 +101,11 @@ class S3Store(BaseStore):
         # A request that can start now starts without a pause: it waits on the
         # network next anyway (anyio's fast_acquire).
         self._limit = anyio.Semaphore(max_concurrency, fast_acquire=True)
+        # The requests in flight: closing cancels them and waits for them to
+        # stop before the client closes (botocore would retry one on a closed
+        # client, which opens a new HTTP session that nothing closes).
+        self._in_flight: set[anyio.CancelScope] = set()
+        self._stopped: anyio.Event | None = None  # set once the last one stopped
 
     def __repr__(self) -> str:
         root = f", key_root={self.key_root!r}" if self.key_root else ""
@@ -123,6 +130,11 @@ class S3Store(BaseStore):
             ) from exc
 
     async def _close(self) -> None:
+        for scope in list(self._in_flight):
+            scope.cancel()
+        if self._in_flight:
+            self._stopped = anyio.Event()
+            await self._stopped.wait()
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
             await stack.aclose()
@@ -326,7 +338,20 @@ class S3Store(BaseStore):
         where = f"bucket {self.bucket!r} under prefix {self.key_root + prefix!r}"
         try:
             async with self._limit:
-                return await method(**kwargs)
+                self._check_usable()  # closed while this request waited for its turn
+                with anyio.CancelScope() as scope:
+                    self._in_flight.add(scope)
+                    try:
+                        return await method(**kwargs)
+                    finally:
+                        self._in_flight.discard(scope)
+                        if not self._in_flight and self._stopped is not None:
+                            self._stopped.set()
+                # Only the store's closing cancels this scope.
+                raise RuntimeError(
+                    f"cannot {doing} {where}: the store was closed while the request was "
+                    "in flight; close it only once the runners that use it have finished"
+                )
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
