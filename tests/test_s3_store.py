@@ -166,6 +166,19 @@ async def test_an_unreachable_endpoint_says_what_to_check(aws: Any) -> None:
             await store.list_done(PREFIX)
 
 
+async def test_a_request_that_never_answers_says_which_timeout_to_check(flaky: Any) -> None:
+    config = AioConfig(read_timeout=1, retries={"mode": "standard", "total_max_attempts": 1})
+    async with S3Store("steps", endpoint_url=flaky.endpoint_url, client_config=config) as store:
+        await store.client.create_bucket(Bucket="steps")
+        flaky.hold_next(1, "")  # S3 requests have no X-Amz-Target: the next one hangs
+        with pytest.raises(StoreError) as info:
+            await store.list_done(PREFIX)
+    message = str(info.value)
+    assert "bucket 'steps' under prefix 'wf/steps/'" in message
+    assert f"endpoint {flaky.endpoint_url} did not answer within 1 s (read_timeout)" in message
+    assert "check the endpoint and the network, or raise read_timeout" in message
+
+
 async def test_a_marker_that_cannot_be_written_is_reported_with_the_result(s3: S3Store) -> None:
     async def work_then_lose_the_bucket() -> str:
         await s3.client.delete_bucket(Bucket="steps")

@@ -21,8 +21,10 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
+    ReadTimeoutError,
 )
 
 from .._aws import SETUP_ERRORS, SETUP_HINT, open_client
@@ -368,7 +370,15 @@ class S3Store(BaseStore):
             else:
                 hint = f"S3 answered {code or status}: {error.get('Message', exc)}"
             raise StoreError(f"cannot {doing} {where}: {hint}", prefix=prefix) from exc
-        except EndpointConnectionError as exc:
+        except ReadTimeoutError as exc:
+            raise StoreError(
+                f"cannot {doing} {where}: endpoint {self.endpoint_url or 'AWS default'} did not "
+                f"answer within {self._config.read_timeout:g} s (read_timeout), in any attempt; "
+                "check the endpoint and the network, or raise read_timeout with "
+                "client_config=AioConfig(read_timeout=...)",
+                prefix=prefix,
+            ) from exc
+        except (EndpointConnectionError, ConnectTimeoutError) as exc:
             raise StoreError(
                 f"cannot {doing} {where}: endpoint {self.endpoint_url or 'AWS default'} is "
                 "unreachable; check endpoint_url, the network and the region",
