@@ -194,11 +194,17 @@ def format_prefix(template: str, workflow_id: str, context: Mapping[str, Any] | 
     ``..`` or control characters, not start with ``.``, have no empty or ``.``
     segment, leave room in S3's 1,024-byte key for a step name of
     ``MAX_NAME_LENGTH``, and keep each segment within 255 bytes.
+
+    A prefix is a directory, as simpleflow's ``os.path.join(prefix, name)``
+    makes it: one without a trailing ``/`` is given one (``people/42/steps``
+    holds ``people/42/steps/<name>``); an empty one stays empty.
     """
     validate_prefix_template(template, context)
     values = dict(context or {})
     values["workflow_id"] = workflow_id
     prefix = template.format(**values)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"  # simpleflow joins a prefix and a name with os.path.join
     if prefix.startswith("/") or _CONTROL.search(prefix) or ".." in prefix.split("/"):
         raise InvalidPrefix(
             f"prefix {shown(prefix)} must be relative, without '..' segments or control characters"
@@ -236,9 +242,10 @@ def check_prefix_per_workflow(template: str, context: Mapping[str, Any] | None =
     """Refuse a template that does not give each workflow its own prefix, for
     runs of many workflows: it must hold the whole id followed by ``/``
     (``{workflow_id}/``). Since ids hold no ``/``, no workflow's prefix then
-    starts with another's. Without it, workflows share markers (``steps/``)
-    or overlap (``steps/{workflow_id}``: w1's step ``2export`` would be w12's
-    ``export``; ``{workflow_id[0]}/`` gives all ids of one letter one prefix)."""
+    starts with another's. Without it, workflows share markers (``steps/``).
+    The rule is read on the template as written: ``steps/{workflow_id}``, which
+    formats to ``steps/w1/``, is refused all the same, so that a batch's
+    template says where each workflow's directory ends."""
     format_prefix(template, "check", context)  # malformed or unknown keys first
     parts = string.Formatter().parse(template)
     for (_, field, _, _), (following, *_) in itertools.pairwise(parts):
