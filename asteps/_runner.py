@@ -152,11 +152,13 @@ class Runner(Phases):
         add(self._turns.skipped, validate_patterns(steps), reason)
 
     def get_forced_steps(self) -> list[str]:
-        """The forced patterns, in the order they were added."""
+        """The forced patterns, in the order they were added (one added without a
+        reason counts as added when it is first given one)."""
         return list(self._turns.forced)
 
     def get_skipped_steps(self) -> list[str]:
-        """The skipped patterns, in the order they were added."""
+        """The skipped patterns, in the order they were added (one added without a
+        reason counts as added when it is first given one)."""
         return list(self._turns.skipped)
 
     # -- a step ----------------------------------------------------------------

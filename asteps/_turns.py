@@ -301,8 +301,15 @@ def markers_readable(store: DoneStore) -> ReadsMarkers:
 
 
 def add(table: dict[str, list[str]], patterns: Sequence[str], reason: str | None) -> None:
-    """Add ``patterns`` to a table of forced or skipped patterns, with ``reason``."""
+    """Add ``patterns`` to a table of forced or skipped patterns, with ``reason``.
+
+    The table keeps simpleflow's order of reasons: pattern by pattern, in the
+    order each pattern was first given a reason, so a pattern added without
+    one moves to the end when it gets its first.
+    """
     for pattern in patterns:
         reasons = table.setdefault(pattern, [])
         if reason is not None and reason not in reasons:
+            if not reasons:
+                table[pattern] = table.pop(pattern)
             reasons.append(reason)
