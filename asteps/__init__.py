@@ -10,14 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._batch import BatchRun, BatchSummary
-from ._bus import EventBus, Signal, Subscription
+from ._bus import EventBus, Overflow, Signal, Subscription
 from ._canvas import Activity, Chain, Group, run_activity
 from ._decision import Decision, decide
 from ._names import covers, validate_name, validate_pattern
 from ._retries import Retry
 from ._runner import Runner
 from ._shards import Shard
-from ._step import Marker, Step, StepOptions, StepOutcome
+from ._step import Marker, OnMissingResult, Status, Step, StepOptions, StepOutcome
 
 # _telemetry imports opentelemetry only when instrument() is called.
 from ._telemetry import instrument, uninstrument
@@ -114,6 +114,8 @@ __all__ = [
     "MarkerBodyError",
     "MarkersNotReadable",
     "MemoryStore",
+    "OnMissingResult",
+    "Overflow",
     "ReadsMarkers",
     "ResultMissing",
     "ResultNotKept",
@@ -125,6 +127,7 @@ __all__ = [
     "SignalDeliveryError",
     "SignalError",
     "SignalTimeout",
+    "Status",
     "Step",
     "StepOptions",
     "StepOutcome",

@@ -40,6 +40,8 @@ from .errors import SignalError, SignalTimeout
 logger = logging.getLogger("asteps.bus")
 
 Overflow = Literal["drop_oldest", "block"]
+"""What a full subscription does with a new signal: drop its oldest, or make
+the publisher wait."""
 MAX_SIGNAL_NAME = 256
 DEFAULT_REMEMBER = 1024
 """How many names a bus remembers the last signal of, unless told otherwise."""

@@ -15,6 +15,7 @@ from ._names import validate_name, validate_patterns
 from ._retries import Retry, check_retry, check_time_limit
 
 OnMissingResult = Literal["run", "none", "error"]
+"""What a done step whose kept result is missing or invalid does (``on_missing_result``)."""
 
 Status = Literal["completed", "skipped", "failed", "planned"]
 """``planned`` appears only in dry runs, where nothing is executed."""

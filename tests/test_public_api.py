@@ -94,3 +94,14 @@ def test_every_name_in_the_api_reference_exists() -> None:
 
 
 API_MD = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+
+
+def test_the_literal_types_in_public_signatures_are_importable_from_asteps() -> None:
+    """A user who annotates with them need not import from a private module."""
+    import typing
+
+    from asteps import EventBus, OnMissingResult, Overflow, Status, StepOptions, StepOutcome
+
+    assert typing.get_type_hints(StepOutcome)["status"] == Status
+    assert typing.get_type_hints(StepOptions)["on_missing_result"] == OnMissingResult
+    assert typing.get_type_hints(EventBus.__init__)["overflow"] == Overflow
