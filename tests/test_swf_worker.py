@@ -208,16 +208,23 @@ async def start(aws: MotoServer, spec: FlowInput, *ids: str) -> None:
     assert len(summary.started) == len(ids), summary
 
 
+async def take_the_first_attempt(client: Any, identity: str) -> Any:
+    """Decide the first decision task, then take its activity task, as a
+    worker polling the task list as ``identity`` would: the attempt's task."""
+    tasks = {"domain": DOMAIN, "taskList": {"name": "asteps"}, "identity": identity}
+    decision = await client.poll_for_decision_task(**tasks)
+    await client.respond_decision_task_completed(
+        taskToken=decision["taskToken"], decisions=next_decisions(decision["events"])
+    )
+    return await client.poll_for_activity_task(**tasks)
+
+
 async def test_an_execution_for_another_flow_fails_at_once_without_retries(
     aws: MotoServer, domain: str, tmp_path: Path
 ) -> None:
     await start(aws, prepare(f"{FLOWS}:slow", params={"started": "x"}), "elsewhere")
     worker = in_process_worker(aws, FLOW, tmp_path / "store")
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(worker.run, stop)
-        await wait_closed(aws, 1)
-        stop.set()
+    await run_worker_until(worker, partial(wait_closed, aws, 1))
 
     events = await history(aws, "elsewhere")
     assert events.count("ActivityTaskScheduled") == 1
@@ -243,11 +250,7 @@ async def test_an_input_that_gives_a_key_twice_fails_at_once_and_runs_nothing(
             childPolicy="TERMINATE",
         )
     worker = in_process_worker(aws, FLOW, tmp_path / "store")
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(worker.run, stop)
-        await wait_closed(aws, 1)
-        stop.set()
+    await run_worker_until(worker, partial(wait_closed, aws, 1))
 
     events = await history(aws, "twice")
     assert events.count("ActivityTaskScheduled") == 1
@@ -267,12 +270,7 @@ async def test_failure_details_nested_20000_deep_are_retried_not_a_worker_crash(
     # A process allowed to poll the task list takes the first attempt and fails
     # it with details of 20,000 '[' (within SWF's 32,768 characters).
     async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as rogue:
-        tasks = {"domain": DOMAIN, "taskList": {"name": "asteps"}, "identity": "rogue"}
-        decision = await rogue.poll_for_decision_task(**tasks)
-        await rogue.respond_decision_task_completed(
-            taskToken=decision["taskToken"], decisions=next_decisions(decision["events"])
-        )
-        activity = await rogue.poll_for_activity_task(**tasks)
+        activity = await take_the_first_attempt(rogue, "rogue")
         await rogue.respond_activity_task_failed(
             taskToken=activity["taskToken"], reason="rogue", details="[" * 20_000
         )
@@ -586,12 +584,7 @@ async def test_a_heartbeat_that_gets_no_answer_is_abandoned_after_a_period_and_s
     # A real activity task, taken as a worker takes it.
     await start(aws, prepare(FLOW, params={"log": "/dev/null", "delay": "0"}), "hung")
     async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as direct:
-        tasks = {"domain": DOMAIN, "taskList": {"name": "asteps"}, "identity": "test"}
-        decision = await direct.poll_for_decision_task(**tasks)
-        await direct.respond_decision_task_completed(
-            taskToken=decision["taskToken"], decisions=next_decisions(decision["events"])
-        )
-        activity = await direct.poll_for_activity_task(**tasks)
+        activity = await take_the_first_attempt(direct, "test")
     # The first heartbeat's connection hangs: the proxy never answers it.
     target = "SimpleWorkflowService.RecordActivityTaskHeartbeat"
     flaky.hold_next(1, target)
