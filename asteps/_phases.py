@@ -33,12 +33,12 @@ from ._canvas import Activity, close_unawaited, start_activity
 from ._claims import Claims, Held
 from ._decision import JOINED, Decision, played_by
 from ._options import Asked
-from ._results import decode_result, result_body
+from ._results import KeptResult, result_body
 from ._retries import Attempts, Retry
 from ._step import Status, StepOutcome
 from ._telemetry import StepSpan
 from ._turns import Turns
-from .errors import ClaimLost, MarkDoneError, ResultNotKept, describe
+from .errors import ClaimLost, MarkDoneError, ResultMissing, ResultNotKept, describe
 from .stores.base import DoneStore
 
 logger = logging.getLogger("asteps")
@@ -82,8 +82,15 @@ class Phases:
             await anyio.lowlevel.checkpoint_if_cancelled()  # before the first side effect
             if claims is not None:
                 taken = await claims.take(self.prefix, name, forced=decision.forced)
-                if not isinstance(taken, Held):  # another runner played it meanwhile
-                    return await self._played_elsewhere(name, taken, keep, started)
+                while not isinstance(taken, Held):  # another runner played it meanwhile
+                    # Its marker decides, as a done step's does (kept result, version).
+                    played = played_by(taken.get("run_id"))
+                    decision, kept = self._turns.reconsider(played, taken, asked)
+                    if not decision.run:
+                        return await self._played_elsewhere(
+                            name, decision, kept, asked, started, span
+                        )
+                    taken = await claims.take(self.prefix, name, forced=True)
                 held = taken
             if (details := self._record(name, "scheduled", decision)) is not None:
                 await self.bus.publish("log.step", details)
@@ -142,16 +149,25 @@ class Phases:
                 await held.release()
 
     async def _played_elsewhere(
-        self, name: str, marker: Mapping[str, Any], keep: object, started: float
+        self,
+        name: str,
+        decision: Decision,
+        kept: KeptResult,
+        asked: Asked,
+        started: float,
+        span: StepSpan | None,
     ) -> StepOutcome:
-        """Skipped: another runner held the claim, and marked the step done."""
-        decision = played_by(marker.get("run_id"))
-        result = decode_result(marker, keep).value if keep else None
+        """Skipped: another runner held the claim, and marked the step done.
+        Failed instead when its kept result is missing and ``on_missing_result``
+        is ``"error"``, as for a step found done."""
         if self._turns.done is not None:
             self._turns.done.add(name)
+        if kept.problem is not None and asked.on_missing == "error":
+            missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
+            return await self._failed(name, decision, missing, started, asked.bubbles, span)
         if (details := self._record(name, "skipped", decision)) is not None:
             await self.bus.publish("log.step", details)
-        return make_outcome(name, "skipped", decision, started, result)
+        return make_outcome(name, "skipped", decision, started, kept.value)
 
     async def _joined(
         self, name: str, first: StepOutcome, emit: bool, span: StepSpan | None

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import anyio
 
@@ -263,11 +264,25 @@ class Turns:
         self, name: str, decision: Decision, asked: Asked, store: DoneStore
     ) -> tuple[Decision, KeptResult]:
         """Decide a done step again from its marker's body (kept result, version)."""
-        keep = asked.keep
         try:
             body = await markers_readable(store).read_marker(self.prefix, name)
         except MarkerBodyError as exc:
-            body, kept = None, KeptResult(problem=f"result invalid: {exc}")
+            return self.reconsider(decision, None, asked, f"result invalid: {exc}")
+        return self.reconsider(decision, body, asked)
+
+    def reconsider(
+        self,
+        decision: Decision,
+        body: Mapping[str, Any] | None,
+        asked: Asked,
+        problem: str | None = None,
+    ) -> tuple[Decision, KeptResult]:
+        """Decide a done step again from its marker's ``body``, read by the
+        caller: its kept result, and the version that wrote it. ``problem``
+        says why a body could not be read."""
+        keep = asked.keep
+        if problem is not None:
+            kept = KeptResult(problem=problem)
         else:
             kept = decode_result(body, keep) if keep else NOTHING_KEPT
         decision = decide_with_body(

@@ -15,7 +15,7 @@ import pytest
 from asteps import FileStore, MemoryStore, Runner, S3Store
 from asteps._claims import Claims, Held
 from asteps._decision import RAN_CONCURRENTLY
-from asteps.errors import ClaimLost, ClaimsNotSupported
+from asteps.errors import ClaimLost, ClaimsNotSupported, ResultMissing
 from asteps.stores.base import CLAIMS_ROOT
 
 from .conftest import ASYNCIO_ONLY, CountingStore, each_store_on_each_backend
@@ -221,7 +221,7 @@ async def test_a_waiter_returns_the_winners_kept_result_without_running(claims_s
     assert outcomes["holder"].status == "completed"
     assert outcomes["waiter"].status == "skipped"
     assert outcomes["waiter"].result == {"rows": 12}
-    assert outcomes["waiter"].reasons == (f"Step was played by run {holder.run_id}",)
+    assert outcomes["waiter"].reasons == (f"Step was played by run {holder.run_id}", "result kept")
 
 
 async def test_claims_live_where_no_listing_of_markers_sees_them(claims_store: Any) -> None:
@@ -610,3 +610,96 @@ async def test_a_forced_exclusive_step_rewrites_a_marker_whose_body_is_broken(
     outcome = await runner.step("a", lambda: "fixed")
     assert outcome.status == "completed"
     assert (await store.read_marker("wf/steps/", "a") or {})["run_id"] == runner.run_id
+
+
+# -- a step played by another runner is reconsidered as a done step would be ------
+
+
+async def _waiter_after_holder(
+    store: Any, holder: Runner, waiter: Runner, **options: Any
+) -> tuple[Any, list[str]]:
+    """The holder plays "export" (keeping no result) while the waiter, which
+    found the claim held, waits; the waiter's outcome and who ran the work."""
+    watched = Watched(store)
+    waiter.store = watched  # type: ignore[assignment]
+    inside, release = anyio.Event(), anyio.Event()
+    ran: list[str] = []
+
+    async def slow() -> None:
+        ran.append("holder")
+        inside.set()
+        await release.wait()
+
+    async def again() -> dict[str, int]:
+        ran.append("waiter")
+        return {"rows": 3}
+
+    outcome: Any = None
+
+    async def wait() -> None:
+        nonlocal outcome
+        with anyio.fail_after(30):  # only a hang reaches this
+            outcome = await waiter.step("export", again, **options)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(holder.step, "export", slow)
+        await inside.wait()
+        tg.start_soon(wait)
+        await watched.found_held.wait()
+        release.set()
+    return outcome, ran
+
+
+async def test_a_waiter_that_keeps_results_runs_a_step_played_without_one(
+    claims_store: Any,
+) -> None:
+    # Before, it was skipped with None as result: on_missing_result="run" (the
+    # default) was ignored for a step another runner played meanwhile.
+    holder = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    waiter = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    outcome, ran = await _waiter_after_holder(claims_store, holder, waiter, keep_result=True)
+    assert ran == ["holder", "waiter"]
+    assert outcome.status == "completed"
+    assert outcome.forced
+    assert outcome.reasons == ("result missing",)
+    assert outcome.result == {"rows": 3}
+    assert (await claims_store.read_marker("wf/steps/", "export"))["result"] == {"rows": 3}
+
+
+async def test_a_waiter_with_on_missing_result_none_skips_with_the_problem_as_reason(
+    claims_store: Any,
+) -> None:
+    holder = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    waiter = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    outcome, ran = await _waiter_after_holder(
+        claims_store, holder, waiter, keep_result=True, on_missing_result="none"
+    )
+    assert ran == ["holder"]
+    assert outcome.status == "skipped"
+    assert outcome.result is None
+    assert outcome.reasons == (f"Step was played by run {holder.run_id}", "result missing")
+
+
+async def test_a_waiter_with_on_missing_result_error_fails(claims_store: Any) -> None:
+    holder = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    waiter = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    outcome, ran = await _waiter_after_holder(
+        claims_store, holder, waiter, keep_result=True, on_missing_result="error"
+    )
+    assert ran == ["holder"]
+    assert outcome.status == "failed"
+    assert isinstance(outcome.error, ResultMissing)
+
+
+async def test_a_waiter_on_a_new_version_runs_a_step_played_by_an_older_one(
+    claims_store: Any,
+) -> None:
+    holder = Runner(claims_store, "wf", exclusive=True, lease=5.0, version="1")
+    waiter = Runner(claims_store, "wf", exclusive=True, lease=5.0, version="2")
+    outcome, ran = await _waiter_after_holder(
+        claims_store, holder, waiter, rerun_on_new_version=True
+    )
+    assert ran == ["holder", "waiter"]
+    assert outcome.status == "completed"
+    assert outcome.reasons == ("version 1 -> 2",)
+    assert (await claims_store.read_marker("wf/steps/", "export"))["version"] == "2"
