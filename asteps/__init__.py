@@ -13,6 +13,7 @@ from ._batch import BatchRun, BatchSummary
 from ._bus import EventBus, Overflow, Signal, Subscription
 from ._canvas import Activity, Chain, Group, run_activity
 from ._decision import Decision, decide
+from ._ids import BadId, IdReader
 from ._names import covers, validate_name, validate_pattern
 from ._retries import Retry
 from ._runner import Runner
@@ -93,6 +94,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Activity",
     "AstepsError",
+    "BadId",
     "BatchRun",
     "BatchSummary",
     "Chain",
@@ -105,6 +107,7 @@ __all__ = [
     "FileStore",
     "FlowError",
     "Group",
+    "IdReader",
     "InvalidName",
     "InvalidPrefix",
     "InvalidStepName",

@@ -119,7 +119,14 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 class IdReader:
-    """Ids read from a stream by a thread, so the event loop never waits on a pipe.
+    """Ids read from a binary stream by a thread, so the event loop never waits on a pipe.
+
+    The ids of a file opened ``"rb"``, a pipe or ``sys.stdin.buffer``, one a
+    line, for :meth:`BatchRun.run` or ``asteps.swf.submit``: lines are
+    stripped of ASCII whitespace, blank lines and ``#`` comments skipped, and
+    a line that is not UTF-8 or is longer than 4,096 bytes is a
+    :class:`BadId`. ``buffer`` bounds the ids read ahead; ``start_line``
+    (1-based) passes over the lines before it.
 
     The thread reads ahead at most ``buffer`` ids and hands them over in
     batches of half of that, or sooner when its next read could block (the

@@ -105,3 +105,20 @@ def test_the_literal_types_in_public_signatures_are_importable_from_asteps() -> 
     assert typing.get_type_hints(StepOutcome)["status"] == Status
     assert typing.get_type_hints(StepOptions)["on_missing_result"] == OnMissingResult
     assert typing.get_type_hints(EventBus.__init__)["overflow"] == Overflow
+
+
+def test_the_types_of_a_batchs_ids_are_importable_from_asteps() -> None:
+    """``BatchRun.run`` and ``asteps.swf.submit`` take an ``IdReader`` (a file
+    or a pipe) and ids that may be ``BadId``: a user who annotates code that
+    builds or passes them need not import from a private module."""
+    import typing
+
+    import asteps._ids
+    import asteps.swf
+    from asteps import BadId, BatchRun, IdReader
+
+    assert (IdReader, BadId) == (asteps._ids.IdReader, asteps._ids.BadId)
+    for function in (BatchRun.run, asteps.swf.submit):
+        shown = str(typing.get_type_hints(function)["ids"])
+        assert "asteps._ids.IdReader" in shown, function
+        assert "asteps._ids.BadId" in shown, function
