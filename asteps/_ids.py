@@ -323,24 +323,27 @@ class DiscoveredIds:
 
 
 class ChainedIds:
-    """``first`` (a resume point's unfinished ids), then the ids of ``then``."""
+    """``first`` (a resume point's unfinished ids), then the ids of ``then``;
+    without ``then``, nothing after them (the point's source had been read
+    to its end: a stop leaves no place to go on reading from)."""
 
-    def __init__(self, first: Iterable[str], then: IdSource) -> None:
+    def __init__(self, first: Iterable[str], then: IdSource | None = None) -> None:
         self._first = deque(first)
         self._then = then
 
     async def get(self) -> str | BadId | None:
         if self._first:
             return self._first.popleft()
-        return await self._then.get()
+        return None if self._then is None else await self._then.get()
 
     def stop(self) -> Left:
-        left = self._then.stop()
+        left = Left() if self._then is None else self._then.stop()
         ids: list[str | BadId] = [*self._first, *left.ids]
         return Left(ids, left.where, left.next_line, left.after)
 
     async def aclose(self) -> None:
-        await self._then.aclose()
+        if self._then is not None:
+            await self._then.aclose()
 
 
 IdSource = IdReader | IterableIds | DiscoveredIds | ChainedIds

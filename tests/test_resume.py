@@ -317,6 +317,36 @@ def test_a_rerun_stopped_again_and_again_keeps_its_resume_point_bounded(
         assert len(point["unfinished"]) <= 3 * concurrency + 4 * concurrency
 
 
+def test_a_stop_while_going_on_from_a_point_whose_ids_were_all_read_says_none_are_left(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """The point's ids file had been read to its end (``over``): stopped
+    while its unfinished ids ran, the summary said that reading stopped
+    "after 0 ids" (of the empty stand-in that followed them), as if ids were
+    left to read. The stop comes as the first workflow starts, when at most a
+    few times the concurrency of the 20 unfinished ids have been taken."""
+    (tmp_path / "flow.py").write_text(STOPPING_FLOW)
+    (tmp_path / "ids.txt").write_text("".join(f"{w}\n" for w in IDS))
+    with Path("ids.txt").open("rb") as ids:  # in tmp_path, as --ids gives it
+        source = source_of(ids, None, "{workflow_id}/steps/", None, dry_run=False)
+    left = IDS[40:60]
+    over = ResumePoint(source=source, unfinished=left, over=True)
+    (tmp_path / "left.txt.resume.json").write_text(over.to_json())
+    args = ["rerun", "flow.py:flow", "--ids", "ids.txt", "--failed-file", "left.txt"]
+    args += ["--resume", "left.txt.resume.json", "--concurrency", "2", "--no-progress"]
+    result = invoke(cli, *args, "--json")
+    assert result.exit_code == 130, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["stopped_at"], summary["next_line"]) == (None, None)
+    assert sorted(summary["unfinished_ids"]) == left
+    point = json.loads((tmp_path / "left.txt.resume.json").read_text())
+    assert (point["over"], sorted(point["unfinished"])) == (True, left)
+    table = invoke(cli, *args)
+    assert table.exit_code == 130, table.output
+    assert "after 0 ids" not in table.stdout
+    assert "reading stopped" not in table.stdout
+
+
 # -- the store's listing goes on after a workflow ------------------------------------
 
 NAMES = ["a", "a-b", "a.b", "a0", "b", "w1", "w10", "w2"]

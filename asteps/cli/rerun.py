@@ -26,7 +26,7 @@ from rich.table import Table
 
 from .. import BatchRun, BatchSummary, Shard, WorkflowReport
 from .._flows import check_params, load_flow, parse_params
-from .._ids import ChainedIds, DiscoveredIds, IdReader, IdSource, IterableIds
+from .._ids import ChainedIds, DiscoveredIds, IdReader, IdSource
 from .._names import check_prefix_per_workflow, validate_patterns
 from ..errors import StoreError
 from ..stores.discovery import check_discoverable, discover_workflows
@@ -248,14 +248,14 @@ def rerun(
                     )
                     ids: IdSource
                     if point is not None and point.over:
-                        ids = IterableIds(())  # every id was read: the unfinished only
+                        ids = ChainedIds(point.unfinished)  # every id was read: these only
                     elif reader is None:
                         after = None if point is None else point.listed_to
                         listing = discover_workflows(store, prefix, start_after=after)
                         ids = DiscoveredIds(listing, start_after=after)
                     else:
                         ids = reader  # read from its first id: after the unfinished ones
-                    if point is not None:
+                    if point is not None and not point.over:
                         ids = ChainedIds(point.unfinished, ids)
                     summary = await run.run(ids, stop=interruption.stop)
                 show(summary)  # the ids passed over after the last workflow, too
