@@ -347,6 +347,74 @@ def test_a_stop_while_going_on_from_a_point_whose_ids_were_all_read_says_none_ar
     assert "reading stopped" not in table.stdout
 
 
+def point_for_ids_txt(unfinished: list[str], next_line: int) -> str:
+    """A real run's point over ``ids.txt`` in the working directory, on the
+    default store (the ``cli`` fixture's)."""
+    with Path("ids.txt").open("rb") as ids:
+        source = source_of(ids, None, "{workflow_id}/steps/", None, dry_run=False)
+    return ResumePoint(source=source, unfinished=unfinished, next_line=next_line).to_json()
+
+
+@pytest.mark.parametrize("failed_file", [["--failed-file", "left.txt"], []])
+def test_a_run_that_goes_on_from_a_point_to_the_end_removes_it(
+    cli: CliRunner, tmp_path: Path, failed_file: list[str]
+) -> None:
+    """A point is used up by the run that goes on from it: left in place once
+    that run completed, a later --resume of it ran its ids again (and forced
+    the forced steps again), as if the work were still to do."""
+    (tmp_path / "flow.py").write_text(FAILING_FLOW)
+    (tmp_path / "ids.txt").write_text("".join(f"{w}\n" for w in IDS))
+    used = tmp_path / "left.txt.resume.json"
+    used.write_text(point_for_ids_txt(unfinished=["w040"], next_line=60))
+    args = ["rerun", "flow.py:flow", "--ids", "ids.txt", *failed_file, "--no-progress"]
+    done = invoke(cli, *args, "--resume", used.name, "--json")
+    assert done.exit_code == 1, done.output  # w070 failed: the run went on to the end
+    assert json.loads(done.stdout)["resume_file"] is None
+    assert not used.exists()
+    assert f"{used.name} is used up" in done.stderr
+    assert list(tmp_path.glob("*resume*")) == []  # nor any other point left
+    again = invoke(cli, *args, "--resume", used.name)
+    assert again.exit_code == 2  # no such file: nothing to go on from
+    assert not (tmp_path / "started.log").exists()
+
+
+def test_a_run_that_goes_on_from_a_point_and_stops_again_leaves_its_new_point_only(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """Without --failed-file, each stop writes a point of its own name: the
+    one gone on from, replaced by the new one, is removed once that is written."""
+    (tmp_path / "flow.py").write_text(STOPPING_FLOW)
+    (tmp_path / "ids.txt").write_text("".join(f"{w}\n" for w in IDS))
+    used = tmp_path / "asteps-resume-first.json"
+    used.write_text(point_for_ids_txt(unfinished=["w040"], next_line=60))
+    args = ["rerun", "flow.py:flow", "--ids", "ids.txt", "--no-progress", "--json"]
+    stopped = invoke(cli, *args, "--resume", used.name)
+    assert stopped.exit_code == 130, stopped.output
+    new = tmp_path / json.loads(stopped.stdout)["resume_file"]
+    assert list(tmp_path.glob("*resume*")) == [new]
+    point = json.loads(new.read_text())
+    assert "w040" in point["unfinished"]  # nothing of the old point is lost
+    assert point["over"] or point["next_line"] >= 60  # the small file may be read whole
+
+
+def test_a_point_gone_on_from_is_kept_when_its_replacement_cannot_be_written(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """It still holds all that is left (and what the run did, which going on
+    from it again skips, done step by done step)."""
+    (tmp_path / "flow.py").write_text(STOPPING_FLOW)
+    (tmp_path / "ids.txt").write_text("".join(f"{w}\n" for w in IDS))
+    used = tmp_path / "first.json"
+    used.write_text(point_for_ids_txt(unfinished=["w040"], next_line=60))
+    (tmp_path / "left.txt.resume.json").mkdir()  # where the new point cannot go
+    args = ["rerun", "flow.py:flow", "--ids", "ids.txt", "--failed-file", "left.txt"]
+    stopped = invoke(cli, *args, "--resume", used.name, "--no-progress", "--json")
+    assert stopped.exit_code == 130, stopped.output
+    assert json.loads(stopped.stdout)["resume_file"] is None
+    assert "could not write the resume point" in stopped.stderr
+    assert used.read_text() == point_for_ids_txt(unfinished=["w040"], next_line=60)
+
+
 # -- the store's listing goes on after a workflow ------------------------------------
 
 NAMES = ["a", "a-b", "a.b", "a0", "b", "w1", "w10", "w2"]

@@ -20,7 +20,7 @@ from .. import BatchSummary, Shard
 from .._ids import numbered_ids, stream_chunks, text_of
 from .._names import validate_workflow_id
 from .._resume import MAX_RESUME_BYTES, ResumeError, ResumePoint, ResumeSource, SourceKind
-from ..errors import InvalidName
+from ..errors import InvalidName, describe
 from ._retry import create_new, file_stamp, report_unsaved_ids
 from .app import ERROR_LABEL, EXIT_USAGE, fail, tell
 
@@ -346,6 +346,39 @@ async def save_resume(
             label="[yellow]note:[/]",
         )
     return path
+
+
+async def retire_resume(used: Path, new: Path | None) -> None:
+    """Remove the resume point a run went on from (``--resume``), used up:
+    the run went on to the end (``new`` is None), or stopped and wrote
+    ``new``, which holds everything the used one still had to do. Left in
+    place, a later ``--resume`` of it would run its ids again, forced steps
+    and all."""
+    try:
+        removed = await anyio.to_thread.run_sync(_remove_unless_same, used, new)
+    except OSError as exc:
+        tell(
+            f"could not remove the resume point {used}, used up by this run "
+            f"({describe(exc)}): do not go on from it again",
+            logging.WARNING,
+            label="[yellow]warning:[/]",
+        )
+        return
+    if removed:
+        done = "this run went on from it to the end" if new is None else f"{new} replaces it"
+        tell(f"{used} is used up ({done}): removed", logging.WARNING, label="[yellow]note:[/]")
+
+
+def _remove_unless_same(used: Path, new: Path | None) -> bool:
+    """Remove ``used`` unless it is ``new`` (F.resume.json, written over in
+    place); whether it was removed here."""
+    try:
+        if new is not None and os.path.samefile(used, new):
+            return False
+        used.unlink()
+    except FileNotFoundError:  # gone already: nothing can go on from it
+        return False
+    return True
 
 
 def _valid(wid: str) -> bool:

@@ -37,6 +37,7 @@ from ._batch_io import (
     count_ids,
     go_on,
     read_resume,
+    retire_resume,
     save_resume,
     source_of,
 )
@@ -118,7 +119,8 @@ T = TypeVar("T")
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="Go on from the resume point a stopped rerun wrote (give the same --ids or "
-    "--all, --store, --prefix and --shard).",
+    "--all, --store, --prefix and --shard). Used up, the file is removed once this run "
+    "goes on to the end, or stops and writes its own point.",
 )
 @click.option("--no-progress", is_flag=True, help="No live progress bar on stderr.")
 @click.option(
@@ -268,6 +270,9 @@ def rerun(
         resumed_at = None
         if summary.stopped:
             resumed_at = await save_resume(summary, source, point, failed_file)
+        if resume_file is not None and (resumed_at is not None or not summary.stopped):
+            # Used up; kept only if its replacement could not be written.
+            await retire_resume(resume_file, resumed_at)
         _report(summary, retry, written, resumed_at, as_json, getattr(ids_file, "name", None))
         if summary.aborted:
             tell(f"the batch stopped: {summary.aborted}", logging.ERROR, label=ERROR_LABEL)
