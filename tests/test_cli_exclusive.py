@@ -123,7 +123,7 @@ async def test_a_worker_started_with_exclusive_runs_its_flows_with_exclusive_ste
     summary = await submit(
         spec, ["one"], domain=DOMAIN, session=aws.session(), endpoint_url=aws.endpoint_url
     )
-    assert len(summary.started) == 1, summary
+    assert summary.started == 1, summary
     await until(out.exists, timeout=60)
     await until(lambda: out.read_text().endswith("}"), timeout=10)
     assert settings_of(out) == {"exclusive": True, "lease": 9.0}

@@ -16,7 +16,7 @@ from asteps._flows import flow_names, load_flow
 from asteps.errors import FlowError, InvalidStepName
 from asteps.swf import FlowInput, FlowInputError, RetryPolicy, SwfNotSetUp, prepare, submit
 from asteps.swf._activity import StoreAllowList, accept
-from asteps.swf._submit import RateLimiter, spelling_warning
+from asteps.swf._submit import KEPT_IDS, RateLimiter, SubmitSummary, spelling_warning
 from asteps.testing import MotoServer
 
 from .conftest import FlakyProxy
@@ -52,7 +52,7 @@ async def test_each_id_starts_one_execution_whose_input_names_the_flow(
 ) -> None:
     summary = await submit_to(aws, ["a", "b", "a", "c"])
 
-    assert sorted(summary.started) == ["a", "b", "c"]  # a duplicate runs once
+    assert sorted(summary.started_ids) == ["a", "b", "c"]  # a duplicate runs once
     inputs = await open_inputs(aws)
     assert json.loads(inputs["a"]) == {
         "flow": FLOW,
@@ -93,7 +93,7 @@ async def test_an_id_repeated_while_it_starts_is_counted_and_told_to_on_id(
             endpoint_url=aws.endpoint_url,
             on_id=on_id,
         )
-    assert sorted(summary.started) == ["a", "b"]
+    assert sorted(summary.started_ids) == ["a", "b"]
     assert ("a", "repeated") in told
     assert len(told) == 3  # every id read, told once: the progress bar reaches its total
     assert (summary.repeated, summary.as_dict()["repeated"]) == (1, 1)
@@ -117,6 +117,43 @@ async def test_a_second_submit_of_open_ids_reports_them_already_running(
     assert result["already_running_ids"] == ["a", "b"]
     assert result["retry_file"] is None
     assert len(await open_inputs(aws)) == 2
+
+
+async def test_a_summary_counts_every_start_and_keeps_the_first_ids_only(
+    aws: MotoServer, domain: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory is flat in the number of ids, as a batch's is: a submit of
+    tens of thousands of ids kept every started id and run id (and every id
+    already running) to the end. Counts stay exact; the first ids are kept."""
+    monkeypatch.setattr("asteps.swf._submit.KEPT_IDS", 4, raising=False)
+    ids = [f"w{i:02d}" for i in range(10)]
+    told: list[int] = []
+
+    def on_id(wid: str, outcome: str, summary: Any) -> None:
+        told.append(summary.started)  # exact as it goes, for a progress bar
+
+    first = await submit_to(aws, ids, concurrency=1, on_id=on_id)
+    assert (first.started, len(first.started_ids)) == (10, 4)
+    assert list(first.started_ids) == ids[:4]  # concurrency 1: in reading order
+    assert all(run_id for run_id in first.started_ids.values())
+    assert told == list(range(1, 11))
+
+    again = await submit_to(aws, ids, concurrency=1)
+    assert (again.started, again.already_running, len(again.already_running_ids)) == (0, 10, 4)
+    assert again.as_dict()["already_running"] == 10
+    assert again.as_dict()["already_running_ids"] == ids[:4]
+
+
+def test_a_summary_holds_a_bounded_number_of_ids_after_many() -> None:
+    summary = SubmitSummary()
+    for i in range(5 * KEPT_IDS):
+        summary.record(f"s{i}", "started", f"run-{i}")
+        summary.record(f"r{i}", "already running")
+    assert (summary.started, summary.already_running) == (5 * KEPT_IDS, 5 * KEPT_IDS)
+    assert (len(summary.started_ids), len(summary.already_running_ids)) == (KEPT_IDS, KEPT_IDS)
+    data = summary.as_dict()
+    assert (data["started"], len(data["started_ids"])) == (5 * KEPT_IDS, KEPT_IDS)
+    assert data["started_ids"]["s0"] == "run-0"
 
 
 async def test_bad_ids_are_refused_with_reasons_and_written_to_the_retry_file(
@@ -290,7 +327,7 @@ async def test_throttled_starts_are_retried(
     # One throttle (botocore's retry waits up to 1 s: see test_s3_store.py)
     flaky.fail_next(1, method="POST")
     summary = await submit_to(aws, ["a", "b"], endpoint_url=flaky.endpoint_url, concurrency=1)
-    assert sorted(summary.started) == ["a", "b"]
+    assert sorted(summary.started_ids) == ["a", "b"]
     assert flaky.failed == 1
 
 

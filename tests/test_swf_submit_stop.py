@@ -39,7 +39,7 @@ async def test_a_stop_reads_no_further_and_says_the_line_to_go_on_from(
     stop = anyio.Event()
 
     def on_id(wid: str, outcome: str, summary: SubmitSummary) -> None:
-        if len(summary.started) == 10:
+        if summary.started == 10:
             stop.set()
 
     with (tmp_path / "ids.txt").open("rb") as stream:
@@ -62,7 +62,7 @@ async def test_a_stop_reads_no_further_and_says_the_line_to_go_on_from(
     assert line is not None
     assert summary.stopped_at == f"line {line:,}"
     # Every id before that line was started or is in the retry ids; none after it is.
-    tried = [*summary.started, *summary.already_running, *summary.refused]
+    tried = [*summary.started_ids, *summary.already_running_ids, *summary.refused]
     assert sorted([*tried, *summary.unfinished]) == ids[: line - 1]
     assert len(summary.unfinished) <= 2 * 4 + 1 + 16  # channel, starters, feeder, buffer
     assert summary.as_dict()["next_line"] == line
@@ -86,7 +86,7 @@ async def test_a_stop_after_the_last_line_was_read_has_no_line_to_go_on_from(
     )
     assert summary.interrupted
     assert (summary.stopped_at, summary.next_line) == (None, None)
-    assert sorted([*summary.started, *summary.unfinished]) == ["a", "b"]
+    assert sorted([*summary.started_ids, *summary.unfinished]) == ["a", "b"]
 
 
 async def test_a_stop_on_a_pipe_held_open_returns_without_waiting_for_its_end(
@@ -118,7 +118,7 @@ async def test_a_stop_on_a_pipe_held_open_returns_without_waiting_for_its_end(
         os.close(write_end)
     assert summary.interrupted
     assert summary.next_line == 3
-    assert sorted([*summary.started, *summary.unfinished]) == ["p1", "p2"]
+    assert sorted([*summary.started_ids, *summary.unfinished]) == ["p1", "p2"]
 
 
 def test_the_summary_table_says_how_to_go_on() -> None:

@@ -86,7 +86,7 @@ async def test_a_submit_keeps_at_most_max_open_executions_open_until_all_complet
             await wait_closed(aws, 300, timeout=200)
             stop.set()
 
-    assert len(summary.started) == 300
+    assert summary.started == 300
     assert not summary.refused
     assert samples
     assert 0 < max(samples) <= 50
@@ -120,7 +120,7 @@ async def test_swf_quota_reached_is_waited_on_not_refused(aws: MotoServer, domai
             endpoint_url=aws.endpoint_url,
         )
 
-    assert sorted(summary.started) == ["a", "b"]
+    assert sorted(summary.started_ids) == ["a", "b"]
     assert not summary.refused
     assert waits == [True, False, True, False]
 

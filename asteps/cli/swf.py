@@ -334,7 +334,7 @@ def _submit_progress(
         progress.update(
             task,
             advance=1,
-            counts=f"[green]{len(s.started)}[/] started, [cyan]{len(s.already_running)}[/] "
+            counts=f"[green]{s.started}[/] started, [cyan]{s.already_running}[/] "
             f"already running, [red]{len(s.refused)}[/] refused",
         )
 
@@ -361,8 +361,8 @@ def _submit_table(
     table.add_column("value")
     if summary.shard is not None:
         table.add_row("shard", f"{summary.shard} ({summary.other_shards:,} ids of other shards)")
-    table.add_row("started", f"[green]{len(summary.started)}[/]")
-    table.add_row("already running", f"[cyan]{len(summary.already_running)}[/]")
+    table.add_row("started", f"[green]{summary.started}[/]")
+    table.add_row("already running", f"[cyan]{summary.already_running}[/]")
     table.add_row("refused", f"[red]{len(summary.refused)}[/]")
     if summary.repeated:
         table.add_row("repeated ids", f"{summary.repeated:,} (each started once)")

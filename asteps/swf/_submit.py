@@ -83,15 +83,33 @@ Outcome = Literal["started", "already running", "refused", "repeated"]
 """What became of one workflow id in a submit (what ``on_id`` is told)."""
 
 
+KEPT_IDS = 1000
+"""Started and already running ids a submit's summary keeps (the started
+with their run ids); the others are counted."""
+
+
 @dataclass
 class SubmitSummary:
-    """What a submit did: ids started (with their run ids), already running,
-    refused (with the reason), and, when it stopped early, those not tried."""
+    """What a submit did: how many ids started and were already running, the
+    ids refused (with the reason), and, when it stopped early, those not tried.
 
-    started: dict[str, str] = field(default_factory=dict)
-    already_running: list[str] = field(default_factory=list)
+    Memory is flat in the number of ids, as a batch's is: of the ids started
+    and already running, the summary keeps counts and the first ``KEPT_IDS``.
+    The ids refused and not tried are kept whole: they are the ids to submit
+    again (``retry_ids``)."""
+
+    started: int = 0
+    """Executions started."""
+    started_ids: dict[str, str] = field(default_factory=dict)
+    """The first ``KEPT_IDS`` ids started, with their run ids."""
+    already_running: int = 0
+    """Ids whose execution was open already (SWF refuses a second one)."""
+    already_running_ids: list[str] = field(default_factory=list)
+    """The first ``KEPT_IDS`` ids already running."""
     refused: dict[str, str] = field(default_factory=dict)
+    """Every id refused, with the reason."""
     unfinished: list[str] = field(default_factory=list)
+    """After a stop: the ids read and not tried."""
     repeated: int = 0
     """Ids passed over because the same id was being started: an id is never
     started twice at once. One that comes again after its start is started
@@ -123,6 +141,23 @@ class SubmitSummary:
         """Whether the submit stopped before its ids were over."""
         return self.interrupted or self.aborted is not None
 
+    def record(self, wid: str, outcome: Outcome, detail: str = "") -> None:
+        """Count what became of ``wid`` (``submit`` calls it for each id, before
+        ``on_id``): ``detail`` is a started execution's run id, or a refused
+        id's reason."""
+        if outcome == "started":
+            self.started += 1
+            if len(self.started_ids) < KEPT_IDS:
+                self.started_ids[wid] = detail
+        elif outcome == "already running":
+            self.already_running += 1
+            if len(self.already_running_ids) < KEPT_IDS:
+                self.already_running_ids.append(wid)
+        elif outcome == "repeated":
+            self.repeated += 1
+        else:
+            self.refused[wid] = detail
+
     @property
     def retry_ids(self) -> list[str]:
         """The ids to submit again: refused, then not tried."""
@@ -131,8 +166,8 @@ class SubmitSummary:
     def as_dict(self) -> dict[str, Any]:
         """As JSON-able data (the CLI's ``--json``)."""
         return {
-            "started": len(self.started),
-            "already_running": len(self.already_running),
+            "started": self.started,
+            "already_running": self.already_running,
             "refused": len(self.refused),
             "unfinished": len(self.unfinished),
             "repeated": self.repeated,
@@ -145,7 +180,8 @@ class SubmitSummary:
             "other_shards": self.other_shards,
             "max_open": self.max_open,
             "waited": round(self.waited, 3),
-            "already_running_ids": self.already_running,
+            "started_ids": self.started_ids,
+            "already_running_ids": self.already_running_ids,
             "refused_ids": self.refused,
             "unfinished_ids": self.unfinished,
         }
@@ -303,14 +339,7 @@ async def submit(
         )
 
         def record(wid: str, outcome: Outcome, detail: str = "") -> None:
-            if outcome == "started":
-                summary.started[wid] = detail
-            elif outcome == "already running":
-                summary.already_running.append(wid)
-            elif outcome == "repeated":
-                summary.repeated += 1
-            else:
-                summary.refused[wid] = detail
+            summary.record(wid, outcome, detail)
             if on_id is not None:
                 on_id(wid, outcome, summary)
 
