@@ -25,9 +25,23 @@ SETUP_HINT = "check AWS_ENDPOINT_URL, AWS_PROFILE, AWS_REGION and the AWS config
 
 def client_config(override: AioConfig | None = None, **defaults: Any) -> AioConfig:
     """asteps' defaults (standard retries, plus ``defaults``), with the caller's
-    ``override`` merged over them."""
+    ``override`` merged over them.
+
+    ``retries`` is merged key by key (the attempts, in either of botocore's
+    spellings, count as one key): ``AioConfig.merge`` replaces the whole dict,
+    so ``retries={"max_attempts": 2}`` would otherwise drop the standard mode
+    and leave botocore's legacy one."""
     config = AioConfig(retries=DEFAULT_RETRIES, **defaults)
-    return config.merge(override) if override else config
+    if not override:
+        return config
+    retries = override.retries
+    if retries is not None:
+        merged = dict(DEFAULT_RETRIES)
+        if "max_attempts" in retries or "total_max_attempts" in retries:
+            del merged["total_max_attempts"]
+        # A copy: botocore rewrites the dict it is given (max_attempts).
+        override = override.merge(AioConfig(retries={**merged, **retries}))
+    return config.merge(override)
 
 
 async def open_client(

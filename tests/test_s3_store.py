@@ -439,6 +439,33 @@ async def test_by_default_a_write_is_tried_five_times_in_all(flaky: Any) -> None
     assert flaky.failed == 5
 
 
+@pytest.mark.parametrize(
+    ("retries", "expected"),
+    [
+        ({"max_attempts": 2}, {"mode": "standard", "total_max_attempts": 3}),
+        ({"total_max_attempts": 2}, {"mode": "standard", "total_max_attempts": 2}),
+        ({"mode": "adaptive"}, {"mode": "adaptive", "total_max_attempts": 5}),
+        ({"mode": "legacy", "max_attempts": 1}, {"mode": "legacy", "total_max_attempts": 2}),
+    ],
+    ids=["max-attempts", "total-max-attempts", "mode-alone", "both"],
+)
+async def test_a_partial_retries_setting_keeps_the_standard_mode_unless_it_names_one(
+    aws: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    retries: dict[str, Any],
+    expected: dict[str, Any],
+) -> None:
+    """A caller who sets the attempts alone keeps the standard mode, which
+    botocore would otherwise replace with its legacy one (or the environment's)."""
+    monkeypatch.delenv("AWS_RETRY_MODE", raising=False)
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    config = AioConfig(retries=retries)
+    async with S3Store("steps", endpoint_url=aws.endpoint_url, client_config=config) as store:
+        assert store.client.meta.config.retries == expected
+
+
 # -- S3's 1,024-byte key: the key root and the claims area count too -------------
 
 LONG_ID = "w" * 200

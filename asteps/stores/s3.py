@@ -55,7 +55,8 @@ class S3Store(BaseStore):
     ``"AES256"`` or ``"aws:kms"`` (with ``sse_kms_key_id``), applied to every
     write (markers, and the claims of exclusive steps). ``client_config`` (an
     ``AioConfig``) is merged over the defaults: standard retry mode, 5
-    attempts, ``max_concurrency`` connections. At most ``max_concurrency``
+    attempts, ``max_concurrency`` connections (``retries`` key by key:
+    ``{"max_attempts": 2}`` keeps the standard mode). At most ``max_concurrency``
     requests (listings, writes, deletes) are in flight at once. Credentials
     and region come from the usual AWS environment.
 
