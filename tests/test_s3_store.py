@@ -400,6 +400,57 @@ async def test_denied_access_names_bucket_and_prefix_and_keeps_the_result(
     assert "access denied: check the credentials" in str(cause)
 
 
+ACCESS_HINT = (
+    "access denied: check the credentials in use and that the policy allows "
+    "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on this prefix"
+)
+
+
+@pytest.mark.parametrize(
+    ("encryption", "kms_hint"),
+    [
+        (
+            {},
+            " (and, on a bucket that encrypts with SSE-KMS, kms:GenerateDataKey to write "
+            "and kms:Decrypt to read, on its key)",
+        ),
+        (
+            {"sse": "aws:kms"},
+            ", and kms:GenerateDataKey to write and kms:Decrypt to read, on the KMS key "
+            "the store encrypts with (sse='aws:kms': the account's aws/s3 key)",
+        ),
+        (
+            {"sse": "aws:kms", "sse_kms_key_id": "alias/markers"},
+            ", and kms:GenerateDataKey to write and kms:Decrypt to read, on the KMS key "
+            "the store encrypts with (sse_kms_key_id='alias/markers')",
+        ),
+    ],
+    ids=["no-sse", "kms", "kms-key"],
+)
+async def test_denied_access_names_the_kms_permissions_a_kms_store_needs(
+    s3: S3Store, aws: Any, read_only_keys: Any, encryption: dict[str, str], kms_hint: str
+) -> None:
+    """With SSE-KMS, S3 needs the caller's KMS permissions too, and a denial
+    from KMS comes back as S3's AccessDenied: the hint names them."""
+    import aioboto3
+
+    session = aioboto3.Session(
+        aws_access_key_id=read_only_keys["AccessKeyId"],
+        aws_secret_access_key=read_only_keys["SecretAccessKey"],
+        aws_session_token=None,
+    )
+    async with S3Store(
+        "steps", endpoint_url=aws.endpoint_url, session=session, **encryption
+    ) as store:
+        with pytest.raises(StoreError) as info:
+            await store.mark_done(PREFIX, "export", {})
+    assert str(info.value) == (
+        "cannot write a marker to bucket 'steps' under prefix 'wf/steps/': "
+        + ACCESS_HINT
+        + kms_hint
+    )
+
+
 async def test_a_throttled_marker_write_is_retried_and_the_step_completes(flaky: Any) -> None:
     from .conftest import RequestCounter
 

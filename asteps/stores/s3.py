@@ -96,6 +96,7 @@ class S3Store(BaseStore):
             self._put_extra["ServerSideEncryption"] = sse
         if sse_kms_key_id:
             self._put_extra["SSEKMSKeyId"] = sse_kms_key_id
+        self._denied_hint = _denied_hint(sse, sse_kms_key_id)
         self._config = aws_config(client_config, max_pool_connections=max_concurrency)
         self._session = session
         super().__init__()
@@ -364,10 +365,7 @@ class S3Store(BaseStore):
             elif (
                 code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId") or status == 403
             ):
-                hint = (
-                    "access denied: check the credentials in use and that the policy allows "
-                    "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on this prefix"
-                )
+                hint = self._denied_hint
             else:
                 hint = f"S3 answered {code or status}: {error.get('Message', exc)}"
             raise StoreError(f"cannot {doing} {where}: {hint}", prefix=prefix) from exc
@@ -411,6 +409,27 @@ async def read_bounded(body: Any, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+def _denied_hint(sse: str | None, kms_key_id: str | None) -> str:
+    """What to check when S3 denies access. With SSE-KMS, S3 asks KMS on the
+    caller's behalf (GenerateDataKey for a write, Decrypt for a read) and a
+    refusal there comes back as S3's AccessDenied: the KMS permissions are
+    named too, for sure when this store encrypts with KMS, as a possibility
+    otherwise (the bucket's default encryption may be SSE-KMS)."""
+    hint = (
+        "access denied: check the credentials in use and that the policy allows "
+        "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on this prefix"
+    )
+    kms = "kms:GenerateDataKey to write and kms:Decrypt to read"
+    if sse != "aws:kms":
+        return f"{hint} (and, on a bucket that encrypts with SSE-KMS, {kms}, on its key)"
+    key = (
+        f"sse_kms_key_id={kms_key_id!r}"
+        if kms_key_id
+        else "sse='aws:kms': the account's aws/s3 key"
+    )
+    return f"{hint}, and {kms}, on the KMS key the store encrypts with ({key})"
 
 
 def _refused_condition(exc: ClientError) -> bool:
