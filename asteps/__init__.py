@@ -42,6 +42,7 @@ from .errors import (
     SignalTimeout,
     StepTimeout,
     StoreError,
+    UnmarkError,
 )
 from .stores import (
     DoneStore,
@@ -140,6 +141,7 @@ __all__ = [
     "SwfSignalBridge",
     "SwfSignalListener",
     "SwfWorker",
+    "UnmarkError",
     "WorkflowReport",
     "covers",
     "decide",

@@ -61,6 +61,18 @@ class StoreError(AstepsError):
         self.prefix = prefix
 
 
+class UnmarkError(StoreError):
+    """Some markers could not be removed. Every batch of the removal was tried,
+    so the markers not named in :attr:`not_removed` were removed; those named
+    may still be there (the request that would have removed them failed). The
+    first failed request's error, if one failed as a whole, is in ``__cause__``.
+    """
+
+    def __init__(self, message: str, not_removed: Sequence[str], *, prefix: str) -> None:
+        super().__init__(message, prefix=prefix)
+        self.not_removed = list(not_removed)
+
+
 class MarkerBodyError(StoreError):
     """A marker's body is not the JSON object asteps and simpleflow write."""
 

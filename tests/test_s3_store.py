@@ -12,7 +12,7 @@ import anyio.to_thread
 import pytest
 from aiobotocore.config import AioConfig
 
-from asteps import BatchRun, MarkDoneError, Runner, S3Store, StoreError
+from asteps import BatchRun, MarkDoneError, Runner, S3Store, StoreError, UnmarkError
 from asteps._json import MAX_BODY_BYTES
 from asteps.errors import InvalidPrefix, MarkerBodyError
 from asteps.stores import list_done_many, unmark_matching
@@ -115,6 +115,36 @@ async def test_unmark_deletes_in_batches_of_a_thousand(s3: S3Store) -> None:
     await s3.unmark(PREFIX, names)
     assert s3.counter.calls["DeleteObjects"] == 3  # type: ignore[attr-defined]
     assert await s3.list_done(PREFIX) == set()
+
+
+async def test_unmark_tries_every_batch_and_names_the_markers_it_did_not_remove(
+    s3: S3Store, flaky: Any
+) -> None:
+    """A failed batch does not stop the others, and the error that follows
+    names every marker left, so the caller knows what was removed."""
+    from .conftest import RequestCounter
+
+    names = [f"n.{i:04d}" for i in range(2001)]
+    await put_markers(s3, PREFIX, names)
+    config = AioConfig(retries={"total_max_attempts": 1})  # a refusal is final
+    async with S3Store("steps", endpoint_url=flaky.endpoint_url, client_config=config) as store:
+        counter = RequestCounter().attach(store.client)
+        flaky.fail_next(1, "POST")  # the first DeleteObjects: 503 SlowDown
+        with pytest.raises(UnmarkError) as info:  # a StoreError, as before
+            await store.unmark(PREFIX, names)
+    assert counter.calls["DeleteObjects"] == 3
+    assert await s3.list_done(PREFIX) == set(names[:1000])
+    error = info.value
+    assert error.not_removed == names[:1000]
+    assert isinstance(error.__cause__, StoreError)
+    assert error.prefix == PREFIX
+    assert str(error) == (
+        "1,000 of 2,001 marker(s) in bucket 'steps' under prefix 'wf/steps/' were not "
+        "removed (the others were): 1,000 as cannot remove markers from bucket 'steps' "
+        "under prefix 'wf/steps/': S3 answered SlowDown: Please reduce your request rate.; "
+        "not removed: 'n.0000', 'n.0001', 'n.0002', 'n.0003', 'n.0004' and 995 more "
+        "(.not_removed lists them all)"
+    )
 
 
 async def test_server_side_encryption_applies_to_every_marker(aws: Any) -> None:

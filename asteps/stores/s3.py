@@ -31,7 +31,7 @@ from .._aws import SETUP_ERRORS, SETUP_HINT, open_client
 from .._aws import client_config as aws_config
 from .._json import MAX_BODY_BYTES
 from .._names import MAX_KEY_BYTES, MAX_NAME_LENGTH, is_valid_name, shown
-from ..errors import InvalidPrefix, StoreError, describe
+from ..errors import InvalidPrefix, StoreError, UnmarkError, describe
 from ._s3_args import (
     check_endpoint_url,
     check_key_root,
@@ -230,27 +230,55 @@ class S3Store(BaseStore):
         return None if raw is None else parse_body(raw, f"s3://{self.bucket}/{key}")
 
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
+        """Remove the markers of exactly these names (absent ones are ignored):
+        DeleteObjects, ``DELETE_BATCH`` keys a request. Every batch is tried,
+        even after one failed; then one :class:`~asteps.errors.UnmarkError`
+        names the markers not removed, and why."""
         client = self.client
-        keys = [self.key_root + prefix + n for n in dict.fromkeys(names)]
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start : start + DELETE_BATCH]
-            response = await self._call(
-                client.delete_objects,
-                prefix,
-                "remove markers from",
-                Bucket=self.bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-            )
-            errors = response.get("Errors") or []
-            if errors:
-                first = errors[0]
-                raise StoreError(
-                    f"S3 refused to delete {len(errors)} marker(s) in bucket {self.bucket!r} "
-                    f"under {self.key_root + prefix!r}, first {first.get('Key')!r}: "
-                    f"{first.get('Code')} {first.get('Message')}; check s3:DeleteObject "
-                    "is allowed",
-                    prefix=prefix,
+        wanted = list(dict.fromkeys(names))
+        key_prefix = self.key_root + prefix
+        cut = len(key_prefix)
+        failed: dict[str, str] = {}  # name -> why it was not removed
+        cause: StoreError | None = None
+        for start in range(0, len(wanted), DELETE_BATCH):
+            batch = wanted[start : start + DELETE_BATCH]
+            try:
+                response = await self._call(
+                    client.delete_objects,
+                    prefix,
+                    "remove markers from",
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": key_prefix + n} for n in batch], "Quiet": True},
                 )
+            except StoreError as exc:  # the whole batch: the next ones are still tried
+                cause = cause or exc
+                failed.update(dict.fromkeys(batch, str(exc)))
+                continue
+            for error in response.get("Errors") or ():
+                failed[str(error.get("Key", ""))[cut:]] = (
+                    f"S3 refused {error.get('Code')}: {error.get('Message')}; check "
+                    "s3:DeleteObject is allowed"
+                )
+        if failed:
+            raise self._not_removed(prefix, wanted, failed) from cause
+
+    def _not_removed(self, prefix: str, wanted: list[str], failed: dict[str, str]) -> UnmarkError:
+        """One error for every marker an unmark left, grouped by why."""
+        left = [name for name in wanted if name in failed]
+        reasons: dict[str, int] = {}
+        for why in failed.values():
+            reasons[why] = reasons.get(why, 0) + 1
+        said = "; ".join(f"{count:,} as {why}" for why, count in reasons.items())
+        shown = ", ".join(repr(name) for name in left[:5])
+        if len(left) > 5:
+            shown += f" and {len(left) - 5:,} more (.not_removed lists them all)"
+        return UnmarkError(
+            f"{len(left):,} of {len(wanted):,} marker(s) in bucket {self.bucket!r} under "
+            f"prefix {self.key_root + prefix!r} were not removed (the others were): "
+            f"{said}; not removed: {shown}",
+            left,
+            prefix=prefix,
+        )
 
     # -- claims of exclusive steps (see asteps.stores.base.HoldsClaims) ------------
     # S3's conditional writes: a claim is created with If-None-Match: *,
