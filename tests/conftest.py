@@ -284,8 +284,10 @@ def listener(world: SwfWorld, bus: EventBus, workflow_id: str, **kw: Any) -> Swf
 class FlakyProxy:
     """A real HTTP proxy on a loopback port in front of moto that answers the
     next N requests of a given method with 503 SlowDown, as S3 does under load,
-    or holds the next N requests of a given ``X-Amz-Target`` (an SWF operation)
-    unanswered until it closes, as a connection that hangs; it forwards
+    forwards the next N of a given method and then drops the connection
+    unanswered (applied, its answer lost), or holds the next N requests of a
+    given ``X-Amz-Target`` (an SWF operation) unanswered until it closes, as a
+    connection that hangs; it forwards
     everything else unchanged, and counts the requests of each target it
     received (``received``) and forwarded (``forwarded``)."""
 
@@ -298,6 +300,9 @@ class FlakyProxy:
         self.failures_left = 0
         self.fail_method = "PUT"
         self.failed = 0
+        self.drops_left = 0
+        self.drop_method = "PUT"
+        self.dropped = 0
         self.holds_left = 0
         self.hold_target = ""
         self.received: Counter[str] = Counter()
@@ -341,12 +346,22 @@ class FlakyProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
+                with proxy._lock:
+                    drop = self.command == proxy.drop_method and proxy.drops_left > 0
+                    if drop:
+                        proxy.drops_left -= 1
                 upstream = http.client.HTTPConnection(target_url.hostname, target_url.port)
                 skip = ("host", "expect")
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 data = response.read()
+                if drop:  # moto applied it; the client never hears so
+                    upstream.close()
+                    with proxy._lock:
+                        proxy.dropped += 1
+                    self.close_connection = True
+                    return
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -367,6 +382,13 @@ class FlakyProxy:
 
     def fail_next(self, count: int, method: str = "PUT") -> None:
         self.failures_left, self.fail_method = count, method
+
+    def drop_next(self, count: int, method: str = "PUT") -> None:
+        """Forward the next ``count`` requests of ``method`` to moto, then close
+        their connections without an answer: applied, but the client cannot
+        know it (botocore retries them)."""
+        with self._lock:
+            self.drops_left, self.drop_method = count, method
 
     def hold_next(self, count: int, target: str) -> None:
         """Leave the next ``count`` requests whose ``X-Amz-Target`` is ``target``

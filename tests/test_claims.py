@@ -4,6 +4,7 @@ on trio (S3 on asyncio alone: aioboto3 runs on asyncio only)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,32 @@ async def test_an_exclusive_step_costs_four_requests_and_a_done_one_none(s3: S3S
     s3.counter.clear()  # type: ignore[attr-defined]
     await Runner(s3, "wf", exclusive=True).step("a", lambda: None)
     assert dict(s3.counter.calls) == {"ListObjectsV2": 1}  # type: ignore[attr-defined]
+
+
+@ASYNCIO_ONLY
+async def test_a_renewal_applied_but_whose_answer_was_lost_keeps_the_claim(flaky: Any) -> None:
+    """A renewal whose connection dropped after S3 applied it is sent again
+    (by aiohttp for a PUT on a kept-alive connection, else by botocore's
+    retries), and the resend's If-Match on the old ETag fails (412).
+    The holder reads its claim back and, finding what it wrote, holds on; a
+    claim another runner rewrote is still lost."""
+    async with S3Store("steps", endpoint_url=flaky.endpoint_url) as store:
+        await store.client.create_bucket(Bucket="steps")
+        held = await Claims(store, 30.0, "holder", "wf").take("wf/steps/", "a", forced=False)
+        assert isinstance(held, Held)
+        flaky.drop_next(1, "PUT")
+        assert await held.renew(within=30.0), held.lost
+        assert flaky.dropped == 1
+        key = f"{CLAIMS_ROOT}wf/steps/a"
+        claim = await store.client.get_object(Bucket="steps", Key=key)
+        assert json.loads(await claim["Body"].read())["renewals"] == 1
+        assert held.token == claim["ETag"]
+        assert await held.renew(within=30.0)  # the token it went on with is the claim's
+
+        # Taken over meanwhile: the read-back finds another body, and the claim is lost.
+        assert await store.replace_claim("wf/steps/", "a", held.token, {"run_id": "other"})
+        assert not await held.renew(within=30.0)
+        assert held.lost == "another runner took its claim over"
 
 
 @ASYNCIO_ONLY

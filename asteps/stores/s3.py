@@ -284,7 +284,8 @@ class S3Store(BaseStore):
     # S3's conditional writes: a claim is created with If-None-Match: *,
     # renewed or taken over with If-Match on its ETag, and deleted with
     # If-Match. A refused condition (412, a conflict 409, or a claim gone 404)
-    # is an answer, not an error.
+    # is an answer, not an error; a refused If-Match is checked against what
+    # was sent, in case the refusal answered a resend of an applied write.
 
     def _check_room(self, prefix: str) -> None:
         """Refuse ``prefix`` when its longest key would pass S3's limit: the
@@ -340,18 +341,48 @@ class S3Store(BaseStore):
     ) -> str | None:
         """Write a claim if ``condition`` holds (``IfNoneMatch`` or ``IfMatch``):
         its new ETag, or None when the condition failed."""
+        raw = json.dumps(dict(body)).encode()
         response = await self._conditional(
             self.client.put_object,
             prefix,
             doing,
             Bucket=self.bucket,
             Key=self._claim_key(prefix, name),
-            Body=json.dumps(dict(body)).encode(),
+            Body=raw,
             ContentType="application/json",
             **self._put_extra,  # encrypted as the markers: a bucket policy may require it
             **condition,
         )
-        return None if response is None else str(response["ETag"])
+        if response is not None:
+            return str(response["ETag"])
+        if "IfMatch" in condition:
+            # A write whose answer was lost is sent again, by botocore's
+            # retries (a dropped connection, a 5xx) or by aiohttp itself (a PUT
+            # on a kept-alive connection that dropped): if the first was
+            # applied, the second's If-Match fails on the ETag this very write
+            # gave the claim. A claim that holds exactly what was sent (run
+            # id, host, pid, renewal count, time) was written by this call.
+            return await self._claim_if_written(prefix, name, raw, doing)
+        return None
+
+    async def _claim_if_written(self, prefix: str, name: str, raw: bytes, doing: str) -> str | None:
+        """The claim's ETag if its body is ``raw``; None otherwise, or when it is gone."""
+
+        async def get() -> tuple[bytes, str] | None:
+            try:
+                response = await self.client.get_object(
+                    Bucket=self.bucket, Key=self._claim_key(prefix, name)
+                )
+            except ClientError as exc:
+                if _refused_condition(exc):  # gone (404)
+                    return None
+                raise
+            body = response["Body"]
+            async with body:  # releases the connection
+                return await read_bounded(body, len(raw) + 1), str(response["ETag"])
+
+        found = await self._call(get, prefix, doing)
+        return found[1] if found is not None and found[0] == raw else None
 
     async def delete_claim(self, prefix: str, name: str, token: str) -> None:
         await self._conditional(
