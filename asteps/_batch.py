@@ -301,13 +301,13 @@ class BatchRun:
         """The runner of ``wid`` with its done set listed; None when the id is
         invalid (it fails at once) or the workflow is not selected."""
         try:
-            runner = self._runner(wid)  # checks the id, formats its prefix
+            runner = self._runner(wid)  # checks the id, formats its prefix, the store checks it
         except InvalidName as exc:
             self._record(WorkflowReport(wid, ok=False, error=str(exc)), summary, pipeline)
             return None
         try:
             done = await runner.steps_done()  # the runner keeps it; a store failure stops the batch
-        except InvalidName as exc:  # this workflow's prefix has no room in the store's keys
+        except InvalidName as exc:  # a store of one's own may refuse the prefix only as it lists
             self._record(WorkflowReport(wid, ok=False, error=str(exc)), summary, pipeline)
             return None
         if not self._selected(done):
@@ -357,7 +357,8 @@ class BatchRun:
         bus: EventBus | None = None,
     ) -> Runner:
         """The runner of one workflow, with the batch's patterns: it checks the
-        id and formats the prefix (``InvalidName`` when either is bad)."""
+        id and formats the prefix (``InvalidName`` when either is bad, or the
+        store refuses the prefix)."""
         return workflow_runner(
             self.store,
             workflow_id,

@@ -66,7 +66,7 @@ from ._step import Marker, Step, StepOptions, StepOutcome
 from ._telemetry import StepSpan
 from ._turns import NOTHING_KEPT, Turn, Turns, add, markers_readable, needs_body
 from .errors import ClaimsNotSupported, ResultMissing
-from .stores.base import DoneStore, HoldsClaims
+from .stores.base import ChecksPrefixes, DoneStore, HoldsClaims
 
 logger = logging.getLogger("asteps")
 
@@ -78,7 +78,10 @@ class Runner(Phases):
     ``context`` (simpleflow's ``get_step_path_prefix``). With ``dry_run=True``
     decisions are made against the real done list but no activity runs and
     nothing is written or signalled. ``done``, when given, is used as the done
-    list instead of listing the store (batch reruns list many at once).
+    list instead of listing the store (batch reruns list many at once). A
+    store that refuses some prefixes (:class:`~asteps.stores.ChecksPrefixes`,
+    as S3Store does) checks this one here, ``done`` given or not:
+    :class:`~asteps.errors.InvalidPrefix` before any step runs.
     ``max_result_bytes`` bounds the JSON of a kept result's marker body (``keep_result``).
     ``retry`` and ``time_limit`` are the defaults of every step's options of
     those names (see :class:`Retry`).
@@ -111,6 +114,8 @@ class Runner(Phases):
     ) -> None:
         self.workflow_id = validate_workflow_id(workflow_id)
         self.prefix = format_prefix(prefix, workflow_id, context)
+        if isinstance(store, ChecksPrefixes):  # once, here: never per step
+            store.check_prefix(self.prefix)
         self.store = store
         self.run_id = run_id if run_id is not None else uuid.uuid4().hex
         self.version = version

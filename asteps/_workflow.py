@@ -62,7 +62,8 @@ def workflow_runner(
     **options: Any,
 ) -> Runner:
     """The runner of one workflow with its forced and skipped patterns;
-    ``options`` go to :class:`Runner` (``InvalidName`` for a bad id or prefix)."""
+    ``options`` go to :class:`Runner` (``InvalidName`` for a bad id or prefix,
+    or one the store refuses)."""
     runner = Runner(store, workflow_id, **options)
     if force:
         runner.add_forced_steps(force, reason=reason)

@@ -20,6 +20,7 @@ from asteps import (
     Chain,
     EventBus,
     FileStore,
+    InvalidPrefix,
     InvalidStepName,
     MarkDoneError,
     Marker,
@@ -765,3 +766,30 @@ async def test_a_misspelt_option_is_a_type_error_before_anything_runs(
     assert ran == []
     assert store.calls == {}
     assert coroutine.cr_frame is None  # closed: it will never run
+
+
+class PrefixCheckingStore(MemoryStore):
+    """A MemoryStore that refuses some prefixes, as S3Store refuses one with no
+    room for its keys (``asteps.stores.ChecksPrefixes``), and counts the checks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked: list[str] = []
+
+    def check_prefix(self, prefix: str) -> None:
+        self.checked.append(prefix)
+        if "refused" in prefix:
+            raise InvalidPrefix(f"prefix {prefix!r} is refused")
+
+
+@pytest.mark.parametrize("done", [None, ()], ids=["listed", "done-given"])
+async def test_a_store_checks_a_runners_prefix_once_when_the_runner_is_built(
+    done: tuple[str, ...] | None,
+) -> None:
+    store = PrefixCheckingStore()
+    with pytest.raises(InvalidPrefix, match="is refused"):
+        Runner(store, "refused", done=done)
+    runner = Runner(store, "wf", done=done)
+    for name in ("a", "b", "a"):
+        await runner.step(name, lambda: None)
+    assert store.checked == ["refused/steps/", "wf/steps/"]  # none per step

@@ -14,6 +14,7 @@ from aiobotocore.config import AioConfig
 
 from asteps import BatchRun, MarkDoneError, Runner, S3Store, StoreError, UnmarkError
 from asteps._json import MAX_BODY_BYTES
+from asteps._names import format_prefix
 from asteps.errors import InvalidPrefix, MarkerBodyError
 from asteps.stores import list_done_many, unmark_matching
 from asteps.stores._s3_args import parse_bucket
@@ -563,16 +564,33 @@ async def test_a_prefix_with_no_room_for_the_longest_key_fails_the_step_before_i
     aws: Any, key_root: str, exclusive: bool
 ) -> None:
     ran: list[str] = []
+    assert len(format_prefix(LONG_PREFIX, LONG_ID, None)) == 824
     async with S3Store("steps", key_root=key_root, endpoint_url=aws.endpoint_url) as store:
         await store.client.create_bucket(Bucket="steps")
-        runner = Runner(store, LONG_ID, prefix=LONG_PREFIX, exclusive=exclusive)
-        assert len(runner.prefix) == 824
         with pytest.raises(InvalidPrefix, match="1,024") as info:
+            runner = Runner(store, LONG_ID, prefix=LONG_PREFIX, exclusive=exclusive)
             await runner.step("n" * 200, lambda: ran.append("work"))
         listed = await store.client.list_objects_v2(Bucket="steps")
     assert ran == []
     assert "Contents" not in listed
     assert "shorten the prefix" in str(info.value)
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+async def test_a_prefix_with_no_room_is_refused_before_any_step_when_the_done_set_is_given(
+    aws: Any, dry_run: bool
+) -> None:
+    """``done=`` spares the listing, not the check: the step must not run only
+    to fail at its marker write with its result in hand."""
+    ran: list[str] = []
+    async with S3Store("steps", key_root="some/root", endpoint_url=aws.endpoint_url) as store:
+        await store.client.create_bucket(Bucket="steps")
+        with pytest.raises(InvalidPrefix, match="1,024"):
+            runner = Runner(store, LONG_ID, prefix=LONG_PREFIX, done=(), dry_run=dry_run)
+            await runner.step("n" * 200, lambda: ran.append("work"))
+        listed = await store.client.list_objects_v2(Bucket="steps")
+    assert ran == []
+    assert "Contents" not in listed
 
 
 async def test_a_workflow_whose_prefix_has_no_room_fails_alone_in_a_batch(aws: Any) -> None:

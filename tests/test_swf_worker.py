@@ -232,6 +232,34 @@ async def test_an_execution_for_another_flow_fails_at_once_without_retries(
     assert worker.stats.flows == {"failed": 1}
 
 
+async def test_a_prefix_with_no_room_in_the_workers_s3_store_fails_at_once_without_retries(
+    aws: MotoServer, domain: str, tmp_path: Path
+) -> None:
+    """S3Store refuses the runner's prefix (no room for its longest key) when
+    the runner is built: input no attempt can run, so the attempt is failed
+    without a retry, and nothing runs."""
+    long_id = "w" * 200
+    prefix = "/".join(["p" * 200] * 3) + "/" + "q" * 19 + "/{workflow_id}/"  # 824 bytes
+    async with aws.session().client("s3", endpoint_url=aws.endpoint_url) as s3:
+        await s3.create_bucket(Bucket="steps")
+    log = tmp_path / "work.log"
+    await start(aws, prepare(FLOW, params={"log": str(log), "delay": "0"}, prefix=prefix), long_id)
+    worker = SwfWorker(
+        FLOW,
+        domain=DOMAIN,
+        store=f"s3://steps/some/root?endpoint_url={aws.endpoint_url}",
+        session=aws.session(),
+        endpoint_url=aws.endpoint_url,
+    )
+    await run_worker_until(worker, partial(wait_closed, aws, 1))
+
+    events = await history(aws, long_id)
+    assert events.count("ActivityTaskScheduled") == 1
+    assert events[-1] == "WorkflowExecutionFailed"
+    assert worker.stats.flows == {"failed": 1}
+    assert not log.exists()
+
+
 async def test_an_input_that_gives_a_key_twice_fails_at_once_and_runs_nothing(
     aws: MotoServer, domain: str, tmp_path: Path
 ) -> None:

@@ -3,7 +3,7 @@
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import BaseStore, DoneStore, HoldsClaims, ReadsMarkers
+from .base import BaseStore, ChecksPrefixes, DoneStore, HoldsClaims, ReadsMarkers
 from .file import FileStore
 from .helpers import list_done_many, matching, unmark_matching
 from .memory import MemoryStore
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BaseStore",
+    "ChecksPrefixes",
     "DoneStore",
     "FileStore",
     "HoldsClaims",

@@ -13,7 +13,7 @@ the lifecycle (``async with``, ``aclose()``, refusing a closed store) to
 any store that subclasses it, as the three stores asteps ships do, so that
 each of them holds only its own operations. Optional capabilities are
 protocols checked with ``isinstance``: :class:`ReadsMarkers`,
-:class:`HoldsClaims`.
+:class:`HoldsClaims`, :class:`ChecksPrefixes`.
 
 The helpers here (``list_done_many``, ``matching``, ``unmark_matching``) serve
 every store through those three methods; no store needs a faster path of its
@@ -81,7 +81,8 @@ class ReadsMarkers(Protocol):
     store of your own without ``read_marker`` serves every other step.
 
     Optional capabilities are checked one way: ``isinstance(store,
-    ReadsMarkers)``, ``isinstance(store, HoldsClaims)``.
+    ReadsMarkers)``, ``isinstance(store, HoldsClaims)``, ``isinstance(store,
+    ChecksPrefixes)``.
     """
 
     async def read_marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
@@ -90,6 +91,20 @@ class ReadsMarkers(Protocol):
         Raises :class:`~asteps.errors.MarkerBodyError` when the body is not a
         JSON object.
         """
+        ...
+
+
+@runtime_checkable
+class ChecksPrefixes(Protocol):
+    """A store that refuses some prefixes, as S3Store refuses one that leaves
+    no room in S3's 1,024-byte keys. A runner calls :meth:`check_prefix` once,
+    when it is built, so that such a prefix is refused before any step runs,
+    even when the runner is given its done set (``done=``) and never lists
+    the store. Nothing is checked per step."""
+
+    def check_prefix(self, prefix: str) -> None:
+        """Raise :class:`~asteps.errors.InvalidPrefix` when the store cannot
+        hold markers (or claims) under ``prefix``; no I/O."""
         ...
 
 

@@ -155,9 +155,9 @@ class S3Store(BaseStore):
         """The valid step names directly under ``prefix`` (``Delimiter="/"``: deeper
         keys are not listed), as the file store lists a directory.
 
-        A runner lists its prefix before its first step runs: a prefix with no
-        room for the longest key under it is refused here, before any work."""
-        self._check_room(prefix)
+        A prefix with no room for the longest key under it is refused
+        (:meth:`check_prefix`, which a runner also calls when it is built)."""
+        self.check_prefix(prefix)
         client = self.client
         names: set[str] = set()
         key_prefix = self.key_root + prefix
@@ -287,9 +287,10 @@ class S3Store(BaseStore):
     # is an answer, not an error; a refused If-Match is checked against what
     # was sent, in case the refusal answered a resend of an applied write.
 
-    def _check_room(self, prefix: str) -> None:
-        """Refuse ``prefix`` when its longest key would pass S3's limit: the
-        claim of a step with the longest name, under the key root."""
+    def check_prefix(self, prefix: str) -> None:
+        """Refuse ``prefix`` (:class:`~asteps.errors.InvalidPrefix`) when its
+        longest key would pass S3's limit: the claim of a step with the longest
+        name, under the key root (see :class:`~asteps.stores.base.ChecksPrefixes`)."""
         longest = self.key_root + CLAIMS_ROOT + prefix
         size = len(longest.encode("utf-8", "surrogatepass")) + MAX_NAME_LENGTH
         if size > MAX_KEY_BYTES:

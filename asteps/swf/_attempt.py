@@ -142,7 +142,8 @@ class Attempts:
         self, stores: Stores, store_url: str, spec: FlowInput, workflow_id: str, run_id: str
     ) -> FlowReport:
         """The flow on its store, with a signal bridge when asked; a store or
-        bridge that cannot be opened is a (retryable) failure."""
+        bridge that cannot be opened is a (retryable) failure, a store that
+        refuses the runner (exclusive steps, the prefix) one not retried."""
         bus = EventBus()
         bridge: Any = nullcontext()
         if self.signals:
@@ -169,7 +170,9 @@ class Attempts:
                     exclusive=self.exclusive,
                     lease=self.lease,
                 )
-        except ClaimsNotSupported as exc:  # no attempt can do better: not retried
+        except (ClaimsNotSupported, InvalidName) as exc:
+            # The runner refused the store or its prefix (no room in its
+            # keys) as it was built: no attempt can do better, so not retried.
             return FlowReport(
                 workflow_id, run_id, ok=False, error=str(exc), retryable=False, outcome="failed"
             )
