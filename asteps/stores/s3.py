@@ -18,20 +18,13 @@ from typing import Any
 import aioboto3
 import anyio
 from aiobotocore.config import AioConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .._aws import SETUP_ERRORS, SETUP_HINT, open_client
 from .._aws import client_config as aws_config
 from .._json import MAX_BODY_BYTES
 from .._names import MAX_KEY_BYTES, MAX_NAME_LENGTH, is_valid_name, shown
-from ..errors import InvalidPrefix, StoreError, UnmarkError, describe
+from ..errors import InvalidPrefix, StoreError, describe
 from ._s3_args import (
     check_endpoint_url,
     check_key_root,
@@ -40,6 +33,7 @@ from ._s3_args import (
     check_sse,
     parse_bucket,
 )
+from ._s3_errors import Explainer, denied_hint, refused_condition
 from .base import CLAIMS_ROOT, BaseStore, body_json, parse_body
 
 DELETE_BATCH = 1000
@@ -96,8 +90,14 @@ class S3Store(BaseStore):
             self._put_extra["ServerSideEncryption"] = sse
         if sse_kms_key_id:
             self._put_extra["SSEKMSKeyId"] = sse_kms_key_id
-        self._denied_hint = _denied_hint(sse, sse_kms_key_id)
         self._config = aws_config(client_config, max_pool_connections=max_concurrency)
+        self._explain = Explainer(
+            self.bucket,
+            self.key_root,
+            self.endpoint_url or "AWS default",
+            self._config.read_timeout,
+            denied_hint(sse, sse_kms_key_id),
+        )
         self._session = session
         super().__init__()
         self._stack: AsyncExitStack | None = None
@@ -260,25 +260,7 @@ class S3Store(BaseStore):
                     "s3:DeleteObject is allowed"
                 )
         if failed:
-            raise self._not_removed(prefix, wanted, failed) from cause
-
-    def _not_removed(self, prefix: str, wanted: list[str], failed: dict[str, str]) -> UnmarkError:
-        """One error for every marker an unmark left, grouped by why."""
-        left = [name for name in wanted if name in failed]
-        reasons: dict[str, int] = {}
-        for why in failed.values():
-            reasons[why] = reasons.get(why, 0) + 1
-        said = "; ".join(f"{count:,} as {why}" for why, count in reasons.items())
-        shown = ", ".join(repr(name) for name in left[:5])
-        if len(left) > 5:
-            shown += f" and {len(left) - 5:,} more (.not_removed lists them all)"
-        return UnmarkError(
-            f"{len(left):,} of {len(wanted):,} marker(s) in bucket {self.bucket!r} under "
-            f"prefix {self.key_root + prefix!r} were not removed (the others were): "
-            f"{said}; not removed: {shown}",
-            left,
-            prefix=prefix,
-        )
+            raise self._explain.not_removed(prefix, wanted, failed) from cause
 
     # -- claims of exclusive steps (see asteps.stores.base.HoldsClaims) ------------
     # S3's conditional writes: a claim is created with If-None-Match: *,
@@ -313,7 +295,7 @@ class S3Store(BaseStore):
             try:
                 return await method(**kwargs)
             except ClientError as exc:
-                if _refused_condition(exc):
+                if refused_condition(exc):
                     return None
                 raise
 
@@ -375,7 +357,7 @@ class S3Store(BaseStore):
                     Bucket=self.bucket, Key=self._claim_key(prefix, name)
                 )
             except ClientError as exc:
-                if _refused_condition(exc):  # gone (404)
+                if refused_condition(exc):  # gone (404)
                     return None
                 raise
             body = response["Body"]
@@ -399,7 +381,6 @@ class S3Store(BaseStore):
 
     async def _call(self, method: Any, prefix: str, doing: str, **kwargs: Any) -> Any:
         """One request, within the ``max_concurrency`` limit, its errors as StoreError."""
-        where = f"bucket {self.bucket!r} under prefix {self.key_root + prefix!r}"
         try:
             async with self._limit:
                 self._check_usable()  # closed while this request waited for its turn
@@ -413,44 +394,12 @@ class S3Store(BaseStore):
                             self._stopped.set()
                 # Only the store's closing cancels this scope.
                 raise RuntimeError(
-                    f"cannot {doing} {where}: the store was closed while the request was "
-                    "in flight; close it only once the runners that use it have finished"
+                    f"cannot {doing} {self._explain.where(prefix)}: the store was closed while "
+                    "the request was in flight; close it only once the runners that use it "
+                    "have finished"
                 )
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "NoSuchBucket" or status == 404:
-                hint = "the bucket does not exist: check its name, region and endpoint"
-            elif (
-                code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId") or status == 403
-            ):
-                hint = self._denied_hint
-            else:
-                hint = f"S3 answered {code or status}: {error.get('Message', exc)}"
-            raise StoreError(f"cannot {doing} {where}: {hint}", prefix=prefix) from exc
-        except ReadTimeoutError as exc:
-            raise StoreError(
-                f"cannot {doing} {where}: endpoint {self.endpoint_url or 'AWS default'} did not "
-                f"answer within {self._config.read_timeout:g} s (read_timeout), in any attempt; "
-                "check the endpoint and the network, or raise read_timeout with "
-                "client_config=AioConfig(read_timeout=...)",
-                prefix=prefix,
-            ) from exc
-        except (EndpointConnectionError, ConnectTimeoutError) as exc:
-            raise StoreError(
-                f"cannot {doing} {where}: endpoint {self.endpoint_url or 'AWS default'} is "
-                "unreachable; check endpoint_url, the network and the region",
-                prefix=prefix,
-            ) from exc
-        except NoCredentialsError as exc:
-            raise StoreError(
-                f"cannot {doing} {where}: no AWS credentials found; set AWS_PROFILE or "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass a session",
-                prefix=prefix,
-            ) from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"cannot {doing} {where}: {exc}", prefix=prefix) from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise self._explain.error(exc, doing, prefix) from exc
 
 
 async def read_bounded(body: Any, limit: int) -> bytes:
@@ -469,32 +418,3 @@ async def read_bounded(body: Any, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
-
-
-def _denied_hint(sse: str | None, kms_key_id: str | None) -> str:
-    """What to check when S3 denies access. With SSE-KMS, S3 asks KMS on the
-    caller's behalf (GenerateDataKey for a write, Decrypt for a read) and a
-    refusal there comes back as S3's AccessDenied: the KMS permissions are
-    named too, for sure when this store encrypts with KMS, as a possibility
-    otherwise (the bucket's default encryption may be SSE-KMS)."""
-    hint = (
-        "access denied: check the credentials in use and that the policy allows "
-        "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on this prefix"
-    )
-    kms = "kms:GenerateDataKey to write and kms:Decrypt to read"
-    if sse != "aws:kms":
-        return f"{hint} (and, on a bucket that encrypts with SSE-KMS, {kms}, on its key)"
-    key = (
-        f"sse_kms_key_id={kms_key_id!r}"
-        if kms_key_id
-        else "sse='aws:kms': the account's aws/s3 key"
-    )
-    return f"{hint}, and {kms}, on the KMS key the store encrypts with ({key})"
-
-
-def _refused_condition(exc: ClientError) -> bool:
-    """PreconditionFailed (412), ConditionalRequestConflict (409), or a claim
-    that is gone (404, but not a missing bucket)."""
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    code = exc.response.get("Error", {}).get("Code")
-    return status in (409, 412) or (status == 404 and code != "NoSuchBucket")
