@@ -86,3 +86,24 @@ def test_a_latency_proxy_that_cannot_listen_raises_instead_of_hanging(
     assert len(raised) == 1
     assert isinstance(raised[0], OSError)
     assert proxy._thread is None  # nothing left running
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_a_moto_server_starts_empty_whatever_an_earlier_one_left(serial: bool) -> None:
+    # moto keeps its buckets per process, shared by every server in it: a
+    # block that found an earlier block's "steps" bucket made the testing
+    # guide's own example fail when a test before it had left markers there.
+    async def put(server: MotoServer) -> None:
+        session = server.session()
+        async with S3Store("steps", endpoint_url=server.endpoint_url, session=session) as store:
+            await store.client.create_bucket(Bucket="steps")
+            await store.mark_done("wf/steps/", "left", {"run_id": "r"})
+
+    async def buckets(server: MotoServer) -> list[str]:
+        async with server.session().client("s3", endpoint_url=server.endpoint_url) as client:
+            return [b["Name"] for b in (await client.list_buckets())["Buckets"]]
+
+    with moto_server() as earlier:
+        asyncio.run(put(earlier))
+    with moto_server(serial=serial) as server:
+        assert asyncio.run(buckets(server)) == []

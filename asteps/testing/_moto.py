@@ -63,7 +63,13 @@ class MotoServer:
 
 @contextmanager
 def moto_server(*, serial: bool = False) -> Iterator[MotoServer]:
-    """Start moto on a free loopback port for the duration of the block.
+    """Start moto on a free loopback port for the duration of the block,
+    with nothing in it.
+
+    moto keeps its buckets, domains and executions per process, shared by
+    every server in it: the block starts by forgetting them all (``reset``),
+    so that it never sees what an earlier block left. A block opened while
+    another is in use empties that one too.
 
     Clients reach it with ``endpoint_url=server.endpoint_url`` and
     ``session=server.session()``. werkzeug's log of every request is quieted
@@ -85,7 +91,9 @@ def moto_server(*, serial: bool = False) -> Iterator[MotoServer]:
         server.start()
         try:
             host, port = server.get_host_and_port()
-            yield MotoServer(f"http://{host}:{port}")
+            started = MotoServer(f"http://{host}:{port}")
+            started.reset()
+            yield started
         finally:
             server.stop()
     finally:
