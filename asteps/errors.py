@@ -7,7 +7,7 @@ what to change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -71,6 +71,27 @@ class UnmarkError(StoreError):
     def __init__(self, message: str, not_removed: Sequence[str], *, prefix: str) -> None:
         super().__init__(message, prefix=prefix)
         self.not_removed = list(not_removed)
+
+    @classmethod
+    def of(
+        cls, where: str, wanted: Sequence[str], failed: Mapping[str, str], *, prefix: str
+    ) -> UnmarkError:
+        """One error for every marker an unmark of ``wanted`` left in ``where``
+        (``failed``: name -> why), the reasons grouped, the first names shown."""
+        left = [name for name in wanted if name in failed]
+        reasons: dict[str, int] = {}
+        for why in failed.values():
+            reasons[why] = reasons.get(why, 0) + 1
+        said = "; ".join(f"{count:,} as {why}" for why, count in reasons.items())
+        shown = ", ".join(repr(name) for name in left[:5])
+        if len(left) > 5:
+            shown += f" and {len(left) - 5:,} more (.not_removed lists them all)"
+        return cls(
+            f"{len(left):,} of {len(wanted):,} marker(s) in {where} were not removed "
+            f"(the others were): {said}; not removed: {shown}",
+            left,
+            prefix=prefix,
+        )
 
 
 class MarkerBodyError(StoreError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from asteps import FileStore, Runner, StoreError, unmark_matching
+from asteps import FileStore, Runner, StoreError, UnmarkError, unmark_matching
 from asteps.stores import list_done_many
 from asteps.stores.file import STALE_TMP_AGE, TMP_PREFIX
 
@@ -60,6 +60,22 @@ async def test_unmark_removes_exact_names_and_ignores_absent_ones(tmp_path: Path
         await store.mark_done("wf/steps/", name, {})
     await store.unmark("wf/steps/", ["a.b", "never-done"])
     assert await store.list_done("wf/steps/") == {"a", "ab"}
+
+
+async def test_unmark_tries_every_name_and_names_the_markers_it_did_not_remove(
+    tmp_path: Path,
+) -> None:
+    # Before, it stopped at the first marker it could not remove: the names
+    # after it were never tried, and the error named that one alone.
+    store = FileStore(tmp_path)
+    for name in ("a", "c"):
+        await store.mark_done("wf/steps/", name, {})
+    (tmp_path / "wf" / "steps" / "b").mkdir()  # a marker's path it cannot unlink
+    with pytest.raises(UnmarkError, match=r"1 of 3 marker\(s\) .* not removed: 'b'") as caught:
+        await store.unmark("wf/steps/", ["a", "b", "c"])
+    assert caught.value.not_removed == ["b"]
+    assert await store.list_done("wf/steps/") == set()
+    assert (tmp_path / "wf" / "steps" / "b").is_dir()
 
 
 async def test_unmark_by_pattern_is_hierarchical(tmp_path: Path) -> None:

@@ -69,22 +69,8 @@ class Explainer:
         return StoreError(f"cannot {doing} {self.where(prefix)}: {hint}", prefix=prefix)
 
     def not_removed(self, prefix: str, wanted: list[str], failed: dict[str, str]) -> UnmarkError:
-        """One error for every marker an unmark left (``failed``: name -> why),
-        the reasons grouped."""
-        left = [name for name in wanted if name in failed]
-        reasons: dict[str, int] = {}
-        for why in failed.values():
-            reasons[why] = reasons.get(why, 0) + 1
-        said = "; ".join(f"{count:,} as {why}" for why, count in reasons.items())
-        shown = ", ".join(repr(name) for name in left[:5])
-        if len(left) > 5:
-            shown += f" and {len(left) - 5:,} more (.not_removed lists them all)"
-        return UnmarkError(
-            f"{len(left):,} of {len(wanted):,} marker(s) in {self.where(prefix)} were not "
-            f"removed (the others were): {said}; not removed: {shown}",
-            left,
-            prefix=prefix,
-        )
+        """One error for every marker an unmark left (``failed``: name -> why)."""
+        return UnmarkError.of(self.where(prefix), wanted, failed, prefix=prefix)
 
 
 def denied_hint(sse: str | None, kms_key_id: str | None) -> str:

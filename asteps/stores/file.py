@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from .._json import MAX_BODY_BYTES
 from .._names import is_valid_name
-from ..errors import StoreError
+from ..errors import StoreError, UnmarkError
 from .base import CLAIMS_ROOT, BaseStore, body_json, parse_body
 from .discovery import listing_order
 
@@ -245,16 +245,22 @@ class FileStore(BaseStore):
         await anyio.to_thread.run_sync(self._remove, prefix, list(names))
 
     def _remove(self, prefix: str, names: list[str]) -> None:
+        """Remove every marker it can, then name those it could not
+        (:class:`~asteps.errors.UnmarkError`): one failure stops nothing."""
         split = self._split(prefix)
-        paths = [self._marker_path(prefix, name, split) for name in names]  # all checked first
-        for name, path in zip(names, paths, strict=True):
+        wanted = list(dict.fromkeys(names))
+        paths = [self._marker_path(prefix, name, split) for name in wanted]  # all checked first
+        failed: dict[str, str] = {}  # name -> why it was not removed
+        cause: OSError | None = None
+        for name, path in zip(wanted, paths, strict=True):
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
-                raise StoreError(
-                    f"cannot remove marker {name!r} under {path.parent}: {exc.strerror}",
-                    prefix=prefix,
-                ) from exc
+                cause = cause or exc
+                failed[name] = f"cannot remove under {path.parent}: {exc.strerror}"
+        if failed:
+            where = f"store {str(self.root)!r} under prefix {prefix!r}"
+            raise UnmarkError.of(where, wanted, failed, prefix=prefix) from cause
 
     # -- claims of exclusive steps (see asteps.stores.base.HoldsClaims) ------------
     # A claim is a file under root/.asteps-claims/ locked with flock(2). The
