@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from asteps import EventBus, MemoryStore, Runner
-from asteps.swf import EchoGuard, Execution, SwfSignalBridge
+from asteps.swf import EchoGuard, Execution, SignalDeliveryError, SwfSignalBridge
 
 from .conftest import SwfWorld, bridge, listener
 
@@ -187,3 +187,47 @@ async def test_sending_or_polling_needs_an_open_resource(swf: SwfWorld) -> None:
         await bridge(swf, EventBus(), Execution("wf", run_id)).send("step.a")
     with pytest.raises(RuntimeError, match="SwfSignalListener is not open"):
         await listener(swf, EventBus(), "wf").poll_once()
+
+
+def send_started(b: SwfSignalBridge) -> anyio.Event:
+    """Set when the bridge's next signal leaves for SWF (botocore's own
+    ``before-send`` hook)."""
+    started = anyio.Event()
+    b.client.meta.events.register(
+        "before-send.swf.SignalWorkflowExecution", lambda **_: started.set()
+    )
+    return started
+
+
+async def test_a_send_the_drain_cut_off_is_forgotten_so_a_genuine_signal_is_published(
+    swf: SwfWorld, flaky: Any
+) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    guard = EchoGuard()
+    async with bus.subscribe("step") as local:
+        async with listener(swf, bus, "wf", poll_interval=3600, echo_guard=guard) as li:
+            # The bridge's send hangs (the proxy holds it, never reaching moto),
+            # so the drain timeout cuts it off.
+            flaky.hold_next(1, "SimpleWorkflowService.SignalWorkflowExecution")
+            with pytest.raises(SignalDeliveryError, match="may have reached SWF"):
+                async with SwfSignalBridge(
+                    bus,
+                    domain=swf.domain,
+                    executions=Execution("wf", run_id),
+                    endpoint_url=flaky.endpoint_url,
+                    echo_guard=guard,
+                    drain_timeout=0.05,
+                ) as b:
+                    started = send_started(b)
+                    await bus.publish("step.a", 1)
+                    with anyio.fail_after(10):
+                        await started.wait()
+            assert guard.remembered == 0
+            # The same signal, sent by someone else, is a new one: it is published.
+            await swf.client.signal_workflow_execution(
+                domain=swf.domain, workflowId="wf", signalName="step.a", input="1"
+            )
+            await li.poll_once()
+        signals = local.receive_nowait_all()
+    assert [(s.name, s.source) for s in signals] == [("step.a", None), ("step.a", li.source)]

@@ -25,6 +25,12 @@ class EchoGuard:
     workflow id, name and input. Only signals to executions that a listener
     watches are remembered, and each is forgotten once the listener sees it
     (or stops watching), so the guard does not grow without bound.
+
+    A send that failed, or was cut off before SWF answered it (by the bridge's
+    drain timeout, say), is forgotten at once. One cut off may still have
+    reached SWF: the listener then publishes it as a new signal. That is the
+    lesser harm: remembering it would make the listener swallow the next
+    genuine signal with the same name and input.
     """
 
     def __init__(self) -> None:
@@ -67,7 +73,8 @@ class EchoGuard:
         return True
 
     def not_sent(self, key: _SentKey) -> None:
-        """The signal remembered by :meth:`sending` did not reach SWF."""
+        """The signal remembered by :meth:`sending` did not reach SWF, or its
+        send was cut off before SWF answered."""
         self._forget(key)
 
     def _forget(self, key: _SentKey) -> None:

@@ -264,12 +264,18 @@ class SwfSignalBridge(Resource):
         }
         if run_id:
             kwargs["runId"] = run_id
+        answered = False
         try:
             await self._client.signal_workflow_execution(**kwargs)
+            answered = True
         except (ClientError, BotoCoreError) as exc:
-            if remembered and self.echo_guard is not None:
-                self.echo_guard.not_sent(key)
             return explain(exc)
+        finally:
+            # Not sent, or cut off before SWF answered (the drain timed out, the
+            # host was cancelled): forget it, or a genuine signal with the same
+            # name and input would later be swallowed as its echo.
+            if remembered and not answered and self.echo_guard is not None:
+                self.echo_guard.not_sent(key)
         self.sent += 1
         return None
 
