@@ -6,7 +6,10 @@ default). With ``overflow="drop_oldest"`` (the default) a full buffer drops
 its oldest signal, counts it in :attr:`Subscription.dropped` and logs a
 warning, so publishing never blocks. With ``overflow="block"`` publishing waits
 for room: use it only for a reader that is always draining, such as the SWF
-bridge, where losing a signal is worse than waiting for it.
+bridge, where losing a signal is worse than waiting for it. Such a reader that
+stops in two stages (:meth:`Subscription.stop`, then reads what is left) also
+gets the signals of the publishers already waiting for room when it stopped:
+its iteration ends only once they are in.
 
 Patterns match hierarchically, as for steps: ``step`` receives ``step.a`` and
 ``step.a.b``; ``*`` receives everything.
@@ -67,6 +70,8 @@ class Subscription:
         self.overflow: Overflow = overflow
         self.dropped = 0
         self._stopped = False
+        self._delivering = 0
+        """Publishers in :meth:`_deliver` with ``overflow="block"``."""
         send, receive = anyio.create_memory_object_stream[Signal](buffer)
         self._send: MemoryObjectSendStream[Signal] = send
         self._receive: MemoryObjectReceiveStream[Signal] = receive
@@ -109,9 +114,15 @@ class Subscription:
 
     async def _deliver(self, signal: Signal) -> None:
         if self.overflow == "block":
-            # The subscriber may leave while we wait for room: nothing to deliver then.
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await self._send.send(signal)
+            self._delivering += 1
+            try:
+                # The subscriber may leave while we wait for room: nothing to deliver then.
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await self._send.send(signal)
+            finally:
+                self._delivering -= 1
+                if self._stopped and not self._delivering:
+                    self._send.close()  # the stop waited for us: iteration can end
             return
         try:
             self._send.send_nowait(signal)
@@ -137,9 +148,17 @@ class Subscription:
         """Stop delivery: signals published from now on do not reach this
         subscription; what it buffered can still be read, then iteration
         ends. For owners that stop in two stages, such as the SWF bridge,
-        which sends what was published before it closed."""
+        which sends what was published before it closed.
+
+        With ``overflow="block"``, the signals of publishers already waiting
+        for room are not dropped: they come in as the buffer is read, and
+        iteration ends after them (so keep reading, or the publishers wait).
+        """
         self._stopped = True
-        self._send.close()
+        # Closing the stream now would withdraw the waiting publishers' signals
+        # (anyio 4.16 makes their send raise): the last of them closes it.
+        if not self._delivering:
+            self._send.close()
 
     def _close(self) -> None:
         self._send.close()

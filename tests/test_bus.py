@@ -207,18 +207,33 @@ async def test_markers_reach_a_subscription_whose_first_pattern_is_not_log_step(
 
 async def test_a_subscriber_leaving_during_a_blocked_delivery_costs_the_others_nothing() -> None:
     bus = EventBus()
-    async with (
-        bus.subscribe("x", buffer=1, overflow="block") as a,
-        bus.subscribe("x") as b,
-        bus.subscribe("x") as c,
-    ):
-        await bus.publish("x.1")  # fills a's buffer: the next delivery to a blocks
+    leaving = bus.subscribe("x", buffer=1, overflow="block")
+    await leaving.__aenter__()  # subscribed first: delivered to before b and c
+    async with bus.subscribe("x") as b, bus.subscribe("x") as c:
+        await bus.publish("x.1")  # fills its buffer: the next delivery to it blocks
         async with anyio.create_task_group() as tg:
             tg.start_soon(bus.publish, "x.2")
             await anyio.wait_all_tasks_blocked()
-            a.stop()  # a leaves while x.2 waits for room in it
+            await leaving.__aexit__(None, None, None)  # it leaves while x.2 waits for room
         assert [s.name for s in b.receive_nowait_all()] == ["x.1", "x.2"]
         assert [s.name for s in c.receive_nowait_all()] == ["x.1", "x.2"]
+
+
+async def test_a_stopped_blocking_subscription_still_takes_the_publishers_waiting_for_room() -> (
+    None
+):
+    bus = EventBus()
+    async with bus.subscribe("x", buffer=1, overflow="block") as sub:
+        await bus.publish("x.1")  # fills the buffer: the next publishers wait for room
+        with anyio.fail_after(10):  # a hang guard
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bus.publish, "x.2")
+                tg.start_soon(bus.publish, "x.3")
+                await anyio.wait_all_tasks_blocked()
+                sub.stop()  # published before the stop: theirs, not dropped
+                await bus.publish("x.4")  # after it: not delivered
+                # (two publishers at once: in either order)
+                assert sorted([s.name async for s in sub]) == ["x.1", "x.2", "x.3"]
 
 
 async def test_a_stopped_subscription_gets_nothing_new_and_drains_what_it_holds() -> None:

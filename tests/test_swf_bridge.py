@@ -238,3 +238,83 @@ async def test_undelivered_signals_are_raised_once_however_often_it_closes(
         await b.aclose()
     await b.aclose()
     assert [u.signal.name for u in b.undelivered] == ["step.late"]
+
+
+# -- publishers waiting for room when the bridge closes --------------------------
+
+
+def hold_first_send(b: SwfSignalBridge) -> tuple[anyio.Event, anyio.Event]:
+    """The bridge's first signal waits in botocore's ``before-send`` hook: ``held``
+    is set once it waits there, and it goes on when ``release`` is set."""
+    held, release = anyio.Event(), anyio.Event()
+
+    async def hold(**_: Any) -> None:
+        if not held.is_set():
+            held.set()
+            await release.wait()
+
+    b.client.meta.events.register("before-send.swf.SignalWorkflowExecution", hold)
+    return held, release
+
+
+async def fill_until_publishers_wait(
+    bus: EventBus, b: SwfSignalBridge, names: list[str], returned: list[str], tg: Any
+) -> anyio.Event:
+    """Publish ``names`` while the bridge's first send is held, until publishers
+    wait for room; the event releases the send."""
+    held, release = hold_first_send(b)
+    await bus.publish(names[0])
+    with anyio.fail_after(10):
+        await held.wait()
+
+    async def publish(name: str) -> None:
+        await bus.publish(name)
+        returned.append(name)
+
+    for name in names[1:]:
+        tg.start_soon(publish, name)
+    await anyio.wait_all_tasks_blocked()
+    assert len(returned) < len(names) - 1, "no publisher waits for room: publish more"
+    return release
+
+
+async def test_publishers_waiting_for_room_when_the_bridge_closes_are_sent(
+    swf: SwfWorld,
+) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    names = [f"step.s{i}" for i in range(10)]
+    returned: list[str] = []
+
+    async def release_once_closing(release: anyio.Event) -> None:
+        await anyio.wait_all_tasks_blocked()  # the close waits for the held send
+        release.set()
+
+    with anyio.fail_after(30):  # a hang guard
+        async with anyio.create_task_group() as tg:
+            async with bridge(swf, bus, Execution("wf", run_id), buffer=1) as b:
+                release = await fill_until_publishers_wait(bus, b, names, returned, tg)
+                tg.start_soon(release_once_closing, release)
+    assert sorted(returned) == sorted(names[1:])
+    assert b.undelivered == []
+    assert sorted(n for n, _ in await swf.signals("wf", run_id)) == sorted(names)
+
+
+async def test_publishers_waiting_for_room_are_reported_when_the_drain_times_out(
+    swf: SwfWorld,
+) -> None:
+    run_id = await swf.start("wf")
+    bus = EventBus()
+    names = [f"step.s{i}" for i in range(10)]
+    returned: list[str] = []
+    with anyio.fail_after(30):  # a hang guard
+        async with anyio.create_task_group() as tg:
+            with pytest.raises(SignalDeliveryError) as info:
+                # The first send is never released: the drain always times out.
+                async with bridge(
+                    swf, bus, Execution("wf", run_id), buffer=1, drain_timeout=0.1
+                ) as b:
+                    await fill_until_publishers_wait(bus, b, names, returned, tg)
+    assert sorted(returned) == sorted(names[1:])
+    assert sorted(u.signal.name for u in info.value.undelivered) == sorted(names)
+    assert await swf.signals("wf", run_id) == []

@@ -99,6 +99,14 @@ class SwfSignalBridge(Resource):
     :class:`SignalDeliveryError` (or only logged and kept in
     :attr:`undelivered` when the block is already raising).
 
+    The bridge reads the bus through a ``buffer`` of signals that makes
+    publishers wait for room when full (``overflow="block"``). A publisher
+    still waiting when the bridge closes loses nothing: its signal is drained
+    like those buffered, sent or else listed in :class:`SignalDeliveryError`,
+    and its ``publish`` returns once the bridge has taken it. Publishing never
+    raises because of the bridge. A signal published once closing has begun
+    is not the bridge's, as after it closed.
+
     With an ``echo_guard`` shared with an :class:`SwfSignalListener` on the
     same execution, that listener does not publish again what this bridge
     sent. Opened once (``async with``); it cannot be reopened after it closed.
@@ -165,7 +173,7 @@ class SwfSignalBridge(Resource):
         )
         self._senders = [_Sender(e, self._buffer, self._deliver) for e in self.executions]
         # Runs once the workers stopped, before the client closes.
-        stack.callback(self._report_leftovers)
+        stack.push_async_callback(self._report_leftovers)
         tasks = await stack.enter_async_context(task_group())
         tasks.start_soon(self._work, self._subscription)
         stack.push_async_callback(self._drain)  # the first thing closing does
@@ -234,9 +242,10 @@ class SwfSignalBridge(Resource):
                     await sender.put(signal, text)
                 self._dispatching = None
         finally:
-            # However this ends, no publisher may block on a bridge that stopped
-            # reading (the subscription blocks when full); what it still holds
-            # is reported on exit.
+            # However this ends, no new publisher may block on a bridge that
+            # stopped reading (the subscription blocks when full); what it still
+            # holds, and the signals of publishers already waiting for room, are
+            # reported on exit.
             subscription.stop()
             for sender in self._senders:
                 sender.no_more()
@@ -289,7 +298,7 @@ class SwfSignalBridge(Resource):
         )
         self.undelivered.append(Undelivered(execution, signal, reason))
 
-    def _report_leftovers(self) -> None:
+    async def _report_leftovers(self) -> None:
         reason = f"still pending when the bridge closed ({self.drain_timeout}s drain timeout)"
         for sender in self._senders:
             for signal, cut_off in sender.leftovers():
@@ -307,7 +316,12 @@ class SwfSignalBridge(Resource):
                 self._give_up(execution, signal, reason)
             self._dispatching = None
         if self._subscription is not None:
-            for signal in self._subscription.receive_nowait_all():
+            # What the subscription holds, and the signals of publishers still
+            # waiting for room: they are not dropped when it stops (see
+            # Subscription.stop), and iteration ends once the last is in. Not
+            # reading them would leave them, unreported, to the subscription's
+            # close.
+            for signal in [s async for s in self._subscription]:
                 for execution in self.executions:
                     if self._is_target(execution, signal):
                         self._give_up(execution, signal, reason)
