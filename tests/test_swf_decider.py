@@ -301,6 +301,57 @@ def test_a_cancel_request_during_a_back_off_cancels_the_timer_and_the_execution(
     assert kinds(next_decisions(history)) == ["CancelTimer", "CancelWorkflowExecution"]
 
 
+RESULT = '{"workflow_id": "wf", "steps": {"completed": 3, "skipped": 0, "failed": 0}}'
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        pytest.param(
+            [
+                event("ActivityTaskCompleted", result=RESULT),
+                event("WorkflowExecutionCancelRequested"),
+            ],
+            id="asked-once-the-flow-completed",
+        ),
+        pytest.param(
+            [
+                event("WorkflowExecutionCancelRequested"),
+                event("DecisionTaskCompleted"),
+                event("ActivityTaskCancelRequested"),
+                event("ActivityTaskCompleted", result=RESULT),
+            ],
+            id="the-flow-completed-before-heeding-it",
+        ),
+        pytest.param(
+            [
+                event("ActivityTaskCompleted", result=RESULT),
+                event("DecisionTaskStarted"),
+                event("WorkflowExecutionCancelRequested"),
+                event("DecisionTaskCompleted"),
+                event("CompleteWorkflowExecutionFailed", cause="UNHANDLED_DECISION"),
+                event("DecisionTaskScheduled"),
+            ],
+            id="asked-while-the-completion-was-decided",
+        ),
+    ],
+)
+def test_a_cancel_request_too_late_to_stop_the_flow_completes_with_its_result(
+    late: list[dict[str, Any]],
+) -> None:
+    assert next_decisions([STARTED, *scheduled(1), *late]) == [
+        {
+            "decisionType": "CompleteWorkflowExecution",
+            "completeWorkflowExecutionDecisionAttributes": {"result": RESULT},
+        }
+    ]
+
+
+def test_a_cancel_request_after_a_failed_attempt_cancels_rather_than_retries() -> None:
+    history = [STARTED, *scheduled(1), failed(), event("WorkflowExecutionCancelRequested")]
+    assert kinds(next_decisions(history)) == ["CancelWorkflowExecution"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

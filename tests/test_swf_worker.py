@@ -632,3 +632,67 @@ async def test_a_heartbeat_that_gets_no_answer_is_abandoned_after_a_period_and_s
         "workflow hung: heartbeat got no answer within 0.2 s; trying again" in r.getMessage()
         for r in caplog.records
     )
+
+
+@pytest.fixture
+def moto_answers_cancel_requests(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Teach the in-process moto RequestCancelWorkflowExecution, which it does
+    not answer (nor can its histories hold the event): as SWF documents the
+    call, it records ``WorkflowExecutionCancelRequested`` in the open run's
+    history and schedules a decision task unless one is scheduled already.
+    moto's server is patched, never the client: the request goes over HTTP."""
+    from moto.swf import responses
+    from moto.swf.models import history_event
+
+    monkeypatch.setattr(
+        history_event,
+        "SUPPORTED_HISTORY_EVENT_TYPES",
+        (*history_event.SUPPORTED_HISTORY_EVENT_TYPES, "WorkflowExecutionCancelRequested"),
+    )
+
+    def request_cancel_workflow_execution(self: Any) -> str:
+        backend = self.swf_backend
+        backend._process_timeouts()
+        execution = backend._get_domain(self._params["domain"]).get_workflow_execution(
+            self._params["workflowId"], run_id=self._params.get("runId"), raise_if_closed=True
+        )
+        execution._add_event("WorkflowExecutionCancelRequested")
+        execution.cancel_requested = True
+        if not any(task.state == "SCHEDULED" for task in execution.decision_tasks):
+            execution.schedule_decision_task()
+        return ""
+
+    monkeypatch.setattr(
+        responses.SWFResponse,
+        "request_cancel_workflow_execution",
+        request_cancel_workflow_execution,
+        raising=False,
+    )
+
+
+@pytest.mark.usefixtures("moto_answers_cancel_requests")
+@pytest.mark.parametrize("asked", ["once-the-flow-completed", "while-the-flow-ran"])
+async def test_a_cancel_request_too_late_to_stop_the_flow_leaves_it_completed(
+    aws: MotoServer, domain: str, tmp_path: Path, asked: str
+) -> None:
+    await start(aws, prepare(FLOW, params={"log": "/dev/null", "delay": "0"}), "late")
+    result = '{"workflow_id": "late", "steps": {"completed": 3, "skipped": 0, "failed": 0}}'
+    async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
+        # The attempt, taken as a worker takes it; the flow completes, and a
+        # cancellation is asked before or after it reports so, but before any
+        # worker decides.
+        activity = await take_the_first_attempt(client, "test")
+        cancel = partial(client.request_cancel_workflow_execution, domain=DOMAIN, workflowId="late")
+        if asked == "while-the-flow-ran":
+            await cancel()
+        await client.respond_activity_task_completed(taskToken=activity["taskToken"], result=result)
+        if asked == "once-the-flow-completed":
+            await cancel()
+    worker = in_process_worker(aws, FLOW, tmp_path / "store")
+    await run_worker_until(worker, partial(wait_closed, aws, 1))
+
+    events = await history(aws, "late")
+    assert "WorkflowExecutionCancelRequested" in events
+    assert events[-1] == "WorkflowExecutionCompleted"
+    status = await swf_status(DOMAIN, session=aws.session(), endpoint_url=aws.endpoint_url)
+    assert status.counts["completed"] == 1

@@ -15,6 +15,10 @@ An asteps execution is one activity (the flow for one workflow id), retried:
   1, 2, 4... up to 60 seconds; any other cause (the type not registered, or
   its version deprecated, say) fails the execution, saying what to do;
 - a cancellation request: cancel the activity if it runs, else the execution;
+  but once the activity completed (the request came too late to stop the
+  flow, even in the decision task that completes it), complete the execution
+  with its result: SWF leaves the answer to a cancellation request to the
+  decider, and work that finished is not reported as cancelled;
 - anything else (a signal, say): nothing to decide.
 
 Why stateless: every decision is made again from the whole history, so any
@@ -140,16 +144,18 @@ def next_decisions(
     h = _read(events)
     if h.closed:
         return []
+    last = h.last
+    if last is not None and last["eventType"] == "ActivityTaskCompleted":
+        # Before a cancellation request: one that came once the flow was done
+        # (or that the flow finished before heeding) is too late to stop it.
+        return [_close("CompleteWorkflowExecution", result=_attributes(last).get("result"))]
     if h.cancel_requested:
         return _cancel(h)
-    last = h.last
     schedule = partial(_schedule, h, heartbeat, activity_version)
     if last is None:
         return [schedule()]
     kind = last["eventType"]
     attrs = _attributes(last)
-    if kind == "ActivityTaskCompleted":
-        return [_close("CompleteWorkflowExecution", result=attrs.get("result"))]
     if kind == "ActivityTaskFailed" and read_failure_details(attrs.get("details"))[1]:
         return [schedule()]  # handed back by a stopping worker: at once, not counted
     if kind in ("ActivityTaskFailed", "ActivityTaskTimedOut"):
