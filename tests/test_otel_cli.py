@@ -203,6 +203,36 @@ def test_an_export_timeout_refused_or_too_long_is_said_once_and_the_run_ends_cle
     assert "report.email" in receiver.steps()  # the spans still arrive
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [("1e12", "longer than 3600 s: 3600 s is used"), ("abc", "not a number"),
+     ("-1", "not a positive number"), ("nan", "not a positive number")],
+)  # fmt: skip
+@pytest.mark.parametrize("signal", ["TRACES", "METRICS"])
+def test_a_per_signal_export_timeout_is_checked_as_the_general_one(
+    receiver: Receiver, tmp_path: Path, signal: str, value: str, said: str
+) -> None:
+    """The exporters took OTEL_EXPORTER_OTLP_{TRACES,METRICS}_TIMEOUT as given:
+    1e12, -1 or nan made every export of that signal fail, and the warning at
+    exit blamed the collector."""
+    variable = f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"
+    done = asteps(
+        "run", PIPELINE, "--workflow-id", "t-1", "--store", "memory://", "--otel",
+        "--log-format", "json",
+        env=otel_env(receiver.endpoint, **{variable: value}),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    [warning] = [line for line in lines if line["level"] == "WARNING"]
+    assert warning["logger"] == "asteps.cli"
+    assert f"{variable}={value!r}" in warning["message"]
+    assert said in warning["message"]
+    # Both signals still arrive: nothing was dropped.
+    assert "report.email" in receiver.steps()
+    assert "asteps.steps" in receiver.metric_names()
+
+
 def test_the_service_name_comes_from_the_environment(receiver: Receiver, tmp_path: Path) -> None:
     done = asteps(
         "plan", PIPELINE, "--workflow-id", "c-1", "--store", "memory://", "--otel",

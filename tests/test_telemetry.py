@@ -594,6 +594,29 @@ def test_the_flush_budget_is_the_otlp_export_timeout_in_seconds(
     assert export_timeout() == seconds
 
 
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(None, 20.0), ("", 20.0), ("2.5", 2.5), ("soon", 20.0), ("0", 20.0), ("-1", 20.0),
+     ("nan", 20.0), ("inf", 20.0), ("3600", 3600.0), ("1e12", 3600.0)],
+)  # fmt: skip
+def test_a_per_signal_export_timeout_is_checked_and_falls_back_to_the_general_one(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, seconds: float
+) -> None:
+    from asteps.cli._otel import read_export_timeout
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "20")
+    if value is None:
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value)
+    general, _ = read_export_timeout()
+    used, warning = read_export_timeout("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", fallback=general)
+    assert used == seconds
+    assert (warning is None) == (value in (None, "", "2.5", "3600"))
+    if warning is not None:
+        assert f"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT={value!r}" in warning
+
+
 def test_telemetry_imports_nothing_of_the_runner() -> None:
     # The runner hands each step's outcome to its span (StepSpan.finish):
     # telemetry needs neither the Runner nor its outcomes, and the package

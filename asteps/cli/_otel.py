@@ -30,6 +30,14 @@ MAX_EXPORT_TIMEOUT = 3600.0
 """Seconds: the longest ``OTEL_EXPORTER_OTLP_TIMEOUT`` used. More is cut to this
 (a thread cannot wait 1e12 s: the flush at exit crashed)."""
 
+EXPORT_TIMEOUT = "OTEL_EXPORTER_OTLP_TIMEOUT"
+SIGNAL_EXPORT_TIMEOUTS = {
+    "spans": "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "metrics": "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+}
+"""The per-signal variables, which win over ``OTEL_EXPORTER_OTLP_TIMEOUT`` for
+each export of their signal (not for the flush at exit)."""
+
 
 def export_timeout() -> float:
     """``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds (as the OTLP/HTTP exporter reads
@@ -37,21 +45,28 @@ def export_timeout() -> float:
     return read_export_timeout()[0]
 
 
-def read_export_timeout() -> tuple[float, str | None]:
-    """:func:`export_timeout` and, when the variable's value was not used as
-    given (not a number, not positive and finite, or longer than
-    ``MAX_EXPORT_TIMEOUT``), the warning that says what is used instead."""
-    raw = os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+def read_export_timeout(
+    variable: str = EXPORT_TIMEOUT, *, fallback: float = DEFAULT_EXPORT_TIMEOUT
+) -> tuple[float, str | None]:
+    """The timeout in seconds that ``variable`` gives (:func:`export_timeout`
+    by default), ``fallback`` when it is unset or empty; and, when its value
+    was not used as given (not a number, not positive and finite, or longer
+    than ``MAX_EXPORT_TIMEOUT``), the warning that says what is used instead.
+
+    The environment is untrusted input: a per-signal variable
+    (:data:`SIGNAL_EXPORT_TIMEOUTS`) is read with the general timeout as its
+    ``fallback``, and checked alike."""
+    raw = os.environ.get(variable)
     if raw is None or raw.strip() == "":
-        return DEFAULT_EXPORT_TIMEOUT, None
-    what = f"OTEL_EXPORTER_OTLP_TIMEOUT={raw!r}"
-    default = f"{DEFAULT_EXPORT_TIMEOUT:g} s is used"
+        return fallback, None
+    what = f"{variable}={raw!r}"
+    default = f"{fallback:g} s is used"
     try:
         value = float(raw)
     except ValueError:
-        return DEFAULT_EXPORT_TIMEOUT, f"{what} is not a number of seconds: {default}"
+        return fallback, f"{what} is not a number of seconds: {default}"
     if not (math.isfinite(value) and value > 0):
-        return DEFAULT_EXPORT_TIMEOUT, f"{what} is not a positive number of seconds: {default}"
+        return fallback, f"{what} is not a positive number of seconds: {default}"
     if value > MAX_EXPORT_TIMEOUT:
         return MAX_EXPORT_TIMEOUT, (
             f"{what} is longer than {MAX_EXPORT_TIMEOUT:g} s: {MAX_EXPORT_TIMEOUT:g} s is used"
@@ -95,8 +110,10 @@ def export_otlp(*, warn: Callable[[str], object]) -> Callable[[], str | None]:
     environment variables, and instrument asteps. Returns the function that
     flushes and shuts it down: it returns within :func:`export_timeout`
     seconds, and says what the collector did not take (None if it took all).
-    An ``OTEL_EXPORTER_OTLP_TIMEOUT`` that is refused or cut is said to
-    ``warn``, once, and the exporters are given the timeout used instead.
+    An ``OTEL_EXPORTER_OTLP_TIMEOUT`` (or a per-signal
+    ``OTEL_EXPORTER_OTLP_{TRACES,METRICS}_TIMEOUT``) that is refused or cut
+    is said to ``warn``, once, and the exporters are given the timeout used
+    instead.
 
     The service name is ``asteps`` unless ``OTEL_SERVICE_NAME`` (or
     ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``) says otherwise. Raises
@@ -122,9 +139,14 @@ def export_otlp(*, warn: Callable[[str], object]) -> Callable[[], str | None]:
     budget, refused = read_export_timeout()
     if refused is not None:
         warn(refused)
-    # The exporters read the variable themselves, unless given a timeout: a
-    # value refused here is not left to them (they took 1e12 s or inf as is).
-    timeout = budget if refused is not None else None
+    # The exporters read the variables themselves unless given a timeout, and
+    # took 1e12 s, inf or -1 as is (every export of that signal then failed):
+    # they are given the timeouts read and checked here.
+    timeouts = {}
+    for signal, variable in SIGNAL_EXPORT_TIMEOUTS.items():
+        timeouts[signal], cut = read_export_timeout(variable, fallback=budget)
+        if cut is not None:
+            warn(cut)
     tally = ExportTally()
 
     class CountedSpanExporter(OTLPSpanExporter):
@@ -156,10 +178,10 @@ def export_otlp(*, warn: Callable[[str], object]) -> Callable[[], str | None]:
     # atexit would shut down too, but after the event loop and logging are gone:
     # the CLI shuts down itself, when the command ends however it ends.
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    span_exporter = CountedSpanExporter(timeout=timeout)
+    span_exporter = CountedSpanExporter(timeout=timeouts["spans"])
     tracer_provider.add_span_processor(SpanCounter())
     tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    reader = PeriodicExportingMetricReader(CountedMetricExporter(timeout=timeout))
+    reader = PeriodicExportingMetricReader(CountedMetricExporter(timeout=timeouts["metrics"]))
     meter_provider = MeterProvider(
         resource=resource, metric_readers=[reader], shutdown_on_exit=False
     )
