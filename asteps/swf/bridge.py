@@ -320,7 +320,8 @@ class SwfSignalBridge(Resource):
             # waiting for room: they are not dropped when it stops (see
             # Subscription.stop), and iteration ends once the last is in. Not
             # reading them would leave them, unreported, to the subscription's
-            # close.
+            # close. Stopped here too: an open cut short never reached the drain.
+            self._subscription.stop()
             for signal in [s async for s in self._subscription]:
                 for execution in self.executions:
                     if self._is_target(execution, signal):
