@@ -12,7 +12,8 @@ and delete if the token matches. This module is the algorithm built on them.
   skipped only for a marker with another run id (written by a holder since).
 - **Renew** every ``lease / 3`` with compare-and-swap. A refused renewal means
   another runner took the claim over: the step's activities are cancelled and
-  the step is not marked (``ClaimLost``).
+  the step is not marked (``ClaimLost``). One that failed (a store error) is
+  retried after ``lease / 12``, while the claim is still safe.
 - **Never mark late.** The marker is written only while the lease certainly
   holds: within ``lease`` of the moment the last successful write was *sent*,
   less a margin of ``lease / 3``; otherwise the claim is renewed first.
@@ -177,6 +178,8 @@ class Held:
     renewals: int = 0
     lost: str | None = None
     """Why the claim was lost, once it is."""
+    _failed: bool = field(default=False, repr=False)
+    """The last renewal failed with a store error (the claim still safe)."""
     _released: bool = field(default=False, repr=False)
 
     @property
@@ -207,6 +210,7 @@ class Held:
                 )
             except Exception as exc:  # a store error: the claim may still hold; retry
                 logger.warning("step %s: cannot renew its claim: %s", self.name, exc)
+                self._failed = True
                 if not self.safe():
                     self.lost = (
                         f"its claim could not be renewed before the lease could expire ({exc})"
@@ -221,19 +225,22 @@ class Held:
         if token is None:
             self.lost = "another runner took its claim over"
             return False
-        self.token, self.sent = token, sent
+        self.token, self.sent, self._failed = token, sent, False
         return True
 
     async def keep(self, scope: anyio.CancelScope) -> None:
         """Renew every ``lease / 3`` until cancelled; on a loss, cancel ``scope``
-        (the step's activities). A renewal waits for the store only while the
-        claim is :meth:`safe`, as a failed one is retried only then: a
+        (the step's activities). A renewal that failed is retried after
+        ``lease / 12``, as is one due when the claim is no longer safe: a
+        third of a lease later, the claim would be unsafe already, and one
+        store error would cost it. A renewal waits for the store only while
+        the claim is :meth:`safe`, as a failed one is retried only then: a
         partitioned holder stops its work a third of a lease before another
         runner could take over, not when the lease expires (the work must
         have time to stop) nor when the store's client gives up."""
         lease = self.claims.lease
         while True:
-            await self.claims.sleep(lease / 3 if self.safe() else lease / 12)
+            await self.claims.sleep(lease / 12 if self._failed or not self.safe() else lease / 3)
             if not await self.renew(within=self.safe_until - self.claims.clock()):
                 scope.cancel()
                 return

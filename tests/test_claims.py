@@ -16,7 +16,7 @@ import pytest
 from asteps import FileStore, MemoryStore, Runner, S3Store
 from asteps._claims import Claims, Held
 from asteps._decision import RAN_CONCURRENTLY
-from asteps.errors import ClaimLost, ClaimsNotSupported, ResultMissing
+from asteps.errors import ClaimLost, ClaimsNotSupported, ResultMissing, StoreError
 from asteps.stores.base import CLAIMS_ROOT
 
 from .conftest import ASYNCIO_ONLY, CountingStore, each_store_on_each_backend
@@ -508,6 +508,61 @@ async def test_a_holder_cut_off_stops_its_work_a_third_of_a_lease_before_a_takeo
     (waited,) = store.waited_at_most
     assert 0 < waited <= 1.0  # until 2 s of a 3 s lease, not 3
     assert "while a third of the lease was left" in (held.lost or "")
+
+
+class FailingRenewals(MemoryStore):
+    """Renewals that fail with a store error (``failures`` of them, then they
+    succeed), each answering after ``takes`` seconds of ``clock``; and every
+    claim request yields, as a real store's would."""
+
+    def __init__(self, clock: Clock, failures: int, takes: float = 1.0) -> None:
+        super().__init__()
+        self.clock = clock
+        self.failures = failures
+        self.takes = takes
+        self.renewals: list[str] = []  # "failed" or "renewed", in order
+
+    async def replace_claim(self, prefix: str, name: str, token: str, body: Any) -> str | None:
+        await anyio.lowlevel.checkpoint()
+        self.clock.now += self.takes
+        if self.failures:
+            self.failures -= 1
+            self.renewals.append("failed")
+            raise StoreError("renew a claim in ...: 503 Slow Down", prefix=prefix)
+        self.renewals.append("renewed")
+        return await super().replace_claim(prefix, name, token, body)
+
+
+async def keep_for(held: Held, clock: Clock, seconds: float) -> anyio.CancelScope:
+    """Run ``held.keep`` until ``clock`` passed ``seconds`` (or the claim is
+    lost): the scope it would cancel on a loss (the step's work)."""
+    work = anyio.CancelScope()
+    with anyio.CancelScope() as keeping:
+
+        async def sleep(pause: float) -> None:
+            if clock.now >= seconds:
+                keeping.cancel()
+            await clock.sleep(pause)
+
+        held.claims.sleep = sleep
+        await held.keep(work)
+    return work
+
+
+async def test_one_failed_renewal_is_retried_before_the_claim_is_no_longer_safe() -> None:
+    # A renewal that failed was retried a full third of a lease later, after the
+    # moment the claim stopped being safe: one store error cost the claim.
+    clock = Clock()
+    store = FailingRenewals(clock, failures=1)
+    held = await claims(store, clock, "holder").take("wf/steps/", "a", forced=False)
+    assert isinstance(held, Held)
+    work = await keep_for(held, clock, seconds=120.0)  # four leases
+    assert not work.cancel_called
+    assert held.lost is None
+    assert store.renewals[0] == "failed"
+    assert set(store.renewals[1:]) == {"renewed"}  # then every third of a lease, as before
+    assert len(store.renewals) > 10
+    assert held.safe()
 
 
 class UnansweredRelease(MemoryStore):
