@@ -178,8 +178,12 @@ class Held:
     renewals: int = 0
     lost: str | None = None
     """Why the claim was lost, once it is."""
-    _failed: bool = field(default=False, repr=False)
-    """The last renewal failed with a store error (the claim still safe)."""
+    _failed: str | None = field(default=None, repr=False)
+    """The store error of the last renewal, if it failed (the claim still safe)."""
+    _deletable: bool = field(default=True, repr=False)
+    """Whether :meth:`release` tries to delete the claim: not once another
+    runner took it over (nothing of ours is left), nor once the store did not
+    answer (a partition: the release would wait for it too)."""
     _released: bool = field(default=False, repr=False)
 
     @property
@@ -203,6 +207,9 @@ class Held:
         sent = self.claims.clock()
         body = self.claims.body(self.name, self.renewals)
         token: str | None = None
+        # No time left (a renewal due once the claim is no longer safe: after
+        # failed ones, or a pause): it is tried all the same, and stands if
+        # the store answers before it has to wait.
         with anyio.move_on_after(max(within, 0.0)) as scope:
             try:
                 token = await self.claims.store.replace_claim(
@@ -210,22 +217,28 @@ class Held:
                 )
             except Exception as exc:  # a store error: the claim may still hold; retry
                 logger.warning("step %s: cannot renew its claim: %s", self.name, exc)
-                self._failed = True
+                self._failed = str(exc)
                 if not self.safe():
                     self.lost = (
                         f"its claim could not be renewed before the lease could expire ({exc})"
                     )
                 return self.lost is None
+        if scope.cancelled_caught and within <= 0:  # not waited for: no time was left
+            after = "" if self._failed is None else f" (the last renewal failed: {self._failed})"
+            self.lost = f"its claim could not be renewed before the lease could expire{after}"
+            return False
         if scope.cancelled_caught:  # a store that does not answer (a partition)
             self.lost = (
                 "the store did not answer a renewal while a third of the lease was left "
                 "(before another runner could take the claim over)"
             )
+            self._deletable = False
             return False
         if token is None:
             self.lost = "another runner took its claim over"
+            self._deletable = False
             return False
-        self.token, self.sent, self._failed = token, sent, False
+        self.token, self.sent, self._failed = token, sent, None
         return True
 
     async def keep(self, scope: anyio.CancelScope) -> None:
@@ -260,8 +273,14 @@ class Held:
         caller's cancellation, and waiting for the store a third of a lease at
         most (a runner cancelled during a partition must not wait out the
         store client's retries). A failure is logged: the claim then goes
-        stale after a lease."""
-        if self._released or self.lost is not None:
+        stale after a lease.
+
+        A claim lost because its renewals failed is released too (the delete
+        is conditional on its token: one taken over since is left alone), so
+        that the next runner need not wait a lease for it to go stale; not
+        one taken over, nor one whose store did not answer a renewal (a
+        partition: the release would wait for it too)."""
+        if self._released or not self._deletable:
             return
         self._released = True
         with anyio.move_on_after(self.claims.lease / 3, shield=True) as scope:

@@ -565,6 +565,77 @@ async def test_one_failed_renewal_is_retried_before_the_claim_is_no_longer_safe(
     assert held.safe()
 
 
+async def test_a_claim_lost_to_store_errors_is_released_for_the_next_runner() -> None:
+    # It was never released (a lost claim was taken to be another's): the
+    # next runner waited a whole lease for it to go stale, the store
+    # reachable again all the while.
+    clock = Clock()
+    store = FailingRenewals(clock, failures=1_000)
+    runner = Runner(store, "wf", exclusive=True, lease=30.0)
+    runner._claims = lambda s: claims(s, clock, runner.run_id)  # type: ignore[method-assign]
+
+    async def work() -> None:
+        await anyio.sleep_forever()
+
+    outcome = await runner.step("a", work)
+    assert isinstance(outcome.error, ClaimLost)
+    assert "could not be renewed" in str(outcome.error)
+    assert "503 Slow Down" in str(outcome.error)
+    assert await store.read_claim("wf/steps/", "a") is None  # released: nobody waits
+    store.failures = 0
+    again = await Runner(store, "wf", exclusive=True, lease=30.0).step("a", lambda: "ran")
+    assert (again.status, again.result) == ("completed", "ran")
+
+
+class CountedRelease(MemoryStore):
+    """A store that counts the releases tried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.releases = 0
+
+    async def delete_claim(self, prefix: str, name: str, token: str) -> None:
+        self.releases += 1
+        await super().delete_claim(prefix, name, token)
+
+
+class PartitionedRelease(CountedRelease):
+    """Never answers a renewal (a partition), and counts the releases tried."""
+
+    async def replace_claim(self, prefix: str, name: str, token: str, body: Any) -> str | None:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_a_claim_lost_to_a_store_that_did_not_answer_is_not_released() -> None:
+    # A partitioned holder would wait another third of a lease for its release.
+    store = PartitionedRelease()
+    clock = Clock()
+    held = await claims(store, clock, "holder", lease=3.0).take("wf/steps/", "a", forced=False)
+    assert isinstance(held, Held)
+    with anyio.fail_after(30):  # only a hang reaches this: the wait is 1 s of real time
+        await held.keep(anyio.CancelScope())
+    await held.release()
+    assert "did not answer" in (held.lost or "")
+    assert store.releases == 0
+
+
+async def test_a_claim_taken_over_is_not_released() -> None:
+    store = CountedRelease()
+    clock = Clock()
+    held = await claims(store, clock, "holder").take("wf/steps/", "a", forced=False)
+    assert isinstance(held, Held)
+    clock.now += 25.0
+    token = await store.read_claim("wf/steps/", "a")
+    assert token is not None
+    assert await store.replace_claim("wf/steps/", "a", token, {"run_id": "other"})
+    with pytest.raises(ClaimLost, match="took its claim over"):
+        await held.check()
+    await held.release()
+    assert store.releases == 0
+    assert store._claims["wf/steps/a"][1]["run_id"] == "other"
+
+
 class UnansweredRelease(MemoryStore):
     """A store that stops answering once the claim is taken: its release hangs."""
 
