@@ -235,7 +235,7 @@ class Held:
             self._deletable = False
             return False
         if token is None:
-            self.lost = "another runner took its claim over"
+            self.lost = "another runner took its claim over, or it was removed"
             self._deletable = False
             return False
         self.token, self.sent, self._failed = token, sent, None

@@ -242,6 +242,36 @@ async def test_claims_live_where_no_listing_of_markers_sees_them(claims_store: A
     assert await claims_store.read_claim("wf/steps/", "a") is None  # released
 
 
+async def remove_claim(store: Any, prefix: str, name: str) -> None:
+    """Remove a claim behind the back of its holder (an operator, a cleaner)."""
+    key = CLAIMS_ROOT + prefix + name
+    if isinstance(store, MemoryStore):
+        del store._claims[prefix + name]
+    elif isinstance(store, FileStore):
+        (store.root / key).unlink()
+    else:
+        await store.client.delete_object(Bucket=store.bucket, Key=key)
+
+
+async def test_a_claim_removed_under_its_holder_is_lost_at_its_renewal_and_left_to_the_next(
+    claims_store: Any,
+) -> None:
+    clock = Clock()
+    held = await claims(claims_store, clock, "holder").take("wf/steps/", "a", forced=False)
+    assert isinstance(held, Held)
+    await remove_claim(claims_store, "wf/steps/", "a")
+    other = await claims(claims_store, clock, "other").take("wf/steps/", "a", forced=False)
+    assert isinstance(other, Held)  # at once: nothing there
+    assert not await held.renew(within=30.0)
+    with pytest.raises(ClaimLost, match="or it was removed"):
+        await held.check()
+    await held.release()
+    assert await claims_store.read_claim("wf/steps/", "a") is not None  # the other's, still
+    assert await other.renew(within=30.0)
+    await other.release()
+    assert await claims_store.read_claim("wf/steps/", "a") is None
+
+
 @ASYNCIO_ONLY
 async def test_simpleflows_own_listing_shows_no_claim(
     s3: S3Store, aws: Any, monkeypatch: pytest.MonkeyPatch
@@ -305,7 +335,7 @@ async def test_a_renewal_applied_but_whose_answer_was_lost_keeps_the_claim(flaky
         # Taken over meanwhile: the read-back finds another body, and the claim is lost.
         assert await store.replace_claim("wf/steps/", "a", held.token, {"run_id": "other"})
         assert not await held.renew(within=30.0)
-        assert held.lost == "another runner took its claim over"
+        assert held.lost == "another runner took its claim over, or it was removed"
 
 
 @ASYNCIO_ONLY
@@ -634,6 +664,27 @@ async def test_a_claim_taken_over_is_not_released() -> None:
     await held.release()
     assert store.releases == 0
     assert store._claims["wf/steps/a"][1]["run_id"] == "other"
+
+
+async def test_a_holder_whose_claim_file_is_removed_stops_at_its_next_renewal(
+    tmp_path: Path,
+) -> None:
+    # Its lock stayed on the removed file, which no other runner sees: another
+    # runner created a claim at the path, and both held the step for good.
+    clock = Clock()
+    claim = tmp_path / CLAIMS_ROOT / "wf" / "steps" / "a"
+    holder = claims(FileStore(tmp_path), clock, "holder")
+    held = await holder.take("wf/steps/", "a", forced=False)
+    assert isinstance(held, Held)
+    claim.unlink()  # a tmp cleaner
+    work = await keep_for(held, clock, seconds=60.0)
+    assert work.cancel_called
+    assert clock.now == 10.0  # at its next renewal
+    assert "removed" in (held.lost or "")
+    await held.release()
+    other = await claims(FileStore(tmp_path), clock, "other").take("wf/steps/", "a", forced=False)
+    assert isinstance(other, Held)
+    assert json.loads(claim.read_text())["run_id"] == "other"
 
 
 class UnansweredRelease(MemoryStore):

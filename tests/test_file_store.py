@@ -351,3 +351,92 @@ async def test_a_claim_that_cannot_be_written_on_a_full_disk_says_so_and_is_not_
     monkeypatch.setattr(os, "write", real_write)  # space freed
     assert await store.read_claim("wf/steps/", "a") is None
     assert await store.create_claim("wf/steps/", "a", {"holder": "me"}) is not None
+
+
+# -- a claim file removed or replaced under its holder ------------------------------
+# A tmp cleaner or an operator may remove a held claim's file: its holder keeps
+# its lock on a file no longer at the path, which no other runner sees.
+
+
+async def test_a_holder_whose_claim_file_was_removed_finds_the_claim_lost_at_its_renewal(
+    tmp_path: Path,
+) -> None:
+    holder, other = FileStore(tmp_path), FileStore(tmp_path)  # two runners
+    claim = tmp_path / ".asteps-claims" / "wf" / "steps" / "a"
+    token = await holder.create_claim("wf/steps/", "a", {"holder": "me"})
+    assert token is not None
+    claim.unlink()  # a tmp cleaner
+    assert await holder.replace_claim("wf/steps/", "a", token, {"holder": "me"}) is None
+    assert holder._held == {}  # its lock on the removed file dropped
+    assert await other.read_claim("wf/steps/", "a") is None
+    assert await other.create_claim("wf/steps/", "a", {"holder": "other"}) is not None
+    assert json.loads(claim.read_text()) == {"holder": "other"}  # a fresh file at the path
+
+
+async def test_a_claim_file_removed_and_taken_by_another_is_lost_to_its_holder_not_the_other(
+    tmp_path: Path,
+) -> None:
+    # The other runner may create its claim before the holder's next renewal:
+    # that renewal finds the claim lost, and nothing the holder does removes
+    # the other's claim.
+    holder, other, third = FileStore(tmp_path), FileStore(tmp_path), FileStore(tmp_path)
+    claim = tmp_path / ".asteps-claims" / "wf" / "steps" / "a"
+    first = await holder.create_claim("wf/steps/", "a", {"holder": "me"})
+    second = await holder.create_claim("wf/steps/", "b", {"holder": "me"})
+    assert first is not None
+    assert second is not None
+    claim.unlink()
+    (claim.parent / "b").unlink()
+    assert await other.create_claim("wf/steps/", "a", {"holder": "other"}) is not None
+    assert await other.create_claim("wf/steps/", "b", {"holder": "other"}) is not None
+    assert await holder.replace_claim("wf/steps/", "a", first, {"holder": "me"}) is None
+    await holder.delete_claim("wf/steps/", "a", first)  # released after a loss: nothing
+    await holder.delete_claim("wf/steps/", "b", second)  # released before a renewal saw it
+    for name in ("a", "b"):
+        assert (claim.parent / name).exists()
+        assert await third.read_claim("wf/steps/", name) is not None  # the other's, still
+        assert await third.create_claim("wf/steps/", name, {"holder": "third"}) is None
+
+
+async def test_a_holder_whose_claim_file_was_replaced_finds_the_claim_lost_at_its_renewal(
+    tmp_path: Path,
+) -> None:
+    store = FileStore(tmp_path)
+    claim = tmp_path / ".asteps-claims" / "wf" / "steps" / "a"
+    token = await store.create_claim("wf/steps/", "a", {"holder": "me"})
+    assert token is not None
+    edited = claim.parent / "edited"
+    edited.write_text('{"holder": "an operator"}')
+    os.replace(edited, claim)  # an editor's save: another file at the path
+    assert await store.replace_claim("wf/steps/", "a", token, {"holder": "me"}) is None
+    assert await FileStore(tmp_path).create_claim("wf/steps/", "a", {"holder": "o"}) is not None
+
+
+async def test_a_claim_file_removed_between_its_open_and_its_lock_is_created_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The holder before released it (it removes the file, then drops its lock)
+    # between this runner's open and its lock: the lock taken is on a file
+    # no longer at the path. The claim is tried again on the path's new file.
+    import fcntl
+
+    import asteps.stores._claim_files
+
+    store = FileStore(tmp_path)
+    claim = claim_path_of_a(tmp_path)
+    claim.write_text('{"holder": "before"}')
+    real_flock = fcntl.flock
+    locks: list[int] = []
+
+    def flock(fd: int, operation: int) -> None:
+        if not locks:
+            claim.unlink()  # released meanwhile
+        locks.append(fd)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(asteps.stores._claim_files.fcntl, "flock", flock)
+    token = await store.create_claim("wf/steps/", "a", {"holder": "me"})
+    assert token is not None  # not taken for held: nobody held it
+    assert len(locks) == 2
+    assert os.fstat(store._held[token][0]).st_ino == claim.stat().st_ino
+    assert json.loads(claim.read_text()) == {"holder": "me"}

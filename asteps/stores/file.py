@@ -4,13 +4,10 @@ the same layout as S3 keys, so a tree can be synced to a bucket and back."""
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import itertools
 import json
 import os
 import secrets
-import stat
 import time
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from itertools import islice
@@ -22,6 +19,7 @@ import anyio.to_thread
 from .._json import MAX_BODY_BYTES
 from .._names import is_valid_name
 from ..errors import StoreError, UnmarkError
+from . import _claim_files as claim_files
 from .base import CLAIMS_ROOT, BaseStore, body_json, parse_body
 from .discovery import listing_order
 
@@ -37,11 +35,6 @@ takes this long, so a file this old is never one still being written."""
 # the other readers of a shared store).
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _FILE_MODE = 0o666
-# A claim file is opened in place (its lock lives on that inode): O_NOFOLLOW
-# refuses a link planted at its path instead of writing where it points.
-_CLAIM_OPEN = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | os.O_NONBLOCK
-"""A claim is never opened through a symbolic link, nor waits on a FIFO
-planted at its path (O_NONBLOCK does nothing to a regular file)."""
 
 DISCOVERY_BATCH = 1000
 """Directory entries read per thread hop when listing workflows (as S3's page)."""
@@ -78,7 +71,8 @@ class FileStore(BaseStore):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         super().__init__()
         self.root = Path(root)
-        self._held: dict[str, int] = {}  # the claims this store holds: token -> locked fd
+        # The claims this store holds: token -> the locked fd, and the path it was locked at.
+        self._held: dict[str, tuple[int, Path]] = {}
         self._tokens = itertools.count(1)
 
     def _split(self, prefix: str) -> tuple[Path, str]:
@@ -263,10 +257,7 @@ class FileStore(BaseStore):
             raise UnmarkError.of(where, wanted, failed, prefix=prefix) from cause
 
     # -- claims of exclusive steps (see asteps.stores.base.HoldsClaims) ------------
-    # A claim is a file under root/.asteps-claims/ locked with flock(2). The
-    # kernel drops the lock when its holder dies, so a dead holder's claim is
-    # free at once: no lease has to run out. Its token stays the same while it
-    # is held (a live holder never looks stale), and renewing it writes nothing.
+    # Files under root/.asteps-claims/ locked with flock(2): see _claim_files.
 
     def _claim_path(self, prefix: str, name: str) -> Path:
         """Where the claim of ``prefix + name`` lives, its directories resolved.
@@ -275,7 +266,7 @@ class FileStore(BaseStore):
         root down: a link anywhere on it (``.asteps-claims`` itself, or a
         workflow's directory) that leads out of the root is refused with a
         ``StoreError`` naming it, as for markers. The file itself is opened
-        with ``_CLAIM_OPEN``, which refuses a link there.
+        with ``CLAIM_OPEN``, which refuses a link there.
         """
         directories, _, file_name = (CLAIMS_ROOT + prefix + name).rpartition("/")
         directory = self.root.resolve()
@@ -283,59 +274,18 @@ class FileStore(BaseStore):
             directory = self._inside(directory / part, prefix)
         return directory / file_name
 
-    def _open_claim(self, path: Path, flags: int, prefix: str) -> int:
-        """``os.open`` of a claim file that refuses a link at ``path``, symbolic
-        or hard (planted there, it would make a claim write wherever it points:
-        a claim is written in place, not renamed over as a marker is)."""
-        try:
-            fd = os.open(path, flags | _CLAIM_OPEN, _FILE_MODE)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise StoreError(
-                    f"claim {path} is a symbolic link: FileStore never follows a link at "
-                    "a claim's path (it would write wherever the link points); remove it",
-                    prefix=prefix,
-                ) from exc
-            raise
-        found = os.fstat(fd)
-        # No link count of 0 here: a holder may remove its claim between our
-        # open and our look, which the caller tells apart by the inode.
-        if not stat.S_ISREG(found.st_mode) or found.st_nlink > 1:
-            os.close(fd)
-            raise StoreError(
-                f"claim {path} is not a plain file, or has other links (hard links: "
-                f"{found.st_nlink}): FileStore never writes a claim through a link; remove it",
-                prefix=prefix,
-            )
-        return fd
-
     async def create_claim(self, prefix: str, name: str, body: Mapping[str, Any]) -> str | None:
         self._check_usable()
         return await anyio.to_thread.run_sync(self._lock_claim, prefix, name, json.dumps(body))
 
     def _lock_claim(self, prefix: str, name: str, content: str) -> str | None:
         path = self._claim_path(prefix, name)
-
-        def cannot(exc: OSError) -> StoreError:
-            return StoreError(
-                f"cannot create claim {path}: {exc.strerror}; check the store root is "
-                "writable and the disk is not full",
-                prefix=prefix,
-            )
-
         try:
             _make_directories(path.parent)
-            fd = self._open_claim(path, os.O_RDWR | os.O_CREAT, prefix)
         except OSError as exc:
-            raise cannot(exc) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # The holder before may have removed the file between our open and
-            # our lock: then this lock is on a file nobody else will look at.
-            if os.fstat(fd).st_ino != os.lstat(path).st_ino:
-                raise BlockingIOError
-        except OSError:  # BlockingIOError: held; FileNotFoundError: just removed
-            os.close(fd)
+            raise claim_files.cannot_create(path, exc, prefix) from exc
+        fd = claim_files.lock(path, prefix)
+        if fd is None:
             return None
         try:
             os.ftruncate(fd, 0)
@@ -343,8 +293,8 @@ class FileStore(BaseStore):
             token = f"{os.fstat(fd).st_ino}:{next(self._tokens)}"
         except OSError as exc:  # a full disk: the claim is not kept, its lock dropped
             os.close(fd)
-            raise cannot(exc) from exc
-        self._held[token] = fd
+            raise claim_files.cannot_create(path, exc, prefix) from exc
+        self._held[token] = fd, path
         return token
 
     async def read_claim(self, prefix: str, name: str) -> str | None:
@@ -352,42 +302,37 @@ class FileStore(BaseStore):
         return await anyio.to_thread.run_sync(self._claim_holder, prefix, name)
 
     def _claim_holder(self, prefix: str, name: str) -> str | None:
-        path = self._claim_path(prefix, name)
-        try:
-            fd = self._open_claim(path, os.O_RDONLY, prefix)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreError(f"cannot read claim {path}: {exc.strerror}", prefix=prefix) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return f"held:{os.fstat(fd).st_ino}"
-        else:
-            return None  # nobody holds it: released, or its holder died
-        finally:
-            os.close(fd)  # drops the shared lock taken to look
+        return claim_files.holder(self._claim_path(prefix, name), prefix)
 
     async def replace_claim(
         self, prefix: str, name: str, token: str, body: Mapping[str, Any]
     ) -> str | None:
         self._check_usable()
-        if token in self._held:  # our own: the kernel keeps it ours
-            return token
-        # Another's claim, seen unchanged for a lease: take it if its lock is free.
-        return await self.create_claim(prefix, name, body)
+        held = self._held.get(token)
+        if held is None:
+            # Another's claim, seen unchanged for a lease: take it if its lock is free.
+            return await self.create_claim(prefix, name, body)
+        # Our own: the kernel keeps it ours, as long as its path names the file
+        # locked; once it was removed or replaced, lost. Two metadata calls on a
+        # local disk, made here, not in a thread: a renewal that awaits nothing
+        # is not cut short when it comes late, so a holder resumed after a
+        # pause (SIGSTOP) keeps the claim its lock kept.
+        fd, path = held
+        try:
+            if claim_files.at_path(fd, path):
+                return token
+        except OSError as exc:
+            raise StoreError(f"cannot renew claim {path}: {exc.strerror}", prefix=prefix) from exc
+        del self._held[token]
+        os.close(fd)  # a lock on a file nobody sees any more
+        return None
 
     async def delete_claim(self, prefix: str, name: str, token: str) -> None:
         self._check_usable()
-        fd = self._held.pop(token, None)
-        if fd is not None:
-            await anyio.to_thread.run_sync(self._unlock_claim, prefix, name, fd)
-
-    def _unlock_claim(self, prefix: str, name: str, fd: int) -> None:
-        try:  # removed while locked: a waiter that opened it sees another inode
-            self._claim_path(prefix, name).unlink(missing_ok=True)
-        finally:
-            os.close(fd)
+        held = self._held.pop(token, None)
+        if held is not None:
+            fd, path = held
+            await anyio.to_thread.run_sync(claim_files.unlock, fd, path, prefix)
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
