@@ -450,6 +450,43 @@ def test_steps_commands_take_ids_files(cli: CliRunner, tmp_path: Path) -> None:
     assert removed == {"removed": {w: ["report", "report.pdf"] for w in ("w1", "w2", "w3")}}
 
 
+def test_steps_unmark_goes_on_after_a_workflow_it_cannot_unmark_and_names_it(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One workflow's failure cancelled the removals of the others: an operator
+    # could not tell which workflows were left unmarked.
+    import asteps.cli.steps
+
+    ids = write_ids(tmp_path / "ids.txt", ["w1", "w2", "w3"])
+    invoke(cli, "steps", "mark", "--ids", ids, "report", "report.pdf")
+    listed = asteps.cli.steps._find_matching
+
+    async def then_blocked(*args: Any) -> dict[str, list[str]]:
+        found = await listed(*args)
+        # Listed, then a directory stands at w2's marker: it cannot be removed.
+        marker = tmp_path / ".asteps" / "w2" / "steps" / "report"
+        marker.unlink()
+        (marker / "inside").mkdir(parents=True)
+        return found
+
+    monkeypatch.setattr(asteps.cli.steps, "_find_matching", then_blocked)
+    monkeypatch.setattr(asteps.cli.steps, "BULK_CONCURRENCY", 1)  # w3 after w2, for sure
+    result = invoke(cli, "steps", "unmark", "--ids", ids, "report", "--yes", "--json")
+    assert result.exit_code == 3, result.output  # the store could not be used
+    assert as_json(result) == {
+        "removed": {
+            "w1": ["report", "report.pdf"],
+            "w2": ["report.pdf"],
+            "w3": ["report", "report.pdf"],
+        },
+        "not_removed": {"w2": ["report"]},
+    }
+    assert "workflow w2: 1 of 2 marker(s)" in result.stderr
+    assert "not removed: 'report'" in result.stderr
+    assert "1 marker(s) of 1 workflow(s) were not removed" in result.stderr
+    assert not (tmp_path / ".asteps" / "w3" / "steps" / "report").exists()
+
+
 def test_steps_need_exactly_one_target(cli: CliRunner) -> None:
     assert invoke(cli, "steps", "list").exit_code == 2
     assert invoke(cli, "steps", "mark", "--workflow-id", "w", "bad..name").exit_code == 2

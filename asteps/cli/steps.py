@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import IO, Any
@@ -19,13 +20,15 @@ from .._names import (
     validate_workflow_id,
 )
 from .._telemetry import traced_store
-from ..errors import InvalidName, MarkerBodyError, StoreError
+from ..errors import InvalidName, MarkerBodyError, StoreError, UnmarkError
 from ..stores import DoneStore, ReadsMarkers, list_done_many, matching
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import default_store_url, open_store
 from ._output import cell, printable
 from .app import (
+    ERROR_LABEL,
     EXIT_FAILED,
+    EXIT_STORE,
     EXIT_USAGE,
     emit_json,
     err,
@@ -39,6 +42,7 @@ from .app import (
     prefix_option,
     run_async,
     store_option,
+    tell,
 )
 
 MANUAL_RUN_ID = "asteps-cli"
@@ -304,7 +308,10 @@ def steps_unmark(
 ) -> None:
     """Remove done markers by PATTERN... (hierarchical: 'a' removes a, a.b, a.b.c; not ab).
 
-    Shows what it will remove and asks for confirmation unless --yes.
+    Shows what it will remove and asks for confirmation unless --yes. A
+    workflow whose markers cannot all be removed does not stop the others:
+    each is named at the end, with the markers left (--json: "not_removed"),
+    and the exit code is 3.
 
     \b
     Examples:
@@ -333,11 +340,33 @@ def steps_unmark(
     ):
         err().print("nothing removed")
         sys.exit(EXIT_FAILED)
-    run_async(_unmark, removable, store_url, prefix)
+    failures = run_async(_unmark, removable, store_url, prefix)
+    left = {wid: _left(removable[wid], failures[wid]) for wid in removable if wid in failures}
+    removed = {
+        wid: kept
+        for wid, names in removable.items()
+        if (kept := [name for name in names if name not in left.get(wid, ())])
+    }
     if as_json:
-        emit_json({"removed": removable})
+        emit_json({"removed": removed, "not_removed": left} if left else {"removed": removed})
     else:
-        out().print(f"removed {count} marker(s)")
+        done = sum(len(n) for n in removed.values())
+        out().print(f"removed {done} of {count} marker(s)" if left else f"removed {done} marker(s)")
+    if left:
+        for wid in left:
+            tell(
+                f"workflow {wid}: {failures[wid]}",
+                logging.ERROR,
+                label=ERROR_LABEL,
+                workflow_id=wid,
+            )
+        tell(
+            f"{sum(len(n) for n in left.values())} marker(s) of {len(left)} workflow(s) "
+            "were not removed (each workflow named above); the others were",
+            logging.ERROR,
+            label=ERROR_LABEL,
+        )
+        sys.exit(EXIT_STORE)
 
 
 async def _find_matching(
@@ -348,14 +377,33 @@ async def _find_matching(
     return {wid: matching(done[wid], patterns) for wid in ids}
 
 
-async def _unmark(removable: dict[str, list[str]], store_url: str | None, prefix: str) -> None:
+async def _unmark(
+    removable: dict[str, list[str]], store_url: str | None, prefix: str
+) -> dict[str, StoreError]:
+    """Remove the markers of each workflow, whatever happens to the others:
+    the workflows whose markers could not all be removed, with the error."""
+    failures: dict[str, StoreError] = {}
+
     async def unmark(item: tuple[str, list[str]]) -> None:
         wid, names = item
-        await store.unmark(format_prefix(prefix, wid, None), names)
+        try:
+            await store.unmark(format_prefix(prefix, wid, None), names)
+        except StoreError as exc:
+            failures[wid] = exc
 
     async with open_store(store_url) as opened:
         store = traced_store(opened)
         await for_each(removable.items(), unmark, concurrency=BULK_CONCURRENCY)
+    return failures
+
+
+def _left(names: list[str], failure: StoreError) -> list[str]:
+    """The markers of ``names`` an unmark that raised ``failure`` may have
+    left: those it names, or all of them when it names none."""
+    if isinstance(failure, UnmarkError):
+        named = set(failure.not_removed)
+        return [name for name in names if name in named]
+    return names
 
 
 def _store_label(store_url: str | None) -> str:
