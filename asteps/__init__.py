@@ -13,7 +13,7 @@ from ._batch import BatchRun, BatchSummary
 from ._bus import EventBus, Overflow, Signal, Subscription
 from ._canvas import Activity, Chain, Group, run_activity
 from ._decision import Decision, decide
-from ._ids import BadId, IdReader
+from ._ids import BadId, IdReader, IdsLeft
 from ._names import covers, validate_name, validate_pattern
 from ._retries import Retry
 from ._runner import Runner
@@ -109,6 +109,7 @@ __all__ = [
     "FlowError",
     "Group",
     "IdReader",
+    "IdsLeft",
     "InvalidName",
     "InvalidPrefix",
     "InvalidStepName",

@@ -176,17 +176,17 @@ class IdReader:
     async def aclose(self) -> None:
         """Nothing to close: the thread ends with the stream, or at a stop."""
 
-    def stop(self) -> Left:
-        """Stop reading: the ids read and not taken (at most the buffer), and
-        the line to go on from, unless every line was read."""
+    def stop(self) -> IdsLeft:
+        """Stop reading: an :class:`IdsLeft` of the ids read and not taken (at
+        most the buffer), and the line to go on from, unless every line was read."""
         with self._lock:
             self._stopped = True
             self._lock.notify_all()
             left = list(self._items)
             self._items.clear()
             if self._ended and self._error is None:
-                return Left(left)
-            return Left(left, f"line {self._next_line:,}", self._next_line)
+                return IdsLeft(left)
+            return IdsLeft(left, f"line {self._next_line:,}", self._next_line)
 
     def _take(self) -> str | BadId | None:
         if self._items:
@@ -252,9 +252,10 @@ class IdReader:
 
 
 @dataclass(frozen=True)
-class Left:
-    """What a source of ids gives back when a batch stops: the ids it had
-    read and not handed out (bounded by its buffer), and where it stopped."""
+class IdsLeft:
+    """What a source of ids gives back when a batch stops (``IdReader.stop()``):
+    the ids it had read and not handed out (bounded by its buffer), and where
+    it stopped, to go on from there."""
 
     ids: list[str | BadId] = field(default_factory=list)
     where: str | None = None
@@ -279,9 +280,9 @@ class IterableIds:
         self._taken += item is not None
         return item
 
-    def stop(self) -> Left:
+    def stop(self) -> IdsLeft:
         """Nothing read ahead; the rest of the iterable is left as it is."""
-        return Left() if self._over else Left([], f"after {self._taken:,} ids")
+        return IdsLeft() if self._over else IdsLeft([], f"after {self._taken:,} ids")
 
     async def aclose(self) -> None:
         pass
@@ -307,15 +308,15 @@ class DiscoveredIds:
             self._last = wid
         return wid
 
-    def stop(self) -> Left:
+    def stop(self) -> IdsLeft:
         """The listing is not gone on with: the workflows after the last one
         listed are for another run."""
         if self._over:
-            return Left()
+            return IdsLeft()
         if self._last is None:
-            return Left([], "before the first workflow of the store's listing")
+            return IdsLeft([], "before the first workflow of the store's listing")
         where = f"after workflow {shown(self._last)} of the store's listing"
-        return Left([], where, after=self._last)
+        return IdsLeft([], where, after=self._last)
 
     async def aclose(self) -> None:
         if isinstance(self._ids, AsyncGenerator):
@@ -336,10 +337,10 @@ class ChainedIds:
             return self._first.popleft()
         return None if self._then is None else await self._then.get()
 
-    def stop(self) -> Left:
-        left = Left() if self._then is None else self._then.stop()
+    def stop(self) -> IdsLeft:
+        left = IdsLeft() if self._then is None else self._then.stop()
         ids: list[str | BadId] = [*self._first, *left.ids]
-        return Left(ids, left.where, left.next_line, left.after)
+        return IdsLeft(ids, left.where, left.next_line, left.after)
 
     async def aclose(self) -> None:
         if self._then is not None:

@@ -122,3 +122,53 @@ def test_the_types_of_a_batchs_ids_are_importable_from_asteps() -> None:
         shown = str(typing.get_type_hints(function)["ids"])
         assert "asteps._ids.IdReader" in shown, function
         assert "asteps._ids.BadId" in shown, function
+
+
+def test_what_an_id_readers_stop_returns_is_importable_from_asteps() -> None:
+    """``IdReader.stop()`` gives the ids read and not taken, and where reading
+    stopped: a ``mypy --strict`` user who keeps it annotates it with a type
+    importable from ``asteps``, documented beside ``IdReader``."""
+    import typing
+
+    from asteps import IdReader, IdsLeft
+
+    assert typing.get_type_hints(IdReader.stop)["return"] is IdsLeft
+    assert IdsLeft.__module__.startswith("asteps")
+    assert "IdsLeft" in asteps.__all__
+    assert "::: asteps.IdsLeft" in API_MD.read_text()
+
+
+def test_the_public_classes_return_no_private_type() -> None:
+    """Each public method of a class exported from ``asteps`` returns a type
+    that is exported too, or none of asteps' own."""
+    import inspect
+    import typing
+
+    public = {id(getattr(asteps, name)) for name in asteps.__all__ if name not in asteps._LAZY}
+    private = []
+    for name in sorted(set(asteps.__all__) - asteps._LAZY.keys()):
+        value = getattr(asteps, name)
+        if not inspect.isclass(value) or not value.__module__.startswith("asteps"):
+            continue
+        for method_name, method in vars(value).items():
+            if method_name.startswith("_") or not callable(method):
+                continue
+            try:
+                returned = typing.get_type_hints(method).get("return")
+            except NameError:  # a name only under TYPE_CHECKING
+                continue
+            for kind in _types_in(returned):
+                if (
+                    inspect.isclass(kind)
+                    and kind.__module__.startswith("asteps")
+                    and id(kind) not in public
+                ):
+                    private.append(f"{name}.{method_name} -> {kind.__qualname__}")
+    assert private == []
+
+
+def _types_in(hint: object) -> list[object]:
+    """``hint`` and every type it is made of (``X | None``, ``list[X]``)."""
+    import typing
+
+    return [hint, *(kind for arg in typing.get_args(hint) for kind in _types_in(arg))]
