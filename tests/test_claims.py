@@ -339,6 +339,27 @@ async def test_a_renewal_applied_but_whose_answer_was_lost_keeps_the_claim(flaky
 
 
 @ASYNCIO_ONLY
+async def test_a_claim_created_but_whose_answer_was_lost_is_held_at_once(flaky: Any) -> None:
+    """The same for the claim's creation: the resend's If-None-Match fails on
+    the claim the first PUT created. Read as held by another runner, the
+    runner waited a lease (60 s by default) for its own claim to go stale,
+    then warned it took over a claim unchanged."""
+    async with S3Store("steps", endpoint_url=flaky.endpoint_url) as store:
+        await store.client.create_bucket(Bucket="steps")
+        flaky.drop_next(1, "PUT")
+        with anyio.fail_after(20):  # a lease of 30 s: only the bug waits so long
+            held = await Claims(store, 30.0, "holder", "wf").take("wf/steps/", "a", forced=False)
+        assert flaky.dropped == 1
+        assert isinstance(held, Held)
+        claim = await store.client.head_object(Bucket="steps", Key=f"{CLAIMS_ROOT}wf/steps/a")
+        assert held.token == claim["ETag"]
+        assert await held.renew(within=30.0)
+
+        # Another runner's claim is still refused, the read-back finding its body.
+        assert await store.create_claim("wf/steps/", "a", {"run_id": "other"}) is None
+
+
+@ASYNCIO_ONLY
 async def test_exclusive_off_adds_no_request(s3: S3Store) -> None:
     await Runner(s3, "wf").step("a", lambda: None)
     assert dict(s3.counter.calls) == {"ListObjectsV2": 1, "PutObject": 1}  # type: ignore[attr-defined]

@@ -266,7 +266,7 @@ class S3Store(BaseStore):
     # S3's conditional writes: a claim is created with If-None-Match: *,
     # renewed or taken over with If-Match on its ETag, and deleted with
     # If-Match. A refused condition (412, a conflict 409, or a claim gone 404)
-    # is an answer, not an error; a refused If-Match is checked against what
+    # is an answer, not an error; a refused write is checked against what
     # was sent, in case the refusal answered a resend of an applied write.
 
     def check_prefix(self, prefix: str) -> None:
@@ -338,15 +338,14 @@ class S3Store(BaseStore):
         )
         if response is not None:
             return str(response["ETag"])
-        if "IfMatch" in condition:
-            # A write whose answer was lost is sent again, by botocore's
-            # retries (a dropped connection, a 5xx) or by aiohttp itself (a PUT
-            # on a kept-alive connection that dropped): if the first was
-            # applied, the second's If-Match fails on the ETag this very write
-            # gave the claim. A claim that holds exactly what was sent (run
-            # id, host, pid, renewal count, time) was written by this call.
-            return await self._claim_if_written(prefix, name, raw, doing)
-        return None
+        # A write whose answer was lost is sent again, by botocore's retries (a
+        # dropped connection, a 5xx) or by aiohttp itself (a PUT on a kept-alive
+        # connection that dropped): if the first was applied, the second's
+        # condition fails on the claim this very write made (If-Match on its
+        # ETag, If-None-Match on its existence). A claim that holds exactly what
+        # was sent (run id, host, pid, renewal count, time) was written by this
+        # call. A creation refused so waited a lease for its own claim to go stale.
+        return await self._claim_if_written(prefix, name, raw, doing)
 
     async def _claim_if_written(self, prefix: str, name: str, raw: bytes, doing: str) -> str | None:
         """The claim's ETag if its body is ``raw``; None otherwise, or when it is gone."""
