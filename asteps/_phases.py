@@ -38,7 +38,14 @@ from ._retries import Attempts, Retry
 from ._step import Status, StepOutcome
 from ._telemetry import StepSpan
 from ._turns import Turns
-from .errors import ClaimLost, MarkDoneError, ResultMissing, ResultNotKept, describe
+from .errors import (
+    ClaimLost,
+    MarkDoneError,
+    MarkerBodyError,
+    ResultMissing,
+    ResultNotKept,
+    describe,
+)
 from .stores.base import DoneStore
 
 logger = logging.getLogger("asteps")
@@ -81,16 +88,29 @@ class Phases:
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()  # before the first side effect
             if claims is not None:
-                taken = await claims.take(self.prefix, name, forced=decision.forced)
-                while not isinstance(taken, Held):  # another runner played it meanwhile
-                    # Its marker decides, as a done step's does (kept result, version).
+                forced = decision.forced
+                while True:
+                    problem = None
+                    try:
+                        taken = await claims.take(self.prefix, name, forced=forced)
+                    except MarkerBodyError as exc:
+                        if forced:  # a broken marker may be the one it reruns
+                            raise
+                        # Unforced, any marker it finds was written since the
+                        # listing: played elsewhere, its body broken.
+                        taken, problem = {}, f"result invalid: {exc}"
+                    if isinstance(taken, Held):
+                        break
+                    # Another runner played it meanwhile: its marker decides,
+                    # as a done step's does (kept result, version).
                     played = played_by(taken.get("run_id"))
-                    decision, kept = self._turns.reconsider(played, taken, asked)
+                    marker = None if problem is not None else taken
+                    decision, kept = self._turns.reconsider(played, marker, asked, problem)
                     if not decision.run:
                         return await self._played_elsewhere(
                             name, decision, kept, asked, started, span
                         )
-                    taken = await claims.take(self.prefix, name, forced=True)
+                    forced = True
                 held = taken
             if (details := self._record(name, "scheduled", decision)) is not None:
                 await self.bus.publish("log.step", details)

@@ -928,3 +928,40 @@ async def test_a_waiter_on_a_new_version_runs_a_step_played_by_an_older_one(
     assert outcome.status == "completed"
     assert outcome.reasons == ("version 1 -> 2",)
     assert (await claims_store.read_marker("wf/steps/", "export"))["version"] == "2"
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["keeps", "keeps-none"])
+async def test_a_step_played_elsewhere_whose_marker_is_broken_is_judged_as_a_done_one(
+    tmp_path: Path, keep: bool
+) -> None:
+    # Its marker's body, written while the waiter waited, is not JSON: a done
+    # step's would be "result invalid" (rerun, for a step that keeps results),
+    # or not read at all; this one's MarkerBodyError came out of runner.step,
+    # whatever on_missing_result or bubbles said.
+    store = FileStore(tmp_path)
+    held = await Claims(store, 5.0, "holder", "wf").take("wf/steps/", "a", forced=False)
+    assert isinstance(held, Held)
+    waiter = Runner(store, "wf", exclusive=True, lease=5.0)
+    watched = Watched(store)
+    waiter.store = watched  # type: ignore[assignment]
+    outcome: Any = None
+
+    async def wait() -> None:
+        nonlocal outcome
+        with anyio.fail_after(30):  # only a hang reaches this
+            outcome = await waiter.step("a", lambda: "mine", keep_result=keep)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        await watched.found_held.wait()
+        (tmp_path / "wf" / "steps").mkdir(parents=True)
+        (tmp_path / "wf" / "steps" / "a").write_text("not json")
+        await held.release()
+    if keep:
+        assert outcome.status == "completed"
+        assert outcome.forced
+        assert outcome.reasons[0].startswith("result invalid: marker ")
+        assert (await store.read_marker("wf/steps/", "a") or {})["result"] == "mine"
+    else:
+        assert outcome.status == "skipped"
+        assert outcome.reasons == ("Step was played by run None",)
