@@ -107,3 +107,17 @@ def test_a_moto_server_starts_empty_whatever_an_earlier_one_left(serial: bool) -
         asyncio.run(put(earlier))
     with moto_server(serial=serial) as server:
         assert asyncio.run(buckets(server)) == []
+
+
+def test_a_moto_server_starts_without_the_iam_checks_an_earlier_one_left_on() -> None:
+    # moto's IAM switch is per process too: a block (or a test) that turned it
+    # on and ended without turning it off left every later block refusing
+    # moto's own fake credentials, bucket creation included.
+    async def create(server: MotoServer) -> None:
+        async with server.session().client("s3", endpoint_url=server.endpoint_url) as client:
+            await client.create_bucket(Bucket="steps")
+
+    with moto_server() as earlier:
+        earlier.enforce_iam()
+    with moto_server() as server:
+        asyncio.run(create(server))  # refused (InvalidAccessKeyId) before

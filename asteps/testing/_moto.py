@@ -67,9 +67,10 @@ def moto_server(*, serial: bool = False) -> Iterator[MotoServer]:
     with nothing in it.
 
     moto keeps its buckets, domains and executions per process, shared by
-    every server in it: the block starts by forgetting them all (``reset``),
-    so that it never sees what an earlier block left. A block opened while
-    another is in use empties that one too.
+    every server in it, and its IAM checks too: the block starts by
+    forgetting them all (``reset``) with IAM not enforced, so that it never
+    sees what an earlier block left. A block opened while another is in use
+    empties that one too (and turns its IAM checks off).
 
     Clients reach it with ``endpoint_url=server.endpoint_url`` and
     ``session=server.session()``. werkzeug's log of every request is quieted
@@ -93,6 +94,7 @@ def moto_server(*, serial: bool = False) -> Iterator[MotoServer]:
             host, port = server.get_host_and_port()
             started = MotoServer(f"http://{host}:{port}")
             started.reset()
+            started.enforce_iam(False)  # per process too, and reset leaves it as it was
             yield started
         finally:
             server.stop()
