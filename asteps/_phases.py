@@ -29,7 +29,7 @@ import anyio.lowlevel
 
 from . import _telemetry
 from ._bus import EventBus
-from ._canvas import Activity, close_unawaited, start_activity
+from ._canvas import Activity, close_unawaited, run_activity, start_activity
 from ._claims import Claims, Held
 from ._decision import JOINED, Decision, played_by
 from ._options import Asked
@@ -37,7 +37,7 @@ from ._results import KeptResult, result_body
 from ._retries import Attempts, Retry
 from ._step import Status, StepOutcome
 from ._telemetry import StepSpan
-from ._turns import Turns
+from ._turns import NOTHING_KEPT, Turns
 from .errors import (
     ClaimLost,
     MarkDoneError,
@@ -72,6 +72,7 @@ class Phases:
         name: str,
         decision: Decision,
         activities: Activity,
+        alternative: Activity | None,
         asked: Asked,
         store: DoneStore,
         claims: Claims | None,
@@ -80,7 +81,9 @@ class Phases:
     ) -> StepOutcome:
         """The phases of a step that runs, in order: claim (exclusive steps),
         marker ``scheduled``, the activities (attempted again as ``attempts``
-        says, if given), mark done, marker ``completed``."""
+        says, if given), mark done, marker ``completed``. ``alternative``
+        (``activities_if_step_already_done``) runs only if another runner
+        played the step while this one waited for its claim."""
         started = time.perf_counter()
         keep, bubbles = asked.keep, asked.bubbles
         held: Held | None = None
@@ -108,10 +111,11 @@ class Phases:
                     decision, kept = self._turns.reconsider(played, marker, asked, problem)
                     if not decision.run:
                         return await self._played_elsewhere(
-                            name, decision, kept, asked, started, span
+                            name, decision, kept, alternative, asked, started, span
                         )
                     forced = True
                 held = taken
+            close_unawaited(alternative)  # the step runs: it never will
             if (details := self._record(name, "scheduled", decision)) is not None:
                 await self.bus.publish("log.step", details)
             ran = True
@@ -164,7 +168,7 @@ class Phases:
             return make_outcome(name, "completed", decision, started, result, None, tries)
         finally:
             if not ran:
-                close_unawaited(activities)
+                close_unawaited(activities, alternative)
             if held is not None:
                 await held.release()
 
@@ -173,21 +177,49 @@ class Phases:
         name: str,
         decision: Decision,
         kept: KeptResult,
+        alternative: Activity | None,
         asked: Asked,
         started: float,
         span: StepSpan | None,
     ) -> StepOutcome:
         """Skipped: another runner held the claim, and marked the step done.
-        Failed instead when its kept result is missing and ``on_missing_result``
-        is ``"error"``, as for a step found done."""
+        Then as for a step found done: failed when its kept result is missing
+        and ``on_missing_result`` is ``"error"``, else :meth:`_skipped`."""
         if self._turns.done is not None:
             self._turns.done.add(name)
         if kept.problem is not None and asked.on_missing == "error":
+            close_unawaited(alternative)
             missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
             return await self._failed(name, decision, missing, started, asked.bubbles, span)
-        if (details := self._record(name, "skipped", decision)) is not None:
-            await self.bus.publish("log.step", details)
-        return make_outcome(name, "skipped", decision, started, kept.value)
+        return await self._skipped(name, decision, kept, alternative, asked, started, span)
+
+    async def _skipped(
+        self,
+        name: str,
+        decision: Decision,
+        kept: KeptResult,
+        alternative: Activity | None,
+        asked: Asked,
+        started: float,
+        span: StepSpan | None,
+    ) -> StepOutcome:
+        """Skipped, done: ``alternative`` (``activities_if_step_already_done``)
+        runs, and the step returns its kept result, else what the alternative
+        returned; failed if the alternative raises."""
+        result = kept.value
+        try:
+            if alternative is not None or asked.emit or self.bus.listening("log.step"):
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            if alternative is not None:
+                alternative_result = await run_activity(alternative)
+                # A kept result is what the step returns, even None.
+                if kept is NOTHING_KEPT or kept.problem is not None:
+                    result = alternative_result
+            if (details := self._record(name, "skipped", decision)) is not None:
+                await self.bus.publish("log.step", details)
+        except Exception as exc:
+            return await self._failed(name, decision, exc, started, asked.bubbles, span)
+        return make_outcome(name, "skipped", decision, started, result)
 
     async def _joined(
         self, name: str, first: StepOutcome, emit: bool, span: StepSpan | None

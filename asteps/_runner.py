@@ -53,7 +53,7 @@ import anyio.lowlevel
 
 from . import _telemetry
 from ._bus import EventBus, Signal
-from ._canvas import Activity, close_unawaited, run_activity
+from ._canvas import Activity, close_unawaited
 from ._claims import DEFAULT_LEASE, Claims, check_lease
 from ._decision import Decision
 from ._names import DEFAULT_PREFIX as DEFAULT_PREFIX  # importable from here, as it was
@@ -245,31 +245,19 @@ class Runner(Phases):
                 started = time.perf_counter()
                 outcome = await self._failed(name, decision, missing, started, asked.bubbles, span)
             elif decision.run:
-                close_unawaited(alternative)
                 attempts = None
                 if asked.retry is not None or asked.time_limit is not None:
                     attempts = self._attempts(name, decision, asked.retry, asked.time_limit)
+                # The alternative too: another runner may play the step meanwhile.
                 outcome = await self._execute(
-                    name, decision, activities, asked, store, claims, attempts, span
+                    name, decision, activities, alternative, asked, store, claims, attempts, span
                 )
             else:
                 close_unawaited(activities)
                 started = time.perf_counter()
-                result = kept.value
-                try:
-                    if alternative is not None or asked.emit or self.bus.listening("log.step"):
-                        await anyio.lowlevel.checkpoint_if_cancelled()
-                    if alternative is not None:
-                        alternative_result = await run_activity(alternative)
-                        # A kept result is what the step returns, even None.
-                        if kept is NOTHING_KEPT or kept.problem is not None:
-                            result = alternative_result
-                    if (details := self._record(name, "skipped", decision)) is not None:
-                        await self.bus.publish("log.step", details)
-                except Exception as exc:
-                    outcome = await self._failed(name, decision, exc, started, asked.bubbles, span)
-                else:
-                    outcome = make_outcome(name, "skipped", decision, started, result)
+                outcome = await self._skipped(
+                    name, decision, kept, alternative, asked, started, span
+                )
 
             # 4. The signal, and the outcome on record.
             if asked.emit and outcome.status in ("completed", "skipped"):

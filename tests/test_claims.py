@@ -965,3 +965,28 @@ async def test_a_step_played_elsewhere_whose_marker_is_broken_is_judged_as_a_don
     else:
         assert outcome.status == "skipped"
         assert outcome.reasons == ("Step was played by run None",)
+
+
+async def test_a_step_played_elsewhere_runs_its_alternative_as_a_done_one_does(
+    claims_store: Any,
+) -> None:
+    # A skipped step runs activities_if_step_already_done and, keeping no
+    # result, returns what it returns: simpleflow's way to load a done step's
+    # output. Played by another runner meanwhile, the step skipped it and
+    # returned None, the bug fixed above for kept results.
+    holder = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    waiter = Runner(claims_store, "wf", exclusive=True, lease=5.0)
+    loaded: list[str] = []
+
+    async def load() -> dict[str, int]:
+        loaded.append("waiter")
+        return {"rows": 12}
+
+    outcome, ran = await _waiter_after_holder(
+        claims_store, holder, waiter, activities_if_step_already_done=load
+    )
+    assert ran == ["holder"]
+    assert loaded == ["waiter"]
+    assert outcome.status == "skipped"
+    assert outcome.result == {"rows": 12}
+    assert outcome.reasons == (f"Step was played by run {holder.run_id}",)
