@@ -109,8 +109,10 @@ class Phases:
                     played = played_by(taken.get("run_id"))
                     marker = None if problem is not None else taken
                     decision, kept = self._turns.reconsider(played, marker, asked, problem)
-                    if not decision.run:
-                        return await self._played_elsewhere(
+                    if not decision.run or fails_missing(kept, asked):
+                        if self._turns.done is not None:
+                            self._turns.done.add(name)
+                        return await self._skipped(
                             name, decision, kept, alternative, asked, started, span
                         )
                     forced = True
@@ -172,27 +174,6 @@ class Phases:
             if held is not None:
                 await held.release()
 
-    async def _played_elsewhere(
-        self,
-        name: str,
-        decision: Decision,
-        kept: KeptResult,
-        alternative: Activity | None,
-        asked: Asked,
-        started: float,
-        span: StepSpan | None,
-    ) -> StepOutcome:
-        """Skipped: another runner held the claim, and marked the step done.
-        Then as for a step found done: failed when its kept result is missing
-        and ``on_missing_result`` is ``"error"``, else :meth:`_skipped`."""
-        if self._turns.done is not None:
-            self._turns.done.add(name)
-        if kept.problem is not None and asked.on_missing == "error":
-            close_unawaited(alternative)
-            missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
-            return await self._failed(name, decision, missing, started, asked.bubbles, span)
-        return await self._skipped(name, decision, kept, alternative, asked, started, span)
-
     async def _skipped(
         self,
         name: str,
@@ -203,9 +184,16 @@ class Phases:
         started: float,
         span: StepSpan | None,
     ) -> StepOutcome:
-        """Skipped, done: ``alternative`` (``activities_if_step_already_done``)
+        """Skipped, done (found so, or played by another runner while this one
+        waited for its claim): ``alternative`` (``activities_if_step_already_done``)
         runs, and the step returns its kept result, else what the alternative
-        returned; failed if the alternative raises."""
+        returned; failed if the alternative raises, or when its kept result is
+        missing and ``on_missing_result`` is ``"error"``."""
+        if fails_missing(kept, asked):
+            close_unawaited(alternative)
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
+            return await self._failed(name, decision, missing, started, asked.bubbles, span)
         result = kept.value
         try:
             if alternative is not None or asked.emit or self.bus.listening("log.step"):
@@ -366,6 +354,13 @@ def marker_details(
     if more:
         shown.update(more)
     return shown
+
+
+def fails_missing(kept: KeptResult, asked: Asked) -> bool:
+    """Whether a done step fails for its missing (or invalid) kept result:
+    ``on_missing_result="error"``, whatever else was decided (a new version's
+    rerun included), where the step was found done or played elsewhere."""
+    return kept.problem is not None and asked.on_missing == "error"
 
 
 def make_outcome(

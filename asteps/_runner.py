@@ -49,8 +49,6 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Unpack
 
-import anyio.lowlevel
-
 from . import _telemetry
 from ._bus import EventBus, Signal
 from ._canvas import Activity, close_unawaited
@@ -59,13 +57,13 @@ from ._decision import Decision
 from ._names import DEFAULT_PREFIX as DEFAULT_PREFIX  # importable from here, as it was
 from ._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
 from ._options import Asked, check_options
-from ._phases import Entry, Phases, make_outcome, marker_details
+from ._phases import Entry, Phases, fails_missing, make_outcome, marker_details
 from ._results import DEFAULT_MAX_RESULT_BYTES, check_max_result_bytes
 from ._retries import Retry, check_time_limit
 from ._step import Marker, Step, StepOptions, StepOutcome
 from ._telemetry import StepSpan
 from ._turns import NOTHING_KEPT, Turn, Turns, add, markers_readable, needs_body
-from .errors import ClaimsNotSupported, ResultMissing
+from .errors import ClaimsNotSupported
 from .stores.base import ChecksPrefixes, DoneStore, HoldsClaims
 
 logger = logging.getLogger("asteps")
@@ -238,13 +236,7 @@ class Runner(Phases):
             if self.dry_run:
                 close_unawaited(activities, alternative)
                 outcome = make_outcome(name, "planned", decision)
-            elif kept.problem is not None and asked.on_missing == "error":
-                close_unawaited(activities, alternative)
-                await anyio.lowlevel.checkpoint_if_cancelled()
-                missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
-                started = time.perf_counter()
-                outcome = await self._failed(name, decision, missing, started, asked.bubbles, span)
-            elif decision.run:
+            elif decision.run and not fails_missing(kept, asked):
                 attempts = None
                 if asked.retry is not None or asked.time_limit is not None:
                     attempts = self._attempts(name, decision, asked.retry, asked.time_limit)

@@ -990,3 +990,24 @@ async def test_a_step_played_elsewhere_runs_its_alternative_as_a_done_one_does(
     assert outcome.status == "skipped"
     assert outcome.result == {"rows": 12}
     assert outcome.reasons == (f"Step was played by run {holder.run_id}",)
+
+
+async def test_a_waiter_on_a_new_version_fails_as_a_done_step_for_a_missing_result_with_error(
+    claims_store: Any,
+) -> None:
+    # on_missing_result="error" fails a done step whose result is missing even
+    # when its version would rerun it; played elsewhere, the step ran instead.
+    holder = Runner(claims_store, "wf", exclusive=True, lease=5.0, version="1")
+    waiter = Runner(claims_store, "wf", exclusive=True, lease=5.0, version="2")
+    outcome, ran = await _waiter_after_holder(
+        claims_store,
+        holder,
+        waiter,
+        keep_result=True,
+        rerun_on_new_version=True,
+        on_missing_result="error",
+    )
+    assert ran == ["holder"]
+    assert outcome.status == "failed"
+    assert isinstance(outcome.error, ResultMissing)
+    assert outcome.reasons == ("version 1 -> 2",)
