@@ -1,10 +1,14 @@
 """The phases of a step once decided, and the ``log.step`` markers they leave.
 
-A step decided ``run`` goes through, in one coroutine
-(:meth:`Phases._execute`): the cancellation checkpoint, the claim (exclusive
-steps), the marker ``scheduled``, the activities (attempted again as its
-retry says), a second cancellation checkpoint, the done marker (with the kept
-result, in the same write), the marker ``completed``. A failure at any phase
+An exclusive step decided ``run`` first takes its claim
+(:meth:`Phases._claim`); another runner may play the step meanwhile, and
+then that runner's marker decides, as a done step's does (its kept result,
+its version): a skip, or a run after all. A step that runs goes through, in
+one coroutine (:meth:`Phases._execute`): the cancellation checkpoint, the
+marker ``scheduled``, the activities (attempted again as its retry says;
+under its claim, renewed), a second cancellation checkpoint, the done marker
+(with the kept result, in the same write), the marker ``completed``. The
+runner releases the claim once the step ended, however. A failure at any phase
 is a marker ``failed`` and a failed outcome (:meth:`Phases._failed`); work
 done but not marked is raised as :class:`MarkDoneError` or
 :class:`ResultNotKept`, its result in hand.
@@ -29,7 +33,7 @@ import anyio.lowlevel
 
 from . import _telemetry
 from ._bus import EventBus
-from ._canvas import Activity, close_unawaited, run_activity, start_activity
+from ._canvas import Activity, close_unawaited, start_activity
 from ._claims import Claims, Held
 from ._decision import JOINED, Decision, played_by
 from ._options import Asked
@@ -37,12 +41,11 @@ from ._results import KeptResult, result_body
 from ._retries import Attempts, Retry
 from ._step import Status, StepOutcome
 from ._telemetry import StepSpan
-from ._turns import NOTHING_KEPT, Turns
+from ._turns import Turns
 from .errors import (
     ClaimLost,
     MarkDoneError,
     MarkerBodyError,
-    ResultMissing,
     ResultNotKept,
     describe,
 )
@@ -67,57 +70,56 @@ class Phases:
     _body: Mapping[str, Any]
     _turns: Turns
 
+    async def _claim(
+        self, name: str, decision: Decision, kept: KeptResult, asked: Asked, claims: Claims
+    ) -> tuple[Decision, KeptResult, Held | None]:
+        """Claim an exclusive step decided ``run``: the claim :class:`Held`, or,
+        when another runner played the step while this one waited, the
+        decision its marker makes, as a done step's does (kept result,
+        version): a skip, or a run after all, claimed again, forced."""
+        await anyio.lowlevel.checkpoint_if_cancelled()  # the claim is a side effect
+        forced = decision.forced
+        while True:
+            problem = None
+            try:
+                taken = await claims.take(self.prefix, name, forced=forced)
+            except MarkerBodyError as exc:
+                if forced:  # a broken marker may be the one it reruns
+                    raise
+                # Unforced, any marker it finds was written since the listing:
+                # played elsewhere, its body broken.
+                taken, problem = {}, f"result invalid: {exc}"
+            if isinstance(taken, Held):
+                return decision, kept, taken
+            played = played_by(taken.get("run_id"))
+            marker = None if problem is not None else taken
+            decision, kept = self._turns.reconsider(played, marker, asked, problem)
+            if not decision.run or fails_missing(kept, asked):
+                if self._turns.done is not None:
+                    self._turns.done.add(name)
+                return decision, kept, None
+            forced = True
+
     async def _execute(
         self,
         name: str,
         decision: Decision,
         activities: Activity,
-        alternative: Activity | None,
         asked: Asked,
         store: DoneStore,
-        claims: Claims | None,
+        held: Held | None,
         attempts: Attempts | None,
+        started: float,
         span: StepSpan | None,
     ) -> StepOutcome:
-        """The phases of a step that runs, in order: claim (exclusive steps),
-        marker ``scheduled``, the activities (attempted again as ``attempts``
-        says, if given), mark done, marker ``completed``. ``alternative``
-        (``activities_if_step_already_done``) runs only if another runner
-        played the step while this one waited for its claim."""
-        started = time.perf_counter()
+        """The phases of a step that runs, in order: marker ``scheduled``, the
+        activities (attempted again as ``attempts`` says, if given; under the
+        claim ``held``, renewed, for an exclusive step), mark done, marker
+        ``completed``. The caller releases the claim."""
         keep, bubbles = asked.keep, asked.bubbles
-        held: Held | None = None
         ran = False
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()  # before the first side effect
-            if claims is not None:
-                forced = decision.forced
-                while True:
-                    problem = None
-                    try:
-                        taken = await claims.take(self.prefix, name, forced=forced)
-                    except MarkerBodyError as exc:
-                        if forced:  # a broken marker may be the one it reruns
-                            raise
-                        # Unforced, any marker it finds was written since the
-                        # listing: played elsewhere, its body broken.
-                        taken, problem = {}, f"result invalid: {exc}"
-                    if isinstance(taken, Held):
-                        break
-                    # Another runner played it meanwhile: its marker decides,
-                    # as a done step's does (kept result, version).
-                    played = played_by(taken.get("run_id"))
-                    marker = None if problem is not None else taken
-                    decision, kept = self._turns.reconsider(played, marker, asked, problem)
-                    if not decision.run or fails_missing(kept, asked):
-                        if self._turns.done is not None:
-                            self._turns.done.add(name)
-                        return await self._skipped(
-                            name, decision, kept, alternative, asked, started, span
-                        )
-                    forced = True
-                held = taken
-            close_unawaited(alternative)  # the step runs: it never will
             if (details := self._record(name, "scheduled", decision)) is not None:
                 await self.bus.publish("log.step", details)
             ran = True
@@ -170,44 +172,7 @@ class Phases:
             return make_outcome(name, "completed", decision, started, result, None, tries)
         finally:
             if not ran:
-                close_unawaited(activities, alternative)
-            if held is not None:
-                await held.release()
-
-    async def _skipped(
-        self,
-        name: str,
-        decision: Decision,
-        kept: KeptResult,
-        alternative: Activity | None,
-        asked: Asked,
-        started: float,
-        span: StepSpan | None,
-    ) -> StepOutcome:
-        """Skipped, done (found so, or played by another runner while this one
-        waited for its claim): ``alternative`` (``activities_if_step_already_done``)
-        runs, and the step returns its kept result, else what the alternative
-        returned; failed if the alternative raises, or when its kept result is
-        missing and ``on_missing_result`` is ``"error"``."""
-        if fails_missing(kept, asked):
-            close_unawaited(alternative)
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
-            return await self._failed(name, decision, missing, started, asked.bubbles, span)
-        result = kept.value
-        try:
-            if alternative is not None or asked.emit or self.bus.listening("log.step"):
-                await anyio.lowlevel.checkpoint_if_cancelled()
-            if alternative is not None:
-                alternative_result = await run_activity(alternative)
-                # A kept result is what the step returns, even None.
-                if kept is NOTHING_KEPT or kept.problem is not None:
-                    result = alternative_result
-            if (details := self._record(name, "skipped", decision)) is not None:
-                await self.bus.publish("log.step", details)
-        except Exception as exc:
-            return await self._failed(name, decision, exc, started, asked.bubbles, span)
-        return make_outcome(name, "skipped", decision, started, result)
+                close_unawaited(activities)
 
     async def _joined(
         self, name: str, first: StepOutcome, emit: bool, span: StepSpan | None

@@ -21,7 +21,9 @@ Why it works this way:
 - **Exclusive steps** (``exclusive=True``) claim the step in the store before
   running it, so that runners in other processes and machines do not run it
   at the same time (``asteps._claims``). Off by default: then no request is
-  added.
+  added. A step another runner played while this one waited for the claim is
+  judged by that runner's marker, as a step found done is (kept result,
+  version, ``activities_if_step_already_done``): the same skip, one code path.
 - **Cancellation never marks a step done.** One checkpoint before the first
   side effect: a step in a cancelled scope never runs and is never marked.
   One more before the done marker, for activities that return after their
@@ -49,10 +51,12 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Unpack
 
+import anyio.lowlevel
+
 from . import _telemetry
 from ._bus import EventBus, Signal
-from ._canvas import Activity, close_unawaited
-from ._claims import DEFAULT_LEASE, Claims, check_lease
+from ._canvas import Activity, close_unawaited, run_activity
+from ._claims import DEFAULT_LEASE, Claims, Held, check_lease
 from ._decision import Decision
 from ._names import DEFAULT_PREFIX as DEFAULT_PREFIX  # importable from here, as it was
 from ._names import format_prefix, validate_name, validate_patterns, validate_workflow_id
@@ -63,7 +67,7 @@ from ._retries import Retry, check_time_limit
 from ._step import Marker, Step, StepOptions, StepOutcome
 from ._telemetry import StepSpan
 from ._turns import NOTHING_KEPT, Turn, Turns, add, markers_readable, needs_body
-from .errors import ClaimsNotSupported
+from .errors import ClaimsNotSupported, ResultMissing
 from .stores.base import ChecksPrefixes, DoneStore, HoldsClaims
 
 logger = logging.getLogger("asteps")
@@ -224,6 +228,7 @@ class Runner(Phases):
             close_unawaited(activities, alternative)  # it will never run
             raise
         outcome: StepOutcome | None = None
+        held: Held | None = None  # an exclusive step's claim, released however it ends
         try:
             if asked.reread and not asked.deps and needs_body(decision):
                 # Done, and only its marker's body can tell whether that stands.
@@ -232,26 +237,48 @@ class Runner(Phases):
             if logger.isEnabledFor(logging.DEBUG):  # building the arguments costs too
                 self._log_decision(name, decision)
 
-            # 3. Run, skip, or plan.
+            # 3. The claim, for an exclusive step to run: another runner may
+            # play it meanwhile, and then its marker decides as a done step's does.
+            started = time.perf_counter()
+            if claims is not None and decision.run and not fails_missing(kept, asked):
+                decision, kept, held = await self._claim(name, decision, kept, asked, claims)
+
+            # 4. Run, skip, or plan.
             if self.dry_run:
                 close_unawaited(activities, alternative)
                 outcome = make_outcome(name, "planned", decision)
-            elif decision.run and not fails_missing(kept, asked):
+            elif fails_missing(kept, asked):
+                close_unawaited(activities, alternative)
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                missing = ResultMissing(f"step {name!r} is done but {kept.problem}")
+                outcome = await self._failed(name, decision, missing, started, asked.bubbles, span)
+            elif decision.run:
+                close_unawaited(alternative)
                 attempts = None
                 if asked.retry is not None or asked.time_limit is not None:
                     attempts = self._attempts(name, decision, asked.retry, asked.time_limit)
-                # The alternative too: another runner may play the step meanwhile.
                 outcome = await self._execute(
-                    name, decision, activities, alternative, asked, store, claims, attempts, span
+                    name, decision, activities, asked, store, held, attempts, started, span
                 )
             else:
                 close_unawaited(activities)
-                started = time.perf_counter()
-                outcome = await self._skipped(
-                    name, decision, kept, alternative, asked, started, span
-                )
+                result = kept.value
+                try:
+                    if alternative is not None or asked.emit or self.bus.listening("log.step"):
+                        await anyio.lowlevel.checkpoint_if_cancelled()
+                    if alternative is not None:
+                        alternative_result = await run_activity(alternative)
+                        # A kept result is what the step returns, even None.
+                        if kept is NOTHING_KEPT or kept.problem is not None:
+                            result = alternative_result
+                    if (details := self._record(name, "skipped", decision)) is not None:
+                        await self.bus.publish("log.step", details)
+                except Exception as exc:
+                    outcome = await self._failed(name, decision, exc, started, asked.bubbles, span)
+                else:
+                    outcome = make_outcome(name, "skipped", decision, started, result)
 
-            # 4. The signal, and the outcome on record.
+            # 5. The signal, and the outcome on record.
             if asked.emit and outcome.status in ("completed", "skipped"):
                 await self.bus.publish(f"step.{name}", self._signal_payload(outcome))
             self._put_on_record(outcome, span)
@@ -262,6 +289,8 @@ class Runner(Phases):
         finally:
             if flight is not None:  # joiners see how it ended (None: decide again)
                 turns.land(name, flight, outcome)
+            if held is not None:
+                await held.release()
 
     def _asked(self, options: StepOptions, activities: Activity) -> Asked:
         """The step's options, checked; the runner's defaults when none is given."""
