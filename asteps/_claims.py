@@ -123,8 +123,8 @@ class Claims:
             if not waited:
                 logger.debug("step %s: claim held, waiting", name)
             waited = True
-            marker = await self._marker(prefix, name)
-            if marker is not None and (not forced or marker.get("run_id") != before):
+            marker = await self._written_since(prefix, name, forced, before)
+            if marker is not None:
                 return marker
             current = await store.read_claim(prefix, name)
             now = self.clock()
@@ -147,14 +147,31 @@ class Claims:
         held = Held(self, prefix, name, token, sent)
         if not forced or waited:
             try:
-                marker = await self._marker(prefix, name)
+                marker = await self._written_since(prefix, name, forced, before)
             except BaseException:  # cancelled, or the read failed: the claim is not kept
                 await held.release()
                 raise
-            if marker is not None and (not forced or marker.get("run_id") != before):
+            if marker is not None:
                 await held.release()
                 return marker
         return held
+
+    async def _written_since(
+        self, prefix: str, name: str, forced: bool, before: object
+    ) -> Mapping[str, Any] | None:
+        """The step's marker if it was written since this runner decided to
+        run the step (any marker for an unforced step; for a forced one, one
+        with another run id than ``before``). A broken marker raises
+        :class:`MarkerBodyError`, unless it is the one a forced step reruns."""
+        try:
+            marker = await self._marker(prefix, name)
+        except MarkerBodyError:
+            if forced and before is _UNREADABLE:
+                return None  # the broken marker it found, which it rewrites
+            raise
+        if marker is not None and (not forced or marker.get("run_id") != before):
+            return marker
+        return None
 
     async def _marker(self, prefix: str, name: str) -> Mapping[str, Any] | None:
         assert isinstance(self.store, ReadsMarkers)  # checked when the runner was built

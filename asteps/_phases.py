@@ -83,11 +83,7 @@ class Phases:
             problem = None
             try:
                 taken = await claims.take(self.prefix, name, forced=forced)
-            except MarkerBodyError as exc:
-                if forced:  # a broken marker may be the one it reruns
-                    raise
-                # Unforced, any marker it finds was written since the listing:
-                # played elsewhere, its body broken.
+            except MarkerBodyError as exc:  # played elsewhere, its marker's body broken
                 taken, problem = {}, f"result invalid: {exc}"
             if isinstance(taken, Held):
                 return decision, kept, taken
