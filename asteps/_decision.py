@@ -83,8 +83,10 @@ JOINED = Decision(run=False, forced=False, reasons=(RAN_CONCURRENTLY,))
 
 
 def played_by(run_id: object) -> Decision:
-    """A step whose claim was held by another runner, which marked it done."""
-    return Decision(run=False, forced=False, reasons=(f"Step was played by run {run_id}",))
+    """A step whose claim was held by another runner, which marked it done
+    (a marker without a run id, as simpleflow writes, names no run)."""
+    by = "another run" if run_id is None else f"run {run_id}"
+    return Decision(run=False, forced=False, reasons=(f"Step was played by {by}",))
 
 
 RESULT_KEPT = "result kept"

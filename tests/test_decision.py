@@ -97,3 +97,12 @@ def test_a_done_step_is_reconsidered_once_its_body_is_read(
         on_missing_result=on_missing,
     )
     assert (decision.run, decision.forced, decision.reasons) == expected
+
+
+def test_a_step_played_by_a_runner_that_left_no_run_id_says_another_run() -> None:
+    # A marker another tool wrote (simpleflow's have no run id) read
+    # "Step was played by run None".
+    from asteps._decision import played_by
+
+    assert played_by("r1").reasons == ("Step was played by run r1",)
+    assert played_by(None).reasons == ("Step was played by another run",)
