@@ -650,12 +650,8 @@ class CountedRelease(MemoryStore):
         await super().delete_claim(prefix, name, token)
 
 
-class PartitionedRelease(CountedRelease):
+class PartitionedRelease(CountedRelease, PartitionedStore):
     """Never answers a renewal (a partition), and counts the releases tried."""
-
-    async def replace_claim(self, prefix: str, name: str, token: str, body: Any) -> str | None:
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
 
 
 async def test_a_claim_lost_to_a_store_that_did_not_answer_is_not_released() -> None:

@@ -182,40 +182,16 @@ def test_a_run_with_otel_sends_its_spans_and_metrics_and_exits_cleanly(
      ("-1", "not a positive number"), ("0", "not a positive number"),
      ("nan", "not a positive number"), ("inf", "not a positive number")],
 )  # fmt: skip
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"])  # fmt: skip
 def test_an_export_timeout_refused_or_too_long_is_said_once_and_the_run_ends_cleanly(
-    receiver: Receiver, tmp_path: Path, value: str, said: str
+    receiver: Receiver, tmp_path: Path, variable: str, value: str, said: str
 ) -> None:
     """A huge timeout crashed the flush at exit (a thread cannot wait 1e12 s);
     the values refused fell back to 10 s, warned about by the SDK for some
-    (twice) and silently for others."""
-    done = asteps(
-        "run", PIPELINE, "--workflow-id", "t-1", "--store", "memory://", "--otel",
-        "--log-format", "json",
-        env=otel_env(receiver.endpoint, OTEL_EXPORTER_OTLP_TIMEOUT=value),
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stderr.splitlines()]
-    [warning] = [line for line in lines if line["level"] == "WARNING"]
-    assert warning["logger"] == "asteps.cli"
-    assert f"OTEL_EXPORTER_OTLP_TIMEOUT={value!r}" in warning["message"]
-    assert said in warning["message"]
-    assert "report.email" in receiver.steps()  # the spans still arrive
-
-
-@pytest.mark.parametrize(
-    ("value", "said"),
-    [("1e12", "longer than 3600 s: 3600 s is used"), ("abc", "not a number"),
-     ("-1", "not a positive number"), ("nan", "not a positive number")],
-)  # fmt: skip
-@pytest.mark.parametrize("signal", ["TRACES", "METRICS"])
-def test_a_per_signal_export_timeout_is_checked_as_the_general_one(
-    receiver: Receiver, tmp_path: Path, signal: str, value: str, said: str
-) -> None:
-    """The exporters took OTEL_EXPORTER_OTLP_{TRACES,METRICS}_TIMEOUT as given:
-    1e12, -1 or nan made every export of that signal fail, and the warning at
-    exit blamed the collector."""
-    variable = f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"
+    (twice) and silently for others. The per-signal timeouts were not checked
+    at all: 1e12, -1 or nan made every export of that signal fail, and the
+    warning at exit blamed the collector."""
     done = asteps(
         "run", PIPELINE, "--workflow-id", "t-1", "--store", "memory://", "--otel",
         "--log-format", "json",
@@ -228,8 +204,7 @@ def test_a_per_signal_export_timeout_is_checked_as_the_general_one(
     assert warning["logger"] == "asteps.cli"
     assert f"{variable}={value!r}" in warning["message"]
     assert said in warning["message"]
-    # Both signals still arrive: nothing was dropped.
-    assert "report.email" in receiver.steps()
+    assert "report.email" in receiver.steps()  # the spans still arrive
     assert "asteps.steps" in receiver.metric_names()
 
 
