@@ -960,7 +960,7 @@ async def test_a_step_played_elsewhere_whose_marker_is_broken_is_judged_as_a_don
         assert (await store.read_marker("wf/steps/", "a") or {})["result"] == "mine"
     else:
         assert outcome.status == "skipped"
-        assert outcome.reasons == ("Step was played by run None",)
+        assert outcome.reasons == ("Step was played by another run",)
 
 
 async def test_a_step_played_elsewhere_runs_its_alternative_as_a_done_one_does(
