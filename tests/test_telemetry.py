@@ -617,6 +617,27 @@ def test_a_per_signal_export_timeout_is_checked_and_falls_back_to_the_general_on
         assert f"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT={value!r}" in warning
 
 
+@pytest.mark.parametrize(
+    ("traces", "general", "named"),
+    [(None, None, "http://localhost:4318"),
+     (None, "http://collector:4318/", "http://collector:4318"),
+     ("http://traces:4318/v1/traces", "http://collector:4318", "http://traces:4318")],
+)  # fmt: skip
+def test_the_collector_named_at_exit_is_read_from_the_environment_as_the_exporter_reads_it(
+    monkeypatch: pytest.MonkeyPatch, traces: str | None, general: str | None, named: str
+) -> None:
+    # It was read from the exporter's private attribute _endpoint.
+    from asteps.cli._otel import collector_endpoint
+
+    for variable, value in [("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces),
+                            ("OTEL_EXPORTER_OTLP_ENDPOINT", general)]:  # fmt: skip
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, value)
+    assert collector_endpoint() == named
+
+
 def test_telemetry_imports_nothing_of_the_runner() -> None:
     # The runner hands each step's outcome to its span (StepSpan.finish):
     # telemetry needs neither the Runner nor its outcomes, and the package

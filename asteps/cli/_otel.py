@@ -39,6 +39,18 @@ SIGNAL_EXPORT_TIMEOUTS = {
 each export of their signal (not for the flush at exit)."""
 
 
+def collector_endpoint() -> str:
+    """Where spans go, read from the environment as the OTLP/HTTP exporter
+    reads it (the traces' own endpoint, else the general one with
+    ``/v1/traces``, else ``http://localhost:4318``), without the traces' path:
+    the collector the warning at exit names."""
+    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if traces:
+        return traces.removesuffix("/v1/traces")
+    general = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    return (general or "http://localhost:4318").rstrip("/")
+
+
 def export_timeout() -> float:
     """``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds (as the OTLP/HTTP exporter reads
     it), else 10: how long one export may take, and the whole flush at exit."""
@@ -189,7 +201,7 @@ def export_otlp(*, warn: Callable[[str], object]) -> Callable[[], str | None]:
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     instrument(tracer_provider, meter_provider)
-    collector = getattr(span_exporter, "_endpoint", "the collector").removesuffix("/v1/traces")
+    collector = collector_endpoint()
 
     def shutdown() -> str | None:
         uninstrument()
