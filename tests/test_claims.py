@@ -859,15 +859,15 @@ async def _waiter_after_holder(
 
     async def wait() -> None:
         nonlocal outcome
-        with anyio.fail_after(30):  # only a hang reaches this
-            outcome = await waiter.step("export", again, **options)
+        outcome = await waiter.step("export", again, **options)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(holder.step, "export", slow)
-        await inside.wait()
-        tg.start_soon(wait)
-        await watched.found_held.wait()
-        release.set()
+    with anyio.fail_after(30):  # only a hang reaches this
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder.step, "export", slow)
+            await inside.wait()
+            tg.start_soon(wait)
+            await watched.found_held.wait()
+            release.set()
     return outcome, ran
 
 
@@ -1016,33 +1016,12 @@ async def test_a_forced_waiter_that_found_a_broken_marker_waits_for_the_holder(
     # claim as if it were new, and raised MarkerBodyError out of runner.step.
     store = FileStore(tmp_path)
     (tmp_path / "wf" / "steps").mkdir(parents=True)
-    (tmp_path / "wf" / "steps" / "a").write_text("not json")
+    (tmp_path / "wf" / "steps" / "export").write_text("not json")
     holder = Runner(store, "wf", exclusive=True, lease=5.0)
-    waiter = Runner(Watched(store), "wf", exclusive=True, lease=5.0)  # type: ignore[arg-type]
+    waiter = Runner(store, "wf", exclusive=True, lease=5.0)
     for runner in (holder, waiter):
-        runner.add_forced_steps("a", reason="repair")
-    inside, release = anyio.Event(), anyio.Event()
-    ran: list[str] = []
-
-    async def holding() -> str:
-        ran.append("holder")
-        inside.set()
-        await release.wait()
-        return "fixed"
-
-    outcome: Any = None
-
-    async def wait() -> None:
-        nonlocal outcome
-        with anyio.fail_after(30):  # only a hang reaches this
-            outcome = await waiter.step("a", lambda: ran.append("waiter"))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(holder.step, "a", holding)
-        await inside.wait()
-        tg.start_soon(wait)
-        await waiter.store.found_held.wait()  # type: ignore[attr-defined]
-        release.set()
+        runner.add_forced_steps("export", reason="repair")
+    outcome, ran = await _waiter_after_holder(store, holder, waiter)
     assert ran == ["holder"]
     assert outcome.status == "skipped"
     assert outcome.reasons == (f"Step was played by run {holder.run_id}",)
