@@ -126,10 +126,18 @@ def coroutines_in(*activities: object) -> Iterator[CoroutineType[Any, Any, Any]]
 
 
 def close_unawaited(*activities: Activity | None) -> None:
-    """Close every coroutine in ``activities`` (:func:`coroutines_in`): they
-    will never be awaited. Closing a coroutine that already ran is harmless."""
-    for coroutine in coroutines_in(*activities):
-        coroutine.close()
+    """Close every coroutine in ``activities``, looking where
+    :func:`coroutines_in` looks: they will never be awaited. Closing a
+    coroutine that already ran is harmless. (Every step calls this, so it
+    walks the activities itself rather than through a generator: a skipped
+    step took 4% longer, bench/overhead.py.)"""
+    for activity in activities:
+        if isinstance(activity, CoroutineType):
+            activity.close()
+        elif isinstance(activity, tuple):
+            close_unawaited(*activity)
+        elif isinstance(activity, Chain | Group):
+            close_unawaited(*activity.activities)
 
 
 def _has_async_call(obj: object) -> bool:
