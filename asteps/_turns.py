@@ -201,15 +201,22 @@ class Turns:
                         extra={"workflow_id": self.workflow_id},
                     )
                     continue
+                name, asked = turn.name, turn.asked
                 decided, error = None, None
-                try:
-                    decided = await self._decide_turn(turn)
-                except Exception as exc:  # its body could not be read: its own failure
-                    error = exc
-                if not self.waiting or self.waiting[0] is not turn:
-                    # Its step left the queue while its body was read (cancelled).
-                    self._abandon(turn.name, decided)
-                    continue
+                if name is None or name in self.flights:
+                    pass  # it only waited for the listing, or joins the step in flight
+                elif not (asked.reread and asked.deps):
+                    decision, flight = self.decide_now(name, asked)
+                    decided = decision, NOTHING_KEPT, flight
+                else:
+                    try:
+                        decided = await self._decide_with_body(name, asked, turn.store)
+                    except Exception as exc:  # its body could not be read: its own failure
+                        error = exc
+                    if not self.waiting or self.waiting[0] is not turn:
+                        # Its step left the queue while its body was read (cancelled).
+                        self._abandon(name, decided)
+                        continue
                 self.waiting.popleft()
                 turn.decided, turn.error, turn.pending = decided, error, False
         finally:
@@ -228,24 +235,19 @@ class Turns:
             self._pass.set()
             self._pass = None
 
-    async def _decide_turn(self, turn: Turn) -> Decided | None:
-        """Decide one waiting step, reading its body first if it has dependents."""
-        name, asked = turn.name, turn.asked
-        if name is None or name in self.flights:
-            return None
-        if not (asked.reread and asked.deps):
-            decision, flight = self.decide_now(name, asked)
-            return decision, NOTHING_KEPT, flight
+    async def _decide_with_body(self, name: str, asked: Asked, store: DoneStore) -> Decided:
+        """Decide a waiting step with dependents, reading its body first if needed."""
         # Its dependents must be forced before any step decided after it: its
         # marker's body is read before the steps behind it are decided.
         assert self.done is not None
+        assert asked.deps
         decision = decide(
             name, force=asked.force, forced=self.forced, skipped=self.skipped, done=self.done
         )
         kept = NOTHING_KEPT
         if needs_body(decision):
             self._end_pass()  # the steps decided so far go on meanwhile
-            decision, kept = await self.reread(name, decision, asked, turn.store)
+            decision, kept = await self.reread(name, decision, asked, store)
         if decision.run:
             add(self.forced, asked.deps, f"Dep of {name}")
         flight = None
