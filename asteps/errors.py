@@ -61,11 +61,25 @@ class StoreError(AstepsError):
         self.prefix = prefix
 
 
+MAX_REASONS_SHOWN = 5
+"""An :class:`UnmarkError`'s message shows this many distinct reasons (the
+most frequent first) and counts the others."""
+
+MAX_REASON_CHARS = 200
+"""An :class:`UnmarkError`'s message cuts each reason to this many characters
+(an ellipsis says so): a store's reason may quote what it was told."""
+
+
 class UnmarkError(StoreError):
     """Some markers could not be removed. Every batch of the removal was tried,
     so the markers not named in :attr:`not_removed` were removed; those named
     may still be there (the request that would have removed them failed). The
     first failed request's error, if one failed as a whole, is in ``__cause__``.
+
+    The message is bounded however many markers failed, and why: it shows the
+    first ``MAX_REASONS_SHOWN`` reasons by count, each cut to
+    ``MAX_REASON_CHARS`` characters, and the first five names.
+    :attr:`not_removed` lists every name.
     """
 
     def __init__(self, message: str, not_removed: Sequence[str], *, prefix: str) -> None:
@@ -77,12 +91,21 @@ class UnmarkError(StoreError):
         cls, where: str, wanted: Sequence[str], failed: Mapping[str, str], *, prefix: str
     ) -> UnmarkError:
         """One error for every marker an unmark of ``wanted`` left in ``where``
-        (``failed``: name -> why), the reasons grouped, the first names shown."""
+        (``failed``: name -> why), the reasons grouped (the most frequent
+        first, ``MAX_REASONS_SHOWN`` of them, each cut to ``MAX_REASON_CHARS``
+        characters), the first names shown."""
         left = [name for name in wanted if name in failed]
         reasons: dict[str, int] = {}
         for why in failed.values():
             reasons[why] = reasons.get(why, 0) + 1
-        said = "; ".join(f"{count:,} as {why}" for why, count in reasons.items())
+        ranked = sorted(reasons.items(), key=lambda item: -item[1])  # ties: first seen first
+        said = "; ".join(f"{count:,} as {_cut(why)}" for why, count in ranked[:MAX_REASONS_SHOWN])
+        if others := ranked[MAX_REASONS_SHOWN:]:
+            markers = sum(count for _, count in others)
+            said += (
+                f"; and {len(others):,} other reason{'s' if len(others) > 1 else ''} "
+                f"for {markers:,} marker(s)"
+            )
         shown = ", ".join(repr(name) for name in left[:5])
         if len(left) > 5:
             shown += f" and {len(left) - 5:,} more (.not_removed lists them all)"
@@ -92,6 +115,13 @@ class UnmarkError(StoreError):
             left,
             prefix=prefix,
         )
+
+
+def _cut(reason: str) -> str:
+    """``reason`` cut to ``MAX_REASON_CHARS`` characters, an ellipsis saying so."""
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    return reason[: MAX_REASON_CHARS - 1] + "…"
 
 
 class MarkerBodyError(StoreError):
