@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from asteps import EventBus, MemoryStore, S3Store
+from asteps import EventBus, InvalidPrefix, MemoryStore, S3Store
 from asteps.swf import SwfSignalBridge, SwfSignalListener, init_domain
 from asteps.testing import FAKE_CREDENTIALS, MotoServer, moto_server
 
@@ -128,6 +128,20 @@ class FailingMarkStore(MemoryStore):
 
     async def mark_done(self, prefix: str, name: str, body: Mapping[str, Any]) -> None:
         raise OSError("disk full")
+
+
+class PrefixCheckingStore(MemoryStore):
+    """A MemoryStore that refuses some prefixes, as S3Store refuses one with no
+    room for its keys (``asteps.stores.ChecksPrefixes``), and counts the checks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked: list[str] = []
+
+    def check_prefix(self, prefix: str) -> None:
+        self.checked.append(prefix)
+        if "refused" in prefix:
+            raise InvalidPrefix(f"prefix {prefix!r} is refused")
 
 
 @pytest.fixture

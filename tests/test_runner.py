@@ -32,7 +32,7 @@ from asteps import (
 )
 from asteps._decision import ALREADY_PLAYED
 
-from .conftest import CountingStore, FailingMarkStore
+from .conftest import CountingStore, FailingMarkStore, PrefixCheckingStore
 
 pytestmark = pytest.mark.anyio
 
@@ -766,20 +766,6 @@ async def test_a_misspelt_option_is_a_type_error_before_anything_runs(
     assert ran == []
     assert store.calls == {}
     assert coroutine.cr_frame is None  # closed: it will never run
-
-
-class PrefixCheckingStore(MemoryStore):
-    """A MemoryStore that refuses some prefixes, as S3Store refuses one with no
-    room for its keys (``asteps.stores.ChecksPrefixes``), and counts the checks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.checked: list[str] = []
-
-    def check_prefix(self, prefix: str) -> None:
-        self.checked.append(prefix)
-        if "refused" in prefix:
-            raise InvalidPrefix(f"prefix {prefix!r} is refused")
 
 
 @pytest.mark.parametrize("done", [None, ()], ids=["listed", "done-given"])

@@ -9,8 +9,11 @@ import threading
 
 import pytest
 
-from asteps import Runner, S3Store
+from asteps import InvalidPrefix, MemoryStore, Runner, S3Store
+from asteps.stores import ChecksPrefixes
 from asteps.testing import LatencyProxy, LatencyStore, MotoServer, moto_server
+
+from .conftest import PrefixCheckingStore
 
 
 async def test_s3_through_the_latency_proxy_works_and_each_request_is_held_back(
@@ -32,6 +35,22 @@ async def test_the_latency_store_delays_every_call_and_keeps_to_its_limit() -> N
     assert await store.inner.list_done("w1/steps/") == {"a"}
     assert store.calls == {"list_done": 1, "mark_done": 1}
     assert store.peak_in_flight == 1
+
+
+def test_a_runner_over_the_latency_store_has_the_wrapped_store_check_its_prefix() -> None:
+    """A runner checks its prefix once, when it is built, with a store that
+    refuses some (``ChecksPrefixes``, as S3Store does): over a LatencyStore
+    it is refused as over the bare store, and a store that checks nothing
+    gives a LatencyStore that checks nothing."""
+    picky = PrefixCheckingStore()
+    for store in (picky, LatencyStore(picky, latency=0)):
+        with pytest.raises(InvalidPrefix, match="is refused"):
+            Runner(store, "refused")
+        Runner(store, "wf")
+    assert picky.checked == ["refused/steps/", "wf/steps/"] * 2
+    assert isinstance(LatencyStore(picky, latency=0), ChecksPrefixes)
+    assert not isinstance(LatencyStore(MemoryStore(), latency=0), ChecksPrefixes)
+    assert not isinstance(LatencyStore(latency=0), ChecksPrefixes)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import anyio
 
 from .._lifecycle import Wrapper
+from ..stores.base import ChecksPrefixes
 from ..stores.memory import MemoryStore
 
 Distribution = Literal["constant", "exponential"]
@@ -29,7 +30,22 @@ class LatencyStore(Wrapper):
 
     ``calls`` counts the calls by method; ``peak_in_flight`` is the most calls
     that were in flight at once.
+
+    Over a store that checks prefixes (:class:`~asteps.stores.ChecksPrefixes`,
+    as S3Store does), the LatencyStore checks them too, through the wrapped
+    store, at once and uncounted (a check makes no request); over any other
+    store, it is no ``ChecksPrefixes`` either. As the traced stores do, the
+    wrapper has the optional capability exactly when the wrapped store has it:
+    the constructor builds the subclass that adds it.
     """
+
+    def __new__(cls, inner: Any = None, **options: Any) -> LatencyStore:
+        chosen = (
+            _PrefixCheckingLatencyStore
+            if cls is LatencyStore and isinstance(inner, ChecksPrefixes)
+            else cls
+        )
+        return super().__new__(chosen)
 
     def __init__(
         self,
@@ -109,3 +125,13 @@ class LatencyStore(Wrapper):
 
     def _wrapped(self) -> Any:
         return self.inner
+
+
+class _PrefixCheckingLatencyStore(LatencyStore):
+    """A :class:`LatencyStore` over a store that checks prefixes: it checks
+    them too (what ``LatencyStore(...)`` builds over such a store)."""
+
+    def check_prefix(self, prefix: str) -> None:
+        """The wrapped store's check, undelayed: it makes no request."""
+        assert isinstance(self.inner, ChecksPrefixes)
+        self.inner.check_prefix(prefix)
