@@ -42,6 +42,7 @@ from .errors import (
     SignalTimeout,
     StepTimeout,
     StoreError,
+    StoreUnreachable,
     UnmarkError,
 )
 from .stores import (
@@ -138,6 +139,7 @@ __all__ = [
     "StepOutcome",
     "StepTimeout",
     "StoreError",
+    "StoreUnreachable",
     "Subscription",
     "SwfSignalBridge",
     "SwfSignalListener",

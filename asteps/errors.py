@@ -61,6 +61,16 @@ class StoreError(AstepsError):
         self.prefix = prefix
 
 
+class StoreUnreachable(StoreError):
+    """The store could not be reached at all: no connection to its endpoint
+    (refused, or not made in time), after the client's own retries. Unlike a
+    refusal of one request (access denied, a missing bucket), it says that
+    every request would wait through the same retries to fail the same way,
+    so work of many requests stops at the first: an S3 unmark of many batches
+    (:class:`UnmarkError`, this error in ``__cause__``), and ``asteps steps
+    unmark`` over many workflows."""
+
+
 MAX_REASONS_SHOWN = 5
 """An :class:`UnmarkError`'s message shows this many distinct reasons (the
 most frequent first) and counts the others."""
@@ -75,6 +85,10 @@ class UnmarkError(StoreError):
     so the markers not named in :attr:`not_removed` were removed; those named
     may still be there (the request that would have removed them failed). The
     first failed request's error, if one failed as a whole, is in ``__cause__``.
+
+    Unless the store could not be reached: then the batches after the one
+    that found it so were not tried (their markers are named too), and the
+    :class:`StoreUnreachable` is in ``__cause__``.
 
     The message is bounded however many markers failed, and why: it shows the
     first ``MAX_REASONS_SHOWN`` reasons by count, each cut to

@@ -487,6 +487,55 @@ def test_steps_unmark_goes_on_after_a_workflow_it_cannot_unmark_and_names_it(
     assert not (tmp_path / ".asteps" / "w3" / "steps" / "report").exists()
 
 
+def test_steps_unmark_stops_at_the_first_workflow_when_the_store_cannot_be_reached(
+    cli: CliRunner, aws: MotoServer, flaky: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store listed the markers, then went down: the first workflow's
+    removal finds it unreachable (no connection, after the client's retries),
+    and the workflows after it are not attempted, since each would wait through
+    the same retries to fail the same way. Exit 3; every workflow is named, and
+    those not attempted are said so. A workflow whose markers the store
+    refuses does not stop the others (the test above)."""
+    import asteps._aws
+    import asteps.cli.steps
+
+    boto3.client("s3", endpoint_url=aws.endpoint_url).create_bucket(Bucket="steps")
+    store = f"s3://steps?endpoint_url={flaky.endpoint_url}"  # moto, behind a proxy
+    ids = write_ids(tmp_path / "ids.txt", ["w1", "w2", "w3"])
+    invoke(cli, "steps", "mark", "--ids", ids, "report", "--store", store)
+    listed = asteps.cli.steps._find_matching
+
+    async def then_down(*args: Any) -> dict[str, list[str]]:
+        found = await listed(*args)
+        flaky.close()  # nothing listens at the store's endpoint any more
+        return found
+
+    monkeypatch.setattr(asteps.cli.steps, "_find_matching", then_down)
+    monkeypatch.setattr(asteps.cli.steps, "BULK_CONCURRENCY", 1)  # w2 after w1, for sure
+    # One attempt a request: no backoff to wait through before w1 fails.
+    one_attempt = {"mode": "standard", "total_max_attempts": 1}
+    monkeypatch.setattr(asteps._aws, "DEFAULT_RETRIES", one_attempt)
+    result = invoke(
+        cli, "steps", "unmark", "--ids", ids, "report", "--yes", "--json", "--store", store
+    )
+    assert result.exit_code == 3, result.output
+    assert as_json(result) == {
+        "removed": {},
+        "not_removed": {"w1": ["report"], "w2": ["report"], "w3": ["report"]},
+        "not_attempted": ["w2", "w3"],
+    }
+    assert "workflow w1: 1 of 1 marker(s) in bucket 'steps' under prefix 'w1/steps/'" in (
+        result.stderr
+    )
+    assert f"endpoint {flaky.endpoint_url} is unreachable" in result.stderr
+    for wid in ("w2", "w3"):
+        assert (
+            f"workflow {wid}: not attempted, as the store could not be reached (see workflow w1)"
+            in result.stderr
+        )
+    assert "2 of these workflow(s) were not attempted" in result.stderr
+
+
 def test_steps_need_exactly_one_target(cli: CliRunner) -> None:
     assert invoke(cli, "steps", "list").exit_code == 2
     assert invoke(cli, "steps", "mark", "--workflow-id", "w", "bad..name").exit_code == 2

@@ -12,7 +12,15 @@ import anyio.to_thread
 import pytest
 from aiobotocore.config import AioConfig
 
-from asteps import BatchRun, MarkDoneError, Runner, S3Store, StoreError, UnmarkError
+from asteps import (
+    BatchRun,
+    MarkDoneError,
+    Runner,
+    S3Store,
+    StoreError,
+    StoreUnreachable,
+    UnmarkError,
+)
 from asteps._json import MAX_BODY_BYTES
 from asteps._names import format_prefix
 from asteps.errors import InvalidPrefix, MarkerBodyError
@@ -26,6 +34,14 @@ async def put_markers(store: S3Store, prefix: str, names: list[str]) -> None:
     async with anyio.create_task_group() as tg:
         for name in names:
             tg.start_soon(store.mark_done, prefix, name, {"run_id": "old"})
+
+
+async def closed_port() -> int:
+    """A loopback port nothing listens on: a connection to it is refused."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port: int = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()
+    return port
 
 
 async def test_markers_use_simpleflows_key_and_body(s3: S3Store) -> None:
@@ -148,6 +164,37 @@ async def test_unmark_tries_every_batch_and_names_the_markers_it_did_not_remove(
     )
 
 
+async def test_an_unmark_stops_at_the_first_batch_when_the_store_cannot_be_reached(
+    aws: Any,  # for its credentials
+) -> None:
+    """No connection to the endpoint: after the client's own retries of the
+    first batch, the other batches are not tried (each would wait through the
+    same retries to fail the same way). The error names every marker as not
+    removed, says why, and has the StoreUnreachable in ``__cause__``. A
+    refusal of one batch goes on to the next instead (the test above)."""
+    from .conftest import RequestCounter
+
+    names = [f"n.{i:04d}" for i in range(2001)]  # three batches
+    config = AioConfig(retries={"total_max_attempts": 2})
+    endpoint = f"http://127.0.0.1:{await closed_port()}"
+    async with S3Store("steps", endpoint_url=endpoint, client_config=config) as store:
+        counter = RequestCounter().attach(store.client)
+        with pytest.raises(UnmarkError) as info:
+            await store.unmark(PREFIX, names)
+    assert counter.calls["DeleteObjects"] == 1
+    assert counter.sends == 2  # the first batch's two attempts
+    error = info.value
+    assert error.not_removed == names
+    assert isinstance(error.__cause__, StoreUnreachable)
+    message = str(error)
+    assert message.startswith("2,001 of 2,001 marker(s) in bucket 'steps' under prefix ")
+    assert "1,001 as not tried, as the store could not be reached; " in message
+    assert (
+        f"1,000 as cannot remove markers from bucket 'steps' under prefix 'wf/steps/': "
+        f"endpoint {endpoint} is unreachable" in message
+    )
+
+
 async def test_server_side_encryption_applies_to_every_marker(aws: Any) -> None:
     async with S3Store("steps", endpoint_url=aws.endpoint_url, sse="AES256") as store:
         await store.client.create_bucket(Bucket="steps")
@@ -186,12 +233,9 @@ async def test_an_unknown_bucket_names_bucket_and_prefix(aws: Any) -> None:
 
 
 async def test_an_unreachable_endpoint_says_what_to_check(aws: Any) -> None:
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")  # a port, then closed
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    await listener.aclose()
     config = AioConfig(retries={"max_attempts": 1}, connect_timeout=1)
     async with S3Store(
-        "steps", endpoint_url=f"http://127.0.0.1:{port}", client_config=config
+        "steps", endpoint_url=f"http://127.0.0.1:{await closed_port()}", client_config=config
     ) as store:
         with pytest.raises(StoreError, match="unreachable; check endpoint_url"):
             await store.list_done(PREFIX)

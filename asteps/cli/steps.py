@@ -20,7 +20,7 @@ from .._names import (
     validate_workflow_id,
 )
 from .._telemetry import traced_store
-from ..errors import InvalidName, MarkerBodyError, StoreError, UnmarkError
+from ..errors import InvalidName, MarkerBodyError, StoreError, StoreUnreachable, UnmarkError
 from ..stores import DoneStore, ReadsMarkers, list_done_many, matching
 from ..stores.discovery import check_discoverable, discover_workflows
 from ..stores.urls import default_store_url, open_store
@@ -311,7 +311,9 @@ def steps_unmark(
     Shows what it will remove and asks for confirmation unless --yes. A
     workflow whose markers cannot all be removed does not stop the others:
     each is named at the end, with the markers left (--json: "not_removed"),
-    and the exit code is 3.
+    and the exit code is 3. A store that cannot be reached at all (no
+    connection) does: the workflows after it are not attempted, and are named
+    too (--json: also in "not_attempted").
 
     \b
     Examples:
@@ -340,7 +342,7 @@ def steps_unmark(
     ):
         err().print("nothing removed")
         sys.exit(EXIT_FAILED)
-    failures = run_async(_unmark, removable, store_url, prefix)
+    failures, not_attempted = run_async(_unmark, removable, store_url, prefix)
     left = {wid: _left(removable[wid], failures[wid]) for wid in removable if wid in failures}
     removed = {
         wid: kept
@@ -348,7 +350,12 @@ def steps_unmark(
         if (kept := [name for name in names if name not in left.get(wid, ())])
     }
     if as_json:
-        emit_json({"removed": removed, "not_removed": left} if left else {"removed": removed})
+        report: dict[str, Any] = {"removed": removed}
+        if left:
+            report["not_removed"] = left
+        if not_attempted:
+            report["not_attempted"] = not_attempted
+        emit_json(report)
     else:
         done = sum(len(n) for n in removed.values())
         out().print(f"removed {done} of {count} marker(s)" if left else f"removed {done} marker(s)")
@@ -362,7 +369,13 @@ def steps_unmark(
             )
         tell(
             f"{sum(len(n) for n in left.values())} marker(s) of {len(left)} workflow(s) "
-            "were not removed (each workflow named above); the others were",
+            "were not removed (each workflow named above); the others were"
+            + (
+                f"; {len(not_attempted)} of these workflow(s) were not attempted, as the "
+                "store could not be reached"
+                if not_attempted
+                else ""
+            ),
             logging.ERROR,
             label=ERROR_LABEL,
         )
@@ -379,22 +392,46 @@ async def _find_matching(
 
 async def _unmark(
     removable: dict[str, list[str]], store_url: str | None, prefix: str
-) -> dict[str, StoreError]:
-    """Remove the markers of each workflow, whatever happens to the others:
-    the workflows whose markers could not all be removed, with the error."""
+) -> tuple[dict[str, StoreError], list[str]]:
+    """Remove the markers of each workflow, whatever happens to the others,
+    unless the store cannot be reached (:func:`_unreachable`): then the
+    workflows not started yet are not attempted, since each would wait through
+    the client's retries to fail the same way (those under way finish).
+
+    The workflows whose markers could not all be removed, with the error (a
+    workflow not attempted has one that says so); and those not attempted."""
     failures: dict[str, StoreError] = {}
+    not_attempted: list[str] = []
+    unreachable: str | None = None  # the first workflow that found the store so
 
     async def unmark(item: tuple[str, list[str]]) -> None:
+        nonlocal unreachable
         wid, names = item
+        where = format_prefix(prefix, wid, None)
+        if unreachable is not None:
+            not_attempted.append(wid)
+            failures[wid] = StoreError(
+                f"not attempted, as the store could not be reached (see workflow {unreachable})",
+                prefix=where,
+            )
+            return
         try:
-            await store.unmark(format_prefix(prefix, wid, None), names)
+            await store.unmark(where, names)
         except StoreError as exc:
             failures[wid] = exc
+            if unreachable is None and _unreachable(exc):
+                unreachable = wid
 
     async with open_store(store_url) as opened:
         store = traced_store(opened)
         await for_each(removable.items(), unmark, concurrency=BULK_CONCURRENCY)
-    return failures
+    return failures, not_attempted
+
+
+def _unreachable(failure: StoreError) -> bool:
+    """Whether ``failure`` says the store could not be reached at all, by
+    itself or as the cause of an unmark that stopped there (S3Store's)."""
+    return isinstance(failure, StoreUnreachable) or isinstance(failure.__cause__, StoreUnreachable)
 
 
 def _left(names: list[str], failure: StoreError) -> list[str]:

@@ -16,9 +16,12 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from ..errors import StoreError, UnmarkError
+from ..errors import StoreError, StoreUnreachable, UnmarkError
 
 DENIED = ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId")
+
+UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError)
+"""No connection to the endpoint could be made: said as :class:`StoreUnreachable`."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Explainer:
                 "(read_timeout), in any attempt; check the endpoint and the network, or "
                 "raise read_timeout with client_config=AioConfig(read_timeout=...)"
             )
-        elif isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        elif isinstance(exc, UNREACHABLE):
             hint = (
                 f"endpoint {self.endpoint} is unreachable; check endpoint_url, the network "
                 "and the region"
@@ -66,7 +69,8 @@ class Explainer:
             )
         else:
             hint = str(exc)
-        return StoreError(f"cannot {doing} {self.where(prefix)}: {hint}", prefix=prefix)
+        kind = StoreUnreachable if isinstance(exc, UNREACHABLE) else StoreError
+        return kind(f"cannot {doing} {self.where(prefix)}: {hint}", prefix=prefix)
 
     def not_removed(self, prefix: str, wanted: list[str], failed: dict[str, str]) -> UnmarkError:
         """One error for every marker an unmark left (``failed``: name -> why)."""

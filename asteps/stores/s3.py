@@ -24,7 +24,7 @@ from .._aws import SETUP_ERRORS, SETUP_HINT, open_client
 from .._aws import client_config as aws_config
 from .._json import MAX_BODY_BYTES
 from .._names import MAX_KEY_BYTES, MAX_NAME_LENGTH, is_valid_name, shown
-from ..errors import InvalidPrefix, StoreError, describe
+from ..errors import InvalidPrefix, StoreError, StoreUnreachable, describe
 from ._s3_args import (
     check_endpoint_url,
     check_key_root,
@@ -38,6 +38,10 @@ from .base import CLAIMS_ROOT, BaseStore, body_json, parse_body
 
 DELETE_BATCH = 1000
 """DeleteObjects takes at most 1,000 keys a request."""
+
+NOT_TRIED = "not tried, as the store could not be reached"
+"""Why an unmark left the markers of the batches after one that found the
+store unreachable."""
 
 
 class S3Store(BaseStore):
@@ -233,7 +237,13 @@ class S3Store(BaseStore):
         """Remove the markers of exactly these names (absent ones are ignored):
         DeleteObjects, ``DELETE_BATCH`` keys a request. Every batch is tried,
         even after one failed; then one :class:`~asteps.errors.UnmarkError`
-        names the markers not removed, and why."""
+        names the markers not removed, and why.
+
+        But when the store cannot be reached at all (no connection, after the
+        client's retries: :class:`~asteps.errors.StoreUnreachable`), the
+        batches after that one are not tried: each would wait through the same
+        retries to fail the same way. Their markers are named as not removed
+        too, and the StoreUnreachable is the error's ``__cause__``."""
         client = self.client
         wanted = list(dict.fromkeys(names))
         key_prefix = self.key_root + prefix
@@ -250,6 +260,11 @@ class S3Store(BaseStore):
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": key_prefix + n} for n in batch], "Quiet": True},
                 )
+            except StoreUnreachable as exc:
+                cause = exc  # why the rest was not tried, whatever failed before
+                failed.update(dict.fromkeys(batch, str(exc)))
+                failed.update(dict.fromkeys(wanted[start + DELETE_BATCH :], NOT_TRIED))
+                break
             except StoreError as exc:  # the whole batch: the next ones are still tried
                 cause = cause or exc
                 failed.update(dict.fromkeys(batch, str(exc)))
