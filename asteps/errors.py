@@ -123,12 +123,12 @@ class UnmarkError(StoreError):
         shown = ", ".join(repr(name) for name in left[:5])
         if len(left) > 5:
             shown += f" and {len(left) - 5:,} more (.not_removed lists them all)"
-        return cls(
-            f"{len(left):,} of {len(wanted):,} marker(s) in {where} were not removed "
-            f"(the others were): {said}; not removed: {shown}",
-            left,
-            prefix=prefix,
-        )
+        if len(left) < len(wanted):
+            what = f"{len(left):,} of {len(wanted):,} marker(s) in {where} were not removed "
+            what += "(the others were)"
+        else:
+            what = f"none of the {len(wanted):,} marker(s) in {where} were removed"
+        return cls(f"{what}: {said}; not removed: {shown}", left, prefix=prefix)
 
 
 def _cut(reason: str) -> str:

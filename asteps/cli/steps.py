@@ -367,18 +367,18 @@ def steps_unmark(
                 label=ERROR_LABEL,
                 workflow_id=wid,
             )
-        tell(
+        summary = (
             f"{sum(len(n) for n in left.values())} marker(s) of {len(left)} workflow(s) "
-            "were not removed (each workflow named above); the others were"
-            + (
+            "were not removed (each workflow named above)"
+        )
+        if removed:
+            summary += "; the others were"
+        if not_attempted:
+            summary += (
                 f"; {len(not_attempted)} of these workflow(s) were not attempted, as the "
                 "store could not be reached"
-                if not_attempted
-                else ""
-            ),
-            logging.ERROR,
-            label=ERROR_LABEL,
-        )
+            )
+        tell(summary, logging.ERROR, label=ERROR_LABEL)
         sys.exit(EXIT_STORE)
 
 
