@@ -367,9 +367,18 @@ async def test_stopping_drains_then_hands_unfinished_flows_back_to_swf(
             await until(flag.exists)
             stop.set()
 
+    await assert_cancelled_and_handed_back(aws, reports, tmp_path / "store")
+
+
+async def assert_cancelled_and_handed_back(
+    aws: MotoServer, reports: list[Any], store: Path
+) -> None:
+    """The one flow a stopping worker ran was cancelled: reported stopped,
+    nothing marked, and handed back to SWF as drained (its only execution
+    still open, for another worker)."""
     assert [r.outcome for r in reports] == ["stopped"]
     assert reports[0].duration > 0  # how long the flow ran, not "0.00 s"
-    assert await markers(tmp_path / "store") == []  # cancelled: not marked
+    assert await markers(store) == []  # cancelled: not marked
     async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
         found = await swf_status(DOMAIN, session=aws.session(), endpoint_url=aws.endpoint_url)
         assert found.counts["open"] == 1  # handed back; no worker decided since
@@ -381,8 +390,9 @@ async def test_stopping_drains_then_hands_unfinished_flows_back_to_swf(
             domain=DOMAIN, execution=info["execution"]
         )
     [failed] = [e for e in events["events"] if e["eventType"] == "ActivityTaskFailed"]
-    reason = failed["activityTaskFailedEventAttributes"]["reason"]
-    assert reason == "the worker stopped before the flow ended"
+    attributes = failed["activityTaskFailedEventAttributes"]
+    assert attributes["reason"] == "the worker stopped before the flow ended"
+    assert json.loads(attributes["details"])["drained"] is True  # retried without counting
 
 
 def every_line_json(text: str) -> list[dict[str, Any]]:
