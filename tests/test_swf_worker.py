@@ -5,6 +5,7 @@ stop. Markers go to a file store shared by the workers."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import warnings
@@ -368,6 +369,52 @@ async def test_stopping_drains_then_hands_unfinished_flows_back_to_swf(
             stop.set()
 
     await assert_cancelled_and_handed_back(aws, reports, tmp_path / "store")
+
+
+async def test_stop_now_during_the_drain_hands_the_running_flows_back_at_once(
+    aws: MotoServer, domain: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="asteps.swf.worker")
+    flag, slow = tmp_path / "started", f"{FLOWS}:slow"
+    await start(aws, prepare(slow, params={"started": str(flag), "seconds": "3600"}), "long")
+    reports: list[Any] = []
+    # An hour's drain and an hour's step: only stop_now ends them within the guard.
+    worker = in_process_worker(
+        aws, slow, tmp_path / "store", drain=3600, on_workflow=reports.append
+    )
+    stop, stop_now = anyio.Event(), anyio.Event()
+    with anyio.fail_after(60):  # a hang guard: the drain alone would take an hour
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(worker.run, stop, stop_now=stop_now))
+            await until(flag.exists)
+            stop.set()
+            await until(lambda: "get up to 3600s to finish" in caplog.text)  # draining
+            stop_now.set()
+
+    await assert_cancelled_and_handed_back(aws, reports, tmp_path / "store")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "1 flow(s) still running when asked to stop at once: cancelling them"
+    ]
+
+
+async def test_stop_now_alone_stops_polling_and_hands_the_running_flows_back_at_once(
+    aws: MotoServer, domain: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    flag, slow = tmp_path / "started", f"{FLOWS}:slow"
+    await start(aws, prepare(slow, params={"started": str(flag), "seconds": "3600"}), "long")
+    reports: list[Any] = []
+    worker = in_process_worker(
+        aws, slow, tmp_path / "store", drain=3600, on_workflow=reports.append
+    )
+    stop_now = anyio.Event()
+    with anyio.fail_after(60):  # a hang guard: nothing else stops this worker
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(worker.run, stop_now=stop_now))
+            await until(flag.exists)
+            stop_now.set()
+
+    await assert_cancelled_and_handed_back(aws, reports, tmp_path / "store")
+    assert "1 flow(s) still running when asked to stop at once: cancelling them" in caplog.text
 
 
 async def assert_cancelled_and_handed_back(

@@ -18,7 +18,10 @@ Why it works this way:
   flows get ``drain`` seconds to finish, then are cancelled (no step is
   marked by a cancellation) and handed back to SWF as a failure marked
   drained, which the decider retries at once without counting it: rolling
-  deploys do not use up an execution's attempts. (An activity poll in
+  deploys do not use up an execution's attempts. ``stop_now`` (a second
+  signal in the CLI) ends the drain early, with the same cancellation and
+  hand-back: an operator who cannot wait need not kill the worker, which
+  would leave its flows to time out and count. (An activity poll in
   flight is cancelled: a task SWF was handing it then times out and counts,
   the price of a prompt stop; see the guide.)
 - A decision task the decider fails on is logged and left unanswered: SWF
@@ -104,7 +107,9 @@ class SwfWorker:
     retry never run a step at the same time; the second one to reach a step
     waits for the first and skips it once it is marked.
 
-    Run it with ``await worker.run(stop)``; setting ``stop`` drains and returns.
+    Run it with ``await worker.run(stop)``; setting ``stop`` drains and
+    returns, and setting ``stop_now`` too (``run(stop, stop_now=...)``) ends
+    the drain at once.
     """
 
     def __init__(
@@ -185,9 +190,22 @@ class SwfWorker:
         self._none_running = anyio.Event()
         self._none_running.set()
 
-    async def run(self, stop: anyio.Event | None = None) -> WorkerStats:
-        """Poll and run until ``stop`` is set (forever without one), then drain."""
+    async def run(
+        self, stop: anyio.Event | None = None, *, stop_now: anyio.Event | None = None
+    ) -> WorkerStats:
+        """Poll and run until ``stop`` is set (forever without one), then drain.
+
+        The drain gives the running flows ``drain`` seconds to finish, then
+        cancels those still running: no step of theirs is marked, and each is
+        handed back to SWF, marked drained, for another worker, without using
+        up an attempt. Setting ``stop_now`` ends the drain at once, with the
+        same cancellation and hand-back (a second Ctrl-C to ``asteps swf
+        worker``); set before the drain begins, it skips the wait, and set
+        alone, without ``stop``, it stops the worker too: polling stops and
+        the running flows are cancelled at once.
+        """
         stop = stop or anyio.Event()
+        stop_now = stop_now or anyio.Event()
         async with AsyncExitStack() as stack:
             client = await self._options.open(stack)
             # The domain must exist: a typo should stop the worker, not idle it.
@@ -197,22 +215,26 @@ class SwfWorker:
                 async with anyio.create_task_group() as polling:
                     polling.start_soon(self._decisions, client)
                     polling.start_soon(self._activities, client, running, stores)
-                    await stop.wait()
+                    await _either(stop, stop_now)
                     polling.cancel_scope.cancel()
-                await self._drain()
+                await self._drain(stop_now)
         return self.stats
 
-    async def _drain(self) -> None:
+    async def _drain(self, stop_now: anyio.Event) -> None:
+        logger.info(
+            "stopping: %d flow(s) running get up to %ss to finish", len(self._running), self.drain
+        )
         with anyio.move_on_after(self.drain) as waiting:
-            await self._none_running.wait()
+            await _either(self._none_running, stop_now)
         if waiting.cancelled_caught:
-            logger.warning(
-                "%d flow(s) still running after the %ss drain: cancelling them",
-                len(self._running),
-                self.drain,
-            )
-            for scope in self._running.values():
-                scope.cancel()
+            why = f"after the {self.drain}s drain"
+        elif self._running:  # what else ends the wait with flows running
+            why = "when asked to stop at once"
+        else:
+            return
+        logger.warning("%d flow(s) still running %s: cancelling them", len(self._running), why)
+        for scope in self._running.values():
+            scope.cancel()
 
     # -- decisions ---------------------------------------------------------------
 
@@ -327,6 +349,18 @@ class SwfWorker:
         self.stats.count(report)
         if self.on_workflow is not None:
             self.on_workflow(report)
+
+
+async def _either(first: anyio.Event, second: anyio.Event) -> None:
+    """Wait until ``first`` or ``second`` is set."""
+    async with anyio.create_task_group() as waiting:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            waiting.cancel_scope.cancel()
+
+        waiting.start_soon(wait, first)
+        await wait(second)
 
 
 class _Backoff:
