@@ -151,14 +151,7 @@ def worker(
         fail(str(exc), EXIT_USAGE)
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)
-    interruption = Interruption(
-        cancels=False,
-        first=(
-            f"interrupted: running flows get up to {drain:g} s to finish; no new work is "
-            "taken, and nothing unfinished is marked done"
-        ),
-        later=f"stopping: running flows get up to {drain:g} s to finish…",
-    )
+    interruption = worker_interruption(drain)
 
     async def work() -> int:
         tell(
@@ -172,6 +165,18 @@ def worker(
         return 0
 
     sys.exit(run_async(work, interruption=interruption))
+
+
+def worker_interruption(drain: float) -> Interruption:
+    """What SIGINT and SIGTERM do to a worker: the first drains it (``stop``)."""
+    return Interruption(
+        cancels=False,
+        first=(
+            f"interrupted: running flows get up to {drain:g} s to finish; no new work is "
+            "taken, and nothing unfinished is marked done"
+        ),
+        later=f"stopping: running flows get up to {drain:g} s to finish…",
+    )
 
 
 def _workflow_line(as_json: bool) -> Callable[[FlowReport], None]:
