@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ import boto3
 import pytest
 from click.testing import CliRunner, Result
 
+from asteps.cli.app import Interruption
+from asteps.cli.swf_worker import worker_interruption
 from asteps.testing import MotoServer
 
 from .conftest import asteps_process, invoke
@@ -814,6 +816,63 @@ def test_a_second_signal_during_the_drain_keeps_the_summary_and_the_retry_file(
     left = (tmp_path / "left.txt").read_text().split()
     assert sorted(left) == sorted(summary["unfinished_ids"])
     assert summary["workflows"]["finished"] + len(left) + len(not_read(summary, all_ids)) == 10
+
+
+async def deliver(interruption: Interruption, *signums: int) -> list[tuple[bool, bool]]:
+    """Deliver ``signums`` to ``interruption`` one by one, as a running command's
+    signal receiver does; after each, whether its ``stop`` and ``stop_now`` are
+    set. Ends when the signals do, or when the command is cancelled."""
+    stop, stop_now = anyio.Event(), anyio.Event()
+    interruption.stop, interruption.stop_now = stop, stop_now  # as run_async does
+    after: list[tuple[bool, bool]] = []
+
+    async def received() -> AsyncIterator[int]:
+        for signum in signums:
+            await anyio.lowlevel.checkpoint()  # a receiver waits for each signal
+            yield signum
+            after.append((stop.is_set(), stop_now.is_set()))
+
+    with anyio.CancelScope() as command:
+        await interruption.watch(received(), command)
+    return after
+
+
+async def test_a_second_signal_to_a_draining_worker_stops_it_now_and_a_third_only_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    interruption = worker_interruption(drain=30)
+
+    after = await deliver(interruption, signal.SIGTERM, signal.SIGINT, signal.SIGINT)
+
+    assert after == [(True, False), (True, True), (True, True)]  # (stop, stop_now)
+    assert interruption.exit_code == 143  # the first signal's
+    stopping_now = (
+        "stopping now: running flows are being cancelled and handed back to SWF for "
+        "another worker (nothing unfinished is marked done)…"
+    )
+    assert capsys.readouterr().err.splitlines() == [
+        "interrupted: running flows get up to 30 s to finish; no new work is taken, and "
+        "nothing unfinished is marked done (interrupt again to stop now)",
+        stopping_now,
+        stopping_now,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("interruption", "after"),
+    [
+        # run, plan, steps ...: the first signal cancels the command, watching included
+        (Interruption(), [(True, False)]),
+        # rerun and swf submit: they stop themselves, and later signals only print
+        (Interruption(cancels=False, later="stopping, writing the retry file…"),
+         [(True, False)] * 3),
+    ],
+    ids=["cancels", "stops-itself"],
+)  # fmt: skip
+async def test_a_second_signal_to_any_other_command_sets_nothing_more(
+    interruption: Interruption, after: list[tuple[bool, bool]]
+) -> None:
+    assert await deliver(interruption, signal.SIGINT, signal.SIGINT, signal.SIGTERM) == after
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

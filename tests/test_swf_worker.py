@@ -426,6 +426,12 @@ async def assert_cancelled_and_handed_back(
     assert [r.outcome for r in reports] == ["stopped"]
     assert reports[0].duration > 0  # how long the flow ran, not "0.00 s"
     assert await markers(store) == []  # cancelled: not marked
+    await assert_handed_back(aws)
+
+
+async def assert_handed_back(aws: MotoServer) -> None:
+    """The only execution's attempt was handed back to SWF as drained, and no
+    worker has taken it since."""
     async with aws.session().client("swf", endpoint_url=aws.endpoint_url) as client:
         found = await swf_status(DOMAIN, session=aws.session(), endpoint_url=aws.endpoint_url)
         assert found.counts["open"] == 1  # handed back; no worker decided since
@@ -440,6 +446,29 @@ async def assert_cancelled_and_handed_back(
     attributes = failed["activityTaskFailedEventAttributes"]
     assert attributes["reason"] == "the worker stopped before the flow ended"
     assert json.loads(attributes["details"])["drained"] is True  # retried without counting
+
+
+async def test_a_second_signal_to_a_draining_worker_process_hands_its_flows_back_at_once(
+    aws: MotoServer, domain: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    flag, slow, store = tmp_path / "started", f"{FLOWS}:slow", tmp_path / "store"
+    worker = Worker(
+        aws, tmp_path, "w", slow, "--domain", DOMAIN, "--store", f"file:{store}", "--json",
+        "--drain", "3600",
+    )  # fmt: skip
+    workers.append(worker)
+    await worker.ready()
+    await start(aws, prepare(slow, params={"started": str(flag), "seconds": "3600"}), "long")
+    await until(flag.exists)
+    worker.process.send_signal(signal.SIGTERM)
+    await until(lambda: "interrupted" in worker.stderr_path.read_text())  # draining
+
+    assert worker.stop(signal.SIGINT, timeout=60) == 0  # the bound is a hang guard
+
+    assert [line["outcome"] for line in worker.lines()] == ["stopped"]
+    assert await markers(store) == []
+    await assert_handed_back(aws)
+    assert "stopping now: running flows are being cancelled" in worker.stderr_path.read_text()
 
 
 def every_line_json(text: str) -> list[dict[str, Any]]:

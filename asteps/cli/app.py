@@ -111,7 +111,11 @@ class Interruption:
     The first signal stops the command and prints ``first``: the command is
     cancelled, or, for a command that stops itself (``rerun``, a draining SWF
     worker), ``stop`` is set and the command finishes on its own. Later signals
-    only print ``later``: a clean stop always finishes.
+    only print ``later``: a clean stop always finishes. With
+    ``second_stops_now``, the second signal also sets ``stop_now``, for a
+    command whose clean stop can be cut short without losing anything (the
+    SWF worker hands its running flows back to SWF at once instead of waiting
+    out its drain); a third only prints.
     """
 
     def __init__(
@@ -123,22 +127,28 @@ class Interruption:
             "nothing unfinished is marked done)"
         ),
         later: str = "stopping…",
+        second_stops_now: bool = False,
     ) -> None:
         self.cancels = cancels
         self.first = first
         self.later = later
+        self.second_stops_now = second_stops_now
         self.signum: int | None = None
         self.stop: anyio.Event | None = None
+        self.stop_now: anyio.Event | None = None
 
     @property
     def exit_code(self) -> int:
-        """128 + the signal's number, as a shell reports it: 130 SIGINT, 143 SIGTERM."""
+        """128 + the first signal's number, as a shell reports it: 130 SIGINT, 143 SIGTERM."""
         return 128 + (self.signum or signal.SIGINT)
 
     async def watch(self, signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
         async for signum in signals:
             if self.signum is not None:
                 tell(self.later, logging.WARNING, style="yellow")
+                if self.second_stops_now:
+                    assert self.stop_now is not None
+                    self.stop_now.set()
                 continue
             self.signum = signum
             tell(self.first, logging.WARNING, style="yellow")
@@ -191,7 +201,7 @@ async def _with_signals(
 ) -> T | None:
     result: T | None = None
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        interruption.stop = anyio.Event()
+        interruption.stop, interruption.stop_now = anyio.Event(), anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(interruption.watch, signals, tg.cancel_scope)
             result = await fn(*args)

@@ -1,5 +1,6 @@
 """``asteps swf worker``: run a flow for the executions SWF hands out, until
-stopped (SIGINT or SIGTERM drains it: exit 0)."""
+stopped (SIGINT or SIGTERM drains it, a second one ends the drain at once:
+exit 0)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ from .swf import swf, swf_options, task_list_option, version_option
     default=30.0,
     show_default=True,
     type=FiniteFloat(min=0, max=MAX_DELAY),
-    help="On SIGINT/SIGTERM, seconds running flows get to finish.",
+    help="On SIGINT/SIGTERM, seconds running flows get to finish (a second signal cuts it short).",
 )
 @store_option
 @click.option(
@@ -108,7 +109,8 @@ def worker(
     workflow attempt finished (JSON lines on stdout with --json). SIGINT or
     SIGTERM stops polling and lets running flows finish within --drain
     seconds; those still running then are cancelled (no step is marked) and
-    handed back to SWF for another worker, without using up an attempt.
+    handed back to SWF for another worker, without using up an attempt. A
+    second SIGINT or SIGTERM does that at once, without waiting out --drain.
 
     Flows run on --store; an execution may name another store only if it is
     listed with --allow-store. Each execution is retried by its own policy,
@@ -159,7 +161,7 @@ def worker(
             f"up to {concurrency} flows at once (Ctrl-C to stop)",
             logging.INFO,
         )
-        stats = await the_worker.run(interruption.stop)
+        stats = await the_worker.run(interruption.stop, stop_now=interruption.stop_now)
         flows = ", ".join(f"{n} {what}" for what, n in sorted(stats.flows.items())) or "none"
         tell(f"worker stopped: flows {flows}; {stats.decisions} decisions", logging.INFO)
         return 0
@@ -168,14 +170,19 @@ def worker(
 
 
 def worker_interruption(drain: float) -> Interruption:
-    """What SIGINT and SIGTERM do to a worker: the first drains it (``stop``)."""
+    """What SIGINT and SIGTERM do to a worker: the first drains it (``stop``),
+    the second ends the drain at once (``stop_now``), a third only prints."""
     return Interruption(
         cancels=False,
         first=(
             f"interrupted: running flows get up to {drain:g} s to finish; no new work is "
-            "taken, and nothing unfinished is marked done"
+            "taken, and nothing unfinished is marked done (interrupt again to stop now)"
         ),
-        later=f"stopping: running flows get up to {drain:g} s to finish…",
+        later=(
+            "stopping now: running flows are being cancelled and handed back to SWF for "
+            "another worker (nothing unfinished is marked done)…"
+        ),
+        second_stops_now=True,
     )
 
 
