@@ -417,6 +417,19 @@ async def test_stop_now_alone_stops_polling_and_hands_the_running_flows_back_at_
     assert "1 flow(s) still running when asked to stop at once: cancelling them" in caplog.text
 
 
+async def test_a_worker_stopped_with_nothing_running_warns_of_nothing_even_with_no_drain(
+    aws: MotoServer, domain: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``drain=0`` the drain's time is up at once, but no flow runs: there
+    is nothing to cancel, and no warning that "0 flow(s)" are being cancelled."""
+    worker = in_process_worker(aws, f"{FLOWS}:slow", tmp_path / "store", drain=0)
+    stop = anyio.Event()
+    stop.set()
+    with anyio.fail_after(60):  # a hang guard only
+        await worker.run(stop)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 async def assert_cancelled_and_handed_back(
     aws: MotoServer, reports: list[Any], store: Path
 ) -> None:

@@ -226,12 +226,13 @@ class SwfWorker:
         )
         with anyio.move_on_after(self.drain) as waiting:
             await _either(self._none_running, stop_now)
-        if waiting.cancelled_caught:
-            why = f"after the {self.drain}s drain"
-        elif self._running:  # what else ends the wait with flows running
-            why = "when asked to stop at once"
-        else:
+        if not self._running:  # all ended (with no drain, its time was up at once)
             return
+        why = (
+            f"after the {self.drain}s drain"
+            if waiting.cancelled_caught
+            else "when asked to stop at once"
+        )
         logger.warning("%d flow(s) still running %s: cancelling them", len(self._running), why)
         for scope in self._running.values():
             scope.cancel()
