@@ -127,7 +127,7 @@ class UnmarkError(StoreError):
             what = f"{len(left):,} of {len(wanted):,} marker(s) in {where} were not removed "
             what += "(the others were)"
         else:
-            what = f"none of the {len(wanted):,} marker(s) in {where} were removed"
+            what = f"none of the {len(wanted):,} marker(s) in {where} is known to be removed"
         return cls(f"{what}: {said}; not removed: {shown}", left, prefix=prefix)
 
 

@@ -30,7 +30,7 @@ def test_an_unmark_error_shows_the_most_frequent_reasons_first_and_whole_when_sh
     failed.update(dict.fromkeys(wanted[MAX_REASONS_SHOWN + 1 :], "denied"))
     message = str(UnmarkError.of("here", wanted, failed, prefix="p/"))
     shared = 10 - MAX_REASONS_SHOWN - 1
-    assert f"were removed: {shared:,} as denied; 1 as odd n.0;" in message
+    assert f"is known to be removed: {shared:,} as denied; 1 as odd n.0;" in message
     assert "and 2 other reasons" in message
     assert f"odd n.{MAX_REASONS_SHOWN}" not in message
 
@@ -40,5 +40,7 @@ def test_an_unmark_error_that_removed_nothing_does_not_say_the_others_were() -> 
     message says all were left, and nothing about markers removed."""
     wanted = ["a", "b"]
     message = str(UnmarkError.of("here", wanted, dict.fromkeys(wanted, "denied"), prefix="p/"))
-    assert message.startswith("none of the 2 marker(s) in here were removed: 2 as denied;")
+    assert message.startswith(
+        "none of the 2 marker(s) in here is known to be removed: 2 as denied;"
+    )
     assert "the others were" not in message

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import socket
+import struct
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
@@ -187,12 +190,75 @@ async def test_an_unmark_stops_at_the_first_batch_when_the_store_cannot_be_reach
     assert error.not_removed == names
     assert isinstance(error.__cause__, StoreUnreachable)
     message = str(error)
-    assert message.startswith("none of the 2,001 marker(s) in bucket 'steps' under prefix ")
+    assert message.startswith(
+        "none of the 2,001 marker(s) in bucket 'steps' under prefix 'wf/steps/' is known to be "
+        "removed"
+    )
     assert "1,001 as not tried, as the store could not be reached; " in message
     assert (
         f"1,000 as cannot remove markers from bucket 'steps' under prefix 'wf/steps/': "
         f"endpoint {endpoint} is unreachable" in message
     )
+
+
+async def test_a_connection_broken_once_the_request_was_sent_is_no_unreachable_store(
+    aws: Any,  # for its credentials
+) -> None:
+    """The endpoint takes the connection and the request, then resets it (a
+    load balancer, a crashing server): the request may have been applied, and
+    the next one may go through. That is no StoreUnreachable: every batch is
+    tried, and the message says the connection broke, not that the endpoint
+    is unreachable, nor that none was removed."""
+    requests: list[bytes] = []
+
+    async def take_then_reset(stream: anyio.abc.SocketStream) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive()
+        requests.append(head.split(b" ", 1)[0])
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()  # with no linger: a reset
+
+    names = [f"n.{i:04d}" for i in range(2001)]  # three batches
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    endpoint = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+    config = AioConfig(retries={"total_max_attempts": 1})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, take_then_reset)
+        async with S3Store("steps", endpoint_url=endpoint, client_config=config) as store:
+            with pytest.raises(UnmarkError) as info:
+                await store.unmark(PREFIX, names)
+        tg.cancel_scope.cancel()
+    assert requests == [b"POST"] * 3  # every batch was tried
+    error = info.value
+    assert error.not_removed == names
+    assert isinstance(error.__cause__, StoreError)
+    assert not isinstance(error.__cause__, StoreUnreachable)
+    message = str(error)
+    assert "is unreachable" not in message
+    assert "is known to be removed" in message
+
+
+async def test_a_proxy_that_cannot_be_reached_is_an_unreachable_store(
+    aws: Any,  # for its credentials
+) -> None:
+    """Every request goes through the proxy: when no connection to it can be
+    made, the store cannot be reached, and an unmark stops at the first batch
+    (the message says to check the proxy)."""
+    from .conftest import RequestCounter
+
+    names = [f"n.{i:04d}" for i in range(2001)]  # three batches
+    proxy = f"http://127.0.0.1:{await closed_port()}"
+    config = AioConfig(retries={"total_max_attempts": 1}, proxies={"http": proxy})
+    endpoint = f"http://127.0.0.1:{await closed_port()}"  # never reached: the proxy is first
+    async with S3Store("steps", endpoint_url=endpoint, client_config=config) as store:
+        counter = RequestCounter().attach(store.client)
+        with pytest.raises(UnmarkError) as info:
+            await store.unmark(PREFIX, names)
+    assert counter.calls["DeleteObjects"] == 1
+    assert isinstance(info.value.__cause__, StoreUnreachable)
+    assert "check the proxy" in str(info.value)
 
 
 async def test_server_side_encryption_applies_to_every_marker(aws: Any) -> None:

@@ -5,14 +5,17 @@ says what to check. ``s3.py`` holds the requests; this module, the sentences.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
+import aiohttp
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
+    ProxyConnectionError,
     ReadTimeoutError,
 )
 
@@ -20,8 +23,23 @@ from ..errors import StoreError, StoreUnreachable, UnmarkError
 
 DENIED = ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId")
 
-UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError)
-"""No connection to the endpoint could be made: said as :class:`StoreUnreachable`."""
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether no connection to the endpoint, or to its proxy, could be made:
+    then every request fails the same way (:class:`StoreUnreachable`).
+
+    A connection that broke once the request was on its way is not: the
+    request may have been applied, and the next one may go through.
+    aiobotocore raises ``EndpointConnectionError`` for both, and passes what
+    aiohttp raised as its ``error``: a connector error or a failed name lookup
+    is the connection not made.
+    """
+    if isinstance(exc, ConnectTimeoutError | ProxyConnectionError):
+        return True
+    if isinstance(exc, EndpointConnectionError):
+        cause = exc.kwargs.get("error")
+        return isinstance(cause, aiohttp.ClientConnectorError | socket.gaierror)
+    return False
 
 
 @dataclass(frozen=True)
@@ -57,10 +75,17 @@ class Explainer:
                 "(read_timeout), in any attempt; check the endpoint and the network, or "
                 "raise read_timeout with client_config=AioConfig(read_timeout=...)"
             )
-        elif isinstance(exc, UNREACHABLE):
+        elif isinstance(exc, ProxyConnectionError):
+            hint = f"{exc}; check the proxy (HTTPS_PROXY, or client_config's proxies)"
+        elif unreachable(exc):
             hint = (
                 f"endpoint {self.endpoint} is unreachable; check endpoint_url, the network "
                 "and the region"
+            )
+        elif isinstance(exc, EndpointConnectionError):
+            hint = (
+                f"the connection to endpoint {self.endpoint} broke during the request "
+                f"({exc.kwargs.get('error')}); it may have been applied: check the network"
             )
         elif isinstance(exc, NoCredentialsError):
             hint = (
@@ -69,7 +94,7 @@ class Explainer:
             )
         else:
             hint = str(exc)
-        kind = StoreUnreachable if isinstance(exc, UNREACHABLE) else StoreError
+        kind = StoreUnreachable if unreachable(exc) else StoreError
         return kind(f"cannot {doing} {self.where(prefix)}: {hint}", prefix=prefix)
 
     def not_removed(self, prefix: str, wanted: list[str], failed: dict[str, str]) -> UnmarkError:
