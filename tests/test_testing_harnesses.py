@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from asteps import InvalidPrefix, MemoryStore, Runner, S3Store
-from asteps.stores import ChecksPrefixes
+from asteps._telemetry import store_kind
 from asteps.testing import LatencyProxy, LatencyStore, MotoServer, moto_server
 
 from .conftest import PrefixCheckingStore
@@ -40,17 +40,27 @@ async def test_the_latency_store_delays_every_call_and_keeps_to_its_limit() -> N
 def test_a_runner_over_the_latency_store_has_the_wrapped_store_check_its_prefix() -> None:
     """A runner checks its prefix once, when it is built, with a store that
     refuses some (``ChecksPrefixes``, as S3Store does): over a LatencyStore
-    it is refused as over the bare store, and a store that checks nothing
-    gives a LatencyStore that checks nothing."""
+    (or a subclass of it) it is refused as over the bare store, and over a
+    store that checks nothing, every prefix passes."""
     picky = PrefixCheckingStore()
-    for store in (picky, LatencyStore(picky, latency=0)):
+
+    class Mine(LatencyStore):
+        pass
+
+    for store in (picky, LatencyStore(picky, latency=0), Mine(picky, latency=0)):
         with pytest.raises(InvalidPrefix, match="is refused"):
             Runner(store, "refused")
         Runner(store, "wf")
-    assert picky.checked == ["refused/steps/", "wf/steps/"] * 2
-    assert isinstance(LatencyStore(picky, latency=0), ChecksPrefixes)
-    assert not isinstance(LatencyStore(MemoryStore(), latency=0), ChecksPrefixes)
-    assert not isinstance(LatencyStore(latency=0), ChecksPrefixes)
+    assert picky.checked == ["refused/steps/", "wf/steps/"] * 3
+    Runner(LatencyStore(MemoryStore(), latency=0), "refused")
+    Runner(LatencyStore(latency=0), "refused")
+
+
+def test_a_latency_store_is_named_latency_in_telemetry_whatever_it_wraps() -> None:
+    """The store's kind on spans and metrics (``asteps.store.kind``) is
+    ``latency``, over a store that checks prefixes as over one that does not."""
+    assert store_kind(LatencyStore(PrefixCheckingStore(), latency=0)) == "latency"
+    assert store_kind(LatencyStore(latency=0)) == "latency"
 
 
 @pytest.mark.parametrize(

@@ -31,21 +31,11 @@ class LatencyStore(Wrapper):
     ``calls`` counts the calls by method; ``peak_in_flight`` is the most calls
     that were in flight at once.
 
-    Over a store that checks prefixes (:class:`~asteps.stores.ChecksPrefixes`,
-    as S3Store does), the LatencyStore checks them too, through the wrapped
-    store, at once and uncounted (a check makes no request); over any other
-    store, it is no ``ChecksPrefixes`` either. As the traced stores do, the
-    wrapper has the optional capability exactly when the wrapped store has it:
-    the constructor builds the subclass that adds it.
+    A prefix is checked as the wrapped store checks it
+    (:class:`~asteps.stores.ChecksPrefixes`, as S3Store does), at once and
+    uncounted (a check makes no request); over a store that checks none,
+    every prefix passes.
     """
-
-    def __new__(cls, inner: Any = None, **options: Any) -> LatencyStore:
-        chosen = (
-            _PrefixCheckingLatencyStore
-            if cls is LatencyStore and isinstance(inner, ChecksPrefixes)
-            else cls
-        )
-        return super().__new__(chosen)
 
     def __init__(
         self,
@@ -126,12 +116,7 @@ class LatencyStore(Wrapper):
     def _wrapped(self) -> Any:
         return self.inner
 
-
-class _PrefixCheckingLatencyStore(LatencyStore):
-    """A :class:`LatencyStore` over a store that checks prefixes: it checks
-    them too (what ``LatencyStore(...)`` builds over such a store)."""
-
     def check_prefix(self, prefix: str) -> None:
-        """The wrapped store's check, undelayed: it makes no request."""
-        assert isinstance(self.inner, ChecksPrefixes)
-        self.inner.check_prefix(prefix)
+        """The wrapped store's check, if it has one, undelayed and uncounted."""
+        if isinstance(self.inner, ChecksPrefixes):
+            self.inner.check_prefix(prefix)
