@@ -18,7 +18,7 @@ import boto3
 import pytest
 from click.testing import CliRunner, Result
 
-from asteps.cli.app import Interruption
+from asteps.cli.app import SAME_STOP_WITHIN, Interruption
 from asteps.cli.swf_worker import worker_interruption
 from asteps.testing import MotoServer
 
@@ -841,7 +841,8 @@ async def deliver(interruption: Interruption, *signums: int) -> list[tuple[bool,
 async def test_a_second_signal_to_a_draining_worker_stops_it_now_and_a_third_only_says_so(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    interruption = worker_interruption(drain=30)
+    times = iter([0.0, 5.0, 9.0])  # the clock as each signal comes: seconds apart
+    interruption = worker_interruption(drain=30, clock=lambda: next(times))
 
     after = await deliver(interruption, signal.SIGTERM, signal.SIGINT, signal.SIGINT)
 
@@ -857,6 +858,27 @@ async def test_a_second_signal_to_a_draining_worker_stops_it_now_and_a_third_onl
         stopping_now,
         stopping_now,
     ]
+
+
+async def test_a_second_signal_right_after_the_first_is_the_same_stop_for_a_worker(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Some process managers send two signals for one stop (a terminal's SIGINT
+    to the process group, then their own SIGTERM): a signal within
+    ``SAME_STOP_WITHIN`` of the first does not cut the drain short, and says
+    so; one after it does."""
+    times = iter([0.0, SAME_STOP_WITHIN / 10, SAME_STOP_WITHIN + 0.5])
+    interruption = worker_interruption(drain=30, clock=lambda: next(times))
+
+    after = await deliver(interruption, signal.SIGINT, signal.SIGTERM, signal.SIGINT)
+
+    assert after == [(True, False), (True, False), (True, True)]  # (stop, stop_now)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[1] == (
+        "a second signal within 1 s of the first is taken for the same stop; send another "
+        "to stop now"
+    )
+    assert lines[2].startswith("stopping now: running flows are being cancelled")
 
 
 @pytest.mark.parametrize(

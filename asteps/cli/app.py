@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -104,6 +105,11 @@ __all__ = [
 
 T = TypeVar("T")
 
+SAME_STOP_WITHIN = 1.0
+"""Seconds after the first signal in which another counts as the same stop:
+some process managers send two for one (a terminal's SIGINT to the whole
+process group, then the manager's own SIGTERM to its children)."""
+
 
 class Interruption:
     """SIGINT and SIGTERM while a command runs.
@@ -115,7 +121,8 @@ class Interruption:
     ``second_stops_now``, the second signal also sets ``stop_now``, for a
     command whose clean stop can be cut short without losing anything (the
     SWF worker hands its running flows back to SWF at once instead of waiting
-    out its drain); a third only prints.
+    out its drain); a third only prints. A signal within ``SAME_STOP_WITHIN``
+    seconds of the first is taken for the same stop, and says so.
     """
 
     def __init__(
@@ -128,12 +135,15 @@ class Interruption:
         ),
         later: str = "stopping…",
         second_stops_now: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cancels = cancels
         self.first = first
         self.later = later
         self.second_stops_now = second_stops_now
+        self.clock = clock
         self.signum: int | None = None
+        self.first_at = 0.0
         self.stop: anyio.Event | None = None
         self.stop_now: anyio.Event | None = None
 
@@ -145,12 +155,20 @@ class Interruption:
     async def watch(self, signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
         async for signum in signals:
             if self.signum is not None:
+                if self.second_stops_now and self.clock() - self.first_at < SAME_STOP_WITHIN:
+                    tell(
+                        f"a second signal within {SAME_STOP_WITHIN:g} s of the first is taken "
+                        "for the same stop; send another to stop now",
+                        logging.WARNING,
+                        style="yellow",
+                    )
+                    continue
                 tell(self.later, logging.WARNING, style="yellow")
                 if self.second_stops_now:
                     assert self.stop_now is not None
                     self.stop_now.set()
                 continue
-            self.signum = signum
+            self.signum, self.first_at = signum, self.clock()
             tell(self.first, logging.WARNING, style="yellow")
             assert self.stop is not None
             self.stop.set()

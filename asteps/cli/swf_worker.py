@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -169,10 +170,12 @@ def worker(
     sys.exit(run_async(work, interruption=interruption))
 
 
-def worker_interruption(drain: float) -> Interruption:
+def worker_interruption(drain: float, clock: Callable[[], float] = time.monotonic) -> Interruption:
     """What SIGINT and SIGTERM do to a worker: the first drains it (``stop``),
-    the second ends the drain at once (``stop_now``), a third only prints."""
+    the second ends the drain at once (``stop_now``), unless it came within a
+    second of the first (the same stop, sent twice); a third only prints."""
     return Interruption(
+        clock=clock,
         cancels=False,
         first=(
             f"interrupted: running flows get up to {drain:g} s to finish; no new work is "
