@@ -360,24 +360,31 @@ def steps_unmark(
         done = sum(len(n) for n in removed.values())
         out().print(f"removed {done} of {count} marker(s)" if left else f"removed {done} marker(s)")
     if left:
+        skipped = set(not_attempted)  # one line for them all, however many
         for wid in left:
+            if wid not in skipped:
+                tell(
+                    f"workflow {wid}: {failures[wid]}",
+                    logging.ERROR,
+                    label=ERROR_LABEL,
+                    workflow_id=wid,
+                )
+        if not_attempted:
+            first = ", ".join(not_attempted[:5])
+            more = len(not_attempted) - 5
             tell(
-                f"workflow {wid}: {failures[wid]}",
+                f"{len(not_attempted)} workflow(s) were not attempted, as the store could not "
+                f"be reached: {first}"
+                + (f" and {more} more (--json lists them all)" if more > 0 else ""),
                 logging.ERROR,
                 label=ERROR_LABEL,
-                workflow_id=wid,
             )
         summary = (
             f"{sum(len(n) for n in left.values())} marker(s) of {len(left)} workflow(s) "
-            "were not removed (each workflow named above)"
+            "were not removed (each named above)"
         )
         if removed:
             summary += "; the others were"
-        if not_attempted:
-            summary += (
-                f"; {len(not_attempted)} of these workflow(s) were not attempted, as the "
-                "store could not be reached"
-            )
         tell(summary, logging.ERROR, label=ERROR_LABEL)
         sys.exit(EXIT_STORE)
 

@@ -222,14 +222,14 @@ class SwfWorker:
 
     async def _drain(self, stop_now: anyio.Event) -> None:
         logger.info(
-            "stopping: %d flow(s) running get up to %ss to finish", len(self._running), self.drain
+            "stopping: %d flow(s) running get up to %gs to finish", len(self._running), self.drain
         )
         with anyio.move_on_after(self.drain) as waiting:
             await _either(self._none_running, stop_now)
         if not self._running:  # all ended (with no drain, its time was up at once)
             return
         why = (
-            f"after the {self.drain}s drain"
+            f"after the {self.drain:g}s drain"
             if waiting.cancelled_caught
             else "when asked to stop at once"
         )
