@@ -457,11 +457,11 @@ def test_steps_unmark_goes_on_after_a_workflow_it_cannot_unmark_and_names_it(
 ) -> None:
     # One workflow's failure cancelled the removals of the others: an operator
     # could not tell which workflows were left unmarked.
-    import asteps.cli.steps
+    import asteps.cli.steps_unmark
 
     ids = write_ids(tmp_path / "ids.txt", ["w1", "w2", "w3"])
     invoke(cli, "steps", "mark", "--ids", ids, "report", "report.pdf")
-    listed = asteps.cli.steps._find_matching
+    listed = asteps.cli.steps_unmark._find_matching
 
     async def then_blocked(*args: Any) -> dict[str, list[str]]:
         found = await listed(*args)
@@ -471,8 +471,8 @@ def test_steps_unmark_goes_on_after_a_workflow_it_cannot_unmark_and_names_it(
         (marker / "inside").mkdir(parents=True)
         return found
 
-    monkeypatch.setattr(asteps.cli.steps, "_find_matching", then_blocked)
-    monkeypatch.setattr(asteps.cli.steps, "BULK_CONCURRENCY", 1)  # w3 after w2, for sure
+    monkeypatch.setattr(asteps.cli.steps_unmark, "_find_matching", then_blocked)
+    monkeypatch.setattr(asteps.cli.steps_unmark, "BULK_CONCURRENCY", 1)  # w3 after w2, for sure
     result = invoke(cli, "steps", "unmark", "--ids", ids, "report", "--yes", "--json")
     assert result.exit_code == 3, result.output  # the store could not be used
     assert as_json(result) == {
@@ -499,21 +499,21 @@ def test_steps_unmark_stops_at_the_first_workflow_when_the_store_cannot_be_reach
     those not attempted are said so. A workflow whose markers the store
     refuses does not stop the others (the test above)."""
     import asteps._aws
-    import asteps.cli.steps
+    import asteps.cli.steps_unmark
 
     boto3.client("s3", endpoint_url=aws.endpoint_url).create_bucket(Bucket="steps")
     store = f"s3://steps?endpoint_url={flaky.endpoint_url}"  # moto, behind a proxy
     ids = write_ids(tmp_path / "ids.txt", ["w1", "w2", "w3"])
     invoke(cli, "steps", "mark", "--ids", ids, "report", "--store", store)
-    listed = asteps.cli.steps._find_matching
+    listed = asteps.cli.steps_unmark._find_matching
 
     async def then_down(*args: Any) -> dict[str, list[str]]:
         found = await listed(*args)
         flaky.close()  # nothing listens at the store's endpoint any more
         return found
 
-    monkeypatch.setattr(asteps.cli.steps, "_find_matching", then_down)
-    monkeypatch.setattr(asteps.cli.steps, "BULK_CONCURRENCY", 1)  # w2 after w1, for sure
+    monkeypatch.setattr(asteps.cli.steps_unmark, "_find_matching", then_down)
+    monkeypatch.setattr(asteps.cli.steps_unmark, "BULK_CONCURRENCY", 1)  # w2 after w1, for sure
     # One attempt a request: no backoff to wait through before w1 fails.
     one_attempt = {"mode": "standard", "total_max_attempts": 1}
     monkeypatch.setattr(asteps._aws, "DEFAULT_RETRIES", one_attempt)
