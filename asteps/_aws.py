@@ -20,7 +20,10 @@ SETUP_ERRORS: tuple[type[Exception], ...] = (BotoCoreError, ValueError)
 ``AWS_ENDPOINT_URL`` that is not a URL, a plain ``ValueError``. The user's to
 fix, so each caller says it as its own error, with :data:`SETUP_HINT`."""
 
-SETUP_HINT = "check AWS_ENDPOINT_URL, AWS_PROFILE, AWS_REGION and the AWS config files"
+SETUP_HINT = (
+    "check AWS_ENDPOINT_URL, AWS_PROFILE, AWS_DEFAULT_REGION (botocore does not read "
+    "AWS_REGION) and the AWS config files"
+)
 
 
 def client_config(override: AioConfig | None = None, **defaults: Any) -> AioConfig:

@@ -52,3 +52,23 @@ def test_a_bad_aws_environment_exits_3_with_one_line_naming_what_to_check(
     said = " ".join(result.stderr.split("error: ", 1)[-1].split())  # a worker says hello first
     assert "error: cannot open an" in result.stderr, result.stderr
     assert variable.removeprefix("AWS_DEFAULT_").removeprefix("AWS_") in said
+
+
+@pytest.mark.parametrize("command", COMMANDS[1:])  # SWF needs a region; moto's S3 does not
+def test_no_region_names_the_variable_botocore_reads_not_aws_region(
+    aws: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: object, command: list[str]
+) -> None:
+    """botocore reads a region from AWS_DEFAULT_REGION (or the config files),
+    never from AWS_REGION: a user who set only AWS_REGION is told which
+    variable to set, not pointed back at the one that does nothing."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/asteps-test-aws-config")
+
+    result = CliRunner().invoke(main, command)
+
+    assert result.exit_code == 3, result.output
+    said = " ".join(result.stderr.split("error: ", 1)[-1].split())
+    assert "AWS_DEFAULT_REGION" in said
+    assert "does not read AWS_REGION" in said

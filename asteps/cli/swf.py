@@ -2,7 +2,7 @@
 machines by Amazon SWF.
 
 Credentials, region and endpoint come from the standard AWS environment
-(``AWS_PROFILE``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``...) or ``--endpoint-url``.
+(``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``...) or ``--endpoint-url``.
 Exit codes as for ``rerun``: 0 ok; 1 some ids refused (submit); 2 bad usage
 or input, or the domain is not set up; 3 SWF or the store could not be
 reached or used; 130 interrupted (143 for SIGTERM; a worker stops cleanly

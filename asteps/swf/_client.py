@@ -125,7 +125,7 @@ async def open_swf_client(
     closed on exit: for :func:`init_domain`, or calls of your own.
 
     Credentials, region and endpoint come from the standard AWS environment
-    (``AWS_PROFILE``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``...) unless given.
+    (``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``...) unless given.
     """
     options = SwfClientOptions(session, endpoint_url, region_name, client_config)
     async with AsyncExitStack() as stack:
