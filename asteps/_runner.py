@@ -68,7 +68,7 @@ from ._step import Marker, Step, StepOptions, StepOutcome
 from ._telemetry import StepSpan
 from ._turns import NOTHING_KEPT, Turn, Turns, add, markers_readable, needs_body
 from .errors import ClaimsNotSupported, ResultMissing
-from .stores.base import ChecksPrefixes, DoneStore, HoldsClaims
+from .stores.base import ChecksPrefixes, DoneStore, HoldsClaims, check_store
 
 logger = logging.getLogger("asteps")
 
@@ -114,6 +114,7 @@ class Runner(Phases):
         retry: Retry | None = None,
         time_limit: float | None = None,
     ) -> None:
+        check_store(store)
         self.workflow_id = validate_workflow_id(workflow_id)
         self.prefix = format_prefix(prefix, workflow_id, context)
         if isinstance(store, ChecksPrefixes):  # once, here: never per step

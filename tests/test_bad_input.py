@@ -42,6 +42,10 @@ CASES: list[tuple[str, Callable[[MemoryStore], Any], type[Exception], str]] = [
     ("id with surrogate", lambda s: Runner(s, "a\udcff"), InvalidStepName, "U+DCFF"),
     ("id of 256 bytes", lambda s: Runner(s, LONG_ID), InvalidStepName, "limit is 255"),
     ("id not a string", lambda s: Runner(s, 42), InvalidStepName, "non-empty string"),
+    # the store
+    ("store URL", lambda s: Runner("file:.asteps", "wf"), TypeError, "asteps.open_store"),
+    ("store class", lambda s: Runner(MemoryStore, "wf"), TypeError, "got the class"),
+    ("store None", lambda s: Runner(None, "wf"), TypeError, "MemoryStore, FileStore"),
     # prefix templates
     (
         "prefix with unknown key",

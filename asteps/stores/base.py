@@ -73,6 +73,27 @@ class DoneStore(Protocol):
         ...
 
 
+def check_store(store: object) -> None:
+    """Refuse what cannot be a runner's store, saying what to pass instead:
+    a class, a store URL, or an object without ``list_done`` and ``mark_done``
+    (the two methods a runner calls)."""
+    if isinstance(store, type):
+        raise TypeError(
+            f"store must be a store object, got the class {store.__name__}: "
+            f"call it, e.g. {store.__name__}(...)"
+        )
+    if isinstance(store, str):
+        raise TypeError(
+            f"store must be a store object, got the string {store!r}: for a store URL, "
+            "open it with asteps.open_store (async with open_store(url) as store: ...)"
+        )
+    if not all(callable(getattr(store, method, None)) for method in ("list_done", "mark_done")):
+        raise TypeError(
+            "store must be a DoneStore (MemoryStore, FileStore, S3Store, or an object "
+            f"with async list_done and mark_done), got {store!r}"
+        )
+
+
 @runtime_checkable
 class ReadsMarkers(Protocol):
     """A store that can read a marker's body, as every store asteps ships can.
