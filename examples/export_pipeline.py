@@ -14,14 +14,12 @@ Set the parameter `fail=export.csv` to make a step fail, as a broken export woul
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 
 from asteps import Group, Runner
 
 
-async def flow(runner: Runner, *, fail: str = "", delay: str = "0.01", **_: Any) -> None:
+async def flow(runner: Runner, *, fail: str = "", delay: str = "0.01") -> None:
     pause = float(delay)
 
     async def work(name: str) -> str:

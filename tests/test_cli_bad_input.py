@@ -42,6 +42,7 @@ USAGE = [
     (["run", FLOW, "--workflow-id", "c1", "--skip", "a b"], "contains ' '"),
     (["run", FLOW, "--workflow-id", "c1", "--param", "novalue"], "key=value"),
     (["run", FLOW, "--workflow-id", "c1", "--param", "runner=1"], "runner argument"),
+    (["run", FLOW, "--workflow-id", "c1", "--param", "fial=export.csv"], "'fial'"),
     (["run", NO_PARAMS, "--workflow-id", "c1", "--param", "unknown=1"], "'unknown'"),
     (["run", "strict.py:needs", "--workflow-id", "c1"], "missing a required argument"),
     (["run", FLOW, "--workflow-id", "c1", "--prefix", "{nope}/"], "{nope}"),
