@@ -23,8 +23,12 @@ MAX_RESULT_BYTES = 16 * 1024 * 1024
 MAX_BODY_BYTES = MAX_RESULT_BYTES + 64 * 1024
 """The largest marker body read: the largest result, and room for simpleflow's keys."""
 
-# A JSON string, escapes included ("unrolled": no backtracking per character).
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A JSON string, escapes included ("unrolled": no backtracking per character),
+# or one never closed, which runs to the end of the text (a lone backslash
+# there included). So a match that starts always succeeds, in one pass: a
+# pattern that had to find the closing quote scanned to the end from every
+# quote of a string never closed, quadratic in the body's size.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = [0] * 256
 for _open in b"[{":
@@ -40,8 +44,10 @@ class JsonBoundsError(ValueError):
 def depth(raw: bytes) -> int:
     """How deeply arrays and objects nest in the JSON text ``raw``, without parsing it.
 
-    Brackets inside strings do not count. For text that is not JSON the count
-    may be too high, never too low before the first error a parser would stop at.
+    Brackets inside strings do not count, nor those after a string that is
+    never closed (a parser stops there). For text that is not JSON the count
+    may be too high, never too low before the first error a parser would stop
+    at. One pass over ``raw``, whatever it holds.
     """
     brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)

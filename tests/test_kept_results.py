@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from asteps import (
     StepOutcome,
 )
 from asteps._decision import ALREADY_PLAYED
-from asteps._json import MAX_BODY_BYTES, MAX_DEPTH, MAX_RESULT_BYTES
+from asteps._json import MAX_BODY_BYTES, MAX_DEPTH, MAX_RESULT_BYTES, depth
 from asteps.errors import MarkerBodyError, MarkersNotReadable, ResultNotKept
 from asteps.stores.base import parse_body
 
@@ -512,6 +514,34 @@ def test_a_body_that_cannot_be_decoded_is_one_marker_body_error(raw: bytes, says
 def test_brackets_inside_strings_do_not_count_as_depth() -> None:
     body = {"result": "[" * 1000, "version": '\\"[[[['}
     assert parse_body(json.dumps(body), "here") == body
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b'"' + b'\\"' * 2_000_000,  # a string never closed, of escaped quotes
+        b'"' + b'\\"' * 2_000_000 + b"\\",  # the same, ending on a lone backslash
+        b'{"a": "' + b'\\"[' * 1_000_000,
+    ],
+    ids=["unclosed", "trailing-backslash", "brackets-after"],
+)
+def test_the_depth_of_a_hostile_body_is_found_in_one_pass(hostile: bytes) -> None:
+    """A body of one string never closed, full of escaped quotes, made the
+    depth check scan to the end from every quote: quadratic, days at the
+    size bound. It takes one pass: checked in a child process, its timeout a
+    hang guard (one pass over these 4 MB takes milliseconds; the quadratic
+    scan, hours)."""
+    check = "import sys; from asteps._json import depth; print(depth(sys.stdin.buffer.read()))"
+    done = subprocess.run(
+        [sys.executable, "-c", check], input=hostile, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) <= 1  # what an unclosed string holds does not count
+
+
+def test_an_unclosed_string_still_hides_its_brackets_and_the_depth_before_it_counts() -> None:
+    assert depth(b'[[{"a": "[[[[') == 3
+    assert depth(b'[[{"a": "x"}, [[') == 4
 
 
 async def test_a_file_body_is_read_no_further_than_the_bound(tmp_path: Path) -> None:
