@@ -7,6 +7,8 @@ import errno
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -252,6 +254,34 @@ async def test_a_marker_that_links_out_of_the_root_is_not_done_nor_read(
     await store.mark_done("wf/steps/", "a", {"result": 2})  # replaces the link itself
     assert (outside / "steps" / "a").read_text() == '{"result": "secret"}'
     assert await store.read_marker("wf/steps/", "a") == {"result": 2}
+
+
+@pytest.mark.parametrize("planted", ["fifo", "directory"])
+def test_what_is_not_a_file_at_a_marker_path_is_no_marker_and_never_waited_on(
+    tmp_path: Path, planted: str
+) -> None:
+    """A FIFO planted at a marker's path made reading it wait for a writer
+    for ever (an exclusive runner reads the marker once it holds the claim):
+    what is not a regular file is no marker, as the listing says, and is
+    never waited on. Read in a child process, its timeout a hang guard."""
+    steps = tmp_path / "wf" / "steps"
+    steps.mkdir(parents=True)
+    if planted == "fifo":
+        os.mkfifo(steps / "a")
+    else:
+        (steps / "a").mkdir()
+    read = (
+        "import sys, anyio; from asteps import FileStore\n"
+        "async def main():\n"
+        "    store = FileStore(sys.argv[1])\n"
+        "    print(await store.list_done('wf/steps/'), await store.read_marker('wf/steps/', 'a'))\n"
+        "anyio.run(main)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", read, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["set()", "None"]
 
 
 # -- claims of exclusive steps stay inside the root too ---------------------------

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import secrets
+import stat
 import time
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from itertools import islice
@@ -226,12 +227,22 @@ class FileStore(BaseStore):
         if path.is_symlink():
             path = self._inside(path, prefix)
         try:
-            with path.open("rb") as f:
-                raw = f.read(MAX_BODY_BYTES + 1)  # more is refused: no need to read it
+            # O_NONBLOCK: a FIFO planted at the path must not make the open wait
+            # (it does nothing to a regular file).
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StoreError(f"cannot read marker {path}: {exc.strerror}", prefix=prefix) from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None  # no marker, as the listing says of anything but a file
+            with open(fd, "rb", closefd=False) as f:
+                raw = f.read(MAX_BODY_BYTES + 1)  # more is refused: no need to read it
+        except OSError as exc:
+            raise StoreError(f"cannot read marker {path}: {exc.strerror}", prefix=prefix) from exc
+        finally:
+            os.close(fd)
         return parse_body(raw, str(path))
 
     async def unmark(self, prefix: str, names: Iterable[str]) -> None:
