@@ -6,8 +6,10 @@ workflow (exit 1), and the others run. In every case the store stays empty.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -185,3 +187,36 @@ def test_an_undecodable_line_fails_alone_and_every_other_id_runs(
 def test_steps_list_with_an_undecodable_line_from_stdin_exits_2(cli: CliRunner) -> None:
     result = cli.invoke(main, ["steps", "list", "--ids", "-"], input=b"c1\n\xfe\n")
     assert_refused(result, 2, "line 2 is not UTF-8")
+
+
+class OneLineForever(io.RawIOBase):
+    """An ids file of one line that never ends (``--ids -`` fed from
+    /dev/zero): read in chunks, it can be refused; read line by line, the
+    first line would be read whole, however long."""
+
+    def __init__(self) -> None:
+        self.reads: list[int] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self.reads.append(len(buffer))
+        buffer[:] = b"x" * len(buffer)
+        return len(buffer)
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the ids file was read line by line: one line can be any size")
+
+
+def test_steps_read_an_ids_file_in_bounded_chunks_and_refuse_a_line_too_long() -> None:
+    """`steps list|mark|unmark --ids` read the file as `rerun` does, in chunks:
+    a 400 MB line took 860 MB of memory before its "too long" error."""
+    from asteps.cli.steps import targets
+
+    stream = OneLineForever()
+    with pytest.raises(SystemExit) as exited:
+        targets(None, stream, "{workflow_id}/steps/")  # type: ignore[arg-type]
+    assert exited.value.code == 2
+    assert stream.reads
+    assert max(stream.reads) <= 1 << 20

@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from .._concurrency import for_each
-from .._ids import BadId, numbered_ids
+from .._ids import BadId, numbered_ids, stream_chunks
 from .._names import (
     check_prefix_per_workflow,
     format_prefix,
@@ -73,7 +73,7 @@ def targets(workflow_id: str | None, ids_file: IO[bytes] | None, prefix: str) ->
         fail("give exactly one of --workflow-id or --ids", EXIT_USAGE)
     guarded(check_prefix_per_workflow, prefix)
     ids: dict[str, None] = {}  # in order, each once
-    for line, item in numbered_ids(ids_file):
+    for line, item in numbered_ids(stream_chunks(ids_file)):
         if isinstance(item, BadId):  # its reason names the line
             fail(f"--ids: {item.reason}: '{printable(item.text)}'", EXIT_USAGE)
         try:
