@@ -504,6 +504,9 @@ async def test_a_deeply_nested_body_reruns_a_step_on_a_new_version(raw_store: An
         (b'"a string"', "holds a str"),
         (b"\xff{}", "not JSON"),
         (b"{", "not JSON"),
+        # Python's json reads these; they are not JSON, and asteps never writes one.
+        (b'{"result": NaN}', "NaN is not a JSON value"),
+        (b'{"result": [1, -Infinity]}', "-Infinity is not a JSON value"),
     ],
 )
 def test_a_body_that_cannot_be_decoded_is_one_marker_body_error(raw: bytes, says: str) -> None:

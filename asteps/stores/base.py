@@ -26,7 +26,7 @@ import json
 import warnings
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, NoReturn, Protocol, Self, runtime_checkable
 
 import anyio
 
@@ -180,7 +180,7 @@ def parse_body(raw: bytes | str, where: str) -> Mapping[str, Any]:
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     try:
         check_bounds(data)
-        body = json.loads(data)
+        body = json.loads(data, parse_constant=_not_json)
     except JsonBoundsError as exc:
         raise MarkerBodyError(f"marker {where} is refused: {exc}") from None
     except ValueError as exc:
@@ -188,6 +188,13 @@ def parse_body(raw: bytes | str, where: str) -> Mapping[str, Any]:
     if not isinstance(body, dict):
         raise MarkerBodyError(f"marker {where} holds a {type(body).__name__}, not a JSON object")
     return body
+
+
+def _not_json(constant: str) -> NoReturn:
+    """``NaN``, ``Infinity`` and ``-Infinity``: Python's json reads them, but
+    they are not JSON, and asteps never writes them (a kept result is refused
+    with one): a body that holds one did not come from asteps or simpleflow."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 class EncodedBody(dict[str, Any]):
