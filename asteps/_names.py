@@ -73,6 +73,17 @@ def covers(pattern: str, name: str) -> bool:
     return name.startswith(pattern) and name[len(pattern) : len(pattern) + 1] == "."
 
 
+def unprintable(text: str) -> str | None:
+    """The first character of ``text`` that no table or log could show as it
+    is (Unicode categories Cc, Cf, Zl, Zp, lone surrogates), described, as in
+    "a control character, U+000A"; None when there is none."""
+    for char in text:
+        what = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+        if what is not None:
+            return f"{what}, U+{ord(char):04X}"
+    return None
+
+
 def validate_workflow_id(workflow_id: object) -> str:
     """Refuse workflow ids that would escape or corrupt a store's key layout, or
     that a terminal, a file system or S3 would show or store differently: ``/``,

@@ -383,7 +383,7 @@ def test_bucket_accepts_simpleflows_host_slash_bucket_form(given: str, expected:
         ({"endpoint_url": "notaurl"}, "endpoint_url 'notaurl' is not an endpoint URL"),
         ({"endpoint_url": "http://host:port"}, "endpoint_url .* is not an endpoint URL"),
         ({"region_name": "bad region"}, "region_name 'bad region' is not a region name"),
-        ({"max_concurrency": 0}, "max_concurrency must be at least 1"),
+        ({"max_concurrency": 0}, "max_concurrency must be from 1 to 1,024"),
         ({"key_root": "a/../b"}, "key root 'a/../b' has an empty, '.' or '..' segment"),
     ],
 )

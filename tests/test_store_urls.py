@@ -70,6 +70,10 @@ async def test_open_store_builds_each_kind(tmp_path: Path, aws: MotoServer) -> N
 BAD_S3_OPTIONS = [
     ("s3://bkt?max_concurrency=abc", "max_concurrency"),
     ("s3://bkt?max_concurrency=0", "max_concurrency"),
+    ("s3://bkt?max_concurrency=%D9%A3", "not a whole number"),  # int() reads an Arabic 3
+    ("s3://bkt?max_concurrency=99999999999999999999", "from 1 to 1,024"),
+    ("s3://bkt?sse=aws:kms&kms_key_id=", "kms_key_id is empty"),
+    ("s3://bkt/a%0Ab/x", "contains a control character"),
     ("s3://bkt?endpoint_url=notaurl", "endpoint_url"),
     ("s3://bkt?endpoint_url=ftp://host", "endpoint_url"),
     ("s3://bkt?region=bad%20region", "region"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from .._names import shown, unprintable
 from ..errors import StoreError
 
 SSE_MODES = ("AES256", "aws:kms")
@@ -111,10 +112,16 @@ def check_region(value: str, argument: str) -> str:
     return value
 
 
+MAX_CONCURRENCY = 1024
+"""The most requests an S3Store sends at once: each holds a connection."""
+
+
 def check_max_concurrency(value: int, argument: str) -> int:
-    """``value`` if it is at least 1."""
-    if value < 1:
-        raise StoreError(f"{argument} must be at least 1, got {value}")
+    """``value`` if it is at least 1 and at most ``MAX_CONCURRENCY``."""
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise StoreError(
+            f"{argument} must be from 1 to {MAX_CONCURRENCY:,}, got {shown(str(value))}"
+        )
     return value
 
 
@@ -124,6 +131,8 @@ def check_sse(sse: str | None, kms_key_id: str | None, *, sse_arg: str, kms_arg:
         raise StoreError(f"{sse_arg} must be 'AES256' or 'aws:kms', got {sse!r}")
     if kms_key_id is not None and sse != "aws:kms":
         raise StoreError(f"{kms_arg} needs {sse_arg}='aws:kms'")
+    if kms_key_id is not None and not kms_key_id.strip():
+        raise StoreError(f"{kms_arg} is empty: give a KMS key id or ARN, or leave it out")
 
 
 def check_key_root(value: str) -> str:
@@ -133,6 +142,8 @@ def check_key_root(value: str) -> str:
     root = value.strip("/")
     if not root:
         return ""
+    if (what := unprintable(root)) is not None:
+        raise StoreError(f"key root {shown(value)} contains {what}: use printable text")
     if any(segment in ("", ".", "..") for segment in root.split("/")):
         raise StoreError(
             f"key root {value!r} has an empty, '.' or '..' segment: use a path like 'some/root'"

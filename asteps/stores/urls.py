@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .._names import shown
 from ..errors import StoreError
 from ._s3_args import (
     CREDENTIALS_REFUSED,
@@ -147,11 +148,9 @@ def _check_s3_options(options: dict[str, str]) -> None:
         check_region(options["region"], "option region")
     if "max_concurrency" in options:
         value = options["max_concurrency"]
-        try:
-            number = int(value)
-        except ValueError:
-            raise StoreError(f"option max_concurrency {value!r} is not a whole number") from None
-        check_max_concurrency(number, "option max_concurrency")
+        if not (value.isascii() and value.isdigit()):  # int() would take '٣' and ' 3 '
+            raise StoreError(f"option max_concurrency {shown(value)} is not a whole number")
+        check_max_concurrency(int(value), "option max_concurrency")
     check_sse(
         options.get("sse"),
         options.get("kms_key_id"),
