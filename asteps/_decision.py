@@ -101,11 +101,15 @@ def decide_with_body(
     version: str | None,
     rerun_on_new_version: bool,
     on_missing_result: str,
+    unreadable: str | None = None,
 ) -> Decision:
     """Reconsider a step skipped because it is done, once its marker's body is read.
 
     1. ``rerun_on_new_version`` and the marker's version differs from the
-       runner's: run, forced, ``"version 1 -> 2"``;
+       runner's: run, forced, ``"version 1 -> 2"`` (a JSON integer is the
+       version its digits spell: ``2`` is version ``"2"``); or its body could
+       not be read (``unreadable`` says why): run, forced, ``"version
+       unreadable -> 2: <why>"``;
     2. its kept result is missing or invalid (``result_problem``), with
        ``on_missing_result="run"``: run, forced, with the problem as reason
        (``"none"`` and ``"error"`` keep the skip and add the problem as reason;
@@ -114,7 +118,10 @@ def decide_with_body(
 
     Only for a decision ``skip`` that no pattern made (``forced`` is False).
     """
-    if rerun_on_new_version and stored_version != version:
+    if rerun_on_new_version and unreadable is not None:
+        reason = f"version unreadable -> {version}: {unreadable}"
+        return Decision(run=True, forced=True, reasons=(reason,))
+    if rerun_on_new_version and not _same_version(stored_version, version):
         shown = _shown_version(stored_version)
         return Decision(run=True, forced=True, reasons=(f"version {shown} -> {version}",))
     if not keeps_result:
@@ -124,6 +131,14 @@ def decide_with_body(
     if on_missing_result == "run":
         return Decision(run=True, forced=True, reasons=(result_problem,))
     return Decision(run=False, forced=False, reasons=(*decision.reasons, result_problem))
+
+
+def _same_version(stored: object, version: str | None) -> bool:
+    """Whether a marker's version is the runner's: equal, or a JSON integer
+    whose digits spell it (another writer may store ``2`` for ``"2"``)."""
+    if stored == version:
+        return True
+    return type(stored) is int and version is not None and str(stored) == version
 
 
 _MAX_VERSION_SHOWN = 64

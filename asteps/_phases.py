@@ -84,7 +84,7 @@ class Phases:
             try:
                 taken = await claims.take(self.prefix, name, forced=forced)
             except MarkerBodyError as exc:  # played elsewhere, its marker's body broken
-                taken, problem = {}, f"result invalid: {exc}"
+                taken, problem = {}, str(exc)
             if isinstance(taken, Held):
                 return decision, kept, taken
             played = played_by(taken.get("run_id"))

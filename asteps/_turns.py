@@ -269,7 +269,7 @@ class Turns:
         try:
             body = await markers_readable(store).read_marker(self.prefix, name)
         except MarkerBodyError as exc:
-            return self.reconsider(decision, None, asked, f"result invalid: {exc}")
+            return self.reconsider(decision, None, asked, str(exc))
         return self.reconsider(decision, body, asked)
 
     def reconsider(
@@ -277,14 +277,14 @@ class Turns:
         decision: Decision,
         body: Mapping[str, Any] | None,
         asked: Asked,
-        problem: str | None = None,
+        unreadable: str | None = None,
     ) -> tuple[Decision, KeptResult]:
         """Decide a done step again from its marker's ``body``, read by the
-        caller: its kept result, and the version that wrote it. ``problem``
-        says why a body could not be read."""
+        caller: its kept result, and the version that wrote it. ``unreadable``
+        says why a body could not be read (then neither is known)."""
         keep = asked.keep
-        if problem is not None:
-            kept = KeptResult(problem=problem)
+        if unreadable is not None:
+            kept = KeptResult(problem=f"result invalid: {unreadable}")
         else:
             kept = decode_result(body, keep) if keep else NOTHING_KEPT
         decision = decide_with_body(
@@ -295,6 +295,7 @@ class Turns:
             version=self.version,
             rerun_on_new_version=asked.rerun_on_new_version,
             on_missing_result=asked.on_missing,
+            unreadable=unreadable,
         )
         return decision, kept
 

@@ -77,12 +77,16 @@ DONE = decide("a", force=False, forced={}, skipped={}, done={"a"})
         (False, None, "2", True, "run", (False, False, (ALREADY_PLAYED,))),
         (False, None, "1", False, "run", (False, False, (ALREADY_PLAYED,))),
         (True, "result missing", "1", True, "run", (True, True, ("version 1 -> 2",))),
+        # Another writer may store the version as a JSON integer: 2 is version "2".
+        (False, None, 2, True, "run", (False, False, (ALREADY_PLAYED,))),
+        (False, None, 3, True, "run", (True, True, ("version 3 -> 2",))),
+        (False, None, True, True, "run", (True, True, ("version True -> 2",))),
     ],
 )
 def test_a_done_step_is_reconsidered_once_its_body_is_read(
     keeps: bool,
     problem: str | None,
-    stored: str | None,
+    stored: object,
     rerun_on_new_version: bool,
     on_missing: str,
     expected: tuple[bool, bool, tuple[str, ...]],
@@ -97,6 +101,23 @@ def test_a_done_step_is_reconsidered_once_its_body_is_read(
         on_missing_result=on_missing,
     )
     assert (decision.run, decision.forced, decision.reasons) == expected
+
+
+def test_a_body_that_cannot_be_read_reruns_a_step_on_a_new_version_saying_why() -> None:
+    """Its version is unknown, so the step reruns, and the reason says the body
+    could not be read: not "version None -> 2", as if the marker had none."""
+    decision = decide_with_body(
+        DONE,
+        keeps_result=False,
+        result_problem=None,
+        stored_version=None,
+        version="2",
+        rerun_on_new_version=True,
+        on_missing_result="run",
+        unreadable="marker wf/steps/a is not JSON",
+    )
+    assert (decision.run, decision.forced) == (True, True)
+    assert decision.reasons == ("version unreadable -> 2: marker wf/steps/a is not JSON",)
 
 
 def test_a_step_played_by_a_runner_that_left_no_run_id_says_another_run() -> None:
