@@ -220,3 +220,14 @@ def test_steps_read_an_ids_file_in_bounded_chunks_and_refuse_a_line_too_long() -
     assert exited.value.code == 2
     assert stream.reads
     assert max(stream.reads) <= 1 << 20
+
+
+def test_a_line_too_long_in_an_ids_file_is_quoted_short_in_the_error(tmp_path: Any) -> None:
+    """The error names the line and quotes the start of it, not the 4 KB the
+    reader kept of it (16 KB of escapes for a line of NUL bytes)."""
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"\x00" * 100_000 + b"\nc-1\n")
+    result = CliRunner().invoke(main, ["steps", "list", "--ids", str(ids)])
+    assert result.exit_code == 2
+    assert "--ids: line 1 is longer than 4096 bytes: " in result.stderr
+    assert len(result.stderr) < 400

@@ -13,6 +13,7 @@ from rich.table import Table
 from .._concurrency import for_each
 from .._ids import BadId, numbered_ids, stream_chunks
 from .._names import (
+    MAX_SHOWN,
     check_prefix_per_workflow,
     format_prefix,
     validate_name,
@@ -74,8 +75,9 @@ def targets(workflow_id: str | None, ids_file: IO[bytes] | None, prefix: str) ->
     guarded(check_prefix_per_workflow, prefix)
     ids: dict[str, None] = {}  # in order, each once
     for line, item in numbered_ids(stream_chunks(ids_file)):
-        if isinstance(item, BadId):  # its reason names the line
-            fail(f"--ids: {item.reason}: '{printable(item.text)}'", EXIT_USAGE)
+        if isinstance(item, BadId):  # its reason names the line; its start is quoted
+            text = item.text if len(item.text) <= MAX_SHOWN else item.text[:MAX_SHOWN] + "…"
+            fail(f"--ids: {item.reason}: '{printable(text)}'", EXIT_USAGE)
         try:
             validate_workflow_id(item)
             format_prefix(prefix, item, None)
